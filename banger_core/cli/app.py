@@ -1,0 +1,161 @@
+"""The root ``banger`` click group and the state commands share through ``ctx.obj``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import click
+
+from banger_core.cli.output import warn
+from banger_core.errors import BangerError
+
+if TYPE_CHECKING:
+    from banger_core.config import Config
+    from banger_core.plugins import PluginManager
+    from banger_hookspecs import PluginContext
+
+#: Core command modules, imported lazily; each defines ``cli`` (a click command).
+CORE_COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("banger_core.cli.config_cmd", "Show the effective configuration."),
+    "doctor": ("banger_core.cli.doctor_cmd", "Check this host can run VMs, and say what to fix."),
+    "plugins": ("banger_core.cli.plugins_cmd", "List and inspect plugins."),
+    "version": ("banger_core.cli.version_cmd", "Print version, commit and build time."),
+}
+
+
+@dataclass
+class App:
+    """Per-invocation state: built lazily so cheap commands stay cheap."""
+
+    verbose: int = 0
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    _pm: PluginManager | None = None
+    _config: Config | None = None
+
+    @property
+    def pm(self) -> PluginManager:
+        if self._pm is None:
+            from banger_core.plugins import get_plugin_manager
+
+            self._pm = get_plugin_manager(self.env)
+            self.report_failed_plugins()
+        return self._pm
+
+    def report_failed_plugins(self) -> None:
+        assert self._pm is not None
+        for record in self._pm.failed():
+            warn(record.load_error_line())
+            if self.verbose and record.traceback:
+                warn(record.traceback.rstrip())
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from banger_core.config import load_config
+
+            self._config = load_config(self.pm, self.env)
+            for line in self._config.warnings:
+                warn(f"banger: warning: {line}")
+        return self._config
+
+    def plugin_context(self) -> PluginContext:
+        from banger_core.context import make_context
+        from banger_core.hostops import host_ops_for_current_user
+
+        return make_context(self.config, host_ops_for_current_user(self.config), env=self.env)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+class RootGroup(click.Group):
+    """Core commands load on demand; plugin commands come from ``banger_cli_commands``."""
+
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        app = ctx.ensure_object(App)
+        commands: dict[str, click.Command] = {}
+        for impl in app.pm.hook.banger_cli_commands.get_hookimpls():
+            try:
+                provided = list(impl.function() or ())
+            except Exception as exc:  # a broken plugin must not break the CLI
+                warn(f"banger: warning: plugin {impl.plugin_name}: banger_cli_commands raised: {exc}")
+                continue
+            for command in provided:
+                if command.name in CORE_COMMANDS or command.name in commands or command.name is None:
+                    warn(f"banger: warning: plugin {impl.plugin_name}: command {command.name!r} clashes, ignored")
+                    continue
+                commands[command.name] = command
+        return commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*CORE_COMMANDS, *self.commands, *self._plugin_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        if cmd_name in CORE_COMMANDS:
+            import importlib
+
+            module = importlib.import_module(CORE_COMMANDS[cmd_name][0])
+            command: click.Command = module.cli
+            return command
+        return self._plugin_commands(ctx).get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help of core commands without importing their modules.
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in CORE_COMMANDS and name not in self.commands:
+                rows.append((name, CORE_COMMANDS[name][1]))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=formatter.width - 20)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from banger_core.buildinfo import build_info
+
+    click.echo(build_info().line("banger"))
+    ctx.exit()
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print one version line.",
+)
+@click.option("-v", "--verbose", count=True, help="More detail (tracebacks of failed plugins, tool output).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """banger: one-command development sandboxes on Firecracker microVMs.
+
+    \b
+    Quick start:
+      banger vm run                       boot the default image, open a shell
+      banger vm run ./repo -- make test   ship a repo in, run a command, get its exit code
+      banger doctor                       what this host can run, and what to fix
+    """
+    app = ctx.ensure_object(App)
+    app.verbose = verbose
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn :class:`BangerError` into one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="banger", standalone_mode=True, obj=App())
+    except BangerError as exc:
+        click.echo(f"banger: error: {exc}", err=True)
+        sys.exit(exc.exit_code)

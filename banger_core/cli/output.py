@@ -1,0 +1,35 @@
+"""Tables, JSON and one-line errors for the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print ``banger: error: MESSAGE`` and exit ``code``."""
+    click.echo(f"banger: error: {message}", err=True)
+    sys.exit(code)

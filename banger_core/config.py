@@ -1,0 +1,233 @@
+"""``config.toml``: typed, every key optional, unknown keys are errors.
+
+Keys are declared by ``banger_config_options`` hooks (the core declares its
+own in :mod:`banger_core.essential`), so a third-party plugin's keys are
+validated exactly like the core's. Every effective value remembers where it
+came from, for ``banger config show``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from banger_core import paths
+from banger_core.errors import BangerError
+from banger_core.plugins import PluginManager
+from banger_hookspecs import ConfigOption
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class ConfigError(BangerError):
+    """A config problem, as one line naming the file, the key and what is expected."""
+
+
+def parse_size(value: object) -> int:
+    """``"16G"`` → bytes (binary units); ints are bytes. Raises ``ValueError``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 8G, 512M or a number of bytes")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match:
+            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    raise ValueError(f"expected a size like 8G, 512M or a number of bytes, got {value!r}")
+
+
+def format_size(size: int) -> str:
+    """Bytes → the shortest exact ``8G``/``512M`` form (or bytes)."""
+    for unit, factor in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.1f}G"
+    return str(size)
+
+
+_TYPE_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "bool": "true or false",
+    "path": "an absolute path (~ allowed)",
+    "size": "a size like 8G or 512M",
+    "list[str]": "a list of strings",
+    "table": "a table",
+    "list[table]": "an array of tables ([[...]])",
+}
+
+
+def _coerce(option: ConfigOption, value: Any, where: str) -> Any:
+    """Validate one value; ``where`` names it in errors (``key 'x' in [t]``)."""
+    expected = _TYPE_WORDS[option.type]
+
+    def bad(extra: str = "") -> ConfigError:
+        return ConfigError(f"{where} must be {expected}{extra}, got {value!r}")
+
+    kind = option.type
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad()
+        if option.choices and value not in option.choices:
+            raise ConfigError(f"{where} must be one of {', '.join(option.choices)}, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if kind == "path":
+        if not isinstance(value, str) or not value:
+            raise bad()
+        expanded = os.path.expanduser(value)
+        if not os.path.isabs(expanded):
+            raise ConfigError(f"{where} must be an absolute path (or start with ~), got {value!r}")
+        return Path(expanded)
+    if kind == "size":
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise bad() from None
+    if kind == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad()
+        return list(value)
+    if kind == "table":
+        if not isinstance(value, dict):
+            raise bad()
+        return _table(option, value, where)
+    if kind == "list[table]":
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise bad()
+        return [_table(option, v, f"{where} entry {i + 1}") for i, v in enumerate(value)]
+    raise ConfigError(f"{where}: unsupported option type {kind}")
+
+
+def _table(option: ConfigOption, value: dict[str, Any], where: str) -> dict[str, Any]:
+    fields = {f.key: f for f in option.fields}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {known})")
+        out[key] = _coerce(fields[key], item, f"key {key!r} in {where}")
+    for name, sub in fields.items():
+        if sub.required and name not in out:
+            raise ConfigError(f"{where}: missing required key {name!r}")
+    return out
+
+
+@dataclass
+class Config(Mapping[str, Any]):
+    """Effective configuration: values plus where each came from."""
+
+    path: Path
+    data: dict[str, Any]
+    sources: dict[str, str]
+    options: dict[str, ConfigOption]
+    owners: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Rows for ``banger config show``: key, value, source, plugin, help."""
+        rows = []
+        for key in sorted(self.options):
+            value = self.data.get(key)
+            rows.append(
+                {
+                    "key": key,
+                    "value": _jsonable(value),
+                    "source": self.sources.get(key, "default"),
+                    "plugin": self.owners.get(key, ""),
+                    "help": self.options[key].help,
+                }
+            )
+        return rows
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def display_path(path: Path, env: Mapping[str, str] = os.environ) -> str:
+    """``path`` with the home directory written as ``~``."""
+    home = env.get("HOME")
+    text = str(path)
+    if home and (text == home or text.startswith(home.rstrip("/") + "/")):
+        return "~" + text[len(home.rstrip("/")) :]
+    return text
+
+
+def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Path | None = None) -> Config:
+    """Read and validate the config file (missing file = all defaults)."""
+    path = path or paths.config_file(env)
+    shown = display_path(path, env)
+    provided = pm.providers("banger_config_options")
+    options = {key: p.value for key, p in provided.items()}
+    owners = {key: p.plugin.name for key, p in provided.items()}
+
+    raw: dict[str, Any] = {}
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        pass
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror}") from None
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, option in options.items():
+        if option.default is not None:
+            values[key] = option.default
+            sources[key] = "default"
+    inactive = sorted(r.name for r in pm.records.values() if r.status != "active")
+    warnings: list[str] = []
+    for key, value in raw.items():
+        if key not in options:
+            if inactive:
+                # The key may belong to a blocked or broken plugin: refusing to
+                # run would make BANGER_DISABLE_PLUGINS unusable, so warn.
+                warnings.append(f"{shown}: ignoring unknown key {key!r} (inactive plugins: {', '.join(inactive)})")
+                continue
+            raise ConfigError(f"{shown}: unknown key {key!r}: remove it or check its spelling")
+        values[key] = _coerce(options[key], value, f"{shown}: key {key!r}")
+        sources[key] = shown
+    for key, default, origin in (
+        ("state_dir", paths.default_state_dir(env), "default (XDG_DATA_HOME)"),
+        ("cache_dir", paths.default_cache_dir(env), "default (XDG_CACHE_HOME)"),
+        ("runtime_dir", paths.default_runtime_dir(env), "default (XDG_RUNTIME_DIR)"),
+    ):
+        if key in options and key not in values:
+            values[key] = default
+            sources[key] = origin
+    return Config(path=path, data=values, sources=sources, options=options, owners=owners, warnings=warnings)

@@ -1,0 +1,134 @@
+"""The core's own hook implementations, registered even with ``BANGER_NO_PLUGINS=1``.
+
+It declares the core's config keys, the ``manual`` DNS router (always
+applicable: it only explains) and the doctor rows about banger's own needs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+
+from banger_hookspecs import (
+    CheckResult,
+    ConfigOption,
+    DnsRouter,
+    DoctorCheck,
+    PluginContext,
+    hookimpl,
+)
+
+VM_DEFAULT_FIELDS = (
+    ConfigOption("vcpu", "int", help="virtual CPUs"),
+    ConfigOption("memory_mib", "int", help="memory in MiB"),
+    ConfigOption("disk_size", "size", help="writable disk size, e.g. 16G"),
+)
+FILE_SYNC_FIELDS = (
+    ConfigOption("host", "str", required=True, help="file or directory under your home"),
+    ConfigOption("guest", "str", required=True, help="destination under ~/ or /root/"),
+    ConfigOption("mode", "str", help="octal file mode, e.g. 0644 (default 0600)"),
+)
+
+
+@hookimpl
+def banger_config_options() -> Iterable[ConfigOption]:
+    return [
+        ConfigOption("state_dir", "path", help="images, kernels, VM disks and the database"),
+        ConfigOption("cache_dir", "path", help="downloads and build caches"),
+        ConfigOption("runtime_dir", "path", help="the daemon socket and per-VM sockets"),
+        ConfigOption("default_image", "str", "debian-bookworm", help="image for new VMs"),
+        ConfigOption("default_kernel", "str", help="kernel for new VMs (default: the image's own)"),
+        ConfigOption("vmm_backend", "str", "auto", help="VMM backend: auto or a backend name"),
+        ConfigOption("network_backend", "str", "usernet", help="network backend for new VMs"),
+        ConfigOption("dns_router", "str", "auto", help="how the host resolves *.vm: auto or a router name"),
+        ConfigOption("cidr", "str", "172.16.0.0/24", help="subnet guest IPs are allocated from"),
+        ConfigOption("bridge_ip", "str", "172.16.0.1", help="the host's address in cidr (guest gateway)"),
+        ConfigOption("dns_port", "int", 53, help="port of the .vm DNS server on the bridge address"),
+        ConfigOption("dns_loopback_port", "int", help="also serve .vm on 127.0.0.1 at this port (tests, debugging)"),
+        ConfigOption("ssh_ready_timeout", "int", 300, help="seconds to wait for a booting VM's sshd"),
+        ConfigOption("vm_defaults", "table", fields=VM_DEFAULT_FIELDS, help="defaults for new VMs"),
+        ConfigOption("file_sync", "list[table]", fields=FILE_SYNC_FIELDS, help="files copied into new VMs"),
+        ConfigOption(
+            "log_level", "str", "info", choices=("debug", "info", "warning", "error"), help="daemon log level"
+        ),
+    ]
+
+
+class ManualDnsRouter:
+    """Changes nothing on the host; explains how to route ``*.vm`` by hand."""
+
+    def detect(self) -> bool:
+        return True
+
+    def route(self, link: str, server: str, domain: str) -> None:
+        return None
+
+    def unroute(self, link: str, server: str, domain: str) -> None:
+        return None
+
+    def instructions(self, link: str, server: str, domain: str) -> str:
+        return (
+            f"banger does not change your resolver on this host. To resolve *.{domain} names, "
+            f"send queries for {domain} to {server} (see docs/dns-routing.md), e.g. with dnsmasq: "
+            f"server=/{domain}/{server}"
+        )
+
+
+@hookimpl
+def banger_dns_routers() -> Iterable[DnsRouter]:
+    return [
+        DnsRouter(
+            name="manual",
+            description="changes nothing; prints how to route *.vm by hand",
+            factory=lambda ctx: ManualDnsRouter(),
+            priority=100,
+        )
+    ]
+
+
+def _core_checks(ctx: PluginContext) -> Iterable[CheckResult]:
+    version = ".".join(map(str, sys.version_info[:3]))
+    yield CheckResult("python", "ok", f"Python {version}")
+    for tool, package in (("ssh", "openssh-client"), ("ssh-keygen", "openssh-client")):
+        found = shutil.which(tool)
+        yield CheckResult(
+            tool,
+            "ok" if found else "fail",
+            f"{tool} at {found}" if found else f"{tool} not found",
+            hint=None if found else f"install it: apt-get install {package}",
+            blocks_vm_run=not found,
+        )
+    mkfs = shutil.which("mkfs.ext4") or ("/usr/sbin/mkfs.ext4" if os.path.exists("/usr/sbin/mkfs.ext4") else None)
+    yield CheckResult(
+        "mkfs.ext4",
+        "ok" if mkfs else "fail",
+        f"mkfs.ext4 at {mkfs}" if mkfs else "mkfs.ext4 not found (needed for VM disks)",
+        hint=None if mkfs else "install it: apt-get install e2fsprogs",
+        blocks_vm_run=not mkfs,
+    )
+    kvm_status = {"hardware": "ok", "software": "warn", "unusable": "warn", "absent": "warn"}[ctx.host.kvm]
+    yield CheckResult(
+        "kvm",
+        kvm_status,  # type: ignore[arg-type]
+        ctx.host.kvm_detail,
+        hint=None if ctx.host.kvm == "hardware" else "VMs still run under QEMU TCG emulation, much slower",
+    )
+    state = ctx.state_dir
+    probe = state
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    writable = os.access(probe, os.W_OK)
+    yield CheckResult(
+        "state-dir",
+        "ok" if writable else "fail",
+        f"{state} is writable" if writable else f"{state} is not writable",
+        hint=None if writable else f"fix the permissions of {probe} or set state_dir in config.toml",
+        blocks_vm_run=not writable,
+    )
+
+
+@hookimpl
+def banger_doctor_checks() -> Iterable[DoctorCheck]:
+    return [DoctorCheck(name="core", run=_core_checks)]

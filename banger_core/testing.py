@@ -1,0 +1,108 @@
+"""Opt-in pytest plugin for testing banger plugins (ours or a third party's) in isolation.
+
+Enable it with ``pytest_plugins = ["banger_core.testing"]`` in a ``conftest.py``
+(or ``pytest -p banger_core.testing``). It provides:
+
+* ``banger_env`` — an environment dict whose HOME/XDG dirs point into ``tmp_path``;
+* ``banger_site`` — a :class:`FakeSite`: a directory on ``sys.path`` where
+  :meth:`FakeSite.add_plugin` writes a module plus a fake ``.dist-info`` with
+  entry points, exactly what ``pip install`` of a plugin would leave behind;
+* ``plugin_manager`` — a fresh manager (core + installed entry points + the
+  fake site), never a shared global.
+
+Example::
+
+    def test_my_backend(banger_site, banger_env):
+        banger_site.add_plugin("acme", "acme-banger", "1.0", source='''
+    from banger_hookspecs import hookimpl, VmmBackend
+    @hookimpl
+    def banger_vmm_backends():
+        return [VmmBackend(name="acme", description="x", factory=lambda ctx: None)]
+    ''')
+        pm = get_plugin_manager(banger_env)
+        assert "acme" in pm.providers("banger_vmm_backends")
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from banger_core.plugins import PluginManager, get_plugin_manager
+
+
+def _normalize(dist: str) -> str:
+    return re.sub(r"[-_.]+", "_", dist)
+
+
+class FakeSite:
+    """A ``sys.path`` directory holding fake installed distributions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write_dist_info(self, dist: str, version: str, entry_points: dict[str, str], group: str = "banger") -> Path:
+        """Write ``<dist>-<version>.dist-info`` declaring ``entry_points`` in ``group``."""
+        info = self.root / f"{_normalize(dist)}-{version}.dist-info"
+        info.mkdir(parents=True, exist_ok=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        lines = [f"[{group}]"] + [f"{name} = {target}" for name, target in entry_points.items()]
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        (info / "RECORD").write_text("")
+        importlib.invalidate_caches()
+        return info
+
+    def add_plugin(self, name: str, dist: str, version: str = "1.0", *, source: str, module: str | None = None) -> str:
+        """Write module ``module`` (default ``<name>_banger_plugin``) and register it as entry point ``name``."""
+        module = module or f"{name.replace('-', '_')}_banger_plugin"
+        (self.root / f"{module}.py").write_text(textwrap.dedent(source))
+        sys.modules.pop(module, None)
+        self.write_dist_info(dist, version, {name: module})
+        return module
+
+
+@pytest.fixture
+def banger_env(tmp_path: Path) -> dict[str, str]:
+    """An environment isolated from the real user's config and state."""
+    home = tmp_path / "home"
+    home.mkdir()
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BANGER_", "XDG_"))}
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local/share"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_RUNTIME_DIR=str(tmp_path / "run"),
+    )
+    (tmp_path / "run").mkdir(mode=0o700)
+    return env
+
+
+@pytest.fixture
+def banger_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSite]:
+    """A fake site-packages directory on ``sys.path`` for plugins made up by a test."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    importlib.invalidate_caches()
+    before = set(sys.modules)
+    yield FakeSite(root)
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        if module is not None and str(getattr(module, "__file__", "") or "").startswith(str(root)):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+@pytest.fixture
+def plugin_manager(banger_env: dict[str, str]) -> PluginManager:
+    """A fresh plugin manager for this test."""
+    return get_plugin_manager(banger_env)

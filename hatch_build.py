@@ -1,0 +1,35 @@
+"""Stamp release wheels with version, commit and build time (see banger_core/buildinfo.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        if version == "editable":
+            return  # development checkouts read .git at run time
+        commit = _git("rev-parse", "HEAD") or "unknown"
+        tag = _git("describe", "--tags", "--exact-match", "HEAD")
+        info = {
+            "version": tag if tag and tag.startswith("v") else "dev",
+            "commit": commit,
+            "built": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        out = Path(tempfile.mkdtemp()) / "_build_info.py"
+        out.write_text("".join(f"{key.upper()} = {value!r}\n" for key, value in info.items()))
+        build_data["force_include"][str(out)] = "banger_core/_build_info.py"

@@ -1,0 +1,755 @@
+"""Typed value objects exchanged between banger's core and its plugins.
+
+Everything here is plain data (frozen dataclasses) or a ``Protocol`` that the
+core or a plugin implements. Nothing imports anything heavier than the
+standard library: plugins import this module at load time, and the CLI loads
+plugins on its fast paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "PROVIDER_NAME_RE",
+    "Availability",
+    "CheckResult",
+    "CheckStatus",
+    "ConfigOption",
+    "Disk",
+    "DnsRouter",
+    "DnsRouterDriver",
+    "DoctorCheck",
+    "GuestNetConfig",
+    "GuestResult",
+    "GuestShell",
+    "HostFacts",
+    "HostOps",
+    "ImageArtifact",
+    "ImageListing",
+    "ImageSource",
+    "ImageSourceDriver",
+    "KernelArtifact",
+    "KernelProvider",
+    "KernelProviderDriver",
+    "NetAttachment",
+    "NetworkBackend",
+    "NetworkDriver",
+    "NicRequest",
+    "NicSpec",
+    "PluginContext",
+    "PortForward",
+    "Progress",
+    "SourceUnavailable",
+    "VmInfo",
+    "VmProcess",
+    "VmSpec",
+    "VmmBackend",
+    "VmmDriver",
+    "WorkspaceOptions",
+    "WorkspacePlan",
+    "WorkspaceSyncer",
+    "WorkspaceSyncerDriver",
+    "validate_provider_name",
+]
+
+#: Provider names: lowercase, start with a letter, at most 32 characters.
+PROVIDER_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+def validate_provider_name(kind: str, name: str) -> str:
+    """Return ``name`` if it is a valid provider name, else raise ``ValueError``.
+
+    Args:
+        kind: what is being named, for the error message (``"image source"``).
+        name: the proposed name.
+
+    Returns:
+        The name, unchanged.
+    """
+    if not isinstance(name, str) or not PROVIDER_NAME_RE.match(name):
+        raise ValueError(
+            f"invalid {kind} name {name!r}: use 1-32 characters of a-z, 0-9 and '-', starting with a letter"
+        )
+    return name
+
+
+class SourceUnavailable(Exception):
+    """A provider cannot serve a request right now (catalog unreachable, tool missing).
+
+    Raising this (instead of any other error) tells the core it may fall back to
+    the next provider that claims the same reference. The message is a user
+    sentence.
+    """
+
+
+# --------------------------------------------------------------------------
+# Services the core hands to plugins
+# --------------------------------------------------------------------------
+
+
+class Progress(Protocol):
+    """Progress sink for long operations; the daemon streams it to the CLI."""
+
+    def step(self, message: str) -> None:
+        """Start a new phase, e.g. ``"downloading kernel package"``."""
+
+    def advance(self, done: int, total: int | None = None, unit: str = "B") -> None:
+        """Report progress inside the current phase (bytes, files, ...)."""
+
+    def log(self, message: str) -> None:
+        """A detail line (tool output); shown with ``-v`` and kept in the daemon log."""
+
+
+class HostOps(Protocol):
+    """Privileged host operations (CAP_NET_ADMIN), with strictly validated arguments.
+
+    The core implements this in-process when the daemon runs as root, and will
+    later forward it to ``bangerd-root``. Interface names must start with the
+    configured prefix (``banger`` for bridges, ``bgr`` for taps) and addresses
+    must lie inside the configured CIDR, or the call raises ``ValueError``.
+    """
+
+    def ensure_bridge(self, name: str, address: str) -> bool:
+        """Create or repair bridge ``name`` with ``address`` (``"172.16.0.1/24"``), up.
+
+        Returns True when something had to be created or repaired.
+        """
+
+    def delete_bridge(self, name: str) -> None:
+        """Delete bridge ``name`` if it exists."""
+
+    def create_tap(self, name: str, bridge: str, owner_uid: int) -> None:
+        """Create tap ``name`` owned by ``owner_uid``, enslaved to ``bridge``, up."""
+
+    def delete_tap(self, name: str) -> None:
+        """Delete tap ``name`` if it exists."""
+
+    def list_links(self, prefix: str) -> list[str]:
+        """Names of links whose name starts with ``prefix``."""
+
+    def ensure_nat(self, cidr: str, bridge: str) -> None:
+        """Enable IPv4 forwarding and masquerade traffic from ``cidr`` leaving ``bridge``."""
+
+    def remove_nat(self, cidr: str, bridge: str) -> None:
+        """Undo :meth:`ensure_nat`."""
+
+    def host_routes(self) -> list[str]:
+        """IPv4 routes of the host as CIDR strings (for overlap checks)."""
+
+
+KvmKind = Literal["hardware", "software", "unusable", "absent"]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the core found out about the host, once, for every plugin.
+
+    Attributes:
+        kvm: ``hardware`` (vmx/svm and a working /dev/kvm: stock kernels boot),
+            ``software`` (/dev/kvm works but is a software hypervisor such as
+            PVM that cannot boot stock guest kernels), ``unusable`` (present but
+            cannot be opened or refuses to create a VM), ``absent``.
+        kvm_detail: one line explaining ``kvm``.
+        tsc_khz: the host TSC frequency in kHz, if known.
+        cpus: online CPUs.
+        memory_mib: total memory.
+    """
+
+    kvm: KvmKind
+    kvm_detail: str
+    tsc_khz: int | None
+    cpus: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What a provider factory receives: effective config, directories, host services.
+
+    Attributes:
+        config: effective configuration (core keys and every plugin's keys).
+        state_dir: durable data (images, kernels, VMs); a plugin keeps its own
+            files under ``state_dir / "plugins" / <its name>``.
+        cache_dir: re-creatable data (downloads, build caches).
+        runtime_dir: sockets and pid files (0700).
+        host_ops: privileged operations.
+        logger: where to log; the daemon's log file.
+        owner_uid: the uid that owns the VMs (the daemon's user).
+        owner_gid: its gid.
+        host: facts about the host (KVM kind, TSC frequency, CPUs, memory).
+    """
+
+    config: Mapping[str, Any]
+    state_dir: Path
+    cache_dir: Path
+    runtime_dir: Path
+    host_ops: HostOps
+    logger: logging.Logger
+    owner_uid: int
+    owner_gid: int
+    host: HostFacts
+
+    def plugin_dir(self, name: str, *, cache: bool = False) -> Path:
+        """The directory a plugin named ``name`` owns (created on demand, 0700)."""
+        base = (self.cache_dir if cache else self.state_dir) / "plugins" / name
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return base
+
+
+# --------------------------------------------------------------------------
+# Configuration and doctor
+# --------------------------------------------------------------------------
+
+ConfigType = Literal["str", "int", "bool", "path", "size", "list[str]", "table", "list[table]"]
+
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """A key that may appear in ``config.toml``.
+
+    Attributes:
+        key: the TOML key (top level), e.g. ``"firecracker_bin"``.
+        type: value type; ``path`` expands ``~`` and must be absolute afterwards,
+            ``size`` accepts ``"16G"``/``"512M"``/an int of bytes.
+        default: value when unset (``None`` = unset).
+        help: one line shown by ``banger config show``.
+        choices: allowed values for ``str`` options.
+        fields: the allowed keys of a ``table`` (or of each ``list[table]`` entry).
+        required: for a field: the entry is invalid without it.
+    """
+
+    key: str
+    type: ConfigType
+    default: Any = None
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    fields: tuple[ConfigOption, ...] = ()
+    required: bool = False
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^[a-z][a-z0-9_]{0,63}$", self.key):
+            raise ValueError(f"invalid config key {self.key!r}: use a-z, 0-9 and '_'")
+
+
+CheckStatus = Literal["ok", "warn", "fail", "info"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One row of ``banger doctor``.
+
+    Attributes:
+        name: short row title, e.g. ``"kvm"``.
+        status: ``ok``, ``warn``, ``fail`` or ``info``.
+        summary: one line saying what was found.
+        hint: what the user should do, when status is not ok.
+        blocks_vm_run: a ``fail`` that makes ``banger vm run`` impossible.
+    """
+
+    name: str
+    status: CheckStatus
+    summary: str
+    hint: str | None = None
+    blocks_vm_run: bool = False
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    """A registered doctor check; ``run`` yields one or more rows."""
+
+    name: str
+    run: Callable[[PluginContext], Iterable[CheckResult]]
+
+    def __post_init__(self) -> None:
+        validate_provider_name("doctor check", self.name)
+
+
+# --------------------------------------------------------------------------
+# Images and kernels
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageArtifact:
+    """A pulled image: the files a source wrote into its destination directory.
+
+    Attributes:
+        name: image name (``debian-bookworm``).
+        version: source-defined version string (recipe hash, digest, date).
+        rootfs: path of the ext4 root filesystem inside the destination dir.
+        kernel_ref: kernel the image wants (``generic-6.1``), or None for the default.
+        sha256: hex digest of ``rootfs`` as written.
+        size: size of ``rootfs`` in bytes.
+        metadata: extra manifest fields (recipe hash, build time, origin URL).
+    """
+
+    name: str
+    version: str
+    rootfs: Path
+    kernel_ref: str | None
+    sha256: str
+    size: int
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageListing:
+    """Something a source can provide, for ``banger image list --available``."""
+
+    name: str
+    description: str
+    source: str
+
+
+class ImageSourceDriver(Protocol):
+    """What an image source does once constructed."""
+
+    def claims(self, ref: str) -> bool:
+        """True if this source can try to provide ``ref``."""
+
+    def available(self) -> list[ImageListing]:
+        """Images this source knows it can provide (may be empty)."""
+
+    def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
+        """Write the image for ``ref`` into the empty directory ``dest``.
+
+        Raise :class:`SourceUnavailable` when the core should fall back to the
+        next source; any other exception fails the pull. The core deletes
+        ``dest`` on failure and moves it into place on success.
+        """
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Registration of an image source (``catalog``, ``debootstrap``, ...).
+
+    Attributes:
+        name: normalized provider name.
+        description: one line.
+        factory: builds the driver; may import heavy modules (called lazily).
+        priority: order in which the core asks sources that claim a ref
+            (lower first), unless configured otherwise.
+    """
+
+    name: str
+    description: str
+    factory: Callable[[PluginContext], ImageSourceDriver]
+    priority: int = 50
+
+    def __post_init__(self) -> None:
+        validate_provider_name("image source", self.name)
+
+
+@dataclass(frozen=True)
+class KernelArtifact:
+    """A pulled kernel: ELF ``vmlinux`` plus banger's initramfs.
+
+    Attributes:
+        ref: kernel ref (``generic-6.1``).
+        version: kernel release (``6.1.0-37-cloud-amd64``).
+        vmlinux: ELF kernel image (what Firecracker needs; QEMU boots it too).
+        initrd: banger's initramfs speaking :mod:`banger_hookspecs.boot`.
+        boot_protocol: the boot protocol version the initramfs implements.
+        sha256: digests of the files by file name.
+        metadata: extra manifest fields.
+    """
+
+    ref: str
+    version: str
+    vmlinux: Path
+    initrd: Path
+    boot_protocol: int
+    sha256: Mapping[str, str]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+class KernelProviderDriver(Protocol):
+    """What a kernel provider does once constructed."""
+
+    def claims(self, ref: str) -> bool:
+        """True if this provider can try to provide kernel ``ref``."""
+
+    def pull(self, ref: str, dest: Path, progress: Progress) -> KernelArtifact:
+        """Write ``vmlinux``, ``initrd`` and anything else into empty dir ``dest``."""
+
+
+@dataclass(frozen=True)
+class KernelProvider:
+    """Registration of a kernel provider (``catalog``, ``debian``)."""
+
+    name: str
+    description: str
+    factory: Callable[[PluginContext], KernelProviderDriver]
+    priority: int = 50
+
+    def __post_init__(self) -> None:
+        validate_provider_name("kernel provider", self.name)
+
+
+# --------------------------------------------------------------------------
+# Networking
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortForward:
+    """A host port forwarded to a guest port (``usernet``)."""
+
+    host_address: str
+    host_port: int
+    guest_port: int
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """How the VMM should attach the VM's NIC.
+
+    ``kind == "tap"``: attach to the existing tap ``tap_name``.
+    ``kind == "user"``: QEMU user-mode networking with ``forwards``.
+    """
+
+    kind: Literal["tap", "user"]
+    mac: str
+    tap_name: str | None = None
+    forwards: tuple[PortForward, ...] = ()
+
+
+@dataclass(frozen=True)
+class GuestNetConfig:
+    """Static IPv4 configuration the initramfs applies to eth0."""
+
+    address: str
+    prefix: int
+    gateway: str
+    dns: str
+
+
+@dataclass(frozen=True)
+class NicRequest:
+    """What the core asks a network backend for when a VM starts.
+
+    Attributes:
+        vm_id: the VM's stable id (hex); tap names derive from it.
+        vm_name: DNS label of the VM.
+        mac: MAC address allocated by the core.
+        guest_ip: IPv4 address allocated by the core from the configured CIDR.
+    """
+
+    vm_id: str
+    vm_name: str
+    mac: str
+    guest_ip: str
+
+
+@dataclass(frozen=True)
+class NetAttachment:
+    """A network backend's answer: the NIC, the guest's config, and how to reach ssh.
+
+    Attributes:
+        backend: network backend name.
+        nic: NIC for the VMM.
+        guest: guest-side IPv4 config (goes on the kernel command line).
+        ssh_host: address the daemon connects to for the guest's sshd.
+        ssh_port: port for that.
+        dns_address: address ``<name>.vm`` should resolve to, or None when the
+            guest is not directly reachable (user-mode networking).
+        state: backend-private values to persist in ``handles.json``.
+    """
+
+    backend: str
+    nic: NicSpec
+    guest: GuestNetConfig
+    ssh_host: str
+    ssh_port: int
+    dns_address: str | None
+    state: Mapping[str, str] = field(default_factory=dict)
+
+
+class NetworkDriver(Protocol):
+    """What a network backend does once constructed."""
+
+    def setup_host(self, progress: Progress) -> None:
+        """Idempotently prepare the host (bridge, NAT); called at daemon start."""
+
+    def attach(self, request: NicRequest) -> NetAttachment:
+        """Give one VM a NIC before its VMM launches."""
+
+    def detach(self, attachment: NetAttachment) -> None:
+        """Release what :meth:`attach` made (idempotent; called on stop and reconcile)."""
+
+    def teardown_host(self) -> None:
+        """Remove everything :meth:`setup_host` made (``system uninstall``)."""
+
+    def dns_link(self) -> tuple[str, str] | None:
+        """``(link name, address)`` where the ``.vm`` DNS server should listen, if any."""
+
+
+@dataclass(frozen=True)
+class NetworkBackend:
+    """Registration of a network backend (``bridge``, ``usernet``)."""
+
+    name: str
+    description: str
+    factory: Callable[[PluginContext], NetworkDriver]
+
+    def __post_init__(self) -> None:
+        validate_provider_name("network backend", self.name)
+
+
+class DnsRouterDriver(Protocol):
+    """Makes the host's resolver send ``*.vm`` queries to banger's DNS server."""
+
+    def detect(self) -> bool:
+        """True if this router applies to this host (e.g. systemd-resolved runs)."""
+
+    def route(self, link: str, server: str, domain: str) -> None:
+        """Route ``~domain`` to ``server`` on ``link``."""
+
+    def unroute(self, link: str, server: str, domain: str) -> None:
+        """Undo :meth:`route`."""
+
+    def instructions(self, link: str, server: str, domain: str) -> str:
+        """Human-readable description of what routing does or must be done by hand."""
+
+
+@dataclass(frozen=True)
+class DnsRouter:
+    """Registration of a DNS router (``resolved``, ``manual``)."""
+
+    name: str
+    description: str
+    factory: Callable[[PluginContext], DnsRouterDriver]
+    priority: int = 50
+
+    def __post_init__(self) -> None:
+        validate_provider_name("dns router", self.name)
+
+
+# --------------------------------------------------------------------------
+# VMM
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A block device for the guest, in the order the guest sees them (vda, vdb, ...)."""
+
+    path: Path
+    read_only: bool
+    role: Literal["image", "overlay", "work"]
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """Everything a VMM backend needs to launch one VM.
+
+    Attributes:
+        vm_id: stable hex id.
+        name: VM name (DNS label).
+        kernel: ELF vmlinux.
+        initrd: banger initramfs.
+        cmdline: kernel command line from the core; a backend may append its own
+            arguments (``tsc_early_khz=``, ``reboot=``) but never drop these.
+        disks: image (read-only), overlay, work, in this order.
+        vcpus: virtual CPUs.
+        memory_mib: memory.
+        nic: the NIC, or None for no network.
+        vsock_cid: guest CID for vsock, or None.
+        run_dir: per-VM directory (0700) for sockets, pid files and config files.
+        serial_log: file that receives the serial console.
+    """
+
+    vm_id: str
+    name: str
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    disks: tuple[Disk, ...]
+    vcpus: int
+    memory_mib: int
+    nic: NicSpec | None
+    vsock_cid: int | None
+    run_dir: Path
+    serial_log: Path
+
+
+@dataclass(frozen=True)
+class VmProcess:
+    """A running VMM: enough to find it again after a daemon restart.
+
+    Attributes:
+        backend: backend name.
+        pid: the VMM's pid.
+        start_time: the process start time (field 22 of ``/proc/PID/stat``),
+            so a recycled pid is never mistaken for the VM.
+        control_socket: API/QMP socket path.
+        extra: backend-private values (jail root, ...), persisted in handles.json.
+    """
+
+    backend: str
+    pid: int
+    start_time: int
+    control_socket: str
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run VMs on this host, and how much ``auto`` wants it.
+
+    Attributes:
+        usable: the backend can launch VMs here.
+        preference: ``auto`` picks the usable backend with the highest value.
+        reason: one line (``"hardware KVM works"``, ``"firecracker not found"``).
+        version: the VMM's version string, if found.
+    """
+
+    usable: bool
+    preference: int
+    reason: str
+    version: str | None = None
+
+
+class VmmDriver(Protocol):
+    """What a VMM backend does once constructed."""
+
+    def availability(self) -> Availability:
+        """Probe the host: binary, version, acceleration."""
+
+    def launch(self, spec: VmSpec, progress: Progress) -> VmProcess:
+        """Start the VM and return once the VMM process runs the guest.
+
+        Raises an exception with the log tail in its message when the VMM
+        exits or refuses the configuration.
+        """
+
+    def is_running(self, proc: VmProcess) -> bool:
+        """True only if ``proc`` is alive, is the same process, and its control socket answers."""
+
+    def stop(self, proc: VmProcess, timeout: float) -> None:
+        """Ask the guest to shut down; kill the VMM if still alive after ``timeout``."""
+
+    def kill(self, proc: VmProcess) -> None:
+        """Kill the VMM now and remove its sockets."""
+
+
+@dataclass(frozen=True)
+class VmmBackend:
+    """Registration of a VMM backend (``firecracker``, ``qemu``)."""
+
+    name: str
+    description: str
+    factory: Callable[[PluginContext], VmmDriver]
+
+    def __post_init__(self) -> None:
+        validate_provider_name("VMM backend", self.name)
+
+
+# --------------------------------------------------------------------------
+# Workspace
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuestResult:
+    """Exit status and captured output of a command run in the guest."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+@runtime_checkable
+class GuestShell(Protocol):
+    """Runs commands in a guest over ssh; the core provides it.
+
+    ``argv`` is quoted with :func:`shlex.quote` by the shell, never joined raw.
+    """
+
+    def run(
+        self, argv: Sequence[str], *, stdin: bytes | IO[bytes] | None = None, timeout: float | None = None
+    ) -> GuestResult:
+        """Run ``argv`` in the guest and wait for it, feeding ``stdin`` (bytes or a stream)."""
+
+
+@dataclass(frozen=True)
+class WorkspaceOptions:
+    """How to pick the files of a workspace.
+
+    Attributes:
+        include_untracked: also untracked files that are not ignored.
+        ref: a branch, tag or commit whose tracked tree to ship instead of the
+            working tree, or None.
+    """
+
+    include_untracked: bool = False
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkspacePlan:
+    """The exact files a sync would ship (relative POSIX paths, sorted)."""
+
+    root: Path
+    files: tuple[str, ...]
+    options: WorkspaceOptions
+    total_bytes: int
+
+
+class WorkspaceSyncerDriver(Protocol):
+    """What a workspace syncer does once constructed."""
+
+    def claims(self, path: Path) -> bool:
+        """True if ``path`` is a workspace this syncer understands (a git repo)."""
+
+    def plan(self, path: Path, options: WorkspaceOptions) -> WorkspacePlan:
+        """List the files to ship; raises ``ValueError`` with a user sentence on bad input."""
+
+    def sync(
+        self, plan: WorkspacePlan, shell: GuestShell, guest_path: str, progress: Progress, *, incremental: bool
+    ) -> int:
+        """Ship ``plan`` to ``guest_path`` in the guest; return the number of files sent.
+
+        With ``incremental``, send only files that differ and delete files
+        that the plan no longer has.
+        """
+
+
+@dataclass(frozen=True)
+class WorkspaceSyncer:
+    """Registration of a workspace syncer (``git``)."""
+
+    name: str
+    description: str
+    factory: Callable[[PluginContext], WorkspaceSyncerDriver]
+
+    def __post_init__(self) -> None:
+        validate_provider_name("workspace syncer", self.name)
+
+
+# --------------------------------------------------------------------------
+# Lifecycle events
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VmInfo:
+    """A snapshot of a VM record, passed to lifecycle hooks."""
+
+    id: str
+    name: str
+    state: str
+    image: str
+    kernel: str
+    backend: str
+    network: str
+    vcpus: int
+    memory_mib: int
+    guest_ip: str | None

@@ -1,0 +1,1 @@
+"""banger-bridge: Bridge + tap + NAT networking."""

@@ -1,0 +1,33 @@
+"""Entry point of banger-bridge: a bridge, a tap per VM and NAT, through the core's host ops."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, PluginContext, hookimpl
+
+
+@hookimpl
+def banger_config_options() -> Iterable[ConfigOption]:
+    return [
+        ConfigOption("bridge_name", "str", "banger0", help="bridge the VMs' taps attach to"),
+        ConfigOption("tap_pool_size", "int", 2, help="taps created ahead so vm create doesn't wait on netlink"),
+    ]
+
+
+def _check(ctx: PluginContext) -> Iterable[CheckResult]:
+    if os.geteuid() == 0:
+        yield CheckResult("bridge", "ok", "running as root: bridge networking can be set up")
+    else:
+        yield CheckResult(
+            "bridge",
+            "info",
+            "not root: bridge networking needs a root daemon; VMs use usernet",
+            hint="run the daemon as root to give VMs bridge IPs and *.vm names",
+        )
+
+
+@hookimpl
+def banger_doctor_checks() -> Iterable[DoctorCheck]:
+    return [DoctorCheck(name="bridge", run=_check)]

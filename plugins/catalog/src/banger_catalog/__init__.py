@@ -1,0 +1,1 @@
+"""banger-catalog: Images and kernels from banger's catalog of tar+zstd bundles."""

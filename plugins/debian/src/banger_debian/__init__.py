@@ -1,0 +1,1 @@
+"""banger-debian: Debian cloud kernel plus banger's initramfs."""

@@ -1,0 +1,1 @@
+"""banger-debootstrap: Builds images locally from a recipe with debootstrap."""

@@ -1,0 +1,1 @@
+"""banger-firecracker: Firecracker VMM backend, configured through its API socket."""

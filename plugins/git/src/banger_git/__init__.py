@@ -1,0 +1,1 @@
+"""banger-git: Copies a git repository's tracked files into a guest."""

@@ -1,0 +1,1 @@
+"""banger-qemu: QEMU VMM backend (microvm; KVM when it works, TCG otherwise)."""

@@ -1,0 +1,1 @@
+"""banger-resolved: Routes *.vm to banger's DNS server through systemd-resolved."""
