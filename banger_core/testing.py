@@ -8,7 +8,10 @@ Enable it with ``pytest_plugins = ["banger_core.testing"]`` in a ``conftest.py``
   :meth:`FakeSite.add_plugin` writes a module plus a fake ``.dist-info`` with
   entry points, exactly what ``pip install`` of a plugin would leave behind;
 * ``plugin_manager`` — a fresh manager (core + installed entry points + the
-  fake site), never a shared global.
+  fake site), never a shared global;
+* ``plugin_context`` — a real :class:`~banger_hookspecs.PluginContext` whose
+  directories live in ``tmp_path`` (config: defaults, host ops: unprivileged);
+* :class:`RecordingProgress` — a ``Progress`` that remembers what it was told.
 
 Example::
 
@@ -31,10 +34,12 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from banger_core.plugins import PluginManager, get_plugin_manager
+from banger_hookspecs import PluginContext
 
 
 def _normalize(dist: str) -> str:
@@ -106,3 +111,40 @@ def banger_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fak
 def plugin_manager(banger_env: dict[str, str]) -> PluginManager:
     """A fresh plugin manager for this test."""
     return get_plugin_manager(banger_env)
+
+
+class RecordingProgress:
+    """A :class:`~banger_hookspecs.Progress` that records every call, for assertions."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.advances: list[tuple[int, int | None, str]] = []
+        self.lines: list[str] = []
+
+    def step(self, message: str) -> None:
+        self.steps.append(message)
+
+    def advance(self, done: int, total: int | None = None, unit: str = "B") -> None:
+        self.advances.append((done, total, unit))
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def make_plugin_context(env: dict[str, str], config_overrides: dict[str, Any] | None = None) -> PluginContext:
+    """A real context for ``env`` (see ``banger_env``), config defaults plus overrides."""
+    from banger_core.config import load_config
+    from banger_core.context import make_context
+    from banger_core.hostops import UnprivilegedHostOps
+
+    config = load_config(get_plugin_manager(env), env)
+    for key, value in (config_overrides or {}).items():
+        config.data[key] = value
+        config.sources[key] = "test"
+    return make_context(config, UnprivilegedHostOps(), env=env)
+
+
+@pytest.fixture
+def plugin_context(banger_env: dict[str, str]) -> PluginContext:
+    """A plugin context whose state/cache/runtime dirs are inside the test's tmp_path."""
+    return make_plugin_context(banger_env)
