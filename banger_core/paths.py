@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
-def _home(env: Mapping[str, str]) -> Path:
+def home(env: Mapping[str, str]) -> Path:
     return Path(env.get("HOME") or os.path.expanduser("~"))
 
 
@@ -16,7 +16,7 @@ def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
     # The spec says relative values are invalid and must be ignored.
     if value and os.path.isabs(value):
         return Path(value)
-    return _home(env) / fallback
+    return home(env) / fallback
 
 
 def config_file(env: Mapping[str, str] = os.environ) -> Path:

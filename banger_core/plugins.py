@@ -128,7 +128,13 @@ class PluginManager:
         self.records[name] = record
         try:
             self.pm.register(plugin, name=name)
-        except Exception as exc:  # pluggy.PluginValidationError, ValueError (duplicate name)
+        except pluggy.PluginValidationError as exc:
+            # pluggy's message spans lines; the last one says what is wrong.
+            lines = str(exc).strip().splitlines()
+            hook = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("hookimpl definition:")), "")
+            self._fail(record, f"bad hook {hook}: {lines[-1]}", traceback.format_exc())
+            return record
+        except Exception as exc:  # ValueError for a duplicate name, ...
             self._fail(record, _one_line(exc), traceback.format_exc())
             return record
         unknown = [c.name for c in self.pm.get_hookcallers(plugin) or [] if c.spec is None]

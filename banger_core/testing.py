@@ -107,6 +107,18 @@ def banger_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fak
     importlib.invalidate_caches()
 
 
+def invoke_cli(args: list[str], env: dict[str, str]) -> Any:
+    """Run ``banger ARGS`` in-process with ``env``; returns click's ``Result``.
+
+    Plugins come from the real entry points plus anything ``banger_site`` wrote.
+    """
+    from click.testing import CliRunner
+
+    from banger_core.cli.app import App, cli
+
+    return CliRunner().invoke(cli, args, obj=App(env=dict(env)), env=env, catch_exceptions=False)
+
+
 @pytest.fixture
 def plugin_manager(banger_env: dict[str, str]) -> PluginManager:
     """A fresh plugin manager for this test."""

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -90,6 +89,13 @@ class RootGroup(click.Group):
                 commands[command.name] = command
         return commands
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BangerError as exc:
+            click.echo(f"banger: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*CORE_COMMANDS, *self.commands, *self._plugin_commands(ctx)})
 
@@ -153,9 +159,5 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI and turn :class:`BangerError` into one line and an exit code."""
-    try:
-        cli.main(args=argv, prog_name="banger", standalone_mode=True, obj=App())
-    except BangerError as exc:
-        click.echo(f"banger: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    """Entry point; :class:`BangerError` becomes one ``banger: error:`` line and its exit code."""
+    cli.main(args=argv, prog_name="banger", standalone_mode=True, obj=App())

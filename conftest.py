@@ -1,0 +1,21 @@
+"""Shared test configuration: every test gets exactly one layer marker.
+
+A test module's layer is its directory (tests/unit, tests/integration, tests/e2e,
+plugins/*/tests default to unit unless marked otherwise).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        marked = [layer for layer in LAYERS if item.get_closest_marker(layer)]
+        if marked:
+            continue
+        path = str(item.path)
+        layer = "e2e" if "/tests/e2e/" in path else "integration" if "/tests/integration/" in path else "unit"
+        item.add_marker(getattr(pytest.mark, layer))

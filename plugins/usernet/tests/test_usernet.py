@@ -1,0 +1,34 @@
+"""usernet: loopback-only forwards, fixed slirp guest config, nothing on the host."""
+
+from __future__ import annotations
+
+import socket
+
+from banger_core.plugins import get_plugin_manager
+from banger_hookspecs import NicRequest, PluginContext
+from banger_usernet.driver import SLIRP_GUEST, UsernetDriver, free_loopback_port
+
+
+def test_registered_through_the_entry_point(banger_env: dict[str, str]) -> None:
+    provided = get_plugin_manager(banger_env).provider("banger_network_backends", "usernet", kind="network backend")
+    assert provided.plugin.dist == "banger-usernet" and provided.plugin.source == "builtin"
+
+
+def test_attach_forwards_ssh_on_loopback_only(plugin_context: PluginContext) -> None:
+    driver = UsernetDriver(plugin_context)
+    a = driver.attach(NicRequest(vm_id="ab12", vm_name="vm-a", mac="52:54:00:00:00:01", guest_ip="172.16.0.2"))
+    b = driver.attach(NicRequest(vm_id="cd34", vm_name="vm-b", mac="52:54:00:00:00:02", guest_ip="172.16.0.3"))
+    assert a.nic.kind == "user" and a.nic.mac == "52:54:00:00:00:01" and a.nic.tap_name is None
+    (forward,) = a.nic.forwards
+    assert forward.host_address == "127.0.0.1" and forward.guest_port == 22 and forward.protocol == "tcp"
+    assert (a.ssh_host, a.ssh_port) == ("127.0.0.1", forward.host_port)
+    assert a.ssh_port != b.ssh_port
+    assert a.guest == SLIRP_GUEST and a.dns_address is None
+    assert a.state == {"ssh_port": str(a.ssh_port)}
+    assert driver.dns_link() is None
+
+
+def test_free_loopback_port_is_bindable() -> None:
+    port = free_loopback_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))

@@ -1,0 +1,145 @@
+"""config.toml: typed keys, one-line errors naming file/key/expectation, provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from banger_core.config import ConfigError, format_size, load_config, parse_size
+from banger_core.plugins import get_plugin_manager
+from banger_core.testing import invoke_cli
+
+
+def write_config(env: dict[str, str], text: str) -> Path:
+    path = Path(env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def load(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    return load_config(get_plugin_manager(env), env)
+
+
+def test_missing_file_means_defaults(banger_env: dict[str, str]) -> None:
+    config = load(banger_env)
+    assert config["default_image"] == "debian-bookworm" and config.sources["default_image"] == "default"
+    assert config["state_dir"] == Path(banger_env["XDG_DATA_HOME"]) / "banger"
+    assert config.sources["state_dir"] == "default (XDG_DATA_HOME)"
+    assert "default_kernel" not in config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("colour = 1", "~/.config/banger/config.toml: unknown key 'colour': remove it or check its spelling"),
+        ("vmm_backend = 3", "~/.config/banger/config.toml: key 'vmm_backend' must be a string, got 3"),
+        pytest.param(
+            "use_jailer = 'yes'",
+            "~/.config/banger/config.toml: key 'use_jailer' must be true or false, got 'yes'",
+            marks=pytest.mark.builtins,
+        ),
+        (
+            "state_dir = 'relative/dir'",
+            "~/.config/banger/config.toml: key 'state_dir' must be an absolute path (or start with ~), "
+            "got 'relative/dir'",
+        ),
+        pytest.param(
+            "qemu_machine = 'pc'",
+            "~/.config/banger/config.toml: key 'qemu_machine' must be one of microvm, q35, got 'pc'",
+            marks=pytest.mark.builtins,
+        ),
+        (
+            "[vm_defaults]\nvcpu = 'four'",
+            "~/.config/banger/config.toml: key 'vm_defaults': key 'vcpu' must be an integer, got 'four'",
+        ),
+        (
+            "[vm_defaults]\ncpus = 4",
+            "~/.config/banger/config.toml: key 'vm_defaults': unknown key 'cpus' (known: disk_size, memory_mib, vcpu)",
+        ),
+        (
+            "[vm_defaults]\ndisk_size = 'huge'",
+            "~/.config/banger/config.toml: key 'vm_defaults': key 'disk_size' must be a size like 8G or 512M, "
+            "got 'huge'",
+        ),
+        (
+            "[[file_sync]]\nhost = '~/.gitconfig'",
+            "~/.config/banger/config.toml: key 'file_sync' entry 1: missing required key 'guest'",
+        ),
+        (
+            "file_sync = 'x'",
+            "~/.config/banger/config.toml: key 'file_sync' must be an array of tables ([[...]]), got 'x'",
+        ),
+        ("default_image = [", "~/.config/banger/config.toml: invalid TOML: "),
+    ],
+)
+def test_bad_values_are_one_line_errors(banger_env: dict[str, str], text: str, message: str) -> None:
+    write_config(banger_env, text)
+    with pytest.raises(ConfigError) as err:
+        load(banger_env)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+    result = invoke_cli(["config", "show"], banger_env)
+    assert result.exit_code == 1 and result.stderr.startswith(f"banger: error: {message}")
+
+
+@pytest.mark.builtins
+def test_values_types_and_provenance(banger_env: dict[str, str]) -> None:
+    write_config(
+        banger_env,
+        "state_dir = '~/vms'\nvmm_backend = 'qemu'\n[vm_defaults]\nvcpu = 2\ndisk_size = '16G'\n"
+        "[[file_sync]]\nhost = '~/.gitconfig'\nguest = '~/.gitconfig'\nmode = '0644'\n",
+    )
+    config = load(banger_env)
+    assert config["state_dir"] == Path(banger_env["HOME"]) / "vms"
+    assert config["vm_defaults"] == {"vcpu": 2, "disk_size": 16 << 30}
+    assert config["file_sync"] == [{"host": "~/.gitconfig", "guest": "~/.gitconfig", "mode": "0644"}]
+    shown = json.loads(invoke_cli(["config", "show", "--json"], banger_env).stdout)
+    rows = {r["key"]: r for r in shown["settings"]}
+    assert rows["vmm_backend"] == {
+        "key": "vmm_backend",
+        "value": "qemu",
+        "source": "~/.config/banger/config.toml",
+        "plugin": "core",
+        "help": "VMM backend: auto or a backend name",
+    }
+    assert rows["qemu_machine"]["source"] == "default" and rows["qemu_machine"]["plugin"] == "qemu"
+    assert shown["exists"] is True
+
+
+def test_banger_config_env_overrides_the_path(banger_env: dict[str, str], tmp_path: Path) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text("default_image = 'alpine'\n")
+    config = load({**banger_env, "BANGER_CONFIG": str(other)})
+    assert config["default_image"] == "alpine" and config.sources["default_image"] == str(other)
+
+
+@pytest.mark.builtins
+def test_unknown_key_is_a_warning_while_a_plugin_is_blocked(banger_env: dict[str, str]) -> None:
+    write_config(banger_env, "firecracker_bin = '/opt/fc'\n")
+    env = {**banger_env, "BANGER_DISABLE_PLUGINS": "firecracker"}
+    config = load(env)
+    assert "firecracker_bin" not in config
+    assert config.warnings == [
+        "~/.config/banger/config.toml: ignoring unknown key 'firecracker_bin' (inactive plugins: firecracker)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("16G", 16 << 30), ("512M", 512 << 20), ("512MiB", 512 << 20), ("1.5G", 3 << 29), (4096, 4096), ("10", 10)],
+)
+def test_parse_size(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "G", "-1", "16X", True, 1.5, "1G2"])
+def test_parse_size_rejects(text: object) -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size(text)
+
+
+def test_format_size() -> None:
+    assert [format_size(v) for v in (16 << 30, 512 << 20, 3 << 29, 100)] == ["16G", "512M", "1536M", "100"]
