@@ -1,4 +1,8 @@
-"""Exceptions whose message is a user sentence; the CLI prints them as one line."""
+"""Exceptions whose message is a user sentence; the CLI prints them as one line.
+
+The daemon maps them to HTTP statuses and the client maps statuses back to
+the same types, so SDK users can ``except NotFound``.
+"""
 
 from __future__ import annotations
 
@@ -7,3 +11,31 @@ class BangerError(Exception):
     """Base for errors the user can act on. ``str(exc)`` says what and how to fix it."""
 
     exit_code = 1
+    http_status = 400
+
+
+class NotFound(BangerError):
+    http_status = 404
+
+
+class Conflict(BangerError):
+    """The request clashes with the current state (name taken, VM running, ...)."""
+
+    http_status = 409
+
+
+class Unavailable(BangerError):
+    """Something banger needs is missing or unreachable (daemon, tool, provider)."""
+
+    http_status = 503
+
+
+class OperationFailed(BangerError):
+    """A VM operation was attempted and failed (boot timeout, VMM crash)."""
+
+    http_status = 500
+
+
+ERRORS_BY_NAME: dict[str, type[BangerError]] = {
+    cls.__name__: cls for cls in (BangerError, NotFound, Conflict, Unavailable, OperationFailed)
+}

@@ -11,6 +11,7 @@ import shutil
 import sys
 from collections.abc import Iterable
 
+from banger_core.defaults import effective_defaults
 from banger_hookspecs import (
     CheckResult,
     ConfigOption,
@@ -114,6 +115,15 @@ def _core_checks(ctx: PluginContext) -> Iterable[CheckResult]:
         kvm_status,  # type: ignore[arg-type]
         ctx.host.kvm_detail,
         hint=None if ctx.host.kvm == "hardware" else "VMs still run under QEMU TCG emulation, much slower",
+    )
+    defaults = effective_defaults(ctx.config.get("vm_defaults"), ctx.host.cpus, ctx.host.memory_mib)
+    vcpus, memory, disk = defaults["vcpus"], defaults["memory_mib"], defaults["disk_size"]
+    yield CheckResult(
+        "vm-defaults",
+        "info",
+        f"new VMs get {vcpus[0]} vCPU ({vcpus[1]}), {memory[0]} MiB RAM ({memory[1]}), "
+        f"{disk[0] >> 30} GiB disk ({disk[1]}); host: {ctx.host.cpus} CPUs, {ctx.host.memory_mib} MiB",
+        hint="set [vm_defaults] vcpu, memory_mib, disk_size in config.toml, or pass --vcpu/--memory/--disk-size",
     )
     state = ctx.state_dir
     probe = state

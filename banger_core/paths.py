@@ -59,3 +59,29 @@ def ensure_private_dir(path: Path) -> Path:
     if st.st_mode & 0o077:
         path.chmod(0o700)
     return path
+
+
+def runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """The runtime dir the daemon uses: config.toml's ``runtime_dir`` if set, else the default.
+
+    Read straight from the TOML file (no plugin loading, no full validation):
+    every CLI call that talks to the daemon needs this, and it must stay cheap.
+    A broken config file is reported by the daemon, which validates everything.
+    """
+    import tomllib
+
+    try:
+        with config_file(env).open("rb") as fh:
+            configured = tomllib.load(fh).get("runtime_dir")
+    except (OSError, tomllib.TOMLDecodeError):
+        configured = None
+    if isinstance(configured, str) and configured:
+        expanded = str(home(env)) + configured[1:] if configured.startswith("~/") else configured
+        if os.path.isabs(expanded):
+            return Path(expanded)
+    return default_runtime_dir(env)
+
+
+def socket_path(env: Mapping[str, str] = os.environ) -> Path:
+    """Where the daemon listens: ``<runtime_dir>/bangerd.sock``."""
+    return runtime_dir(env) / "bangerd.sock"

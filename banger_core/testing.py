@@ -73,22 +73,29 @@ class FakeSite:
 
 
 @pytest.fixture
-def banger_env(tmp_path: Path) -> dict[str, str]:
-    """An environment isolated from the real user's config and state."""
+def banger_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment isolated from the real user's config and state.
+
+    The runtime dir is a short path under /tmp: Unix socket paths are limited
+    to 108 bytes and pytest's tmp_path is long.
+    """
+    import os
+    import shutil
+    import tempfile
+
     home = tmp_path / "home"
     home.mkdir()
-    import os
-
+    runtime = Path(tempfile.mkdtemp(prefix="bgr-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BANGER_", "XDG_"))}
     env.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_DATA_HOME=str(home / ".local/share"),
         XDG_CACHE_HOME=str(home / ".cache"),
-        XDG_RUNTIME_DIR=str(tmp_path / "run"),
+        XDG_RUNTIME_DIR=str(runtime),
     )
-    (tmp_path / "run").mkdir(mode=0o700)
-    return env
+    yield env
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.fixture

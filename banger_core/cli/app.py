@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,6 +17,11 @@ if TYPE_CHECKING:
 
 #: Core command modules, imported lazily; each defines ``cli`` (a click command).
 CORE_COMMANDS: dict[str, tuple[str, str]] = {
+    "vm": ("banger_core.cli.vm_cmd", "Create, run, inspect and remove VMs."),
+    "image": ("banger_core.cli.image_cmd", "Pull, list and delete images."),
+    "kernel": ("banger_core.cli.kernel_cmd", "Pull, list and delete kernels."),
+    "daemon": ("banger_core.cli.daemon_cmd", "Inspect and stop the background daemon."),
+    "ssh-config": ("banger_core.cli.sshconfig_cmd", "Make `ssh NAME.vm` reach banger's VMs."),
     "config": ("banger_core.cli.config_cmd", "Show the effective configuration."),
     "doctor": ("banger_core.cli.doctor_cmd", "Check this host can run VMs, and say what to fix."),
     "plugins": ("banger_core.cli.plugins_cmd", "List and inspect plugins."),
@@ -25,14 +29,17 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass
 class App:
-    """Per-invocation state: built lazily so cheap commands stay cheap."""
+    """Per-invocation state: built lazily so cheap commands stay cheap.
 
-    verbose: int = 0
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    _pm: PluginManager | None = None
-    _config: Config | None = None
+    (A plain class, not a dataclass: importing dataclasses costs more than this whole module.)
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, verbose: int = 0) -> None:
+        self.env = dict(os.environ) if env is None else env
+        self.verbose = verbose
+        self._pm: PluginManager | None = None
+        self._config: Config | None = None
 
     @property
     def pm(self) -> PluginManager:

@@ -1,0 +1,78 @@
+"""``banger image``: the local image store (pulled through image source plugins)."""
+
+from __future__ import annotations
+
+import click
+
+from banger_core.cli.app import App, pass_app
+from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.output import print_json, table
+from banger_core.config import format_size
+
+
+@click.group(name="image")
+def cli() -> None:
+    """Pull, list and delete images (root filesystems VMs boot from)."""
+
+
+@cli.command(name="list")
+@click.option("--available", is_flag=True, help="What the image sources can provide, instead of what is pulled.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def list_images(app: App, available: bool, as_json: bool) -> None:
+    """List pulled images (or, with --available, what can be pulled)."""
+    images = get_client(app).images.list(available=available)
+    if as_json:
+        print_json(images)
+        return
+    if available:
+        click.echo(
+            table(["NAME", "SOURCE", "DESCRIPTION"], [(i["name"], i["source"], i["description"]) for i in images])
+        )
+        return
+    if not images:
+        click.echo("no images: `banger image pull debian-bookworm` gets the default one")
+        return
+    rows = [
+        (
+            i["name"],
+            i["source"],
+            i["version"][:16],
+            i["kernel_ref"] or "-",
+            format_size(i["size"]),
+            i["created_at"][:19],
+        )
+        for i in images
+    ]
+    click.echo(table(["NAME", "SOURCE", "VERSION", "KERNEL", "SIZE", "CREATED"], rows))
+
+
+@cli.command(name="pull")
+@click.argument("ref")
+@click.option("--source", help="Use only this image source (catalog, debootstrap, ...).")
+@click.option("--force", is_flag=True, help="Pull again even if the image is present.")
+@click.option("--json", "as_json", is_flag=True, help="Print the image as JSON when done.")
+@pass_app
+def pull(app: App, ref: str, source: str | None, force: bool, as_json: bool) -> None:
+    """Get image REF and its kernel: from the catalog when reachable, else built locally.
+
+    The first pull of debian-bookworm without a reachable catalog builds it
+    with debootstrap (a few minutes); later pulls are instant.
+    """
+    printer = ProgressPrinter(app.verbose)
+    image = get_client(app).images.pull(ref, source=source, force=force, progress=printer)
+    printer.done()
+    if as_json:
+        print_json(image)
+        return
+    how = f"from {image['used_source']}" if image.get("pulled") else "already present"
+    click.echo(f"{image['name']}: {how} ({format_size(image['size'])}, kernel {image.get('kernel_ref') or '-'})")
+
+
+@cli.command(name="delete")
+@click.argument("name")
+@pass_app
+def delete(app: App, name: str) -> None:
+    """Delete a pulled image (refused while VMs use it)."""
+    get_client(app).images.delete(name)
+    click.echo(f"{name} deleted")

@@ -1,0 +1,53 @@
+"""``banger kernel``: the local kernel store (vmlinux + banger's initramfs)."""
+
+from __future__ import annotations
+
+import click
+
+from banger_core.cli.app import App, pass_app
+from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.output import print_json, table
+
+
+@click.group(name="kernel")
+def cli() -> None:
+    """Pull, list and delete kernels (an image names the kernel it boots with)."""
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def list_kernels(app: App, as_json: bool) -> None:
+    """List pulled kernels."""
+    kernels = get_client(app).kernels.list()
+    if as_json:
+        print_json(kernels)
+        return
+    if not kernels:
+        click.echo("no kernels: `banger kernel pull generic-6.1` (image pulls get theirs automatically)")
+        return
+    rows = [(k["ref"], k["provider"], k["version"], k["boot_protocol"], k["created_at"][:19]) for k in kernels]
+    click.echo(table(["REF", "PROVIDER", "VERSION", "BOOT PROTOCOL", "CREATED"], rows))
+
+
+@cli.command(name="pull")
+@click.argument("ref")
+@click.option("--provider", help="Use only this kernel provider (catalog, debian, ...).")
+@click.option("--force", is_flag=True, help="Pull again even if present.")
+@pass_app
+def pull(app: App, ref: str, provider: str | None, force: bool) -> None:
+    """Get kernel REF (e.g. generic-6.1)."""
+    printer = ProgressPrinter(app.verbose)
+    kernel = get_client(app).kernels.pull(ref, provider=provider, force=force, progress=printer)
+    printer.done()
+    how = f"from {kernel['used_source']}" if kernel.get("pulled") else "already present"
+    click.echo(f"{kernel['ref']}: {how} ({kernel['version']})")
+
+
+@cli.command(name="delete")
+@click.argument("ref")
+@pass_app
+def delete(app: App, ref: str) -> None:
+    """Delete a pulled kernel (refused while VMs use it)."""
+    get_client(app).kernels.delete(ref)
+    click.echo(f"{ref} deleted")

@@ -1,0 +1,257 @@
+"""``banger vm run``: the one command — a fresh VM, your repo inside, your command's exit code."""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from banger_core.cli.app import App
+from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.vm_cmd import CommandAfterDashes, create_options, spec_body
+from banger_core.errors import BangerError
+
+TOOLING_LOG = "/root/.cache/banger/vm-run-tooling-{repo}.log"
+MISE_FILES = (".mise.toml", "mise.toml", ".tool-versions")
+
+
+def spec_line(plan: dict[str, Any]) -> str:
+    from banger_core.config import format_size
+
+    v, s = plan["values"], plan["sources"]
+    return (
+        f"spec: {v['vcpus']} vCPU ({s['vcpus']}), {v['memory_mib']} MiB RAM ({s['memory_mib']}), "
+        f"{format_size(v['disk_size'])} disk ({s['disk_size']}), backend {v['backend']} ({s['backend']}), "
+        f"network {v['network']} ({s['network']}), image {v['image']} ({s['image']}), "
+        f"kernel {v['kernel']} ({s['kernel']})"
+    )
+
+
+def guest_workdir(guest_path: str | None, repo: Path) -> str:
+    """``/root/<repo>`` by default; ``~/x`` means ``/root/x``; must be absolute and normalized."""
+    path = guest_path or f"/root/{repo.name}"
+    if path == "~" or path.startswith("~/"):
+        path = "/root" + path[1:]
+    normalized = posixpath.normpath(path)
+    if not normalized.startswith("/") or normalized in ("/", "/root") or "\0" in normalized:
+        raise BangerError(f"--guest-path {guest_path!r} must be an absolute directory such as /root/src")
+    return normalized
+
+
+def remote_command(command: list[str], workdir: str | None) -> list[str]:
+    """Run ``command`` in ``workdir``; `; exit $?` keeps the shell waiting so a signal death reads 128+n."""
+    script = shlex.join(command) + "; exit $?"
+    if workdir:
+        script = f"cd {shlex.quote(workdir)} && {script}"
+    return ["sh", "-c", script]
+
+
+@click.command(name="run", cls=CommandAfterDashes)
+@click.argument("path", required=False, type=click.Path(file_okay=False, path_type=Path))
+@create_options
+@click.option("--rm", "remove", is_flag=True, help="Delete the VM when the session or command ends (even on Ctrl-C).")
+@click.option("--guest-path", help="Where the workspace goes in the guest (default /root/<repo-name>).")
+@click.option("--include-untracked", is_flag=True, help="Also copy untracked files that git does not ignore.")
+@click.option("--branch", help="Ship this branch's tracked tree instead of the working tree.")
+@click.option("--from", "from_ref", metavar="REF", help="Ship this commit/tag's tracked tree instead.")
+@click.option("--dry-run", is_flag=True, help="Print the files that would be copied (or the spec) and stop.")
+@click.pass_context
+def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str | None, include_untracked: bool,
+        branch: str | None, from_ref: str | None, dry_run: bool, **spec: Any) -> None:  # fmt: skip
+    """Boot a fresh VM, optionally copy a repo in, then open a shell or run a command.
+
+    \b
+      banger vm run                          a shell in a new VM (left running afterwards)
+      banger vm run ./repo                   ... with the repo's git-tracked files at /root/repo
+      banger vm run ./repo -- make test      run a command there; exits with its status
+      banger vm run --rm -- ./script.sh      ... and delete the VM afterwards
+
+    The first run pulls the default image and kernel (from the catalog, or built
+    locally). With a command, its stdout/stderr stream through and its exit
+    status is banger's (a signal n reads as 128+n). A VM that fails to boot is
+    kept so `banger vm logs NAME` can show why.
+    """
+    app: App = ctx.ensure_object(App)
+    command: list[str] = ctx.meta.get("banger.command", [])
+    if branch and from_ref:
+        raise click.UsageError("--branch and --from both pick a ref: use one")
+    printer = ProgressPrinter(app.verbose)
+    workspace = _plan_workspace(app, path, include_untracked, branch or from_ref) if path else None
+    if dry_run:
+        if workspace is None:
+            click.echo(spec_line(get_client(app).vms.plan(**spec_body(**spec))))
+            return
+        _, plan = workspace
+        for name in plan.files:
+            click.echo(name)
+        click.echo(f"{len(plan.files)} files, {plan.total_bytes} bytes (dry run: nothing created)", err=True)
+        return
+    workdir = guest_workdir(guest_path, path) if path else None
+
+    client = get_client(app)
+    body = spec_body(**spec)
+    planned = client.vms.plan(**body)
+    click.echo(spec_line(planned), err=True)
+    if not planned["values"]["image_present"]:
+        client.images.pull(planned["values"]["image"], progress=printer)
+        printer.done()
+    quiet_spec = _SkipSpec(printer)
+    name_holder: dict[str, str] = {}
+
+    def progress(event: dict[str, Any]) -> None:
+        if event.get("event") == "created":
+            name_holder["name"] = str(event["name"])
+        quiet_spec(event)
+
+    try:
+        if remove:
+            with client.vms.ephemeral(progress=progress, **body) as vm:
+                printer.done()
+                code = _session(app, client, vm, workspace, workdir, command, printer)
+            click.echo(f"banger: {vm['name']} deleted (--rm)", err=True)
+        else:
+            vm = client.vms.create(progress=progress, **body)
+            printer.done()
+            code = _session(app, client, vm, workspace, workdir, command, printer)
+            click.echo(
+                f"banger: {vm['name']} keeps running: `banger vm ssh {vm['name']}` to get back, "
+                f"`banger vm delete --force {vm['name']}` to remove it",
+                err=True,
+            )
+    except KeyboardInterrupt:
+        printer.done()
+        name = name_holder.get("name")
+        click.echo(
+            f"\nbanger: interrupted; the daemon removes {name or 'what was created'}"
+            if not remove or name
+            else "\nbanger: interrupted",
+            err=True,
+        )
+        sys.exit(130)
+    except BangerError as exc:
+        printer.done()
+        name = name_holder.get("name")
+        if name and _failed_to_boot(client, name):
+            raise type(exc)(
+                f"{exc} -- VM {name} was kept for inspection: `banger vm logs {name}`, then `banger vm delete {name}`"
+            ) from exc
+        raise
+    sys.exit(code)
+
+
+def _failed_to_boot(client: Any, name: str) -> bool:
+    try:
+        return bool(client.vms.get(name)["state"] == "error")
+    except BangerError:
+        return False
+
+
+class _SkipSpec:
+    """Pass progress on, minus the create's own spec line (vm run printed the plan's already)."""
+
+    def __init__(self, printer: ProgressPrinter) -> None:
+        self.printer = printer
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "step" and str(event.get("message", "")).startswith("spec: "):
+            return
+        self.printer(event)
+
+
+def _plan_workspace(app: App, path: Path, include_untracked: bool, ref: str | None) -> tuple[Any, Any]:
+    from banger_hookspecs import WorkspaceOptions
+
+    if not path.is_dir():
+        raise BangerError(f"{path} is not a directory: pass a git repository (or nothing for a bare VM)")
+    ctx = app.plugin_context()
+    for _name, provided in sorted(app.pm.providers("banger_workspace_syncers").items()):
+        driver = provided.value.factory(ctx)
+        if driver.claims(path):
+            try:
+                plan = driver.plan(path, WorkspaceOptions(include_untracked=include_untracked, ref=ref))
+            except ValueError as exc:
+                raise BangerError(str(exc)) from None
+            return driver, plan
+    raise BangerError(f"{path} is not a git repository: run `git init` there, or omit PATH for a bare VM")
+
+
+def _session(
+    app: App,
+    client: Any,
+    vm: dict[str, Any],
+    workspace: tuple[Any, Any] | None,
+    workdir: str | None,
+    command: list[str],
+    printer: ProgressPrinter,
+) -> int:
+    from banger_core.ssh import SshGuestShell, SshTarget
+
+    target = SshTarget(**client.vms.ssh_target(vm["name"]))
+    if workspace is not None and workdir is not None:
+        driver, plan = workspace
+        printer({"event": "step", "message": f"copying {len(plan.files)} files to {workdir}"})
+        driver.sync(plan, SshGuestShell(target), workdir, printer, incremental=False)
+        printer.done()
+        if any(f in MISE_FILES for f in plan.files):
+            _start_tooling(target, workdir, Path(plan.root).name)
+    tty = sys.stdin.isatty()
+    if command:
+        argv = target.command_argv(remote_command(command, workdir), tty=tty)
+    else:
+        shell = 'exec "${SHELL:-/bin/sh}" -l'
+        script = f"cd {shlex.quote(workdir)} && {shell}" if workdir else shell
+        argv = [*target.argv(tty=tty, batch=False), script]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return subprocess.call(argv)
+
+
+def _start_tooling(target: Any, workdir: str, repo: str) -> None:
+    """Best effort: `mise install` in the background when the guest has mise."""
+    log = TOOLING_LOG.format(repo=repo)
+    script = (
+        "command -v mise >/dev/null 2>&1 || exit 0; "
+        f"mkdir -p /root/.cache/banger && cd {shlex.quote(workdir)} && "
+        f"nohup mise install >{shlex.quote(log)} 2>&1 </dev/null &"
+    )
+    subprocess.run(target.command_argv(["sh", "-c", script]), capture_output=True, timeout=60, check=False)
+
+
+@click.group(name="workspace")
+def workspace_cli() -> None:
+    """Copy a repository into a running VM again."""
+
+
+@workspace_cli.command(name="sync")
+@click.argument("name")
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
+@click.option("--include-untracked", is_flag=True, help="Also copy untracked files that git does not ignore.")
+@click.option("--branch", "ref", help="Ship this branch's (or ref's) tracked tree instead of the working tree.")
+@click.option("--dry-run", is_flag=True, help="Print the files that would be considered and stop.")
+@click.pass_obj
+def workspace_sync(
+    app: App, name: str, path: Path, guest_path: str | None, include_untracked: bool, ref: str | None, dry_run: bool
+) -> None:
+    """Re-sync PATH into running VM NAME: only changed files are sent, deleted files are removed.
+
+    Only files banger shipped are ever deleted in the guest; files you created there stay.
+    """
+    from banger_core.ssh import SshGuestShell, SshTarget
+
+    driver, plan = _plan_workspace(app, path, include_untracked, ref)
+    if dry_run:
+        for file in plan.files:
+            click.echo(file)
+        return
+    workdir = guest_workdir(guest_path, path)
+    target = SshTarget(**get_client(app).vms.ssh_target(name))
+    printer = ProgressPrinter(app.verbose)
+    sent = driver.sync(plan, SshGuestShell(target), workdir, printer, incremental=True)
+    printer.done()
+    click.echo(f"{name}:{workdir}: {sent} of {len(plan.files)} files sent")

@@ -1,0 +1,281 @@
+"""``banger vm``: create, run, inspect and remove VMs (all through the daemon)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from banger_core.cli.app import App, pass_app
+from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.output import print_json, table
+
+
+class CommandAfterDashes(click.Command):
+    """Everything after the first ``--`` is the guest command, untouched by option parsing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["banger.command"] = args[cut + 1 :]
+            args = args[:cut]
+        else:
+            ctx.meta["banger.command"] = []
+        return super().parse_args(ctx, args)
+
+
+@click.group(name="vm")
+def cli() -> None:
+    """Create, run, inspect and remove VMs.
+
+    \b
+    banger vm run [PATH] [-- CMD...]    the one command (see `banger vm run --help`)
+    banger vm create --name dev         create and boot a VM, leave it running
+    banger vm ssh dev                   a shell in it; `-- CMD` runs a command
+    banger vm list / show / logs        what exists, in detail, its serial console
+    banger vm stop / start / restart / delete
+    """
+
+
+def memory_mib(value: str | None) -> int | None:
+    """``--memory 2048`` (MiB) or ``--memory 2G``."""
+    if value is None:
+        return None
+    from banger_core.config import parse_size
+
+    if value.strip().isdigit():
+        return int(value)
+    try:
+        return parse_size(value) // (1 << 20)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a memory size: use MiB (2048) or a size (2G)") from None
+
+
+def create_options(fn: Any) -> Any:
+    """The VM spec flags shared by `vm create` and `vm run`."""
+    options = [
+        click.option("--name", help="VM name (a DNS label); default: a generated adjective-noun."),
+        click.option("--image", help="Image to boot (default: config default_image, debian-bookworm)."),
+        click.option("--kernel", help="Kernel ref (default: the image's own)."),
+        click.option("--backend", help="VMM backend: firecracker, qemu (default: auto)."),
+        click.option("--network", help="Network backend: usernet, bridge (default: config network_backend)."),
+        click.option("--vcpu", "vcpus", type=click.IntRange(1, 64), help="Virtual CPUs."),
+        click.option("--memory", help="Memory: MiB (2048) or a size (2G)."),
+        click.option("--disk-size", help="Writable disk size, e.g. 16G."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def spec_body(**kw: Any) -> dict[str, Any]:
+    return {
+        "name": kw.get("name"),
+        "image": kw.get("image"),
+        "kernel": kw.get("kernel"),
+        "backend": kw.get("backend"),
+        "network": kw.get("network"),
+        "vcpus": kw.get("vcpus"),
+        "memory_mib": memory_mib(kw.get("memory")),
+        "disk_size": kw.get("disk_size"),
+    }
+
+
+def _mib(value: int) -> str:
+    return f"{value // 1024}G" if value % 1024 == 0 else f"{value}M"
+
+
+def _gib(value: int) -> str:
+    from banger_core.config import format_size
+
+    return format_size(value)
+
+
+def _address(vm: dict[str, Any]) -> str:
+    if vm.get("ssh") and vm["network"] == "usernet":
+        return f"{vm['ssh']['host']}:{vm['ssh']['port']}"
+    return vm.get("guest_ip") or "-"
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def list_vms(app: App, as_json: bool) -> None:
+    """List VMs with their state, image, backend and address."""
+    vms = get_client(app).vms.list()
+    if as_json:
+        print_json(vms)
+        return
+    if not vms:
+        click.echo("no VMs: `banger vm run` boots one")
+        return
+    rows = [
+        (
+            vm["name"],
+            vm["state"],
+            vm["image"],
+            vm["backend"],
+            vm["network"],
+            _address(vm),
+            vm["vcpus"],
+            _mib(vm["memory_mib"]),
+            _gib(vm["disk_size"]),
+        )
+        for vm in vms
+    ]
+    click.echo(table(["NAME", "STATE", "IMAGE", "BACKEND", "NETWORK", "ADDRESS", "VCPU", "MEM", "DISK"], rows))
+
+
+@cli.command(name="show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def show(app: App, name: str, as_json: bool) -> None:
+    """Show one VM in detail."""
+    vm = get_client(app).vms.get(name)
+    if as_json:
+        print_json(vm)
+        return
+    fields = [
+        ("name", vm["name"]),
+        ("id", vm["id"]),
+        ("state", vm["state"]),
+        ("image", vm["image"]),
+        ("kernel", vm["kernel"]),
+        ("backend", vm["backend"]),
+        ("network", vm["network"]),
+        ("vcpus", vm["vcpus"]),
+        ("memory", _mib(vm["memory_mib"])),
+        ("disk", _gib(vm["disk_size"])),
+        ("guest ip", vm["guest_ip"]),
+        ("mac", vm["mac"]),
+        ("ssh", f"{vm['ssh']['host']}:{vm['ssh']['port']}" if vm.get("ssh") else "-"),
+        ("pid", vm.get("pid") or "-"),
+        ("created", vm["created_at"]),
+        ("started", vm.get("started_at") or "-"),
+        ("serial log", vm.get("serial_log", "-")),
+    ]
+    if vm.get("last_error"):
+        fields.append(("last error", vm["last_error"]))
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        click.echo(f"{key:<{width}}  {value if value is not None else '-'}")
+
+
+@cli.command(name="create")
+@create_options
+@click.option("--no-start", is_flag=True, help="Create the VM and its disks, but don't boot it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the VM as JSON when done.")
+@pass_app
+def create(app: App, /, no_start: bool, as_json: bool, **kw: Any) -> None:
+    """Create a VM (and boot it, unless --no-start); it keeps running until `banger vm stop`."""
+    printer = ProgressPrinter(app.verbose)
+    body = {**spec_body(**kw), "start": not no_start}
+    vm = get_client(app).vms.create(progress=printer, **body)
+    printer.done()
+    if as_json:
+        print_json(vm)
+        return
+    if vm["state"] == "running":
+        click.echo(f"{vm['name']} is running: `banger vm ssh {vm['name']}` for a shell")
+    else:
+        click.echo(f"{vm['name']} created ({vm['state']}): `banger vm start {vm['name']}` boots it")
+
+
+def _lifecycle(op: str, doc: str, *, force_help: str | None = None) -> click.Command:
+    @click.argument("names", nargs=-1, required=True, metavar="NAME...")
+    @pass_app
+    def command(app: App, names: tuple[str, ...], force: bool = False) -> None:
+        client = get_client(app)
+        failed = False
+        for name in names:
+            printer = ProgressPrinter(app.verbose)
+            try:
+                if op == "start":
+                    client.vms.start(name, progress=printer)
+                elif op == "restart":
+                    client.vms.restart(name, progress=printer)
+                elif op == "stop":
+                    client.vms.stop(name, force=force, progress=printer)
+                else:
+                    client.vms.delete(name, force=force, progress=printer)
+            except Exception as exc:
+                from banger_core.errors import BangerError
+
+                if not isinstance(exc, BangerError) or len(names) == 1:
+                    raise
+                click.echo(f"banger: error: {exc}", err=True)
+                failed = True
+            finally:
+                printer.done()
+        if failed:
+            sys.exit(1)
+
+    command.__doc__ = doc
+    if force_help:
+        command = click.option("--force", is_flag=True, help=force_help)(command)
+    return click.command(name=op)(command)
+
+
+cli.add_command(_lifecycle("start", "Boot stopped VMs and wait until ssh works."))
+cli.add_command(
+    _lifecycle("stop", "Shut VMs down (graceful, then killed after a timeout).", force_help="Kill at once.")
+)
+cli.add_command(_lifecycle("restart", "Stop and start VMs again."))
+cli.add_command(
+    _lifecycle(
+        "delete",
+        "Delete VMs: their disks, handles and addresses. Running VMs need --force.",
+        force_help="Stop (kill) a running VM first.",
+    )
+)
+
+
+@cli.command(name="logs")
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the console writes.")
+@pass_app
+def logs(app: App, name: str, follow: bool) -> None:
+    """Print a VM's serial console log (boot messages, BANGER-READY, kernel errors)."""
+    out = sys.stdout.buffer
+    try:
+        for chunk in get_client(app).vms.logs(name, follow=follow):
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command(name="ssh", cls=CommandAfterDashes)
+@click.argument("name")
+@click.pass_context
+def ssh(ctx: click.Context, name: str) -> None:
+    """Open a shell in VM NAME, or run `-- CMD ...` there and exit with its status.
+
+    Uses banger's key and its own known_hosts, with the VM's host key pinned
+    when the VM was created (never StrictHostKeyChecking=no).
+    """
+    from banger_core.ssh import SshTarget
+
+    app: App = ctx.ensure_object(App)
+    target = SshTarget(**get_client(app).vms.ssh_target(name))
+    argv: list[str] = ctx.meta["banger.command"]
+    interactive = not argv
+    tty = interactive and sys.stdin.isatty()
+    full = target.command_argv(argv, tty=tty) if argv else target.argv(tty=tty, batch=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(full[0], full)  # noqa: S606 -- replace ourselves with ssh: its exit status is ours
+
+
+def _add_run() -> None:
+    from banger_core.cli.run_cmd import cli as run
+    from banger_core.cli.run_cmd import workspace_cli
+
+    cli.add_command(run)
+    cli.add_command(workspace_cli)
+
+
+_add_run()

@@ -1,0 +1,1 @@
+"""bangerd: the daemon (``main``), its HTTP API (``app``)."""

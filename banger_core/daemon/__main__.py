@@ -1,0 +1,3 @@
+from banger_core.daemon.main import main
+
+main()

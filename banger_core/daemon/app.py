@@ -1,0 +1,445 @@
+"""bangerd's HTTP API (starlette), served by uvicorn on a Unix socket.
+
+Plain JSON for queries; NDJSON streams (one event per line: ``step``,
+``progress``, ``log``, then ``result`` or ``error``) for long operations, so
+the CLI can show progress. Blocking work runs in threads and keeps running
+when a client disconnects; what happens then is decided per operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from banger_core.buildinfo import build_info
+from banger_core.errors import BangerError, NotFound
+from banger_core.images import Store
+from banger_core.progress import EventProgress
+from banger_core.runtime import Runtime
+from banger_core.vms import CreateRequest, VmService
+
+log = logging.getLogger("banger.api")
+NDJSON = "application/x-ndjson"
+SESSION_HEARTBEAT = 10.0
+LOG_FOLLOW_INTERVAL = 0.25
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, BangerError):
+        return {"type": type(exc).__name__, "message": str(exc)}
+    return {"type": "InternalError", "message": f"internal error: {type(exc).__name__}: {exc} (see the daemon log)"}
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    status = exc.http_status if isinstance(exc, BangerError) else 500
+    return JSONResponse({"error": error_payload(exc)}, status_code=status)
+
+
+class Daemon:
+    """The services behind the API, plus background tasks."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.store = Store(rt)
+        self.vms = VmService(rt, self.store)
+        self.started = time.time()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.shutdown_requested: Callable[[], None] | None = None
+        self.vms.on_change.append(self.refresh_ssh_config)
+
+    def refresh_ssh_config(self) -> None:
+        """Rewrite ~/.config/banger/ssh_config (called after every VM state change)."""
+        from banger_core import sshconfig
+
+        text = sshconfig.render(self.rt.keys.key, self.rt.keys.known_hosts, self.vms.all())
+        path = sshconfig.generated_path(self.rt.env)
+        try:
+            if not path.exists() or path.read_text() != text:
+                sshconfig.write_atomic(path, text)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)
+
+    async def start_services(self) -> None:
+        """Prepare the host for the default network backend (failures are logged, not fatal)."""
+        from banger_core.progress import NullProgress
+
+        await self.run_blocking(self.refresh_ssh_config)
+        wanted = {self.rt.config["network_backend"]}
+        for name in sorted(wanted):
+            try:
+                driver = self.rt.network(name)
+                await self.run_blocking(lambda d=driver: d.setup_host(NullProgress()))  # type: ignore[misc]
+            except Exception as exc:
+                log.warning("network backend %s is not ready: %s", name, exc)
+
+    async def stop_services(self) -> None:
+        """Nothing to undo: VMs, taps and the bridge stay for the next daemon."""
+
+    async def watch_liveness(self, interval: float) -> None:
+        """Notice VMs whose VMM exited (guest power-off, crash) without waiting for a command."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.run_blocking(self.vms.check_alive)
+            except Exception:
+                log.exception("liveness check failed")
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def run_blocking(self, fn: Callable[[], Any]) -> Any:
+        return await anyio.to_thread.run_sync(fn)
+
+    def stream(
+        self,
+        work: Callable[[EventProgress], Any],
+        *,
+        on_abandon: Callable[[asyncio.Task[Any]], None] | None = None,
+        hold: Callable[[Any], Callable[[], None] | None] | None = None,
+    ) -> StreamingResponse:
+        """Run ``work(progress)`` in a thread and stream its events.
+
+        ``on_abandon(task)`` is called when the client goes away before the work ends.
+        ``hold(result)`` may return a release callback: the stream then stays open
+        after the result (heartbeats) and the callback runs when the client goes
+        away — this is how a ``--rm`` VM's life is tied to its client, race-free.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        def emit(event: dict[str, Any] | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        progress = EventProgress(emit, log)
+        outcome: dict[str, Any] = {}
+
+        async def run() -> Any:
+            try:
+                result = await self.run_blocking(lambda: work(progress))
+            except BaseException as exc:
+                if not isinstance(exc, BangerError):
+                    log.error("operation failed", exc_info=exc)
+                emit({"event": "error", **error_payload(exc)})
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return None
+            else:
+                outcome["result"] = result
+                emit({"event": "result", "data": result})
+                return result
+            finally:
+                emit(None)
+
+        task = loop.create_task(run())
+        self.keep(task)
+
+        async def body() -> AsyncIterator[str]:
+            finished = False
+            release: Callable[[], None] | None = None
+            try:
+                while True:
+                    event = await queue.get()
+                    if event is None:
+                        finished = True
+                        break
+                    yield json.dumps(event, default=str) + "\n"
+                if hold is not None and "result" in outcome:
+                    release = hold(outcome["result"])
+                    while release is not None:
+                        await asyncio.sleep(SESSION_HEARTBEAT)
+                        yield json.dumps({"event": "heartbeat"}) + "\n"
+            finally:
+                if not finished and on_abandon is not None:
+                    on_abandon(task)
+                if release is not None:
+                    release()
+
+        return StreamingResponse(body(), media_type=NDJSON)
+
+    # -- VM cleanup for abandoned creates and --rm sessions -------------------
+
+    def delete_later(self, name: str, why: str) -> None:
+        """Delete VM ``name`` in the background (force), logging why."""
+
+        async def go() -> None:
+            from banger_core.progress import NullProgress
+
+            log.info("deleting VM %s: %s", name, why)
+            try:
+                await self.run_blocking(lambda: self.vms.delete(name, NullProgress(), force=True))
+            except NotFound:
+                pass
+            except Exception:
+                log.exception("deleting VM %s", name)
+
+        self.keep(asyncio.get_running_loop().create_task(go()))
+
+
+def _json_body(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise BangerError("request body must be a JSON object")
+    return data
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        return _json_body(json.loads(raw))
+    except ValueError:
+        raise BangerError("request body is not valid JSON") from None
+
+
+def handler(fn: Callable[[Daemon, Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def wrapped(request: Request) -> Response:
+        daemon: Daemon = request.app.state.daemon
+        try:
+            return await fn(daemon, request)
+        except Exception as exc:
+            if not isinstance(exc, BangerError):
+                log.exception("%s %s failed", request.method, request.url.path)
+            return error_response(exc)
+
+    return wrapped
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("1", "true", "yes")
+
+
+# -- daemon ------------------------------------------------------------------
+
+
+@handler
+async def daemon_status(d: Daemon, request: Request) -> Response:
+    vms = await d.run_blocking(d.vms.all)
+    info = build_info()
+    return JSONResponse(
+        {
+            "pid": os.getpid(),
+            "version": info.version,
+            "commit": info.commit,
+            "started": d.started,
+            "uptime": time.time() - d.started,
+            "socket": str(d.rt.layout.socket),
+            "log_file": str(d.rt.layout.log_file),
+            "state_dir": str(d.rt.layout.state_dir),
+            "vms": len(vms),
+            "running_vms": sum(1 for vm in vms if vm["state"] == "running"),
+        }
+    )
+
+
+@handler
+async def daemon_shutdown(d: Daemon, request: Request) -> Response:
+    if d.shutdown_requested is not None:
+        asyncio.get_running_loop().call_later(0.1, d.shutdown_requested)
+    return JSONResponse({"stopping": True})
+
+
+# -- VMs ---------------------------------------------------------------------
+
+
+@handler
+async def vm_list(d: Daemon, request: Request) -> Response:
+    return JSONResponse(await d.run_blocking(d.vms.all))
+
+
+@handler
+async def vm_get(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    return JSONResponse(await d.run_blocking(lambda: d.vms.get(name)))
+
+
+@handler
+async def vm_create(d: Daemon, request: Request) -> Response:
+    req = CreateRequest.from_json(await read_json(request))
+    created: list[str] = []
+
+    def work(progress: EventProgress) -> Any:
+        def record(name: str) -> None:
+            created.append(name)
+            progress.event({"event": "created", "name": name})
+
+        return d.vms.create(req, progress, on_record=record)
+
+    def abandoned(task: asyncio.Task[Any]) -> None:
+        # Ctrl-C or a killed CLI during creation: undo what was created, once it settles.
+        def settle(_: asyncio.Task[Any]) -> None:
+            if created:
+                d.delete_later(created[0], "its creating client went away")
+
+        task.add_done_callback(settle)
+
+    def hold(vm: dict[str, Any]) -> Callable[[], None] | None:
+        if not req.remove_on_exit:
+            return None
+        return lambda: d.delete_later(vm["name"], "its --rm session ended")
+
+    return d.stream(work, on_abandon=abandoned, hold=hold)
+
+
+@handler
+async def vm_plan(d: Daemon, request: Request) -> Response:
+    """The spec a create would use, with provenance, without creating anything."""
+    req = CreateRequest.from_json(await read_json(request))
+    values, sources = await d.run_blocking(lambda: d.vms.resolve(req, image_may_be_missing=True))
+    return JSONResponse({"values": values, "sources": sources})
+
+
+def _vm_op(op: str) -> Callable[[Request], Awaitable[Response]]:
+    @handler
+    async def endpoint(d: Daemon, request: Request) -> Response:
+        name = request.path_params["name"]
+        force = _flag(request, "force")
+        await d.run_blocking(lambda: d.vms.get(name))  # 404 before streaming
+        if op == "start":
+            return d.stream(lambda p: d.vms.start(name, p))
+        if op == "stop":
+            return d.stream(lambda p: d.vms.stop(name, p, force=force))
+        if op == "restart":
+            return d.stream(lambda p: d.vms.restart(name, p))
+        return d.stream(lambda p: d.vms.delete(name, p, force=force))
+
+    return endpoint
+
+
+@handler
+async def vm_ssh(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    target = await d.run_blocking(lambda: d.vms.ssh_target(name))
+    return JSONResponse(
+        {
+            "name": target.name,
+            "host": target.host,
+            "port": target.port,
+            "key": target.key,
+            "known_hosts": target.known_hosts,
+            "user": target.user,
+        }
+    )
+
+
+@handler
+async def vm_logs(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    vm = await d.run_blocking(lambda: d.vms.get(name))
+    follow = _flag(request, "follow")
+    path = vm["serial_log"]
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 -- closed in finally across awaits
+        except FileNotFoundError:
+            return
+        try:
+            while True:
+                chunk = await anyio.to_thread.run_sync(lambda: fh.read(65536))
+                if chunk:
+                    yield chunk
+                    continue
+                if not follow:
+                    return
+                await asyncio.sleep(LOG_FOLLOW_INTERVAL)
+        finally:
+            fh.close()
+
+    return StreamingResponse(body(), media_type="application/octet-stream")
+
+
+# -- images and kernels -----------------------------------------------------
+
+
+@handler
+async def image_list(d: Daemon, request: Request) -> Response:
+    if _flag(request, "available"):
+        return JSONResponse(await d.run_blocking(d.store.available))
+    return JSONResponse(await d.run_blocking(d.store.list_images))
+
+
+@handler
+async def image_get(d: Daemon, request: Request) -> Response:
+    from banger_core.images import image_dict
+
+    name = request.path_params["name"]
+    image = await d.run_blocking(lambda: d.store.get_image(name))
+    return JSONResponse(image_dict(image, d.store.rootfs(name)))
+
+
+@handler
+async def image_pull(d: Daemon, request: Request) -> Response:
+    body = await read_json(request)
+    ref = body.get("ref")
+    if not isinstance(ref, str) or not ref:
+        raise BangerError("image pull needs a reference, e.g. debian-bookworm")
+    source, force = body.get("source"), bool(body.get("force"))
+    return d.stream(lambda p: d.store.pull_image(ref, p, source=source, force=force))
+
+
+@handler
+async def image_delete(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    await d.run_blocking(lambda: d.store.delete_image(name))
+    return JSONResponse({"name": name, "deleted": True})
+
+
+@handler
+async def kernel_list(d: Daemon, request: Request) -> Response:
+    return JSONResponse(await d.run_blocking(d.store.list_kernels))
+
+
+@handler
+async def kernel_pull(d: Daemon, request: Request) -> Response:
+    body = await read_json(request)
+    ref = body.get("ref")
+    if not isinstance(ref, str) or not ref:
+        raise BangerError("kernel pull needs a reference, e.g. generic-6.1")
+    provider, force = body.get("provider"), bool(body.get("force"))
+    return d.stream(lambda p: d.store.pull_kernel(ref, p, provider=provider, force=force))
+
+
+@handler
+async def kernel_delete(d: Daemon, request: Request) -> Response:
+    ref = request.path_params["ref"]
+    await d.run_blocking(lambda: d.store.delete_kernel(ref))
+    return JSONResponse({"ref": ref, "deleted": True})
+
+
+def create_app(daemon: Daemon) -> Starlette:
+    routes = [
+        Route("/v1/daemon", daemon_status, methods=["GET"]),
+        Route("/v1/daemon/shutdown", daemon_shutdown, methods=["POST"]),
+        Route("/v1/vms", vm_list, methods=["GET"]),
+        Route("/v1/vms", vm_create, methods=["POST"]),
+        Route("/v1/vms/plan", vm_plan, methods=["POST"]),
+        Route("/v1/vms/{name}", vm_get, methods=["GET"]),
+        Route("/v1/vms/{name}", _vm_op("delete"), methods=["DELETE"]),
+        Route("/v1/vms/{name}/start", _vm_op("start"), methods=["POST"]),
+        Route("/v1/vms/{name}/stop", _vm_op("stop"), methods=["POST"]),
+        Route("/v1/vms/{name}/restart", _vm_op("restart"), methods=["POST"]),
+        Route("/v1/vms/{name}/ssh", vm_ssh, methods=["GET"]),
+        Route("/v1/vms/{name}/logs", vm_logs, methods=["GET"]),
+        Route("/v1/images", image_list, methods=["GET"]),
+        Route("/v1/images/pull", image_pull, methods=["POST"]),
+        Route("/v1/images/{name}", image_get, methods=["GET"]),
+        Route("/v1/images/{name}", image_delete, methods=["DELETE"]),
+        Route("/v1/kernels", kernel_list, methods=["GET"]),
+        Route("/v1/kernels/pull", kernel_pull, methods=["POST"]),
+        Route("/v1/kernels/{ref}", kernel_delete, methods=["DELETE"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.daemon = daemon
+    return app

@@ -1,0 +1,165 @@
+"""``bangerd``: the daemon process.
+
+Start-up order: umask 077 → private runtime dir → single-instance lock →
+state database (a broken one stops us here, untouched) → reconcile VMs →
+host network setup → DNS server → API socket (0600). SIGTERM/SIGINT stop the
+API and leave running VMs running: they live in their own sessions and are
+adopted by the next daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import fcntl
+import logging
+import logging.handlers
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from banger_core.buildinfo import build_info
+from banger_core.errors import BangerError
+from banger_core.layout import MAX_SOCKET_PATH
+from banger_core.paths import ensure_private_dir
+
+log = logging.getLogger("banger.daemon")
+LOG_MAX_BYTES = 5 << 20
+LOG_BACKUPS = 3
+LIVENESS_INTERVAL = 3.0
+
+
+def setup_logging(log_file: Path, level: str, foreground: bool) -> None:
+    log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    file_handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
+    file_handler.setFormatter(fmt)
+    root.addHandler(file_handler)
+    if foreground:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+    for noisy in ("uvicorn.access",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class InstanceLock:
+    """An exclusive flock held for the daemon's lifetime; the file names the holder's pid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise BangerError(
+                    f"another bangerd is already running (pid {holder}): `banger daemon stop` it first"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path`` with mode 0600 (we hold the instance lock)."""
+    if len(str(path)) > MAX_SOCKET_PATH:
+        raise BangerError(f"socket path {path} is too long for a Unix socket: set a shorter runtime_dir")
+    path.unlink(missing_ok=True)  # stale from a crashed daemon; the lock proves it is not live
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(env: dict[str, str], foreground: bool) -> int:
+    import uvicorn
+
+    from banger_core.daemon.app import Daemon, create_app
+    from banger_core.runtime import Runtime
+
+    rt = Runtime(env)
+    setup_logging(rt.layout.log_file, rt.config["log_level"], foreground)
+    ensure_private_dir(rt.layout.runtime_dir)
+    lock = InstanceLock(rt.layout.daemon_lock)
+    lock.acquire()
+    try:
+        info = build_info()
+        log.info("bangerd %s (commit %s) starting, pid %d", info.version, info.short_commit, os.getpid())
+        rt.open()
+        daemon = Daemon(rt)
+        summary = await daemon.run_blocking(daemon.vms.reconcile)
+        log.info("reconcile: adopted %s, marked stopped %s", summary["adopted"] or "none", summary["demoted"] or "none")
+        await daemon.start_services()
+        sock = bind_socket(rt.layout.socket)
+        config = uvicorn.Config(
+            create_app(daemon), log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+        )
+        server = uvicorn.Server(config)
+
+        def request_exit() -> None:
+            server.should_exit = True
+
+        daemon.shutdown_requested = request_exit
+        watcher = asyncio.get_running_loop().create_task(daemon.watch_liveness(LIVENESS_INTERVAL))
+        log.info("listening on %s", rt.layout.socket)
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            watcher.cancel()
+            await daemon.stop_services()
+            rt.layout.socket.unlink(missing_ok=True)
+            rt.close()
+            log.info("bangerd stopped; running VMs keep running")
+    finally:
+        lock.release()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bangerd", description="banger's daemon (the CLI starts it on demand).")
+    parser.add_argument("--version", action="store_true", help="print one version line")
+    parser.add_argument(
+        "--background", action="store_true", help="log to the log file only (used when the CLI starts the daemon)"
+    )
+    args = parser.parse_args(argv)
+    if args.version:
+        print(build_info().line("bangerd"))
+        return
+    os.umask(0o077)
+    env: dict[str, Any] = dict(os.environ)
+    try:
+        code = asyncio.run(serve(env, foreground=not args.background))
+    except BangerError as exc:
+        print(f"bangerd: error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""The local image and kernel store: pulling through providers, listing, deleting.
+
+A pull gets an empty staging directory next to its final place, so a failed
+or interrupted pull never leaves a half image registered; the database row is
+written only after the files are in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
+
+from banger_core.errors import BangerError, Conflict, NotFound, Unavailable
+from banger_core.names import validate_image_name
+from banger_core.runtime import Runtime
+from banger_core.state.models import Image, Kernel, Vm
+from banger_hookspecs import ImageArtifact, KernelArtifact, Progress, SourceUnavailable
+
+log = logging.getLogger("banger.images")
+
+
+def image_dict(image: Image, rootfs: Path) -> dict[str, Any]:
+    return {
+        "name": image.name,
+        "version": image.version,
+        "source": image.source,
+        "kernel_ref": image.kernel_ref,
+        "sha256": image.sha256,
+        "size": image.size,
+        "created_at": image.created_at.isoformat(),
+        "path": str(rootfs),
+        "meta": image.meta,
+    }
+
+
+def kernel_dict(kernel: Kernel, directory: Path) -> dict[str, Any]:
+    return {
+        "ref": kernel.ref,
+        "version": kernel.version,
+        "provider": kernel.provider,
+        "boot_protocol": kernel.boot_protocol,
+        "sha256": kernel.sha256,
+        "created_at": kernel.created_at.isoformat(),
+        "path": str(directory),
+        "meta": kernel.meta,
+    }
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.resolve().relative_to(directory.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+class Store:
+    """Images and kernels on disk plus their rows in the database."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._pull_lock = threading.Lock()
+
+    # -- images ------------------------------------------------------------
+
+    def rootfs(self, name: str) -> Path:
+        return self.rt.layout.image_dir(name) / "rootfs.ext4"
+
+    def list_images(self) -> list[dict[str, Any]]:
+        with self.rt.database.session() as s:
+            rows = s.exec(select(Image).order_by(Image.name)).all()
+        return [image_dict(r, self.rootfs(r.name)) for r in rows]
+
+    def get_image(self, name: str) -> Image:
+        validate_image_name(name)
+        with self.rt.database.session() as s:
+            image = s.get(Image, name)
+        if image is None:
+            raise NotFound(f"image {name!r} is not pulled: run `banger image pull {name}`")
+        return image
+
+    def has_image(self, name: str) -> bool:
+        with self.rt.database.session() as s:
+            return s.get(Image, name) is not None
+
+    def available(self) -> list[dict[str, Any]]:
+        """What the image sources say they can provide."""
+        out: list[dict[str, Any]] = []
+        for name in self.rt.pm.providers("banger_image_sources"):
+            try:
+                driver = self.rt.driver("banger_image_sources", name, "image source")
+                out += [
+                    {"name": item.name, "description": item.description, "source": item.source}
+                    for item in driver.available()
+                ]
+            except Exception as exc:
+                log.warning("image source %s cannot list: %s", name, exc)
+        return out
+
+    def pull_image(
+        self, ref: str, progress: Progress, *, source: str | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        """Pull ``ref`` (a name such as ``debian-bookworm``) and its kernel; return the image row."""
+        with self._pull_lock:
+            if not force and self._existing_image(ref):
+                image = self.get_image(ref)
+                progress.step(f"image {ref} is already present ({image.source}, {image.version})")
+                result = image_dict(image, self.rootfs(image.name))
+                result["kernel"] = self._ensure_kernel(image.kernel_ref, progress)
+                result["pulled"] = False
+                return result
+            artifact, used = self._pull_with_fallback(
+                "banger_image_sources", "image source", ref, source, progress, self._store_image
+            )
+        result = image_dict(self.get_image(artifact.name), self.rootfs(artifact.name))
+        result["kernel"] = self._ensure_kernel(artifact.kernel_ref, progress)
+        result["pulled"] = True
+        result["used_source"] = used
+        return result
+
+    def _existing_image(self, ref: str) -> bool:
+        try:
+            validate_image_name(ref)
+        except BangerError:
+            return False
+        return self.has_image(ref)
+
+    def _store_image(self, provider: str, artifact: ImageArtifact, staging: Path) -> None:
+        name = validate_image_name(artifact.name)
+        if not _inside(artifact.rootfs, staging) or not artifact.rootfs.is_file():
+            raise BangerError(f"image source {provider} returned a rootfs outside its directory")
+        if artifact.rootfs.name != "rootfs.ext4":
+            os.replace(artifact.rootfs, staging / "rootfs.ext4")
+        os.chmod(staging / "rootfs.ext4", 0o444)  # shared by every VM: never written
+        manifest = staging / "manifest.json"
+        if not manifest.exists():
+            manifest.write_text(
+                json.dumps(
+                    {
+                        "kind": "image",
+                        "name": name,
+                        "version": artifact.version,
+                        "kernel_ref": artifact.kernel_ref,
+                        "sha256": artifact.sha256,
+                        "size": artifact.size,
+                        **dict(artifact.metadata),
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
+        final = self.rt.layout.image_dir(name)
+        self._replace_dir(staging, final)
+        with self.rt.database.session() as s:
+            row = s.get(Image, name) or Image(
+                name=name, version="", source="", sha256="", size=0, created_at=datetime.now(UTC)
+            )
+            row.version = artifact.version
+            row.source = provider
+            row.kernel_ref = artifact.kernel_ref
+            row.sha256 = artifact.sha256
+            row.size = artifact.size
+            row.created_at = datetime.now(UTC)
+            row.meta = json.loads(json.dumps(dict(artifact.metadata), default=str))
+            s.add(row)
+
+    def delete_image(self, name: str) -> None:
+        self.get_image(name)
+        with self.rt.database.session() as s:
+            users = [vm.name for vm in s.exec(select(Vm).where(Vm.image == name)).all()]
+        if users:
+            raise Conflict(
+                f"image {name!r} is in use by VMs {', '.join(sorted(users))}: delete them first "
+                "(their disks are overlays on it)"
+            )
+        with self.rt.database.session() as s:
+            row = s.get(Image, name)
+            if row is not None:
+                s.delete(row)
+        shutil.rmtree(self.rt.layout.image_dir(name), ignore_errors=True)
+
+    # -- kernels -----------------------------------------------------------
+
+    def list_kernels(self) -> list[dict[str, Any]]:
+        with self.rt.database.session() as s:
+            rows = s.exec(select(Kernel).order_by(Kernel.ref)).all()
+        return [kernel_dict(r, self.rt.layout.kernel_dir(r.ref)) for r in rows]
+
+    def get_kernel(self, ref: str) -> Kernel:
+        validate_image_name(ref, "kernel")
+        with self.rt.database.session() as s:
+            kernel = s.get(Kernel, ref)
+        if kernel is None:
+            raise NotFound(f"kernel {ref!r} is not pulled: run `banger kernel pull {ref}`")
+        return kernel
+
+    def kernel_files(self, ref: str) -> tuple[Path, Path]:
+        self.get_kernel(ref)
+        directory = self.rt.layout.kernel_dir(ref)
+        return directory / "vmlinux", directory / "initrd"
+
+    def pull_kernel(
+        self, ref: str, progress: Progress, *, provider: str | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        validate_image_name(ref, "kernel")
+        with self._pull_lock:
+            if not force:
+                with self.rt.database.session() as s:
+                    existing = s.get(Kernel, ref)
+                if existing is not None:
+                    progress.step(f"kernel {ref} is already present ({existing.provider}, {existing.version})")
+                    return {**kernel_dict(existing, self.rt.layout.kernel_dir(ref)), "pulled": False}
+            artifact, used = self._pull_with_fallback(
+                "banger_kernel_providers", "kernel provider", ref, provider, progress, self._store_kernel
+            )
+        row = self.get_kernel(artifact.ref)
+        return {**kernel_dict(row, self.rt.layout.kernel_dir(row.ref)), "pulled": True, "used_source": used}
+
+    def _ensure_kernel(self, ref: str | None, progress: Progress) -> str | None:
+        if not ref:
+            return None
+        self.pull_kernel(ref, progress)
+        return ref
+
+    def _store_kernel(self, provider: str, artifact: KernelArtifact, staging: Path) -> None:
+        ref = validate_image_name(artifact.ref, "kernel")
+        for path, wanted in ((artifact.vmlinux, "vmlinux"), (artifact.initrd, "initrd")):
+            if not _inside(path, staging) or not path.is_file():
+                raise BangerError(f"kernel provider {provider} returned a {wanted} outside its directory")
+            if path.name != wanted:
+                os.replace(path, staging / wanted)
+        manifest = staging / "manifest.json"
+        if not manifest.exists():
+            manifest.write_text(
+                json.dumps(
+                    {
+                        "kind": "kernel",
+                        "ref": ref,
+                        "version": artifact.version,
+                        "boot_protocol": artifact.boot_protocol,
+                        "sha256": dict(artifact.sha256),
+                        **dict(artifact.metadata),
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
+        self._replace_dir(staging, self.rt.layout.kernel_dir(ref))
+        with self.rt.database.session() as s:
+            row = s.get(Kernel, ref) or Kernel(
+                ref=ref, version="", provider="", boot_protocol=0, created_at=datetime.now(UTC)
+            )
+            row.version = artifact.version
+            row.provider = provider
+            row.boot_protocol = artifact.boot_protocol
+            row.sha256 = dict(artifact.sha256)
+            row.created_at = datetime.now(UTC)
+            row.meta = json.loads(json.dumps(dict(artifact.metadata), default=str))
+            s.add(row)
+
+    def delete_kernel(self, ref: str) -> None:
+        self.get_kernel(ref)
+        with self.rt.database.session() as s:
+            users = [vm.name for vm in s.exec(select(Vm).where(Vm.kernel == ref)).all()]
+            if users:
+                raise Conflict(f"kernel {ref!r} is in use by VMs {', '.join(sorted(users))}: delete them first")
+            row = s.get(Kernel, ref)
+            if row is not None:
+                s.delete(row)
+        shutil.rmtree(self.rt.layout.kernel_dir(ref), ignore_errors=True)
+
+    # -- shared ------------------------------------------------------------
+
+    def _pull_with_fallback(
+        self,
+        hook: str,
+        kind: str,
+        ref: str,
+        only: str | None,
+        progress: Progress,
+        store: Callable[[str, Any, Path], None],
+    ) -> tuple[Any, str]:
+        """Ask each provider that claims ``ref`` in priority order; fall back on SourceUnavailable."""
+        providers = self.rt.pm.providers(hook)
+        if only is not None:
+            self.rt.pm.provider(hook, only, kind=kind)  # unknown name -> error listing the known ones
+            names = [only]
+        else:
+            names = sorted(providers, key=lambda n: (providers[n].value.priority, n))
+        tried: list[str] = []
+        parent = self.rt.layout.images if hook == "banger_image_sources" else self.rt.layout.kernels
+        for name in names:
+            driver = self.rt.driver(hook, name, kind)
+            if not driver.claims(ref):
+                continue
+            progress.step(f"{kind} {name}: getting {ref}")
+            staging = Path(tempfile.mkdtemp(dir=parent, prefix=".staging-"))
+            try:
+                artifact = driver.pull(ref, staging, progress)
+                store(name, artifact, staging)
+            except SourceUnavailable as exc:
+                tried.append(f"{name}: {exc}")
+                progress.step(f"{kind} {name} unavailable ({exc}); trying the next one")
+                continue
+            except BangerError:
+                raise
+            except Exception as exc:
+                log.exception("%s %s failed to pull %s", kind, name, ref)
+                raise BangerError(f"{kind} {name} failed to get {ref}: {type(exc).__name__}: {exc}") from exc
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            progress.step(f"got {ref} from {kind} {name}")
+            return artifact, name
+        if tried:
+            raise Unavailable(f"no {kind} could provide {ref!r}: " + "; ".join(tried))
+        known = ", ".join(names) or "none installed"
+        raise NotFound(f"no {kind} knows {ref!r} (asked: {known})")
+
+    @staticmethod
+    def _replace_dir(staging: Path, final: Path) -> None:
+        """Move ``staging`` to ``final``; an older copy is removed only after the swap."""
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        old = None
+        if final.exists():
+            old = final.with_name(f".old-{final.name}-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(staging, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

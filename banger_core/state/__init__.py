@@ -1,0 +1,1 @@
+"""Durable state: SQLite through sqlmodel, with schema migrations."""

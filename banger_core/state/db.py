@@ -1,0 +1,193 @@
+"""Opening the state database: preflight, WAL, busy timeout, migrations.
+
+The database is never deleted or rewritten to "recover": a file that is not a
+readable banger database makes the daemon refuse to start with a sentence
+saying what to do, and the file stays byte-for-byte as it was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, create_engine
+
+from banger_core.errors import BangerError
+
+BUSY_TIMEOUT_MS = 30_000
+
+#: (version, statements). Append only: never edit a released migration.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE vms (
+                id VARCHAR NOT NULL PRIMARY KEY,
+                name VARCHAR NOT NULL UNIQUE,
+                image VARCHAR NOT NULL,
+                kernel VARCHAR NOT NULL,
+                backend VARCHAR NOT NULL,
+                network VARCHAR NOT NULL,
+                vcpus INTEGER NOT NULL,
+                memory_mib INTEGER NOT NULL,
+                disk_size INTEGER NOT NULL,
+                guest_ip VARCHAR UNIQUE,
+                mac VARCHAR NOT NULL UNIQUE,
+                state VARCHAR NOT NULL,
+                created_at DATETIME NOT NULL,
+                started_at DATETIME,
+                last_error VARCHAR,
+                remove_on_exit BOOLEAN NOT NULL DEFAULT 0,
+                spec_sources JSON NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX ix_vms_name ON vms (name)",
+            """CREATE TABLE images (
+                name VARCHAR NOT NULL PRIMARY KEY,
+                version VARCHAR NOT NULL,
+                source VARCHAR NOT NULL,
+                kernel_ref VARCHAR,
+                sha256 VARCHAR NOT NULL,
+                size INTEGER NOT NULL,
+                created_at DATETIME NOT NULL,
+                meta JSON NOT NULL DEFAULT '{}'
+            )""",
+            """CREATE TABLE kernels (
+                ref VARCHAR NOT NULL PRIMARY KEY,
+                version VARCHAR NOT NULL,
+                provider VARCHAR NOT NULL,
+                boot_protocol INTEGER NOT NULL,
+                sha256 JSON NOT NULL DEFAULT '{}',
+                created_at DATETIME NOT NULL,
+                meta JSON NOT NULL DEFAULT '{}'
+            )""",
+        ),
+    ),
+)
+
+
+class StateError(BangerError):
+    """The state database cannot be used; the message says what to do."""
+
+
+def _refuse(path: Path, why: str) -> StateError:
+    return StateError(
+        f"cannot use the state database {path}: {why}. banger leaves it untouched: "
+        f"move it aside (mv {path} {path}.broken) to start with empty state, or restore a backup"
+    )
+
+
+def preflight(path: Path, latest: int) -> int:
+    """Check an existing database read-only; return its schema version (0 = new/empty).
+
+    Raises :class:`StateError` when the file is not a database, is damaged, or
+    was written by a newer banger.
+    """
+    if not path.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise _refuse(path, str(exc)) from None
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return 0
+        if "schema_migrations" not in tables:
+            raise _refuse(path, "it is an SQLite file but not a banger database")
+        row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        version = int(row[0] or 0)
+        check = conn.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise _refuse(path, f"integrity check failed ({check[0] if check else 'no answer'})")
+    except sqlite3.DatabaseError as exc:
+        raise _refuse(path, str(exc)) from None
+    finally:
+        conn.close()
+    if version > latest:
+        raise StateError(
+            f"the state database {path} has schema version {version}, newer than this banger knows ({latest}): "
+            "upgrade banger (or use the banger that wrote it)"
+        )
+    return version
+
+
+def _configure(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite commits implicitly before DDL; take transaction control ourselves
+    # (see _begin) so a migration's statements are applied all or nothing.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def migrate(engine: Engine, migrations: Sequence[tuple[int, Sequence[str]]] = MIGRATIONS) -> list[int]:
+    """Apply pending migrations, each in its own transaction; return the versions applied."""
+    applied: list[int] = []
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at DATETIME NOT NULL)"
+        )
+    for version, statements in migrations:
+        with engine.begin() as conn:
+            done = conn.exec_driver_sql("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).first()
+            if done:
+                continue
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+            conn.exec_driver_sql(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (version, datetime.now(UTC).isoformat()),
+            )
+        applied.append(version)
+    return applied
+
+
+class Database:
+    """The opened, migrated state database."""
+
+    def __init__(self, path: Path, migrations: Sequence[tuple[int, Sequence[str]]] = MIGRATIONS) -> None:
+        self.path = path
+        latest = max(v for v, _ in migrations)
+        self.version_before = preflight(path, latest)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.engine = create_engine(
+            f"sqlite:///{path}",
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(self.engine, "connect", _configure)
+        event.listen(self.engine, "begin", _begin)
+        self.applied = migrate(self.engine, migrations)
+        path.chmod(0o600)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            row = conn.exec_driver_sql("SELECT MAX(version) FROM schema_migrations").first()
+            return int(row[0]) if row and row[0] is not None else 0
+
+    def close(self) -> None:
+        self.engine.dispose()

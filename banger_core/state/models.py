@@ -1,0 +1,62 @@
+"""Tables of banger's state database: durable intent only.
+
+Transient handles (pids, sockets, taps) live in each VM's ``handles.json``.
+Columns here must match the migrations in :mod:`banger_core.state.db`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+VM_STATES = ("created", "starting", "running", "stopping", "stopped", "error")
+
+
+class Vm(SQLModel, table=True):
+    __tablename__ = "vms"
+
+    id: str = Field(primary_key=True)
+    name: str = Field(unique=True, index=True)
+    image: str
+    kernel: str
+    backend: str
+    network: str
+    vcpus: int
+    memory_mib: int
+    disk_size: int
+    guest_ip: str | None = Field(default=None, unique=True)
+    mac: str = Field(unique=True)
+    state: str = "created"
+    created_at: datetime
+    started_at: datetime | None = None
+    last_error: str | None = None
+    remove_on_exit: bool = False
+    spec_sources: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Image(SQLModel, table=True):
+    __tablename__ = "images"
+
+    name: str = Field(primary_key=True)
+    version: str
+    source: str
+    kernel_ref: str | None = None
+    sha256: str
+    size: int
+    created_at: datetime
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Kernel(SQLModel, table=True):
+    __tablename__ = "kernels"
+
+    ref: str = Field(primary_key=True)
+    version: str
+    provider: str
+    boot_protocol: int
+    sha256: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,1 @@
+from tests.support.daemon import daemon  # noqa: F401 -- fixture

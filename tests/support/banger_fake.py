@@ -1,0 +1,151 @@
+"""A third-party-style test plugin: tiny images, placeholder kernels, a stand-in VMM.
+
+Installed for daemon tests through a fake ``.dist-info`` (see ``fake_plugin_env``),
+exactly like ``pip install`` would. The VMM it "launches" is a real child
+process (``tests.support.fake_vmm``) that answers on a control socket, so the
+daemon's adopt/demote logic runs against real processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from banger_hookspecs import (
+    Availability,
+    ImageArtifact,
+    ImageListing,
+    ImageSource,
+    KernelArtifact,
+    KernelProvider,
+    PluginContext,
+    Progress,
+    VmmBackend,
+    VmProcess,
+    VmSpec,
+    hookimpl,
+)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class FakeImages:
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    def claims(self, ref: str) -> bool:
+        return ref.startswith("fake-")
+
+    def available(self) -> list[ImageListing]:
+        return [ImageListing("fake-tiny", "an 8 MiB ext4 for tests", "fake")]
+
+    def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
+        if ref == "fake-broken":
+            raise RuntimeError("the fake source breaks on purpose")
+        progress.step("making a tiny ext4")
+        content = dest / "content"
+        (content / "etc").mkdir(parents=True)
+        (content / "etc" / "hostname").write_text("fake\n")
+        rootfs = dest / "rootfs.ext4"
+        subprocess.run(
+            ["/usr/sbin/mkfs.ext4", "-q", "-F", "-d", str(content), str(rootfs), "8M"], check=True, capture_output=True
+        )
+        for item in sorted(content.rglob("*"), reverse=True):
+            item.unlink() if item.is_file() else item.rmdir()
+        content.rmdir()
+        return ImageArtifact(ref, "1", rootfs, "fake-kernel", sha256(rootfs), rootfs.stat().st_size, {})
+
+
+class FakeKernels:
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    def claims(self, ref: str) -> bool:
+        return ref == "fake-kernel"
+
+    def pull(self, ref: str, dest: Path, progress: Progress) -> KernelArtifact:
+        (dest / "vmlinux").write_bytes(b"\x7fELF not a kernel")
+        (dest / "initrd").write_bytes(b"not an initrd")
+        return KernelArtifact(ref, "0.0", dest / "vmlinux", dest / "initrd", 1, {"vmlinux": sha256(dest / "vmlinux")})
+
+
+def start_time(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def answers(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(2)
+            sock.connect(path)
+            return sock.recv(4) == b"pong"
+    except OSError:
+        return False
+
+
+class FakeVmm:
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    def availability(self) -> Availability:
+        return Availability(True, 1, "the fake VMM runs anywhere", "fake 1.0")
+
+    def launch(self, spec: VmSpec, progress: Progress) -> VmProcess:
+        sock = str(spec.run_dir / "ctl.sock")
+        proc = spawn(sock)
+        return VmProcess("fakevmm", proc, start_time(proc) or 0, sock)
+
+    def is_running(self, proc: VmProcess) -> bool:
+        return start_time(proc.pid) == proc.start_time and answers(proc.control_socket)
+
+    def stop(self, proc: VmProcess, timeout: float) -> None:
+        self.kill(proc)
+
+    def kill(self, proc: VmProcess) -> None:
+        if start_time(proc.pid) == proc.start_time:
+            os.kill(proc.pid, signal.SIGKILL)
+
+
+def spawn(control_socket: str) -> int:
+    """Start a stand-in VMM process (own session, like a real one) and wait until it answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.fake_vmm", control_socket],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        if answers(control_socket):
+            return proc.pid
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the fake VMM did not come up")
+
+
+@hookimpl
+def banger_image_sources() -> Iterable[ImageSource]:
+    return [ImageSource("fake", "tiny test images", FakeImages, priority=5)]
+
+
+@hookimpl
+def banger_kernel_providers() -> Iterable[KernelProvider]:
+    return [KernelProvider("fake", "placeholder kernels", FakeKernels, priority=5)]
+
+
+@hookimpl
+def banger_vmm_backends() -> Iterable[VmmBackend]:
+    return [VmmBackend("fakevmm", "a stand-in VMM process", FakeVmm)]

@@ -1,0 +1,100 @@
+"""The state database: migrations upgrade older files, newer and broken files are refused untouched."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from banger_core.names import InvalidName, generate_vm_name, validate_vm_name
+from banger_core.state.db import MIGRATIONS, Database, StateError
+
+
+def test_fresh_database_gets_every_migration_wal_and_0600(tmp_path: Path) -> None:
+    db = Database(tmp_path / "state" / "banger.db")
+    assert db.applied == [v for v, _ in MIGRATIONS] and db.version_before == 0
+    assert db.schema_version() == MIGRATIONS[-1][0]
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    assert (tmp_path / "state" / "banger.db").stat().st_mode & 0o777 == 0o600
+    db.close()
+    again = Database(tmp_path / "state" / "banger.db")
+    assert again.applied == [] and again.version_before == MIGRATIONS[-1][0]
+
+
+def test_a_newer_banger_upgrades_an_older_database(tmp_path: Path) -> None:
+    path = tmp_path / "banger.db"
+    old = Database(path)
+    with old.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO images (name, version, source, sha256, size, created_at) "
+            "VALUES ('debian-bookworm', '1', 'debootstrap', 'ab', 1, '2026-01-01')"
+        )
+    old.close()
+    newer = (*MIGRATIONS, (2, ("ALTER TABLE images ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT 0",)))
+    upgraded = Database(path, migrations=newer)
+    assert upgraded.version_before == 1 and upgraded.applied == [2]
+    with upgraded.engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT name, pinned FROM images").one()
+    assert tuple(row) == ("debian-bookworm", 0)
+
+
+def test_a_failing_migration_is_rolled_back(tmp_path: Path) -> None:
+    path = tmp_path / "banger.db"
+    Database(path).close()
+    broken = (*MIGRATIONS, (2, ("ALTER TABLE images ADD COLUMN ok INTEGER", "THIS IS NOT SQL")))
+    with pytest.raises(Exception, match="syntax error"):
+        Database(path, migrations=broken)
+    with sqlite3.connect(path) as conn:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(images)")]
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+    assert "ok" not in columns and versions == [1]
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"garbage" * 1000, "file is not a database"),
+        (b"", None),
+    ],
+)
+def test_preflight(tmp_path: Path, content: bytes, why: str | None) -> None:
+    path = tmp_path / "banger.db"
+    path.write_bytes(content)
+    if why is None:  # an empty file is an empty database: fine
+        Database(path).close()
+        return
+    with pytest.raises(StateError, match=why):
+        Database(path)
+    assert path.read_bytes() == content
+
+
+def test_an_sqlite_file_that_is_not_ours_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "banger.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="it is an SQLite file but not a banger database"):
+        Database(path)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["a", "web-1", "x" * 63, "0day"])
+def test_valid_vm_names(name: str) -> None:
+    assert validate_vm_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "x" * 64, "-a", "a-", "A", "a_b", "a.b", "ä", "../x", None, 3])
+def test_invalid_vm_names(name: object) -> None:
+    with pytest.raises(InvalidName, match="invalid VM name"):
+        validate_vm_name(name)
+
+
+def test_generated_names_avoid_taken_ones() -> None:
+    taken: set[str] = set()
+    for _ in range(50):
+        name = generate_vm_name(taken.__contains__)
+        assert validate_vm_name(name) and name not in taken
+        taken.add(name)
