@@ -28,6 +28,9 @@ class UnprivilegedHostOps:
     def create_tap(self, name: str, bridge: str, owner_uid: int) -> None:
         self._refuse(f"creating tap {name}")
 
+    def rename_tap(self, name: str, new_name: str) -> None:
+        self._refuse(f"renaming tap {name}")
+
     def delete_tap(self, name: str) -> None:
         self._refuse(f"deleting tap {name}")
 
