@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, PluginContext, hookimpl
+from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, NetworkBackend, PluginContext, hookimpl
+
+from .network import BridgeNetwork
 
 
 @hookimpl
@@ -13,6 +15,20 @@ def banger_config_options() -> Iterable[ConfigOption]:
     return [
         ConfigOption("bridge_name", "str", "banger0", help="bridge the VMs' taps attach to"),
         ConfigOption("tap_pool_size", "int", 2, help="taps created ahead so vm create doesn't wait on netlink"),
+        ConfigOption(
+            "guest_dns", "str", help="resolver address for guests (default: the host's first non-loopback nameserver)"
+        ),
+    ]
+
+
+@hookimpl
+def banger_network_backends() -> Iterable[NetworkBackend]:
+    return [
+        NetworkBackend(
+            name="bridge",
+            description="a host bridge with NAT and one tap per VM; guests get their own IP and a .vm name",
+            factory=BridgeNetwork,
+        )
     ]
 
 
