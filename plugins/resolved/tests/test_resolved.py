@@ -61,7 +61,7 @@ def router(tmp_path: Path) -> ResolvedRouter:
     return ResolvedRouter(runtime=tmp_path / "resolve", sys_class_net=links)
 
 
-def test_route_sets_server_routing_domain_and_no_default_route(
+def test_route_sets_server_routing_domain_and_plain_dns_on_the_link_only(
     router: ResolvedRouter, resolvectl: FakeResolvectl
 ) -> None:
     router.route("banger0", "172.16.0.1", "vm")
@@ -70,6 +70,8 @@ def test_route_sets_server_routing_domain_and_no_default_route(
         ["dns", "banger0", "172.16.0.1"],
         ["domain", "banger0", "~vm"],
         ["default-route", "banger0", "false"],
+        ["dnssec", "banger0", "no"],
+        ["dnsovertls", "banger0", "no"],
     ]
 
 

@@ -3,8 +3,12 @@
 On the bridge link: banger's server as the link's DNS server, ``~vm`` as a
 routing-only domain (resolved sends only ``*.vm`` queries there), and
 ``default-route false`` so the link never becomes a catch-all resolver,
-whatever the systemd version's default. ``resolvectl revert`` undoes all of it.
-Every argument is validated before ``resolvectl`` runs; argv lists only.
+whatever the systemd version's default. DNSSEC and DNS-over-TLS are turned
+off for this link only: ``vm.`` is not in the signed root (a validating
+resolver would call every answer bogus) and banger's server speaks plain UDP;
+per-link settings win over the host's global ones. ``resolvectl revert``
+undoes all of it. Every argument is validated before ``resolvectl`` runs;
+argv lists only.
 """
 
 from __future__ import annotations
@@ -95,6 +99,8 @@ class ResolvedRouter:
         self._resolvectl("dns", link, server)
         self._resolvectl("domain", link, f"~{domain}")
         self._resolvectl("default-route", link, "false")
+        self._resolvectl("dnssec", link, "no")
+        self._resolvectl("dnsovertls", link, "no")
 
     def unroute(self, link: str, server: str, domain: str) -> None:
         """Drop every DNS setting banger made on ``link``; a no-op when the link is gone.
@@ -115,7 +121,8 @@ class ResolvedRouter:
         return (
             f"systemd-resolved sends *.{domain} queries to {server} on {link}: "
             f"resolvectl dns {link} {server}; resolvectl domain {link} ~{domain}; "
-            f"resolvectl default-route {link} false (undo: resolvectl revert {link})"
+            f"resolvectl default-route {link} false; resolvectl dnssec {link} no; "
+            f"resolvectl dnsovertls {link} no (undo: resolvectl revert {link})"
         )
 
     def _resolvectl(self, *args: str) -> None:
