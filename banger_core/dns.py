@@ -18,7 +18,7 @@ malformed packet                        dropped, logged (rate-limited)
 The daemon runs it in its own event loop::
 
     server = DnsServer(lambda name: vms.ip_of(name))
-    await server.start(binds=[("172.16.0.1", 53)])
+    await server.start(binds=listen_addresses(config, network.dns_link()))
     ...
     await server.stop()
 
@@ -38,7 +38,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -219,6 +219,31 @@ class _DnsProtocol(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP errors from clients that went away: not the server's problem.
         self.zone.warn.warning("DNS socket error: %s", exc)
+
+
+def listen_addresses(config: Mapping[str, Any], dns_link: tuple[str, str] | None) -> list[tuple[str, int]]:
+    """Where the daemon's DNS server listens, from the core config and the network backend.
+
+    Args:
+        config: effective configuration (``dns_port``, ``dns_loopback_port``).
+        dns_link: the network backend's ``dns_link()``: ``(link, address)`` or None.
+
+    Returns:
+        ``(address, dns_port)`` on the backend's address, plus ``("127.0.0.1",
+        dns_loopback_port)`` when that key is set; possibly empty (usernet
+        without a loopback port: no DNS server needed).
+
+    Example:
+        >>> listen_addresses({"dns_port": 53, "dns_loopback_port": 5353}, ("banger0", "172.16.0.1"))
+        [('172.16.0.1', 53), ('127.0.0.1', 5353)]
+    """
+    binds = []
+    if dns_link is not None:
+        binds.append((dns_link[1], int(config.get("dns_port", 53))))
+    loopback_port = config.get("dns_loopback_port")
+    if loopback_port is not None:
+        binds.append(("127.0.0.1", int(loopback_port)))
+    return binds
 
 
 def _bind_hint(code: int | None, port: int) -> str:

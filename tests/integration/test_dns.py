@@ -13,7 +13,7 @@ import re
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -84,9 +84,8 @@ def send_malformed(address: tuple[str, int], count: int = MALFORMED_PACKETS, see
     return count
 
 
-def assert_serves_the_zone(ask: object, table: dict[str, str]) -> None:
-    """The acceptance checks shared by every placement of the server (``ask(name, qtype) -> Dig``)."""
-    assert callable(ask)
+def assert_serves_the_zone(ask: Callable[[str, str], Dig], table: dict[str, str]) -> None:
+    """The acceptance checks shared by every placement of the server."""
     table["web"] = "172.16.0.7"
     found = ask("web.vm", "A")
     assert (found.status, found.answer) == ("NOERROR", ["web.vm. 5 IN A 172.16.0.7"])

@@ -18,10 +18,11 @@ import pytest
 
 from banger_bridge.network import BridgeError, BridgeNetwork
 from banger_core import netops
+from banger_core.hostops import host_ops_for_current_user
 from banger_core.netops import HostOpError, NetlinkHostOps
 from banger_core.testing import RecordingProgress, make_plugin_context
 from banger_hookspecs import NetAttachment, NicRequest
-from tests.netns import NetNamespace, temporary_netns
+from tests.netns import NetNamespace, require_root, temporary_netns
 
 pytestmark = pytest.mark.integration
 
@@ -249,6 +250,14 @@ def test_bad_config_is_refused() -> None:
         NetlinkHostOps({"cidr": "172.16.0.0/33", "bridge_ip": "172.16.0.1"})
     with pytest.raises(ValueError, match=r"bridge_ip 10\.0\.0\.1 is not a usable address inside cidr 172\.16\.0\.0/24"):
         NetlinkHostOps({"cidr": "172.16.0.0/24", "bridge_ip": "10.0.0.1"})
+
+
+def test_root_gets_netlink_host_ops(banger_env: dict[str, str]) -> None:
+    require_root()
+    ops = host_ops_for_current_user(make_plugin_context(banger_env).config)
+
+    assert isinstance(ops, NetlinkHostOps)
+    assert (str(ops.cidr), str(ops.bridge_ip)) == ("172.16.0.0/24", "172.16.0.1")
 
 
 def _as_nobody(call: str, *args: Any) -> Any:

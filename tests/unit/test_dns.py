@@ -9,7 +9,7 @@ import struct
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 
-from banger_core.dns import DnsServer, RateLimitedLog, VmZone
+from banger_core.dns import DnsServer, RateLimitedLog, VmZone, listen_addresses
 
 pytestmark = pytest.mark.unit
 
@@ -201,3 +201,14 @@ def test_bad_bind_addresses_are_refused_before_binding(binds: list[tuple[str, in
     with pytest.raises(ValueError, match=message):
         asyncio.run(server.start(binds))
     assert server.addresses == []
+
+
+def test_listen_addresses_follow_the_config_and_the_network_backend() -> None:
+    config = {"dns_port": 53}
+    assert listen_addresses(config, ("banger0", "172.16.0.1")) == [("172.16.0.1", 53)]
+    assert listen_addresses({**config, "dns_loopback_port": 5353}, None) == [("127.0.0.1", 5353)]
+    assert listen_addresses({"dns_port": 5300, "dns_loopback_port": 5353}, ("banger0", "10.1.0.1")) == [
+        ("10.1.0.1", 5300),
+        ("127.0.0.1", 5353),
+    ]
+    assert listen_addresses(config, None) == []

@@ -278,3 +278,23 @@ def test_registered_as_the_bridge_network_backend(plugin_manager: PluginManager)
 
     assert provided.plugin.dist == "banger-bridge"
     assert provided.value.factory is BridgeNetwork
+
+
+def test_doctor_row_says_what_bridge_networking_lacks(
+    plugin_context: PluginContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from banger_bridge import plugin
+
+    (check,) = plugin.banger_doctor_checks()
+    monkeypatch.setattr(plugin.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(plugin, "TUN_DEVICE", tmp_path / "tun")
+    rows = list(check.run(plugin_context))
+    assert [(r.status, r.summary, r.hint) for r in rows] == [
+        ("warn", f"{tmp_path / 'tun'} is missing (VM taps)", "load the tun module: modprobe tun")
+    ]
+
+    (tmp_path / "tun").touch()
+    assert [r.status for r in check.run(plugin_context)] == ["ok"]
+
+    monkeypatch.setattr(plugin.os, "geteuid", lambda: 1000)
+    assert [r.status for r in check.run(plugin_context)] == ["info"]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
 
 from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, NetworkBackend, PluginContext, hookimpl
 
 from .network import BridgeNetwork
+
+TUN_DEVICE = Path("/dev/net/tun")
 
 
 @hookimpl
@@ -33,15 +37,24 @@ def banger_network_backends() -> Iterable[NetworkBackend]:
 
 
 def _check(ctx: PluginContext) -> Iterable[CheckResult]:
-    if os.geteuid() == 0:
-        yield CheckResult("bridge", "ok", "running as root: bridge networking can be set up")
-    else:
+    if os.geteuid() != 0:
         yield CheckResult(
             "bridge",
             "info",
             "not root: bridge networking needs a root daemon; VMs use usernet",
             hint="run the daemon as root to give VMs bridge IPs and *.vm names",
         )
+        return
+    missing = []
+    if not (shutil.which("nft") or Path("/usr/sbin/nft").exists()):
+        missing.append(("nft not found (NAT for guests)", "install it: apt-get install nftables"))
+    if not TUN_DEVICE.exists():
+        missing.append((f"{TUN_DEVICE} is missing (VM taps)", "load the tun module: modprobe tun"))
+    if missing:
+        for summary, hint in missing:
+            yield CheckResult("bridge", "warn", summary, hint=hint)
+    else:
+        yield CheckResult("bridge", "ok", "running as root with nft and /dev/net/tun: bridge networking can be set up")
 
 
 @hookimpl
