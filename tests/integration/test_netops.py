@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,42 @@ def test_nat_is_idempotent_and_removed_as_a_unit(ns: NetNamespace) -> None:
     ns.call(ops().remove_nat, "172.16.0.0/24", "banger0")
     ns.call(ops().remove_nat, "172.16.0.0/24", "banger0")
     assert nft_table(ns) is None
+
+
+def _send_udp(address: tuple[str, int], payload: bytes) -> None:
+    """From a fresh socket: a new source port, so a new flow that conntrack has not mapped yet."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(payload, address)
+
+
+def _source_seen_upstream(guest: NetNamespace, listener: socket.socket, payload: bytes) -> str:
+    guest.call(_send_udp, ("10.99.0.2", 9999), payload)
+    listener.settimeout(5)
+    data, source = listener.recvfrom(1024)
+    assert data == payload
+    return str(source[0])
+
+
+def test_nat_masquerades_guest_traffic_leaving_the_host(ns: NetNamespace) -> None:
+    """A guest (a namespace on the bridge) reaches an upstream namespace with the host's address."""
+    with temporary_netns() as guest, temporary_netns() as upstream:
+        ns.call(ops().ensure_bridge, "banger0", "172.16.0.1/24")
+        ns.run(["ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", upstream.name])
+        ns.run(["ip", "addr", "add", "10.99.0.1/24", "dev", "up0"])
+        ns.run(["ip", "link", "set", "up0", "up"])
+        upstream.run(["ip", "addr", "add", "10.99.0.2/24", "dev", "up1"])
+        upstream.run(["ip", "link", "set", "up1", "up"])
+        ns.run(["ip", "link", "add", "vm0", "type", "veth", "peer", "name", "eth0", "netns", guest.name])
+        ns.run(["ip", "link", "set", "vm0", "master", "banger0", "up"])
+        guest.run(["ip", "addr", "add", "172.16.0.7/24", "dev", "eth0"])
+        guest.run(["ip", "link", "set", "eth0", "up"])
+        guest.run(["ip", "route", "add", "default", "via", "172.16.0.1"])
+        with upstream.socket(socket.SOCK_DGRAM, ("10.99.0.2", 9999)) as listener:
+            ns.call(ops().ensure_nat, "172.16.0.0/24", "banger0")
+            assert _source_seen_upstream(guest, listener, b"with NAT") == "10.99.0.1"
+
+            ns.call(ops().remove_nat, "172.16.0.0/24", "banger0")
+            assert _source_seen_upstream(guest, listener, b"without NAT") == "172.16.0.7"
 
 
 def _touching_netlink_fails(call: str, *args: Any) -> str:
