@@ -154,6 +154,19 @@ def test_attach_creates_a_tap_when_the_pool_is_empty(banger_env: dict[str, str],
     assert ops.calls[-1] == ("create_tap", TAP, "banger0", 4242)
 
 
+def test_attach_creates_a_tap_when_the_spare_vanished(banger_env: dict[str, str], resolv_conf: Path) -> None:
+    class VanishingSpares(RecordingHostOps):
+        def rename_tap(self, name: str, new_name: str) -> None:
+            self.calls.append(("rename_tap", name, new_name))
+            raise RuntimeError(f"tap {name} does not exist")
+
+    ops = VanishingSpares(links={"banger0": "bridge", "bgrpool0": "tap"})
+    driver, _ = make_driver(banger_env, ops, resolv_conf)
+
+    assert driver.attach(request()).nic.tap_name == TAP
+    assert ops.calls[-2:] == [("rename_tap", "bgrpool0", TAP), ("create_tap", TAP, "banger0", 4242)]
+
+
 def test_attach_reuses_a_tap_left_by_a_crash(banger_env: dict[str, str], resolv_conf: Path) -> None:
     ops = RecordingHostOps(links={"banger0": "bridge", TAP: "tap", "bgrpool0": "tap"})
     driver, _ = make_driver(banger_env, ops, resolv_conf)

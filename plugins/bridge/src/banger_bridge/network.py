@@ -201,13 +201,14 @@ class BridgeNetwork:
         )
 
     def _take_tap(self, tap: str) -> None:
-        for spare in self.host_ops.list_links(POOL_PREFIX):
+        """Rename the first spare tap to ``tap``, or create ``tap`` when there is none (or it vanished)."""
+        spares = self.host_ops.list_links(POOL_PREFIX)
+        if spares:
             try:
-                self.host_ops.rename_tap(spare, tap)
+                self.host_ops.rename_tap(spares[0], tap)
                 return
-            except Exception as exc:  # e.g. the spare vanished: a fresh tap is as good
-                self.logger.warning("could not use spare tap %s for %s: %s", spare, tap, exc)
-                break
+            except Exception as exc:  # a fresh tap is as good as a spare
+                self.logger.warning("could not use spare tap %s for %s: %s", spares[0], tap, exc)
         self.host_ops.create_tap(tap, self.bridge_name, self.owner_uid)
 
     def _guest_address(self, value: str) -> ipaddress.IPv4Address:
