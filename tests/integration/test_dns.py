@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -24,6 +25,8 @@ from banger_core.netops import NetlinkHostOps
 from tests.netns import NetNamespace, temporary_netns
 
 pytestmark = pytest.mark.integration
+if shutil.which("dig") is None:
+    pytest.skip("needs dig: apt-get install bind9-dnsutils", allow_module_level=True)
 
 BRIDGE_CONFIG = {"cidr": "172.16.0.0/24", "bridge_ip": "172.16.0.1"}
 MALFORMED_PACKETS = 1000

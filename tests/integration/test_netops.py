@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ from banger_hookspecs import NetAttachment, NicRequest
 from tests.netns import NetNamespace, require_root, temporary_netns
 
 pytestmark = pytest.mark.integration
+if shutil.which("nft") is None:
+    pytest.skip("needs nft: apt-get install nftables", allow_module_level=True)
 
 CONFIG = {"cidr": "172.16.0.0/24", "bridge_ip": "172.16.0.1"}
 VM_ID = "0123456789abcdef0123456789abcdef"
