@@ -1,7 +1,14 @@
-"""Privileged host operations (see :class:`banger_hookspecs.HostOps`)."""
+"""Privileged host operations (see :class:`banger_hookspecs.HostOps`).
+
+:func:`host_ops_for_current_user` picks the implementation: netlink and
+nftables in-process when the daemon runs as root (:mod:`banger_core.netops`),
+otherwise :class:`UnprivilegedHostOps`, whose every mutation explains how to
+get the privilege.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import NoReturn
 
 from banger_core.config import Config
@@ -10,7 +17,7 @@ from banger_hookspecs import HostOps
 
 
 class NotPrivileged(BangerError):
-    pass
+    """A privileged operation was asked of a process without privileges."""
 
 
 class UnprivilegedHostOps:
@@ -27,6 +34,9 @@ class UnprivilegedHostOps:
 
     def create_tap(self, name: str, bridge: str, owner_uid: int) -> None:
         self._refuse(f"creating tap {name}")
+
+    def rename_tap(self, name: str, new_name: str) -> None:
+        self._refuse(f"renaming tap {name}")
 
     def delete_tap(self, name: str) -> None:
         self._refuse(f"deleting tap {name}")
@@ -45,5 +55,19 @@ class UnprivilegedHostOps:
 
 
 def host_ops_for_current_user(config: Config) -> HostOps:
-    """The host ops this process may use."""
+    """The host ops this process may use.
+
+    Args:
+        config: effective configuration (``cidr`` and ``bridge_ip`` bound what
+            the privileged implementation accepts).
+
+    Returns:
+        :class:`~banger_core.netops.NetlinkHostOps` when the effective uid is 0,
+        else :class:`UnprivilegedHostOps`.
+    """
+    if os.geteuid() == 0:
+        # Imported here: pyroute2 is heavy and the CLI never needs it.
+        from banger_core.netops import NetlinkHostOps
+
+        return NetlinkHostOps(config)
     return UnprivilegedHostOps()

@@ -127,6 +127,12 @@ class HostOps(Protocol):
     def create_tap(self, name: str, bridge: str, owner_uid: int) -> None:
         """Create tap ``name`` owned by ``owner_uid``, enslaved to ``bridge``, up."""
 
+    def rename_tap(self, name: str, new_name: str) -> None:
+        """Rename existing tap ``name`` to ``new_name``, keeping its owner, bridge and up state.
+
+        Lets a network backend hand a pre-created tap to a VM under a name derived from the VM.
+        """
+
     def delete_tap(self, name: str) -> None:
         """Delete tap ``name`` if it exists."""
 
@@ -140,7 +146,11 @@ class HostOps(Protocol):
         """Undo :meth:`ensure_nat`."""
 
     def host_routes(self) -> list[str]:
-        """IPv4 routes of the host as CIDR strings (for overlap checks)."""
+        """IPv4 routes of the host's main table as CIDR strings (for overlap checks).
+
+        Routes through banger's own bridges (names with the bridge prefix) are left
+        out, so a second setup does not see its own bridge as a conflict.
+        """
 
 
 KvmKind = Literal["hardware", "software", "unusable", "absent"]

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
 
-from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, PluginContext, hookimpl
+from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, NetworkBackend, PluginContext, hookimpl
+
+from .network import BridgeNetwork
+
+TUN_DEVICE = Path("/dev/net/tun")
 
 
 @hookimpl
@@ -13,19 +19,42 @@ def banger_config_options() -> Iterable[ConfigOption]:
     return [
         ConfigOption("bridge_name", "str", "banger0", help="bridge the VMs' taps attach to"),
         ConfigOption("tap_pool_size", "int", 2, help="taps created ahead so vm create doesn't wait on netlink"),
+        ConfigOption(
+            "guest_dns", "str", help="resolver address for guests (default: the host's first non-loopback nameserver)"
+        ),
+    ]
+
+
+@hookimpl
+def banger_network_backends() -> Iterable[NetworkBackend]:
+    return [
+        NetworkBackend(
+            name="bridge",
+            description="a host bridge with NAT and one tap per VM; guests get their own IP and a .vm name",
+            factory=BridgeNetwork,
+        )
     ]
 
 
 def _check(ctx: PluginContext) -> Iterable[CheckResult]:
-    if os.geteuid() == 0:
-        yield CheckResult("bridge", "ok", "running as root: bridge networking can be set up")
-    else:
+    if os.geteuid() != 0:
         yield CheckResult(
             "bridge",
             "info",
             "not root: bridge networking needs a root daemon; VMs use usernet",
             hint="run the daemon as root to give VMs bridge IPs and *.vm names",
         )
+        return
+    missing = []
+    if not (shutil.which("nft") or Path("/usr/sbin/nft").exists()):
+        missing.append(("nft not found (NAT for guests)", "install it: apt-get install nftables"))
+    if not TUN_DEVICE.exists():
+        missing.append((f"{TUN_DEVICE} is missing (VM taps)", "load the tun module: modprobe tun"))
+    if missing:
+        for summary, hint in missing:
+            yield CheckResult("bridge", "warn", summary, hint=hint)
+    else:
+        yield CheckResult("bridge", "ok", "running as root with nft and /dev/net/tun: bridge networking can be set up")
 
 
 @hookimpl

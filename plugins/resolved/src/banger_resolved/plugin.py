@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable
-from pathlib import Path
 
-from banger_hookspecs import CheckResult, DoctorCheck, PluginContext, hookimpl
+from banger_hookspecs import CheckResult, DnsRouter, DoctorCheck, PluginContext, hookimpl
 
-RESOLVED_RUNTIME = Path("/run/systemd/resolve")
+from .router import ResolvedRouter, resolved_running
 
 
-def resolved_running(runtime: Path = RESOLVED_RUNTIME) -> bool:
-    """systemd-resolved is active when its runtime dir holds its stub resolv.conf."""
-    return (runtime / "stub-resolv.conf").exists() or (runtime / "io.systemd.Resolve").exists()
+@hookimpl
+def banger_dns_routers() -> Iterable[DnsRouter]:
+    return [
+        DnsRouter(
+            name="resolved",
+            description="systemd-resolved: banger's DNS server for ~vm on the bridge link",
+            factory=lambda ctx: ResolvedRouter(),
+            priority=10,
+        )
+    ]
 
 
 def _check(ctx: PluginContext) -> Iterable[CheckResult]:

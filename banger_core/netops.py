@@ -1,0 +1,406 @@
+"""Privileged host operations over netlink (pyroute2) and nftables, for a daemon running as root.
+
+:class:`NetlinkHostOps` implements :class:`banger_hookspecs.HostOps`. Every
+argument is validated before any netlink call: interface names must carry
+banger's prefixes (``banger`` for bridges, ``bgr`` for taps) and be valid
+kernel interface names; addresses must lie inside the configured CIDR.
+Arguments are plain ``str``/``int`` and results JSON-able, because the same
+interface will be served by the ``bangerd-root`` helper over a socket.
+
+NAT lives in its own nftables table (``ip banger``), replaced atomically by
+:meth:`NetlinkHostOps.ensure_nat` and deleted as a unit by
+:meth:`NetlinkHostOps.remove_nat`, so banger never edits rules it does not own.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from banger_core.errors import BangerError
+
+BRIDGE_PREFIX = "banger"
+TAP_PREFIX = "bgr"
+NFT_TABLE = "banger"
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+#: Kernel interface names hold at most IFNAMSIZ - 1 = 15 bytes; we also forbid
+#: characters that mean something to ``ip``, nft or a shell ('/', ':', spaces, '.').
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
+_IFF_UP = 0x1
+_MAIN_TABLE = 254
+_RTN_UNICAST = 1
+_TUN_TYPE_TAP = 2
+_UID_MAX = 2**32 - 2  # (uid_t)-1 means "no owner"
+
+
+class HostOpError(BangerError):
+    """A privileged host operation failed; the message says what to do."""
+
+
+def validate_ifname(name: str, prefix: str, what: str) -> str:
+    """Return ``name`` if it is a valid interface name starting with ``prefix``.
+
+    Args:
+        name: the proposed interface name.
+        prefix: the banger prefix it must carry (``banger`` or ``bgr``).
+        what: what the name is for, for the error message (``"bridge"``).
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        ValueError: the name is not a string, too long, has odd characters or lacks the prefix.
+    """
+    if not isinstance(name, str) or not _IFNAME_RE.match(name):
+        raise ValueError(
+            f"invalid {what} name {name!r}: use 1-15 characters of A-Z, a-z, 0-9, '_' and '-' (kernel limit)"
+        )
+    if not name.startswith(prefix):
+        raise ValueError(f"invalid {what} name {name!r}: banger only manages {what}s whose names start with {prefix!r}")
+    return name
+
+
+def _validate_uid(uid: int) -> int:
+    if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid <= _UID_MAX:
+        raise ValueError(f"invalid owner uid {uid!r}: expected an integer between 0 and {_UID_MAX}")
+    return uid
+
+
+def _link_kind(link: Any) -> str | None:
+    kind = link.get(("linkinfo", "kind"))
+    return kind if isinstance(kind, str) else None
+
+
+def _is_tap(link: Any) -> bool:
+    if _link_kind(link) != "tun":
+        return False
+    return bool(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_TUN_TYPE") == _TUN_TYPE_TAP)
+
+
+def _tap_owner(link: Any) -> int | None:
+    owner = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_TUN_OWNER")
+    return owner if isinstance(owner, int) else None
+
+
+class NetlinkHostOps:
+    """:class:`~banger_hookspecs.HostOps` for a process with CAP_NET_ADMIN (the root daemon or helper).
+
+    Args:
+        config: effective configuration; reads ``cidr`` (the guest subnet, e.g.
+            ``"172.16.0.0/24"``) and ``bridge_ip`` (the host's address in it).
+
+    Raises:
+        ValueError: ``cidr`` is not an IPv4 network or ``bridge_ip`` is not a usable address inside it.
+
+    Example::
+
+        ops = NetlinkHostOps({"cidr": "172.16.0.0/24", "bridge_ip": "172.16.0.1"})
+        ops.ensure_bridge("banger0", "172.16.0.1/24")
+        ops.create_tap("bgr0123456789ab", "banger0", owner_uid=1000)
+        ops.ensure_nat("172.16.0.0/24", "banger0")
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        try:
+            self.cidr = ipaddress.IPv4Network(config["cidr"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(
+                f"cidr {config.get('cidr')!r} is not an IPv4 network like 172.16.0.0/24: fix it in config.toml"
+            ) from exc
+        self.bridge_ip = self._usable_address(config.get("bridge_ip"), "bridge_ip")
+        self.nft = shutil.which("nft") or "/usr/sbin/nft"
+        self.ip_forward = IP_FORWARD
+
+    # ------------------------------------------------------------------ validation
+
+    def _usable_address(self, value: object, what: str) -> ipaddress.IPv4Address:
+        try:
+            address = ipaddress.IPv4Address(value)
+        except (ValueError, TypeError):
+            raise ValueError(f"{what} {value!r} is not an IPv4 address") from None
+        if address not in self.cidr or (
+            self.cidr.prefixlen < 31 and address in (self.cidr.network_address, self.cidr.broadcast_address)
+        ):
+            raise ValueError(f"{what} {address} is not a usable address inside cidr {self.cidr}")
+        return address
+
+    def _bridge_interface(self, address: str) -> ipaddress.IPv4Interface:
+        try:
+            iface = ipaddress.IPv4Interface(address)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"bridge address {address!r} is not an IPv4 address with a prefix like 172.16.0.1/24"
+            ) from None
+        if iface.network != self.cidr:
+            raise ValueError(
+                f"bridge address {address} is not inside cidr {self.cidr} with prefix /{self.cidr.prefixlen}"
+            )
+        self._usable_address(str(iface.ip), "bridge address")
+        return iface
+
+    def _nat_network(self, cidr: str) -> ipaddress.IPv4Network:
+        try:
+            network = ipaddress.IPv4Network(cidr)
+        except (ValueError, TypeError):
+            raise ValueError(f"NAT network {cidr!r} is not an IPv4 network like 172.16.0.0/24") from None
+        if not network.subnet_of(self.cidr):
+            raise ValueError(f"NAT network {network} lies outside the configured cidr {self.cidr}")
+        return network
+
+    @staticmethod
+    def _link_prefix(prefix: str) -> str:
+        if not isinstance(prefix, str) or not _IFNAME_RE.match(prefix):
+            raise ValueError(f"invalid link prefix {prefix!r}: use 1-15 characters of A-Z, a-z, 0-9, '_' and '-'")
+        if not prefix.startswith((BRIDGE_PREFIX, TAP_PREFIX)):
+            raise ValueError(f"invalid link prefix {prefix!r}: it must start with {BRIDGE_PREFIX!r} or {TAP_PREFIX!r}")
+        return prefix
+
+    # ------------------------------------------------------------------ netlink plumbing
+
+    @contextmanager
+    def _netlink(self, what: str) -> Iterator[Any]:
+        """An IPRoute socket; netlink errors become one-line :class:`HostOpError` sentences."""
+        try:
+            with IPRoute() as ipr:
+                yield ipr
+        except NetlinkError as exc:
+            hint = ": run the daemon as root" if exc.code == errno.EPERM else ""
+            raise HostOpError(f"{what} failed: {os.strerror(exc.code)}{hint}") from exc
+        except PermissionError as exc:
+            raise HostOpError(f"{what} failed: {exc.strerror}: run the daemon as root") from exc
+
+    @staticmethod
+    def _find(ipr: Any, name: str) -> Any:
+        """The link called ``name``, or None."""
+        indices = ipr.link_lookup(ifname=name)
+        if not indices:
+            return None
+        return ipr.get_links(indices[0])[0]
+
+    # ------------------------------------------------------------------ bridge
+
+    def ensure_bridge(self, name: str, address: str) -> bool:
+        """Create or repair bridge ``name`` so it is up with exactly the IPv4 address ``address``.
+
+        Args:
+            name: bridge name, starting with ``banger``.
+            address: the host's address with prefix (``"172.16.0.1/24"``), inside the cidr.
+
+        Returns:
+            True when something had to be created or repaired.
+
+        Raises:
+            ValueError: bad name or address (nothing was touched).
+            HostOpError: a link with that name exists and is not a bridge, or netlink refused.
+        """
+        validate_ifname(name, BRIDGE_PREFIX, "bridge")
+        iface = self._bridge_interface(address)
+        wanted = (str(iface.ip), iface.network.prefixlen)
+        changed = False
+        with self._netlink(f"setting up bridge {name}") as ipr:
+            link = self._find(ipr, name)
+            if link is None:
+                ipr.link("add", ifname=name, kind="bridge")
+                link = self._find(ipr, name)
+                changed = True
+            elif _link_kind(link) != "bridge":
+                raise HostOpError(
+                    f"network interface {name} exists but is not a bridge: "
+                    f"delete it (`ip link del {name}`) or set bridge_name in config.toml to another name"
+                )
+            index = link["index"]
+            present = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=socket.AF_INET)}
+            # The bridge is banger's: an address from an older cidr would keep a stale route alive.
+            for stale, prefixlen in sorted(present - {wanted}):
+                ipr.addr("del", index=index, address=stale, prefixlen=prefixlen)
+                changed = True
+            if wanted not in present:
+                ipr.addr("add", index=index, address=wanted[0], prefixlen=wanted[1])
+                changed = True
+            if not link["flags"] & _IFF_UP:
+                ipr.link("set", index=index, state="up")
+                changed = True
+        return changed
+
+    def delete_bridge(self, name: str) -> None:
+        """Delete bridge ``name`` if it exists (its taps are released, not deleted).
+
+        Raises:
+            ValueError: bad name.
+            HostOpError: the link exists but is not a bridge (left alone), or netlink refused.
+        """
+        validate_ifname(name, BRIDGE_PREFIX, "bridge")
+        with self._netlink(f"deleting bridge {name}") as ipr:
+            link = self._find(ipr, name)
+            if link is None:
+                return
+            if _link_kind(link) != "bridge":
+                raise HostOpError(f"network interface {name} is not a bridge: banger left it alone")
+            ipr.link("del", index=link["index"])
+
+    # ------------------------------------------------------------------ taps
+
+    def create_tap(self, name: str, bridge: str, owner_uid: int) -> None:
+        """Create tap ``name`` owned by ``owner_uid``, enslaved to ``bridge``, up.
+
+        An existing tap of that name and owner is re-attached and brought up,
+        so a retry after a crash succeeds.
+
+        Raises:
+            ValueError: bad names or uid (nothing was touched).
+            HostOpError: the bridge is missing, the name is taken by something
+                else, or netlink refused.
+        """
+        validate_ifname(name, TAP_PREFIX, "tap")
+        validate_ifname(bridge, BRIDGE_PREFIX, "bridge")
+        _validate_uid(owner_uid)
+        with self._netlink(f"creating tap {name}") as ipr:
+            master = self._find(ipr, bridge)
+            if master is None or _link_kind(master) != "bridge":
+                raise HostOpError(f"bridge {bridge} does not exist: restart the daemon so it sets up the bridge")
+            tap = self._find(ipr, name)
+            created = tap is None
+            if tap is None:
+                # no_pi as `ip tuntap` does: Firecracker and QEMU expect bare Ethernet frames.
+                ipr.link("add", ifname=name, kind="tuntap", mode="tap", uid=owner_uid, ifr={"no_pi": 1})
+                tap = self._find(ipr, name)
+            elif not _is_tap(tap):
+                raise HostOpError(f"network interface {name} exists but is not a tap: delete it (`ip link del {name}`)")
+            elif _tap_owner(tap) != owner_uid:
+                raise HostOpError(
+                    f"tap {name} exists but belongs to uid {_tap_owner(tap)}, not {owner_uid}: "
+                    f"delete it (`ip link del {name}`)"
+                )
+            try:
+                ipr.link("set", index=tap["index"], master=master["index"], state="up")
+            except NetlinkError:
+                if created:
+                    ipr.link("del", index=tap["index"])
+                raise
+
+    def rename_tap(self, name: str, new_name: str) -> None:
+        """Rename tap ``name`` to ``new_name``; owner and bridge stay, the tap ends up up.
+
+        Raises:
+            ValueError: bad names (nothing was touched).
+            HostOpError: ``name`` is not an existing tap, ``new_name`` is taken, or netlink refused.
+        """
+        validate_ifname(name, TAP_PREFIX, "tap")
+        validate_ifname(new_name, TAP_PREFIX, "tap")
+        with self._netlink(f"renaming tap {name} to {new_name}") as ipr:
+            tap = self._find(ipr, name)
+            if tap is None or not _is_tap(tap):
+                raise HostOpError(f"tap {name} does not exist: restart the daemon to refill the tap pool")
+            if self._find(ipr, new_name) is not None:
+                raise HostOpError(f"network interface {new_name} already exists: delete it (`ip link del {new_name}`)")
+            index = tap["index"]
+            # The kernel renames only links that are down.
+            ipr.link("set", index=index, state="down")
+            try:
+                ipr.link("set", index=index, ifname=new_name)
+            finally:
+                ipr.link("set", index=index, state="up")
+
+    def delete_tap(self, name: str) -> None:
+        """Delete tap ``name`` if it exists.
+
+        Raises:
+            ValueError: bad name.
+            HostOpError: the link exists but is not a tap (left alone), or netlink refused.
+        """
+        validate_ifname(name, TAP_PREFIX, "tap")
+        with self._netlink(f"deleting tap {name}") as ipr:
+            tap = self._find(ipr, name)
+            if tap is None:
+                return
+            if not _is_tap(tap):
+                raise HostOpError(f"network interface {name} is not a tap: banger left it alone")
+            ipr.link("del", index=tap["index"])
+
+    # ------------------------------------------------------------------ inspection
+
+    def list_links(self, prefix: str) -> list[str]:
+        """Names of links starting with ``prefix`` (itself starting with ``banger`` or ``bgr``), sorted."""
+        self._link_prefix(prefix)
+        with self._netlink("listing network interfaces") as ipr:
+            names = [link.get("ifname") for link in ipr.get_links()]
+        return sorted(n for n in names if isinstance(n, str) and n.startswith(prefix))
+
+    def host_routes(self) -> list[str]:
+        """IPv4 unicast routes of the main table as CIDR strings, except those through banger's bridges."""
+        with self._netlink("listing routes") as ipr:
+            names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+            routes = set()
+            for route in ipr.get_routes(family=socket.AF_INET):
+                if route.get("table") != _MAIN_TABLE or route["type"] != _RTN_UNICAST:
+                    continue
+                device = names.get(route.get("oif"))
+                if isinstance(device, str) and device.startswith(BRIDGE_PREFIX):
+                    continue
+                destination = route.get("dst") or str(ipaddress.IPv4Address(0))  # the default route has no dst
+                routes.add(f"{destination}/{route['dst_len']}")
+        return sorted(routes, key=ipaddress.IPv4Network)
+
+    # ------------------------------------------------------------------ NAT
+
+    def ensure_nat(self, cidr: str, bridge: str) -> None:
+        """Enable IPv4 forwarding and masquerade traffic from ``cidr`` leaving through any link but ``bridge``.
+
+        The rules live in nftables table ``ip banger``, replaced in one
+        transaction, so calling this again (or with a new cidr) is safe.
+
+        Raises:
+            ValueError: ``cidr`` outside the configured cidr, or a bad bridge name.
+            HostOpError: nft is missing or refused the rules, or forwarding could not be enabled.
+        """
+        network = self._nat_network(cidr)
+        validate_ifname(bridge, BRIDGE_PREFIX, "bridge")
+        try:
+            if self.ip_forward.read_text().strip() != "1":
+                self.ip_forward.write_text("1\n")
+        except OSError as exc:
+            raise HostOpError(f"enabling IPv4 forwarding failed: {exc.strerror}: run the daemon as root") from exc
+        # "table" then "delete table" makes the delete valid whether or not the
+        # table existed; the new table follows in the same atomic transaction.
+        self._nft(
+            f"table ip {NFT_TABLE}\n"
+            f"delete table ip {NFT_TABLE}\n"
+            f"table ip {NFT_TABLE} {{\n"
+            "  chain postrouting {\n"
+            "    type nat hook postrouting priority srcnat; policy accept;\n"
+            f'    ip saddr {network} oifname != "{bridge}" masquerade\n'
+            "  }\n"
+            "}\n",
+            "set up NAT",
+        )
+
+    def remove_nat(self, cidr: str, bridge: str) -> None:
+        """Delete banger's nftables table (all its NAT rules at once); a no-op when absent.
+
+        IPv4 forwarding stays on: other software on the host may rely on it.
+        """
+        self._nat_network(cidr)
+        validate_ifname(bridge, BRIDGE_PREFIX, "bridge")
+        self._nft(f"table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\n", "remove NAT")
+
+    def _nft(self, script: str, what: str) -> None:
+        try:
+            result = subprocess.run([self.nft, "-f", "-"], input=script, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            raise HostOpError(f"cannot {what}: nft not found: install nftables (apt-get install nftables)") from None
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
+            raise HostOpError(f"cannot {what}: nft: {detail}")
