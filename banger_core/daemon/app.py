@@ -56,7 +56,14 @@ class Daemon:
         self.started = time.time()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shutdown_requested: Callable[[], None] | None = None
+        #: name -> address of running VMs, read by the DNS server on every query (no I/O there).
+        self.dns_table: dict[str, str] = {}
+        self.dns_server: Any = None
         self.vms.on_change.append(self.refresh_ssh_config)
+        self.vms.on_change.append(self.refresh_dns_table)
+
+    def refresh_dns_table(self) -> None:
+        self.dns_table = self.vms.running_addresses()
 
     def refresh_ssh_config(self) -> None:
         """Rewrite ~/.config/banger/ssh_config (called after every VM state change)."""
@@ -71,20 +78,61 @@ class Daemon:
             log.warning("cannot write %s: %s", path, exc)
 
     async def start_services(self) -> None:
-        """Prepare the host for the default network backend (failures are logged, not fatal)."""
+        """Host network, the .vm DNS server and resolver routing; failures are logged, not fatal.
+
+        A VM needing a network backend that failed here fails to start with
+        that backend's own error, which names the fix.
+        """
+        from banger_core.dns import DnsServer, listen_addresses
         from banger_core.progress import NullProgress
 
         await self.run_blocking(self.refresh_ssh_config)
-        wanted = {self.rt.config["network_backend"]}
-        for name in sorted(wanted):
+        await self.run_blocking(self.refresh_dns_table)
+        name = self.rt.config["network_backend"]
+        dns_link: tuple[str, str] | None = None
+        try:
+            driver = self.rt.network(name)
+            await self.run_blocking(lambda: driver.setup_host(NullProgress()))
+            dns_link = driver.dns_link()
+        except Exception as exc:
+            log.warning("network backend %s is not ready: %s", name, exc)
+        binds = listen_addresses(self.rt.config, dns_link)
+        if binds:
+            # A lambda, not the bound .get: the table object is replaced on every change.
+            server = DnsServer(lambda vm_name: self.dns_table.get(vm_name), logger=logging.getLogger("banger.dns"))
             try:
-                driver = self.rt.network(name)
-                await self.run_blocking(lambda d=driver: d.setup_host(NullProgress()))  # type: ignore[misc]
+                log.info("DNS for .vm on %s", ", ".join(f"{a}:{p}" for a, p in await server.start(binds=binds)))
+                self.dns_server = server
             except Exception as exc:
-                log.warning("network backend %s is not ready: %s", name, exc)
+                log.warning("the .vm DNS server could not start: %s", exc)
+        if dns_link is not None and self.dns_server is not None:
+            await self.run_blocking(lambda: self._route_dns(dns_link))
+
+    def _route_dns(self, dns_link: tuple[str, str]) -> None:
+        link, address = dns_link
+        try:
+            router = self.dns_router()
+            router.route(link, address, "vm")
+            log.info("*.vm routing: %s", router.instructions(link, address, "vm"))
+        except Exception as exc:
+            log.warning("could not route *.vm to %s on %s: %s", address, link, exc)
+
+    def dns_router(self) -> Any:
+        """The configured DNS router, or for ``auto`` the detected one with the lowest priority."""
+        configured = self.rt.config["dns_router"]
+        if configured != "auto":
+            return self.rt.driver("banger_dns_routers", configured, "DNS router")
+        routers = self.rt.pm.providers("banger_dns_routers")
+        for router_name in sorted(routers, key=lambda n: (routers[n].value.priority, n)):
+            driver = self.rt.driver("banger_dns_routers", router_name, "DNS router")
+            if driver.detect():
+                return driver
+        return self.rt.driver("banger_dns_routers", "manual", "DNS router")
 
     async def stop_services(self) -> None:
-        """Nothing to undo: VMs, taps and the bridge stay for the next daemon."""
+        """Stop answering DNS; VMs, taps, the bridge and resolver routes stay for the next daemon."""
+        if self.dns_server is not None:
+            await self.dns_server.stop()
 
     async def watch_liveness(self, interval: float) -> None:
         """Notice VMs whose VMM exited (guest power-off, crash) without waiting for a command."""
