@@ -55,7 +55,7 @@ class CatalogServer:
 
     port: int = 0
     files: dict[str, bytes] = field(default_factory=dict)
-    #: path -> "no-range" | "hang" | ("drop", n): drop the first response after n body bytes
+    #: path -> "no-range" | "wrong-range" | "hang" | ("drop", n): drop the first response after n body bytes
     behaviour: dict[str, Any] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
@@ -89,7 +89,7 @@ def _handler(server: CatalogServer) -> type[BaseHTTPRequestHandler]:
             status, start = 200, 0
             match = re.match(r"^bytes=(\d+)-$", range_header or "")
             if match and behaviour != "no-range":
-                start = int(match.group(1))
+                start = 0 if behaviour == "wrong-range" else int(match.group(1))
                 if start >= len(body):
                     self._send(416, b"", {"Content-Range": f"bytes */{len(body)}"})
                     return
@@ -559,3 +559,19 @@ def test_corrupt_partial_is_deleted_and_the_next_pull_succeeds(
     dest = tmp_path / "again"
     dest.mkdir()
     assert CatalogImageSource(ctx).pull("test-image", dest, RecordingProgress()).rootfs.read_bytes() == rootfs
+
+
+def test_answer_for_another_range_restarts_from_scratch(
+    big_image: tuple[bytes, bytes], catalog_server: CatalogServer, banger_env: dict[str, str], tmp_path: Path
+) -> None:
+    bundle, rootfs = big_image
+    catalog_server.files["/big.tar.zst"] = bundle
+    catalog_server.behaviour["/big.tar.zst"] = "wrong-range"  # 206 from byte 0 whatever was asked
+    entry = _entry("test-image", "image", bundle, "big.tar.zst")
+    ctx = _context(banger_env, _serve_catalog(catalog_server, entry))
+    downloads = _downloads(ctx)
+    downloads.mkdir(parents=True)
+    (downloads / f"{entry['sha256']}.tar.zst.partial").write_bytes(bundle[:300_000])
+    artifact = CatalogImageSource(ctx).pull("test-image", _empty_dest(tmp_path), RecordingProgress())
+    assert artifact.rootfs.read_bytes() == rootfs
+    assert catalog_server.bundle_requests() == ["bytes=300000-", None]

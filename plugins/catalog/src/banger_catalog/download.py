@@ -114,7 +114,10 @@ def _attempt(client: httpx.Client, entry: CatalogEntry, partial: Path, progress:
                 return False
             if response.status_code not in (200, 206):
                 raise SourceUnavailable(f"{label}: {entry.url} answered HTTP {response.status_code}")
-            offset = have if response.status_code == 206 and _range_fits(response, have, entry.size) else 0
+            if response.status_code == 206 and not _range_fits(response, have, entry.size):
+                partial.unlink(missing_ok=True)  # a range we did not ask for: start over
+                return False
+            offset = have if response.status_code == 206 else 0
             with open(partial, "r+b" if offset else "wb") as out:
                 out.seek(offset)
                 out.truncate()
