@@ -15,6 +15,7 @@ import pytest
 import zstandard
 
 from banger_catalog.bundle import extract_bundle, read_manifest
+from banger_catalog.errors import BundleError
 from banger_catalog.manifest import parse_manifest
 from banger_core.bundles import MANIFEST_LIMIT, BundleWriteError, _iter_extents, write_bundle
 from banger_core.testing import RecordingProgress
@@ -262,3 +263,24 @@ def test_manifest_written_is_what_the_reader_validates(image_dir: Path, tmp_path
     info = write_bundle("image", image_dir, tmp_path / "b.tar.zst", RecordingProgress())
     raw = json.dumps(info.manifest).encode()
     assert parse_manifest(raw, "image", "test").files["rootfs.ext4"].size == 64 * MIB
+
+
+@pytest.mark.parametrize(("flags", "accepted"), [(["--format=posix"], True), ([], True), (["--sparse"], False)])
+def test_bundles_made_by_gnu_tar(flags: list[str], accepted: bool, image_dir: Path, tmp_path: Path) -> None:
+    if shutil.which("tar") is None or shutil.which("zstd") is None:
+        pytest.skip("needs GNU tar and the zstd program (apt: tar zstd)")
+    # The hand-made recipe of docs/bundles.md: a bundle manifest, then tar --zstd.
+    info = write_bundle("image", image_dir, tmp_path / "ours.tar.zst", RecordingProgress())
+    (image_dir / "manifest.json").write_text(json.dumps(info.manifest))
+    bundle = tmp_path / "gnu.tar.zst"
+    subprocess.run(
+        ["tar", "--zstd", *flags, "-cf", str(bundle), "-C", str(image_dir), "manifest.json", "rootfs.ext4"], check=True
+    )
+    if accepted:
+        manifest = extract_bundle(bundle, "image", tmp_path / "dest", RecordingProgress(), "test")
+        assert manifest.files == read_manifest(info.path, "test").files
+        assert (tmp_path / "dest" / "rootfs.ext4").read_bytes() == (image_dir / "rootfs.ext4").read_bytes()
+    else:
+        with pytest.raises(BundleError, match="sparse-file member"):
+            extract_bundle(bundle, "image", tmp_path / "dest", RecordingProgress(), "test")
+        assert list((tmp_path / "dest").iterdir()) == []
