@@ -575,3 +575,28 @@ def test_answer_for_another_range_restarts_from_scratch(
     artifact = CatalogImageSource(ctx).pull("test-image", _empty_dest(tmp_path), RecordingProgress())
     assert artifact.rootfs.read_bytes() == rootfs
     assert catalog_server.bundle_requests() == ["bytes=300000-", None]
+
+
+def test_concurrent_pulls_of_one_bundle_both_land(
+    big_image: tuple[bytes, bytes], catalog_server: CatalogServer, banger_env: dict[str, str], tmp_path: Path
+) -> None:
+    bundle, rootfs = big_image
+    catalog_server.files["/big.tar.zst"] = bundle
+    ctx = _context(banger_env, _serve_catalog(catalog_server, _entry("test-image", "image", bundle, "big.tar.zst")))
+    results: dict[int, Any] = {}
+
+    def pull(index: int) -> None:
+        dest = tmp_path / f"dest{index}"
+        dest.mkdir()
+        try:
+            results[index] = CatalogImageSource(ctx).pull("test-image", dest, RecordingProgress()).rootfs.read_bytes()
+        except Exception as exc:  # reported by the assertion below
+            results[index] = exc
+
+    threads = [threading.Thread(target=pull, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == {0: rootfs, 1: rootfs}
+    assert list(_downloads(ctx).iterdir()) == []

@@ -108,15 +108,19 @@ def extract_bundle(
             if os.path.lexists(dest / name):
                 raise BundleError(f"{label}: {dest / name} already exists: extract into an empty directory")
         staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=dest))
+    moved: list[Path] = []
     try:
         manifest = _read_members(bundle, kind, staging, progress, label, check)
         if dest is not None and staging is not None:
             (staging / MANIFEST_NAME).write_bytes(manifest.raw)
             for name in (*manifest.files, MANIFEST_NAME):
                 os.rename(staging / name, dest / name)
+                moved.append(dest / name)
             staging.rmdir()
             _fsync_dir(dest)
     except BaseException:
+        for path in moved:
+            path.unlink(missing_ok=True)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -6,7 +6,8 @@ resumes it with an HTTP ``Range`` request when the server honours one, and
 starts over otherwise. Once the file has the catalog's size it is hashed; a
 match renames it to ``<sha256>.tar.zst``, a mismatch deletes it. Downloads are
 serialized with a lock on the downloads directory, so two pulls never write
-the same ``.partial``.
+the same ``.partial`` (callers hold :func:`download_lock` from download to
+cleanup, so one pull never deletes the bundle another is about to read).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ USER_AGENT = "banger-catalog/0.1"
 
 
 @contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def download_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the downloads directory (created if needed), blocking until free."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -49,7 +52,7 @@ def fetch_bundle(entry: CatalogEntry, downloads: Path, progress: Progress, label
 
     Args:
         entry: a published catalog entry.
-        downloads: the download cache directory.
+        downloads: the download cache directory; the caller holds :func:`download_lock` on it.
         progress: receives bytes received out of the bundle size.
         label: names the bundle in messages.
         timeout: seconds for connecting and for each read.
@@ -68,30 +71,27 @@ def fetch_bundle(entry: CatalogEntry, downloads: Path, progress: Progress, label
             raise SourceUnavailable(f"{label}: bundle file {path} does not exist")
         _verify(path, entry, label, delete=False)
         return path
-    downloads.mkdir(mode=0o700, parents=True, exist_ok=True)
     final = downloads / f"{entry.sha256}.tar.zst"
     partial = downloads / f"{entry.sha256}.tar.zst.partial"
-    with _locked(downloads):
-        if final.exists():
-            # Left by a pull that was stopped after verification, before extraction finished.
-            try:
-                _verify(final, entry, label, delete=True)
-                return final
-            except BundleError:
-                pass  # deleted; download it again
-        progress.step(f"downloading {label} ({_human(entry.size)})")
-        with httpx.Client(
-            timeout=timeout, follow_redirects=True, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        ) as client:
-            for _ in range(ATTEMPTS):
-                if _attempt(client, entry, partial, progress, label):
-                    break
-            else:
-                raise SourceUnavailable(
-                    f"{label}: the download from {_host(entry.url)} kept breaking off; pull again to resume it"
-                )
-        _verify(partial, entry, label, delete=True)
-        os.rename(partial, final)
+    if final.exists():
+        # Left by a pull that was stopped after verification, before extraction finished.
+        try:
+            _verify(final, entry, label, delete=True)
+            return final
+        except BundleError:
+            pass  # deleted; download it again
+    progress.step(f"downloading {label} ({_human(entry.size)})")
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    with httpx.Client(timeout=timeout, follow_redirects=True, headers=headers) as client:
+        for _ in range(ATTEMPTS):
+            if _attempt(client, entry, partial, progress, label):
+                break
+        else:
+            raise SourceUnavailable(
+                f"{label}: the download from {_host(entry.url)} kept breaking off; pull again to resume it"
+            )
+    _verify(partial, entry, label, delete=True)
+    os.rename(partial, final)
     return final
 
 

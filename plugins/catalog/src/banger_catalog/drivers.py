@@ -7,7 +7,7 @@ from pathlib import Path
 
 from banger_catalog.bundle import extract_bundle
 from banger_catalog.catalog import Catalog, CatalogEntry, load_catalog
-from banger_catalog.download import fetch_bundle, remove_download
+from banger_catalog.download import download_lock, fetch_bundle, remove_download
 from banger_catalog.errors import BundleError, CatalogError
 from banger_catalog.manifest import NAME_RE, BundleKind, BundleManifest
 from banger_hookspecs import (
@@ -81,12 +81,14 @@ class _CatalogDriver:
                     "tell the catalog's publisher"
                 )
 
-        bundle = fetch_bundle(entry, self.downloads_dir, progress, label, timeout=self._timeout)
-        try:
-            progress.step(f"unpacking {label}")
-            manifest = extract_bundle(bundle, self.kind, dest, progress, label, check=matches_entry)
-        finally:
-            remove_download(bundle, self.downloads_dir)
+        downloads = self.downloads_dir
+        with download_lock(downloads):
+            bundle = fetch_bundle(entry, downloads, progress, label, timeout=self._timeout)
+            try:
+                progress.step(f"unpacking {label}")
+                manifest = extract_bundle(bundle, self.kind, dest, progress, label, check=matches_entry)
+            finally:
+                remove_download(bundle, downloads)
         return entry, manifest
 
     @staticmethod
