@@ -52,7 +52,7 @@ class _CatalogDriver:
             self._loaded = (now, result)
         result = self._loaded[1]
         if isinstance(result, Exception):
-            raise result
+            raise type(result)(*result.args)  # a fresh instance: no traceback piling up across calls
         return result
 
     def claims(self, ref: str) -> bool:
@@ -74,11 +74,11 @@ class _CatalogDriver:
         label = f"catalog {self.kind} {ref}"
 
         def matches_entry(manifest: BundleManifest) -> None:
-            if manifest.name != entry.name or (self.kind == "image" and manifest.kernel_ref != entry.kernel_ref):
+            if manifest.name != entry.name or manifest.kernel_ref != entry.kernel_ref:
+                wants = f" wanting kernel {manifest.kernel_ref!r}" if self.kind == "image" else ""
                 raise BundleError(
-                    f"{label}: the bundle's manifest describes {manifest.kind} {manifest.name!r} "
-                    f"(kernel_ref {manifest.kernel_ref!r}), not what the catalog lists; it was rejected, "
-                    "tell the catalog's publisher"
+                    f"{label}: the bundle holds {manifest.kind} {manifest.name!r}{wants}, not what the catalog "
+                    "lists; it was rejected, tell the catalog's publisher"
                 )
 
         downloads = self.downloads_dir
