@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -284,3 +285,33 @@ def test_bundles_made_by_gnu_tar(flags: list[str], accepted: bool, image_dir: Pa
         with pytest.raises(BundleError, match="sparse-file member"):
             extract_bundle(bundle, "image", tmp_path / "dest", RecordingProgress(), "test")
         assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_publish_script_fills_in_the_placeholder_entry(image_dir: Path, tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    embedded = repo / "plugins/catalog/src/banger_catalog/catalog.json"
+    catalog = tmp_path / "catalog.json"
+    catalog.write_bytes(embedded.read_bytes())
+    bundle = write_bundle("image", image_dir, tmp_path / "debian-bookworm.tar.zst", RecordingProgress())
+    base = "https://github.com/banger-dev/banger/releases/download/v9.9.9"
+    script = [sys.executable, str(repo / "scripts/publish_catalog.py"), "--catalog", str(catalog), "--base-url", base]
+    subprocess.run([*script, str(bundle.path)], check=True, capture_output=True)
+
+    before = {(e["kind"], e["name"]): e for e in json.loads(embedded.read_bytes())["entries"]}
+    after = {(e["kind"], e["name"]): e for e in json.loads(catalog.read_bytes())["entries"]}
+    assert after.keys() == before.keys()
+    assert after[("kernel", "generic-6.1")] == before[("kernel", "generic-6.1")]
+    image = after[("image", "debian-bookworm")]
+    assert image == {
+        **before[("image", "debian-bookworm")],
+        "url": f"{base}/debian-bookworm.tar.zst",
+        "sha256": bundle.sha256,
+        "size": bundle.size,
+    }
+
+    # A corrupt bundle is refused and the catalog is left as it was.
+    broken = tmp_path / "broken.tar.zst"
+    broken.write_bytes(bundle.path.read_bytes()[:-100])
+    run = subprocess.run([*script, str(broken)], capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.startswith("error: ")
+    assert json.loads(catalog.read_bytes())["entries"] == list(after.values())
