@@ -1,0 +1,433 @@
+"""Write image and kernel bundles: a zstd-compressed tar stream, ``manifest.json`` first.
+
+``banger image export`` calls :func:`write_bundle`; the ``catalog`` plugin reads
+bundles (the two sides share only the format, described in docs/bundles.md, and
+``tests/unit/test_bundles.py`` checks that they agree).
+
+A rootfs is a sparse ext4 file of about 1 GB apparent size. The writer reads
+only its data extents (holes are fed to the hash and the compressor as zeros
+without touching the disk) and zstd turns the zeros into almost nothing, so
+exporting costs about the data, not the apparent size.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+import zstandard
+
+from banger_core.errors import BangerError
+from banger_hookspecs import Progress
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "MANIFEST_LIMIT",
+    "MANIFEST_NAME",
+    "PAYLOAD_FILES",
+    "BundleInfo",
+    "BundleKind",
+    "BundleWriteError",
+    "write_bundle",
+]
+
+BundleKind = Literal["image", "kernel"]
+
+#: Version of the bundle format written here (``format`` in the manifest).
+BUNDLE_FORMAT = 1
+MANIFEST_NAME = "manifest.json"
+#: The payload of each kind of bundle, in the order it is written.
+PAYLOAD_FILES: Mapping[str, tuple[str, ...]] = {"image": ("rootfs.ext4",), "kernel": ("vmlinux", "initrd")}
+#: Readers refuse a larger manifest.json, so the writer never produces one.
+MANIFEST_LIMIT = 64 * 1024
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+_ZEROS = bytes(_CHUNK)
+_PROGRESS_EVERY = 16 << 20
+_ZSTD_LEVEL = 3
+
+
+class BundleWriteError(BangerError):
+    """A bundle could not be written; the message says what was wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """A bundle written by :func:`write_bundle`.
+
+    Attributes:
+        path: where it was written.
+        sha256: hex digest of the bundle file (what a catalog entry records).
+        size: size of the bundle file in bytes.
+        manifest: the manifest stored as its first member.
+    """
+
+    path: Path
+    sha256: str
+    size: int
+    manifest: Mapping[str, Any]
+
+
+def write_bundle(
+    kind: BundleKind,
+    source_dir: Path,
+    out_path: Path,
+    progress: Progress,
+    *,
+    overwrite: bool = False,
+) -> BundleInfo:
+    """Write the image or kernel in ``source_dir`` as a bundle at ``out_path``.
+
+    ``source_dir`` holds ``manifest.json`` plus ``rootfs.ext4`` (image) or
+    ``vmlinux`` and ``initrd`` (kernel). Digests the source manifest records are
+    trusted for the bundle's manifest and checked while streaming; missing ones
+    are computed first. The bundle is streamed into ``OUT.*.partial`` next to
+    ``out_path`` and renamed into place only once complete, so a failure leaves
+    nothing behind.
+
+    Args:
+        kind: ``"image"`` or ``"kernel"``.
+        source_dir: the local image or kernel directory.
+        out_path: the bundle to write (conventionally ``NAME.tar.zst``).
+        progress: receives a step per phase and byte counts.
+        overwrite: replace ``out_path`` if it exists (otherwise that is an error).
+
+    Returns:
+        The written bundle's path, digest, size and manifest.
+
+    Raises:
+        BundleWriteError: bad source directory, existing output, or a payload
+            that changed while it was exported.
+
+    Example:
+        >>> info = write_bundle("image", store / "debian-bookworm", Path("debian-bookworm.tar.zst"),
+        ...                     progress)  # doctest: +SKIP
+        >>> info.manifest["files"]["rootfs.ext4"]["size"]  # doctest: +SKIP
+        1073741824
+    """
+    if kind not in PAYLOAD_FILES:
+        raise BundleWriteError(f"unknown bundle kind {kind!r}: use 'image' or 'kernel'")
+    source_dir = Path(source_dir)
+    out_path = Path(out_path)
+    source = _read_source_manifest(kind, source_dir)
+    if out_path.exists() and not overwrite:
+        raise BundleWriteError(f"{out_path} already exists: remove it or choose another output file")
+    if not out_path.parent.is_dir():
+        raise BundleWriteError(f"cannot write {out_path}: directory {out_path.parent} does not exist")
+
+    files: dict[str, dict[str, Any]] = {}
+    for name in PAYLOAD_FILES[kind]:
+        path = source_dir / name
+        size = _payload_size(path)
+        recorded = _recorded_sha256(source, kind, name)
+        if recorded is None:
+            progress.step(f"hashing {name}")
+            recorded = _hash_file(path, size, progress)
+        files[name] = {"sha256": recorded, "size": size}
+
+    manifest = _bundle_manifest(kind, source, files)
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    if len(manifest_bytes) > MANIFEST_LIMIT:
+        raise BundleWriteError(
+            f"manifest.json of {source_dir} would be {len(manifest_bytes)} bytes, over the {MANIFEST_LIMIT} byte "
+            "limit readers accept: shorten its metadata"
+        )
+
+    label = manifest.get("name") or manifest.get("ref")
+    progress.step(f"exporting {kind} {label} to {out_path.name}")
+    fd, partial_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent)
+    partial = Path(partial_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            sink = _HashingWriter(raw)
+            _write_stream(sink, manifest, manifest_bytes, source_dir, files, progress)
+            raw.flush()
+            os.fchmod(raw.fileno(), 0o644)
+            os.fsync(raw.fileno())
+        _publish(partial, out_path, overwrite=overwrite)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return BundleInfo(path=out_path, sha256=sink.hexdigest(), size=sink.written, manifest=manifest)
+
+
+# --------------------------------------------------------------------------
+# Source directory
+# --------------------------------------------------------------------------
+
+
+def _read_source_manifest(kind: str, source_dir: Path) -> dict[str, Any]:
+    """Load and check the source dir's manifest.json (whatever wrote the dir: a pull or a build)."""
+    path = source_dir / MANIFEST_NAME
+    if not source_dir.is_dir():
+        raise BundleWriteError(f"{source_dir} is not a directory: give the {kind}'s directory")
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise BundleWriteError(f"{source_dir} has no {MANIFEST_NAME}: it is not a banger {kind} directory") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
+        raise BundleWriteError(f"{path} is not a manifest (not a regular file under 1 MiB): rebuild the {kind}")
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleWriteError(f"{path} is not valid JSON ({exc}): rebuild the {kind}") from None
+    if not isinstance(data, dict):
+        raise BundleWriteError(f"{path} is not a JSON object: rebuild the {kind}")
+    key = "name" if kind == "image" else "ref"
+    for field_name in (key, "version"):
+        value = data.get(field_name)
+        if not isinstance(value, str) or not value:
+            raise BundleWriteError(f"{path} lacks a {field_name!r} string: rebuild the {kind}")
+    if not _NAME_RE.match(data[key]):
+        raise BundleWriteError(f"{path} has an invalid {key} {data[key]!r}: use a-z, 0-9, '.', '_' and '-'")
+    if kind == "image":
+        kernel_ref = data.get("kernel_ref")
+        if kernel_ref is not None and not (isinstance(kernel_ref, str) and _NAME_RE.match(kernel_ref)):
+            raise BundleWriteError(f"{path} has an invalid kernel_ref {kernel_ref!r}: rebuild the image")
+    else:
+        boot_protocol = data.get("boot_protocol")
+        if isinstance(boot_protocol, bool) or not isinstance(boot_protocol, int) or boot_protocol < 1:
+            raise BundleWriteError(f"{path} lacks a positive integer 'boot_protocol': rebuild the kernel")
+    metadata = data.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise BundleWriteError(f"{path}: 'metadata' must be a JSON object")
+    return data
+
+
+def _recorded_sha256(source: Mapping[str, Any], kind: str, name: str) -> str | None:
+    """The digest of ``name`` the source manifest records, in any of the shapes banger writes.
+
+    Bundle manifests record ``files[name].sha256``; artifact-shaped manifests
+    record ``sha256`` (a string for an image's rootfs, a mapping by file name
+    for a kernel).
+    """
+    candidates: list[Any] = []
+    files = source.get("files")
+    if isinstance(files, dict) and isinstance(files.get(name), dict):
+        candidates.append(files[name].get("sha256"))
+    top = source.get("sha256")
+    if isinstance(top, dict):
+        candidates.append(top.get(name))
+    elif kind == "image":
+        candidates.append(top)
+    for value in candidates:
+        if isinstance(value, str) and _SHA256_RE.match(value):
+            return value
+    return None
+
+
+def _payload_size(path: Path) -> int:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise BundleWriteError(f"{path} is missing: the directory is incomplete, rebuild or re-pull it") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BundleWriteError(f"{path} is not a regular file (symlinks are not followed): replace it with the file")
+    return st.st_size
+
+
+def _bundle_manifest(kind: str, source: Mapping[str, Any], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    created = source.get("created")
+    if not isinstance(created, str) or not created:
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest: dict[str, Any] = {"format": BUNDLE_FORMAT, "kind": kind}
+    if kind == "image":
+        manifest.update(name=source["name"], kernel_ref=source.get("kernel_ref"))
+    else:
+        manifest.update(ref=source["ref"], boot_protocol=source["boot_protocol"])
+    manifest.update(version=source["version"], created=created, files=files, metadata=dict(source.get("metadata", {})))
+    return manifest
+
+
+# --------------------------------------------------------------------------
+# Streaming
+# --------------------------------------------------------------------------
+
+
+class _HashingWriter:
+    """A write-only file object that hashes and counts what passes through."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self._raw.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _iter_extents(fd: int, size: int) -> Iterator[memoryview]:
+    """Yield ``size`` bytes of ``fd`` in chunks, serving holes from a zero buffer without reading them."""
+    buf = bytearray(_CHUNK)
+    offset = 0
+    while offset < size:
+        data_start = _seek(fd, offset, os.SEEK_DATA, size)
+        while offset < data_start:
+            step = min(_CHUNK, data_start - offset)
+            yield memoryview(_ZEROS)[:step]
+            offset += step
+        if offset >= size:
+            break
+        data_end = _seek(fd, offset, os.SEEK_HOLE, size)
+        while offset < data_end:
+            step = min(_CHUNK, data_end - offset)
+            got = os.preadv(fd, [memoryview(buf)[:step]], offset)
+            if got <= 0:
+                raise BundleWriteError("a payload file shrank while it was exported: export it again")
+            yield memoryview(buf)[:got]
+            offset += got
+
+
+def _seek(fd: int, offset: int, whence: int, size: int) -> int:
+    """``lseek`` for SEEK_DATA/SEEK_HOLE, clamped to ``size``; no data after ``offset`` means ``size``."""
+    try:
+        return min(os.lseek(fd, offset, whence), size)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # only a hole is left
+            return size
+        raise
+
+
+def _hash_file(path: Path, size: int, progress: Progress) -> str:
+    digest = hashlib.sha256()
+    done = reported = 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        for chunk in _iter_extents(fd, size):
+            digest.update(chunk)
+            done += len(chunk)
+            if done - reported >= _PROGRESS_EVERY or done == size:
+                progress.advance(done, size)
+                reported = done
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+def _write_stream(
+    sink: _HashingWriter,
+    manifest: Mapping[str, Any],
+    manifest_bytes: bytes,
+    source_dir: Path,
+    files: Mapping[str, Mapping[str, Any]],
+    progress: Progress,
+) -> None:
+    mtime = _mtime(str(manifest["created"]))
+    total = sum(int(f["size"]) for f in files.values())
+    done = reported = 0
+
+    def count(chunk: memoryview) -> None:
+        nonlocal done, reported
+        done += len(chunk)
+        if done - reported >= _PROGRESS_EVERY or done == total:
+            progress.advance(done, total)
+            reported = done
+
+    # threads=-1: one zstd worker per CPU; compression is the bottleneck of an export.
+    compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, threads=-1, write_checksum=True)
+    with compressor.stream_writer(cast("IO[bytes]", sink), closefd=False) as zstd_out:
+        # The tar framing is written by hand around tarfile's own headers: tarfile's stream
+        # mode re-slices every write into 10 KiB records, which doubles the cost of an export.
+        written = _write_member(zstd_out, _member(MANIFEST_NAME, len(manifest_bytes), mtime), [manifest_bytes])
+        for name, entry in files.items():
+            size = int(entry["size"])
+            digest = hashlib.sha256()
+
+            def chunks(fd: int, size: int = size, digest: Any = digest) -> Iterator[memoryview]:
+                for chunk in _iter_extents(fd, size):
+                    digest.update(chunk)
+                    count(chunk)
+                    yield chunk
+
+            fd = os.open(source_dir / name, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                written += _write_member(zstd_out, _member(name, size, mtime), chunks(fd))
+            finally:
+                os.close(fd)
+            if digest.hexdigest() != entry["sha256"]:
+                raise BundleWriteError(
+                    f"{source_dir / name} does not match the sha256 its manifest records (changed since it was "
+                    "built?): rebuild or re-pull it before exporting"
+                )
+        # End of archive: two zero blocks, then padding to a whole tar record like tar(1) writes.
+        written += 2 * tarfile.BLOCKSIZE
+        zstd_out.write(bytes(2 * tarfile.BLOCKSIZE + (-written % tarfile.RECORDSIZE)))
+    if total == 0:
+        progress.advance(0, 0)
+
+
+def _write_member(out: Any, info: tarfile.TarInfo, chunks: Iterable[bytes | memoryview]) -> int:
+    """Write one regular-file member (header, data, padding); return the bytes written."""
+    header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    out.write(header)
+    size = 0
+    for chunk in chunks:
+        out.write(chunk)
+        size += len(chunk)
+    if size != info.size:
+        raise BundleWriteError(f"{info.name} changed size while it was exported: export it again")
+    padding = -size % tarfile.BLOCKSIZE
+    out.write(bytes(padding))
+    return len(header) + size + padding
+
+
+def _member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = mtime
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def _mtime(created: str) -> int:
+    try:
+        return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def _publish(partial: Path, out_path: Path, *, overwrite: bool) -> None:
+    """Move the finished bundle into place atomically; without ``overwrite`` never clobber a file."""
+    if overwrite:
+        os.replace(partial, out_path)
+    else:
+        exists = BundleWriteError(f"{out_path} already exists: remove it or choose another output file")
+        try:
+            os.link(partial, out_path)
+        except FileExistsError:
+            raise exists from None
+        except OSError:
+            # Filesystems without hard links (vfat, some FUSE): check, then rename.
+            if out_path.exists():
+                raise exists from None
+            os.rename(partial, out_path)
+        else:
+            partial.unlink()
+    dir_fd = os.open(out_path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

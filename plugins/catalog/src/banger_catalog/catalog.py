@@ -1,0 +1,233 @@
+"""``catalog.json``: which images and kernels exist as bundles, where, and with which digest.
+
+The embedded catalog ships inside this package; config ``catalog_url`` replaces
+it with a local file or an http(s) URL. Format 1::
+
+    {"format": 1,
+     "entries": [{"name": "debian-bookworm", "kind": "image", "description": "...",
+                  "url": "https://.../debian-bookworm.tar.zst",
+                  "sha256": "<64 hex>", "size": 123456789, "kernel_ref": "generic-6.1"}]}
+
+An entry whose ``sha256`` and ``size`` are both ``null`` is *not published
+yet*: it is listed (so its name is known) but cannot be pulled. Entries of an
+unknown ``kind`` are skipped so that older clients can read newer catalogs.
+Relative ``url`` values are resolved against the catalog's own location.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from banger_catalog.errors import CatalogError
+from banger_catalog.manifest import NAME_RE, PAYLOAD_FILES, SHA256_RE, BundleKind
+from banger_hookspecs import SourceUnavailable
+
+CATALOG_FORMAT = 1
+#: A catalog larger than this is refused (it is a list of a few dozen entries).
+CATALOG_LIMIT = 4 << 20
+#: A bundle larger than this cannot be listed (a rootfs bundle is a few hundred MB).
+MAX_BUNDLE_SIZE = 64 << 30
+EMBEDDED = "the embedded catalog"
+_URL_SCHEMES = ("http", "https", "file")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One downloadable bundle.
+
+    Attributes:
+        name: image name or kernel ref.
+        kind: ``image`` or ``kernel``.
+        description: one line for listings.
+        url: absolute URL of the bundle (``http``, ``https`` or ``file``).
+        sha256: hex digest of the bundle file, or None when not published yet.
+        size: size of the bundle file in bytes, or None when not published yet.
+        kernel_ref: for images, the kernel the image wants.
+    """
+
+    name: str
+    kind: BundleKind
+    description: str
+    url: str
+    sha256: str | None
+    size: int | None
+    kernel_ref: str | None = None
+
+    @property
+    def published(self) -> bool:
+        """False for a placeholder entry whose bundle has not been released yet."""
+        return self.sha256 is not None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A parsed catalog and where it came from."""
+
+    location: str
+    entries: tuple[CatalogEntry, ...]
+
+    def find(self, kind: str, name: str) -> CatalogEntry | None:
+        """The entry of ``kind`` named ``name``, if listed."""
+        for entry in self.entries:
+            if entry.kind == kind and entry.name == name:
+                return entry
+        return None
+
+
+def load_catalog(catalog_url: str | None, *, timeout: float = 30.0) -> Catalog:
+    """Load the catalog named by config ``catalog_url``, or the embedded one when unset.
+
+    Args:
+        catalog_url: an http(s) URL, a ``file://`` URL, an absolute path (``~``
+            allowed), or None/empty for the embedded catalog.
+        timeout: seconds for each network operation.
+
+    Returns:
+        The catalog.
+
+    Raises:
+        SourceUnavailable: the catalog cannot be fetched or read (so the core may fall back).
+        CatalogError: the catalog was fetched but is malformed.
+    """
+    if not catalog_url:
+        raw = resources.files("banger_catalog").joinpath("catalog.json").read_bytes()
+        return parse_catalog(raw, EMBEDDED, base=None)
+    scheme = urlsplit(catalog_url).scheme
+    if scheme in ("http", "https"):
+        return parse_catalog(_fetch(catalog_url, timeout), f"catalog {catalog_url}", base=catalog_url)
+    if scheme == "file":
+        path = Path(urlsplit(catalog_url).path)
+    elif scheme == "":
+        path = Path(os.path.expanduser(catalog_url))
+    else:
+        raise CatalogError(f"catalog_url {catalog_url!r} is neither an http(s) URL nor a path: fix it in config.toml")
+    if not path.is_absolute():
+        raise CatalogError(f"catalog_url {catalog_url!r} is a relative path: use an absolute path or a URL")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(CATALOG_LIMIT + 1)
+    except OSError as exc:
+        raise SourceUnavailable(f"catalog file {path} cannot be read ({exc.strerror}): fix catalog_url") from None
+    return parse_catalog(raw, f"catalog {path}", base=path.as_uri())
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    try:
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=True) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise SourceUnavailable(f"catalog {url} answered HTTP {response.status_code}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > CATALOG_LIMIT:
+                    raise CatalogError(f"catalog {url} is larger than {CATALOG_LIMIT} bytes: check catalog_url")
+            return bytes(body)
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(f"catalog {url} is unreachable ({_one_line(exc)})") from None
+
+
+def parse_catalog(raw: bytes, location: str, *, base: str | None) -> Catalog:
+    """Validate catalog bytes.
+
+    Args:
+        raw: the catalog.json content.
+        location: where it came from, for messages (``"catalog /etc/banger/catalog.json"``).
+        base: URL relative entry URLs are resolved against (None: they are errors).
+
+    Returns:
+        The catalog.
+
+    Raises:
+        CatalogError: the catalog is malformed.
+    """
+    if len(raw) > CATALOG_LIMIT:
+        raise CatalogError(f"{location} is larger than {CATALOG_LIMIT} bytes: it is not a banger catalog")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise CatalogError(f"{location} is not valid JSON: it is not a banger catalog") from None
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+        raise CatalogError(f"{location} has no 'entries' list: it is not a banger catalog")
+    if data.get("format") != CATALOG_FORMAT:
+        raise CatalogError(
+            f"{location} is catalog format {data.get('format')!r}, this banger reads format {CATALOG_FORMAT}: "
+            "upgrade banger or point catalog_url at a format-1 catalog"
+        )
+    entries: list[CatalogEntry] = []
+    seen: set[tuple[str, str]] = set()
+    for index, item in enumerate(data["entries"]):
+        where = f"{location} entry {index + 1}"
+        if not isinstance(item, dict):
+            raise CatalogError(f"{where} is not an object")
+        if item.get("kind") not in PAYLOAD_FILES:
+            continue  # a kind added by a newer banger
+        entry = _parse_entry(item, where, base)
+        if (entry.kind, entry.name) in seen:
+            raise CatalogError(f"{where} lists {entry.kind} {entry.name!r} a second time: remove one")
+        seen.add((entry.kind, entry.name))
+        entries.append(entry)
+    return Catalog(location=location, entries=tuple(entries))
+
+
+def _parse_entry(item: Mapping[str, Any], where: str, base: str | None) -> CatalogEntry:
+    name = item.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise CatalogError(f"{where} has an invalid name {name!r}: use a-z, 0-9, '.', '_' and '-'")
+    where = f"{where} ({name})"
+    description = item.get("description", "")
+    if not isinstance(description, str) or len(description) > 200 or "\n" in description:
+        raise CatalogError(f"{where} needs a one-line description of at most 200 characters")
+    sha256, size = item.get("sha256"), item.get("size")
+    if (sha256 is None) != (size is None):
+        raise CatalogError(f"{where} must give both sha256 and size, or neither (not published yet)")
+    if sha256 is not None and not (isinstance(sha256, str) and SHA256_RE.match(sha256)):
+        raise CatalogError(f"{where} has an invalid sha256: use 64 lowercase hex digits")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_BUNDLE_SIZE):
+        raise CatalogError(f"{where} has an invalid size: use the bundle's size in bytes")
+    kernel_ref = item.get("kernel_ref")
+    if kernel_ref is not None and not (isinstance(kernel_ref, str) and NAME_RE.match(kernel_ref)):
+        raise CatalogError(f"{where} has an invalid kernel_ref {kernel_ref!r}")
+    return CatalogEntry(
+        name=name,
+        kind=item["kind"],
+        description=description,
+        url=_resolve_url(item.get("url"), where, base),
+        sha256=sha256,
+        size=size,
+        kernel_ref=kernel_ref if item["kind"] == "image" else None,
+    )
+
+
+def _resolve_url(value: Any, where: str, base: str | None) -> str:
+    if not isinstance(value, str) or not value or len(value) > 2048 or any(c.isspace() for c in value):
+        raise CatalogError(f"{where} has an invalid url")
+    url: str = value
+    if not urlsplit(url).scheme:
+        if base is None:
+            raise CatalogError(f"{where} has a relative url {url!r}, which only a catalog file or URL may use")
+        url = urljoin(base, url)
+    parts = urlsplit(url)
+    if parts.scheme not in _URL_SCHEMES:
+        raise CatalogError(f"{where} has a {parts.scheme!r} url: use https, http or file")
+    if parts.scheme == "file" and not (base or "").startswith("file:"):
+        raise CatalogError(f"{where} points at a local file, which only a local catalog file may do")
+    if parts.scheme != "file" and not parts.hostname:
+        raise CatalogError(f"{where} has a url without a host")
+    return url
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]

@@ -1,0 +1,147 @@
+"""catalog.json parsing: the embedded catalog, entry validation, catalog_url locations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from banger_catalog.catalog import EMBEDDED, load_catalog, parse_catalog
+from banger_catalog.errors import CatalogError
+from banger_hookspecs import SourceUnavailable
+
+pytestmark = pytest.mark.unit
+
+RELEASES = "https://github.com/banger-dev/banger/releases/download/"
+SHA = "ab" * 32
+
+
+def _entry(**overrides: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": "debian-bookworm",
+        "kind": "image",
+        "description": "Debian 12",
+        "url": "https://example.invalid/debian-bookworm.tar.zst",
+        "sha256": SHA,
+        "size": 1234,
+        "kernel_ref": "generic-6.1",
+    }
+    entry.update(overrides)
+    return entry
+
+
+def _catalog(*entries: dict[str, Any], fmt: int = 1) -> bytes:
+    return json.dumps({"format": fmt, "entries": list(entries)}).encode()
+
+
+def test_embedded_catalog_lists_the_default_image_and_kernel_unpublished() -> None:
+    catalog = load_catalog(None)
+    assert catalog.location == EMBEDDED
+    image = catalog.find("image", "debian-bookworm")
+    kernel = catalog.find("kernel", "generic-6.1")
+    assert image is not None and kernel is not None
+    assert image.kernel_ref == "generic-6.1"
+    for entry in (image, kernel):
+        assert entry.url.startswith(RELEASES), entry.url
+        assert entry.url.endswith(f"/{entry.name}.tar.zst")
+        # No invented digests: these entries are placeholders until a release publishes them.
+        assert (entry.sha256, entry.size, entry.published) == (None, None, False)
+
+
+def test_published_entry_parses() -> None:
+    catalog = parse_catalog(_catalog(_entry()), "test", base=None)
+    (entry,) = catalog.entries
+    assert (entry.name, entry.kind, entry.sha256, entry.size, entry.published) == (
+        "debian-bookworm",
+        "image",
+        SHA,
+        1234,
+        True,
+    )
+
+
+def test_find_distinguishes_kinds() -> None:
+    catalog = parse_catalog(_catalog(_entry(name="x"), _entry(name="x", kind="kernel")), "test", base=None)
+    image, kernel = catalog.find("image", "x"), catalog.find("kernel", "x")
+    assert image is not None and kernel is not None
+    assert (image.kind, kernel.kind, kernel.kernel_ref) == ("image", "kernel", None)
+    assert catalog.find("image", "y") is None
+
+
+def test_unknown_kinds_and_keys_are_skipped_for_newer_catalogs() -> None:
+    raw = _catalog(_entry(kind="firmware"), _entry(future_field=1))
+    assert [e.kind for e in parse_catalog(raw, "test", base=None).entries] == ["image"]
+
+
+def test_relative_urls_resolve_against_the_catalog() -> None:
+    raw = _catalog(_entry(url="bundles/debian-bookworm.tar.zst"))
+    http = parse_catalog(raw, "test", base="http://127.0.0.1:8080/c/catalog.json")
+    assert http.entries[0].url == "http://127.0.0.1:8080/c/bundles/debian-bookworm.tar.zst"
+    local = parse_catalog(raw, "test", base="file:///srv/c/catalog.json")
+    assert local.entries[0].url == "file:///srv/c/bundles/debian-bookworm.tar.zst"
+
+
+BAD_CATALOGS: dict[str, tuple[bytes, str]] = {
+    "not json": (b"<html>captive portal</html>", "not valid JSON"),
+    "no entries": (b'{"format": 1}', "no 'entries' list"),
+    "newer format": (_catalog(_entry(), fmt=2), "upgrade banger"),
+    "duplicate": (_catalog(_entry(), _entry()), "second time"),
+    "bad name": (_catalog(_entry(name="../etc")), "invalid name"),
+    "sha without size": (_catalog(_entry(size=None)), "both sha256 and size, or neither"),
+    "size without sha": (_catalog(_entry(sha256=None)), "both sha256 and size, or neither"),
+    "bad sha": (_catalog(_entry(sha256="ABC")), "invalid sha256"),
+    "bad size": (_catalog(_entry(size=-1)), "invalid size"),
+    "bool size": (_catalog(_entry(size=True)), "invalid size"),
+    "bad kernel_ref": (_catalog(_entry(kernel_ref="a b")), "invalid kernel_ref"),
+    "multi-line description": (_catalog(_entry(description="a\nb")), "one-line description"),
+    "ftp url": (_catalog(_entry(url="ftp://example.invalid/x")), "'ftp' url"),
+    "relative url without base": (_catalog(_entry(url="x.tar.zst")), "relative url"),
+    "file url in embedded catalog": (_catalog(_entry(url="file:///etc/shadow")), "local file"),
+    "url without host": (_catalog(_entry(url="https:///x")), "without a host"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CATALOGS))
+def test_malformed_catalog_is_a_clear_error(case: str) -> None:
+    raw, match = BAD_CATALOGS[case]
+    with pytest.raises(CatalogError, match=match) as info:
+        parse_catalog(raw, "catalog test.json", base=None)
+    assert "\n" not in str(info.value)
+
+
+def test_file_url_from_a_remote_catalog_is_refused() -> None:
+    with pytest.raises(CatalogError, match="local file"):
+        parse_catalog(_catalog(_entry(url="file:///etc/shadow")), "test", base="https://example.invalid/c.json")
+
+
+def test_catalog_file_by_path_and_by_file_url(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_bytes(_catalog(_entry(url="b.tar.zst")))
+    for location in (str(path), path.as_uri()):
+        catalog = load_catalog(location)
+        assert catalog.location == f"catalog {path}"
+        assert catalog.entries[0].url == (tmp_path / "b.tar.zst").as_uri()
+
+
+def test_missing_catalog_file_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(SourceUnavailable, match="cannot be read"):
+        load_catalog(str(tmp_path / "nope.json"))
+
+
+def test_relative_catalog_path_is_a_config_error() -> None:
+    with pytest.raises(CatalogError, match="relative path"):
+        load_catalog("catalogs/mine.json")
+
+
+def test_unsupported_catalog_scheme_is_a_config_error() -> None:
+    with pytest.raises(CatalogError, match="neither an http"):
+        load_catalog("ftp://example.invalid/catalog.json")
+
+
+def test_oversized_catalog_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    path.write_bytes(b" " * (4 << 20) + b"{}")
+    with pytest.raises(CatalogError, match="larger than"):
+        load_catalog(str(path))

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Add or update catalog.json entries for bundles that are about to be uploaded.
+
+Each bundle is verified in full (manifest, every member's size and sha256)
+before its entry is written, so a broken bundle never gets published. The
+entry's ``url`` is ``BASE_URL/<bundle file name>``; ``sha256`` and ``size`` are
+the bundle file's own. Existing entries of the same kind and name are replaced
+(keeping their description unless ``--description`` gives a new one); others
+are kept. The catalog is rewritten atomically.
+
+Usage (at release time, before uploading the bundles to the release)::
+
+    scripts/publish_catalog.py \\
+        --base-url https://github.com/banger-dev/banger/releases/download/v0.1.0 \\
+        dist/debian-bookworm.tar.zst dist/generic-6.1.tar.zst
+
+Default catalog: the embedded ``plugins/catalog/src/banger_catalog/catalog.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from banger_catalog.bundle import extract_bundle, read_manifest
+from banger_catalog.catalog import CATALOG_FORMAT, parse_catalog
+from banger_catalog.errors import BundleError, CatalogError
+
+EMBEDDED_CATALOG = Path(__file__).resolve().parent.parent / "plugins/catalog/src/banger_catalog/catalog.json"
+
+
+class _Quiet:
+    """A Progress that says nothing (verification of a local file is quick)."""
+
+    def step(self, message: str) -> None:
+        pass
+
+    def advance(self, done: int, total: int | None = None, unit: str = "B") -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+def bundle_entry(bundle: Path, base_url: str, description: str | None) -> dict[str, Any]:
+    """Verify ``bundle`` and return its catalog entry (``description`` may be filled in later)."""
+    label = f"bundle {bundle}"
+    manifest = read_manifest(bundle, label)
+    extract_bundle(bundle, manifest.kind, None, _Quiet(), label)
+    digest = hashlib.sha256()
+    with open(bundle, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    entry: dict[str, Any] = {
+        "name": manifest.name,
+        "kind": manifest.kind,
+        "description": description or manifest.metadata.get("description"),
+        "url": f"{base_url.rstrip('/')}/{quote(bundle.name)}",
+        "sha256": digest.hexdigest(),
+        "size": bundle.stat().st_size,
+    }
+    if manifest.kind == "image":
+        entry["kernel_ref"] = manifest.kernel_ref
+    return entry
+
+
+def update_catalog(catalog: dict[str, Any], entry: dict[str, Any]) -> str:
+    """Put ``entry`` into ``catalog`` (replacing one of the same kind and name); return ``added``/``updated``."""
+    for index, old in enumerate(catalog["entries"]):
+        if old.get("kind") == entry["kind"] and old.get("name") == entry["name"]:
+            if not entry["description"]:
+                entry["description"] = old.get("description", "")
+            catalog["entries"][index] = entry
+            return "updated"
+    if not entry["description"]:
+        raise SystemExit(f"{entry['kind']} {entry['name']} is new: give --description {entry['name']}=TEXT")
+    catalog["entries"].append(entry)
+    return "added"
+
+
+def write_atomically(path: Path, catalog: dict[str, Any]) -> None:
+    """Write ``catalog`` to ``path`` via a temp file in the same directory and a rename."""
+    text = json.dumps(catalog, indent=2) + "\n"
+    parse_catalog(text.encode(), f"catalog {path}", base=path.resolve().as_uri())  # never write what readers refuse
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("bundles", nargs="+", type=Path, help="bundle files (.tar.zst) to list")
+    parser.add_argument("--base-url", required=True, help="URL the bundles will be downloadable under")
+    parser.add_argument("--catalog", type=Path, default=EMBEDDED_CATALOG, help="catalog.json to update")
+    parser.add_argument(
+        "--description", action="append", default=[], metavar="NAME=TEXT", help="one-line description for NAME"
+    )
+    args = parser.parse_args(argv)
+
+    if urlsplit(args.base_url).scheme not in ("https", "http") or not urlsplit(args.base_url).hostname:
+        parser.error(f"--base-url {args.base_url!r} must be an http(s) URL")
+    descriptions = dict(item.split("=", 1) for item in args.description if "=" in item)
+    if len(descriptions) != len(args.description):
+        parser.error("--description takes NAME=TEXT")
+
+    if args.catalog.exists():
+        raw = args.catalog.read_bytes()
+        try:
+            parse_catalog(raw, f"catalog {args.catalog}", base=args.catalog.resolve().as_uri())
+        except CatalogError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        catalog = json.loads(raw)
+    else:
+        catalog = {"format": CATALOG_FORMAT, "entries": []}
+
+    for bundle in args.bundles:
+        try:
+            entry = bundle_entry(bundle, args.base_url, None)
+        except (BundleError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        entry["description"] = descriptions.get(entry["name"]) or entry["description"]
+        action = update_catalog(catalog, entry)
+        print(f"{action} {entry['kind']} {entry['name']}: {entry['size']} bytes, sha256 {entry['sha256']}")
+    write_atomically(args.catalog, catalog)
+    print(f"wrote {args.catalog}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
