@@ -25,6 +25,7 @@ from banger_core.names import validate_image_name
 from banger_core.runtime import Runtime
 from banger_core.state.models import Image, Kernel, Vm
 from banger_hookspecs import ImageArtifact, KernelArtifact, Progress, SourceUnavailable
+from banger_hookspecs.boot import BOOT_PROTOCOL
 
 log = logging.getLogger("banger.images")
 
@@ -234,6 +235,11 @@ class Store:
 
     def _store_kernel(self, provider: str, artifact: KernelArtifact, staging: Path) -> None:
         ref = validate_image_name(artifact.ref, "kernel")
+        if artifact.boot_protocol != BOOT_PROTOCOL:
+            raise BangerError(
+                f"kernel {ref} from {provider} speaks boot protocol {artifact.boot_protocol}, "
+                f"this banger speaks {BOOT_PROTOCOL}: use a kernel made for this banger version"
+            )
         for path, wanted in ((artifact.vmlinux, "vmlinux"), (artifact.initrd, "initrd")):
             if not _inside(path, staging) or not path.is_file():
                 raise BangerError(f"kernel provider {provider} returned a {wanted} outside its directory")

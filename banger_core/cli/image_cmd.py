@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import ProgressPrinter, get_client
 from banger_core.cli.output import print_json, table
 from banger_core.config import format_size
+from banger_core.errors import BangerError
 
 
 @click.group(name="image")
@@ -76,3 +79,31 @@ def delete(app: App, name: str) -> None:
     """Delete a pulled image (refused while VMs use it)."""
     get_client(app).images.delete(name)
     click.echo(f"{name} deleted")
+
+
+@cli.command(name="export")
+@click.argument("name")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Bundle file (default: NAME.tar.zst)."
+)
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@pass_app
+def export(app: App, name: str, output: Path | None, force: bool) -> None:
+    """Write image NAME as a tar+zstd bundle (what catalogs serve; see docs/bundles.md)."""
+    export_bundle(
+        app, "image", Path(get_client(app).images.get(name)["path"]).parent, output or Path(f"{name}.tar.zst"), force
+    )
+
+
+def export_bundle(app: App, kind: str, source: Path, output: Path, force: bool) -> None:
+    from banger_core.bundles import write_bundle
+    from banger_core.progress import EventProgress
+
+    printer = ProgressPrinter(app.verbose)
+    try:
+        info = write_bundle(kind, source, output, EventProgress(printer), overwrite=force)  # type: ignore[arg-type]
+    except Exception as exc:
+        printer.done()
+        raise BangerError(str(exc)) from exc
+    printer.done()
+    click.echo(f"{info.path}: {format_size(info.size)}, sha256 {info.sha256}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from banger_core.cli.app import App, pass_app
@@ -51,3 +53,22 @@ def delete(app: App, ref: str) -> None:
     """Delete a pulled kernel (refused while VMs use it)."""
     get_client(app).kernels.delete(ref)
     click.echo(f"{ref} deleted")
+
+
+@cli.command(name="export")
+@click.argument("ref")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Bundle file (default: REF.tar.zst)."
+)
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@pass_app
+def export(app: App, ref: str, output: Path | None, force: bool) -> None:
+    """Write kernel REF as a tar+zstd bundle (what catalogs serve; see docs/bundles.md)."""
+    from banger_core.cli.image_cmd import export_bundle
+
+    kernels = {k["ref"]: k for k in get_client(app).kernels.list()}
+    if ref not in kernels:
+        from banger_core.errors import NotFound
+
+        raise NotFound(f"kernel {ref!r} is not pulled: run `banger kernel pull {ref}`")
+    export_bundle(app, "kernel", Path(kernels[ref]["path"]), output or Path(f"{ref}.tar.zst"), force)

@@ -291,3 +291,28 @@ def test_sigterm_leaves_running_vms_running(daemon: DaemonHarness, tmp_path: Pat
         assert daemon.client().vms.get("survivor")["state"] == "running"
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_image_and_kernel_export_write_bundles_the_catalog_reads(daemon: DaemonHarness, tmp_path: Path) -> None:
+    from banger_catalog.bundle import extract_bundle
+    from banger_core.testing import RecordingProgress
+
+    prepare(daemon)
+    out = tmp_path / "fake.tar.zst"
+    result = banger(daemon, "image", "export", "fake-tiny", "-o", str(out), check=True)
+    assert result.stdout.startswith(f"{out}: ") and "sha256 " in result.stdout
+    dest = tmp_path / "unpacked"
+    dest.mkdir()
+    manifest = extract_bundle(out, "image", dest, RecordingProgress(), "fake-tiny")
+    assert manifest.name == "fake-tiny"
+    image = daemon.client().images.get("fake-tiny")
+    assert (dest / "rootfs.ext4").read_bytes() == Path(image["path"]).read_bytes()
+    again = banger(daemon, "image", "export", "fake-tiny", "-o", str(out))
+    assert again.returncode == 1 and again.stderr.startswith("banger: error: ") and "--force" not in again.stdout
+    assert banger(daemon, "image", "export", "fake-tiny", "-o", str(out), "--force").returncode == 0
+    kernel_out = tmp_path / "kernel.tar.zst"
+    banger(daemon, "kernel", "export", "fake-kernel", "-o", str(kernel_out), check=True)
+    kdest = tmp_path / "kernel"
+    kdest.mkdir()
+    assert extract_bundle(kernel_out, "kernel", kdest, RecordingProgress(), "fake-kernel").kind == "kernel"
+    assert (kdest / "vmlinux").read_bytes() == b"\x7fELF not a kernel"
