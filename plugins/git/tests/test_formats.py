@@ -9,6 +9,7 @@ import tarfile
 import pytest
 
 from banger_git.entries import FILE, SYMLINK, Entry, is_safe_relpath, symlink_stays_inside
+from banger_git.listing import resolves_inside
 from banger_git.manifest import GuestFile, encode_manifest, is_unchanged, parse_guest_state, parse_manifest
 from banger_git.tarstream import TarWriter, _plain_header, header
 
@@ -191,3 +192,32 @@ def test_is_safe_relpath(path: str, safe: bool) -> None:
 )
 def test_symlink_stays_inside(path: str, target: str, inside: bool) -> None:
     assert symlink_stays_inside(path, target) is inside
+
+
+LINKS = {
+    "here": ".",
+    "up": "here/..",
+    "deep/link": "../here/deep",
+    "a": "b",
+    "b": "a",
+    "abs-via": "abs",
+    "abs": "/etc",
+    "ok": "deep/link/x",
+    "deep/up2": "../../x",
+}
+
+
+@pytest.mark.parametrize(
+    ("link", "inside"),
+    [
+        ("here", True),
+        ("up", False),
+        ("deep/link", True),
+        ("a", False),
+        ("abs-via", False),
+        ("ok", True),
+        ("deep/up2", False),
+    ],
+)
+def test_resolves_inside_follows_the_trees_symlinks(link: str, inside: bool) -> None:
+    assert resolves_inside(link, LINKS) is inside

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,6 +125,45 @@ def test_symlinks_inside_kept_escaping_skipped(syncer: GitSyncer, tmp_path: Path
     assert warning.startswith("symlinks pointing outside the workspace are not shipped: ")
     for name in ("up -> ../outside", "absolute -> /etc/passwd", "sneaky -> here/.."):
         assert name in warning
+
+
+def test_symlinks_leaving_a_ref_through_other_symlinks_are_skipped(
+    syncer: GitSyncer, tmp_path: Path, make_repo: MakeRepo, git: Git
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"d/f": "x"})
+    os.symlink(".", repo / "here")
+    os.symlink("here/..", repo / "sneaky")
+    os.symlink("here/d/f", repo / "fine")
+    os.symlink("loop-b", repo / "loop-a")
+    os.symlink("loop-a", repo / "loop-b")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "links")
+    plan = syncer.plan(repo, WorkspaceOptions(ref="HEAD"))
+    assert plan.files == ("d/f", "fine", "here")
+    assert plan.warnings == (
+        "symlinks pointing outside the workspace are not shipped: loop-a -> loop-b, loop-b -> loop-a, "
+        "sneaky -> here/..",
+    )
+
+
+def test_a_forged_tree_cannot_name_paths_outside(
+    syncer: GitSyncer, tmp_path: Path, make_repo: MakeRepo, git: Git
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"ok": "fine"})
+    blob = git(repo, "rev-parse", "HEAD:ok").strip()
+    inner = subprocess.run(
+        ["git", "-C", str(repo), "mktree"], input=f"100644 blob {blob}\tescape\n", capture_output=True, text=True
+    ).stdout.strip()
+    tree = subprocess.run(
+        ["git", "-C", str(repo), "mktree"],
+        input=f"040000 tree {inner}\t..\n100644 blob {blob}\tok\n",
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    git(repo, "tag", "forged", git(repo, "commit-tree", tree, "-m", "forged").strip())
+    plan = syncer.plan(repo, WorkspaceOptions(ref="forged"))
+    assert plan.files == ("ok",)
+    assert plan.warnings == ("paths with '..', '.' or empty components are not shipped: ../escape",)
 
 
 def test_file_under_a_directory_turned_symlink_is_skipped(

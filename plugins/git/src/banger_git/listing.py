@@ -12,7 +12,15 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from banger_git.entries import FILE, RESERVED_NAMES, SYMLINK, Entry, summarize, symlink_stays_inside
+from banger_git.entries import (
+    FILE,
+    RESERVED_NAMES,
+    SYMLINK,
+    Entry,
+    is_safe_relpath,
+    summarize,
+    symlink_stays_inside,
+)
 from banger_git.gitcmd import BlobReader, GitError, run_git
 
 GITLINK_MODE = b"160000"
@@ -41,6 +49,7 @@ ESCAPING = "symlinks pointing outside the workspace are not shipped"
 SPECIAL = "special files (fifos, sockets, devices) are not shipped"
 UNDER_SYMLINK = "files under a directory that is now a symlink are not shipped"
 RESERVED = "names banger keeps for its sync manifest are not shipped"
+UNSAFE = "paths with '..', '.' or empty components are not shipped"
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,9 @@ class WorktreeInspector:
         """The entry for ``rel``, or None after recording in ``listing`` why it is skipped."""
         if rel in RESERVED_NAMES:
             listing.skip(RESERVED, rel)
+            return None
+        if not is_safe_relpath(rel):
+            listing.skip(UNSAFE, rel)
             return None
         if not self.dir_is_inside(os.path.dirname(rel)):
             listing.skip(UNDER_SYMLINK, rel)
@@ -233,8 +245,53 @@ def list_ref(workspace: Workspace, revision: str) -> Listing:
             "pass the repository's top directory or a ref that has this directory"
         ) from None
     _ref_tree(workspace.top, treeish, revision, workspace.root, "", listing)
+    _drop_chained_escapes(listing)
     listing.entries.sort(key=lambda e: e.path)
     return listing
+
+
+def _drop_chained_escapes(listing: Listing) -> None:
+    """Drop symlinks that leave the tree only through other symlinks (``a -> .``, ``b -> a/..``).
+
+    A ref has no files on disk to ``realpath``, so the tree's own symlinks
+    are followed the way the guest's kernel will follow them.
+    """
+    links = {e.path: e.target for e in listing.entries if e.kind == SYMLINK}
+    escaping = {path for path in links if not resolves_inside(path, links)}
+    for path in sorted(escaping):
+        listing.skip(ESCAPING, f"{path} -> {links[path]}")
+    listing.entries[:] = [e for e in listing.entries if e.path not in escaping]
+
+
+def resolves_inside(link: str, links: dict[str, str], max_hops: int = 40) -> bool:
+    """True if symlink ``link`` resolves inside the tree, following the symlinks in ``links``.
+
+    Args:
+        link: the symlink's path in the tree.
+        links: every symlink of the tree, path -> target.
+        max_hops: symlinks followed before giving up (a loop counts as escaping).
+    """
+    resolved = link.split("/")[:-1]
+    pending = links[link].split("/")
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not resolved:
+                return False
+            resolved.pop()
+            continue
+        resolved.append(part)
+        target = links.get("/".join(resolved))
+        if target is not None:
+            hops += 1
+            if hops > max_hops or target.startswith("/"):
+                return False
+            resolved.pop()
+            pending = target.split("/") + pending
+    return True
 
 
 def _ref_tree(repo: Path, treeish: str, commit: str, directory: Path, prefix: str, listing: Listing) -> None:
@@ -248,7 +305,9 @@ def _ref_tree(repo: Path, treeish: str, commit: str, directory: Path, prefix: st
             mode, _kind, oid, size = meta.split()
             sub_rel = os.fsdecode(raw_path)
             rel = prefix + sub_rel
-            if not prefix and rel in RESERVED_NAMES:
+            if not is_safe_relpath(rel):  # only a forged tree object can hold "..", "." or empty names
+                listing.skip(UNSAFE, rel)
+            elif not prefix and rel in RESERVED_NAMES:
                 listing.skip(RESERVED, rel)
             elif mode == GITLINK_MODE:
                 _add_submodule_ref(directory / sub_rel, oid.decode("ascii"), rel, listing)
