@@ -7,9 +7,13 @@ file, so helpers are handed out as fixtures.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import socket
 import stat
 import subprocess
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -134,3 +138,61 @@ def snapshot(root: Path) -> Snapshot:
 def tree() -> Callable[[Path], Snapshot]:
     """``tree(root)``: a snapshot of the files under ``root`` for equality checks."""
     return snapshot
+
+
+@dataclass
+class SshShell:
+    """A GuestShell over real ssh to a private sshd on 127.0.0.1, quoting argv with shlex like the core does."""
+
+    prefix: list[str]
+
+    def run(
+        self, argv: Sequence[str], *, stdin: bytes | IO[bytes] | None = None, timeout: float | None = None
+    ) -> GuestResult:
+        command = [*self.prefix, " ".join(shlex.quote(a) for a in argv)]
+        if isinstance(stdin, bytes):
+            proc = subprocess.run(command, input=stdin, capture_output=True, timeout=120, check=False)
+        else:
+            proc = subprocess.run(command, stdin=stdin, capture_output=True, timeout=120, check=False)
+        return GuestResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def ssh_shell(tmp_path: Path) -> Iterator[SshShell]:
+    """A real sshd on 127.0.0.1 (throw-away keys, root login by key) and a shell that reaches it."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if os.geteuid() != 0 or not os.path.exists(sshd):
+        pytest.skip("needs root and openssh-server's sshd to run a private sshd on 127.0.0.1")
+    keys = tmp_path / "ssh"
+    keys.mkdir(mode=0o700)
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = keys / "sshd_config"
+    config.write_text(
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {keys / 'host'}\nAuthorizedKeysFile {keys / 'user.pub'}\n"
+        f"PermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\nUsePAM no\n"
+        f"PidFile {keys / 'sshd.pid'}\n"
+    )
+    privsep = Path("/run/sshd")  # sshd insists on its privilege separation directory
+    made_privsep = not privsep.exists()
+    if made_privsep:
+        privsep.mkdir(mode=0o755)
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    prefix = ["ssh", "-q", "-i", str(keys / "user"), "-p", str(port), "-o", "BatchMode=yes"]
+    prefix += ["-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={os.devnull}", "root@127.0.0.1"]
+    try:
+        for _ in range(100):
+            if subprocess.run([*prefix, "true"], capture_output=True, timeout=30, check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the private sshd never accepted a login")
+        yield SshShell(prefix)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if made_privsep:
+            shutil.rmtree(privsep, ignore_errors=True)
