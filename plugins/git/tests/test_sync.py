@@ -388,6 +388,32 @@ def test_a_file_deleted_after_planning_is_left_out(
     assert sorted(os.listdir(shell.sandbox / "work")) == [MANIFEST_NAME, "a"]
 
 
+def test_files_turned_symlinks_or_fifos_after_planning_are_rechecked(
+    syncer: GitSyncer, shell: Any, tmp_path: Path, make_repo: MakeRepo, git: Git
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"a": "1", "was-file": "2", "fifo": "3"})
+    os.symlink("a", repo / "link")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "link")
+    plan = syncer.plan(repo, WorkspaceOptions())
+    assert plan.files == ("a", "fifo", "link", "was-file")
+    (repo / "link").unlink()
+    os.symlink("/etc/passwd", repo / "link")
+    (repo / "was-file").unlink()
+    os.symlink("a", repo / "was-file")
+    (repo / "fifo").unlink()
+    os.mkfifo(repo / "fifo")  # opening it for reading must not block the sync
+    progress = RecordingProgress()
+    assert syncer.sync(plan, shell, "work", progress) == 2
+    guest = shell.sandbox / "work"
+    assert sorted(os.listdir(guest)) == [MANIFEST_NAME, "a", "was-file"]
+    assert os.readlink(guest / "was-file") == "a"
+    assert "changed since planning: symlinks pointing outside the workspace are not shipped: link -> /etc/passwd" in (
+        progress.lines
+    )
+    assert "changed since planning: special files (fifos, sockets, devices) are not shipped: fifo" in progress.lines
+
+
 def test_guest_failure_is_one_line_and_does_not_hang(
     syncer: GitSyncer, shell: Any, tmp_path: Path, make_repo: MakeRepo
 ) -> None:

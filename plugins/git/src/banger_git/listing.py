@@ -139,16 +139,22 @@ class WorktreeInspector:
             self._dir_ok[rel_dir] = ok
         return ok
 
-    def inspect(self, rel: str, listing: Listing) -> Entry | None:
-        """The entry for ``rel``, or None after recording in ``listing`` why it is skipped."""
+    def precheck(self, rel: str, listing: Listing) -> bool:
+        """The checks that need no system call per file; False after recording why ``rel`` is skipped."""
         if rel in RESERVED_NAMES:
             listing.skip(RESERVED, rel)
-            return None
+            return False
         if not is_safe_relpath(rel):
             listing.skip(UNSAFE, rel)
-            return None
+            return False
         if not self.dir_is_inside(os.path.dirname(rel)):
             listing.skip(UNDER_SYMLINK, rel)
+            return False
+        return True
+
+    def inspect(self, rel: str, listing: Listing) -> Entry | None:
+        """The entry for ``rel``, or None after recording in ``listing`` why it is skipped."""
+        if not self.precheck(rel, listing):
             return None
         full = self.prefix + rel
         try:

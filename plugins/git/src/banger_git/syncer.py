@@ -91,8 +91,7 @@ class GitSyncer:
     def _entries(self, plan: WorkspacePlan, listing: Listing) -> Iterator[Entry]:
         """The plan's files as they are now (working tree) or in the planned commit.
 
-        A generator, so a full sync starts streaming while later files are
-        still being looked at; why a file was dropped lands in ``listing``.
+        Why a file was dropped lands in ``listing``.
         """
         if plan.revision is not None:
             wanted = set(plan.files)
@@ -103,6 +102,21 @@ class GitSyncer:
                 entry = inspector.inspect(path, listing)
                 if entry is not None:
                     yield entry
+
+    def _stream_entries(
+        self, plan: WorkspacePlan, listing: Listing
+    ) -> tuple[Iterator[Entry], Callable[[str], Entry | None] | None]:
+        """Entries for a full sync, produced while the stream is written.
+
+        For the working tree they are only pre-checked: the writer opens each
+        file without following symlinks and asks the returned inspector about
+        anything that is not a regular file, so a file is looked at once.
+        """
+        if plan.revision is not None:
+            return self._entries(plan, listing), None
+        inspector = WorktreeInspector(plan.root)
+        candidates = (Entry(p, FILE, 0, 0, 0, "") for p in plan.files if inspector.precheck(p, listing))
+        return candidates, lambda path: inspector.inspect(path, listing)
 
     def sync(
         self,
@@ -134,7 +148,8 @@ class GitSyncer:
         else:
             progress.step(f"sending {_count(len(plan.files))} ({_human(plan.total_bytes)}) to {guest_path}")
             total = plan.total_bytes + len(plan.files) * (BLOCK + BLOCK // 2) + 2 * BLOCK
-            written = self._send(shell, guest_path, plan.root, self._entries(plan, listing), [], [], progress, total)
+            entries, inspect = self._stream_entries(plan, listing)
+            written = self._send(shell, guest_path, plan.root, entries, [], [], progress, total, inspect)
             progress.log(f"sent {_count(written)} to {guest_path}")
         for line in listing.warnings():
             progress.log(f"changed since planning: {line}")
@@ -194,6 +209,7 @@ class GitSyncer:
         deletions: list[str],
         progress: Progress,
         total: int,
+        inspect: Callable[[str], Entry | None] | None = None,
     ) -> int:
         """Stream deletions, then ``send`` and the new manifest, into one guest command.
 
@@ -203,7 +219,7 @@ class GitSyncer:
         def produce(out: int) -> int:
             delete_list = b"".join(os.fsencode(p) + b"\0" for p in deletions)
             write_all(out, f"{len(delete_list)}\n".encode("ascii") + delete_list)
-            writer = TarWriter(out, root, lambda done: progress.advance(min(done, total), total, "B"))
+            writer = TarWriter(out, root, lambda done: progress.advance(min(done, total), total, "B"), inspect)
             try:
                 written = writer.add_all(send)
                 # The manifest goes last: if the stream breaks off, the old
