@@ -705,12 +705,26 @@ class WorkspaceOptions:
 
 @dataclass(frozen=True)
 class WorkspacePlan:
-    """The exact files a sync would ship (relative POSIX paths, sorted)."""
+    """The exact files a sync would ship (relative POSIX paths, sorted).
+
+    Attributes:
+        root: the workspace directory on the host.
+        files: what will be shipped, relative to ``root``.
+        options: the options the plan was made with.
+        total_bytes: the size of ``files`` together.
+        warnings: user sentences about what was left out and why (a tracked
+            file deleted in the working tree, a symlink leaving the tree);
+            ``sync`` also reports them through ``Progress.log``.
+        revision: the commit ``options.ref`` resolved to when planning, so
+            ``sync`` ships exactly what was planned even if the ref moves.
+    """
 
     root: Path
     files: tuple[str, ...]
     options: WorkspaceOptions
     total_bytes: int
+    warnings: tuple[str, ...] = ()
+    revision: str | None = None
 
 
 class WorkspaceSyncerDriver(Protocol):

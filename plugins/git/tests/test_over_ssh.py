@@ -1,0 +1,48 @@
+"""The same guest commands through a real ssh hop: the remote shell's parsing must not change them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from banger_core.testing import RecordingProgress
+from banger_git.syncer import GitSyncer
+from banger_hookspecs import WorkspaceOptions
+
+pytestmark = pytest.mark.integration
+
+NAMES = {
+    "a b": "1",
+    "new\nline": "2",
+    "q'uote\"s $(touch /tmp/pwned) `x` ;|&": "3",
+    "-dash": "4",
+    "dir/x": "5",
+    "ünï": "6",
+    "*": "7",
+}
+
+
+def test_full_and_incremental_sync_over_ssh(
+    ssh_shell: Any, tmp_path: Path, make_repo: Callable[..., Path], git: Callable[..., str]
+) -> None:
+    repo = make_repo(tmp_path / "repo", NAMES)
+    dest = tmp_path / "guest dir it's $HOME"
+    syncer = GitSyncer()
+
+    def sync() -> int:
+        plan = syncer.plan(repo, WorkspaceOptions())
+        return syncer.sync(plan, ssh_shell, str(dest), RecordingProgress(), incremental=True)
+
+    assert sync() == len(NAMES)
+    assert {n: (dest / n).read_text() for n in NAMES} == NAMES
+    assert sync() == 0
+    git(repo, "rm", "-q", "--", "q'uote\"s $(touch /tmp/pwned) `x` ;|&", "dir/x")
+    (repo / "*").write_text("star")
+    assert sync() == 1
+    assert sorted(os.listdir(dest)) == sorted([".banger-sync-manifest", "*", "-dash", "a b", "new\nline", "ünï"])
+    assert (dest / "*").read_text() == "star"
+    assert not Path("/tmp/pwned").exists()
