@@ -492,8 +492,7 @@ class VmService:
             if sync_entries:
                 from banger_core.filesync import stage
 
-                for warning in stage(sync_entries, staging_dir):
-                    progress.step(f"file_sync warning: {warning}")
+                stage(sync_entries, staging_dir, lambda warning: progress.step(f"file_sync: {warning}"))
             guest.create_work_disk(root / "work.ext4", vm.disk_size, staging_dir)
         self.rt.keys.pin(f"{vm.name}.vm", identity.host_key_public)
 
