@@ -89,6 +89,8 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
         _, plan = workspace
         for name in plan.files:
             click.echo(name)
+        for warning in plan.warnings:
+            click.echo(f"skipped: {warning}", err=True)
         click.echo(f"{len(plan.files)} files, {plan.total_bytes} bytes (dry run: nothing created)", err=True)
         return
     workdir = guest_workdir(guest_path, path) if path else None
@@ -248,6 +250,8 @@ def workspace_sync(
     if dry_run:
         for file in plan.files:
             click.echo(file)
+        for warning in plan.warnings:
+            click.echo(f"skipped: {warning}", err=True)
         return
     workdir = guest_workdir(guest_path, path)
     target = SshTarget(**get_client(app).vms.ssh_target(name))
