@@ -13,7 +13,7 @@ import click
 
 from banger_core.cli.app import App
 from banger_core.cli.common import ProgressPrinter, get_client
-from banger_core.cli.vm_cmd import CommandAfterDashes, create_options, spec_body
+from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.errors import BangerError
 
 TOOLING_LOG = "/root/.cache/banger/vm-run-tooling-{repo}.log"

@@ -11,19 +11,7 @@ import click
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import ProgressPrinter, get_client
 from banger_core.cli.output import print_json, table
-
-
-class CommandAfterDashes(click.Command):
-    """Everything after the first ``--`` is the guest command, untouched by option parsing."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if "--" in args:
-            cut = args.index("--")
-            ctx.meta["banger.command"] = args[cut + 1 :]
-            args = args[:cut]
-        else:
-            ctx.meta["banger.command"] = []
-        return super().parse_args(ctx, args)
+from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 
 
 @click.group(name="vm")
@@ -37,50 +25,6 @@ def cli() -> None:
     banger vm list / show / logs        what exists, in detail, its serial console
     banger vm stop / start / restart / delete
     """
-
-
-def memory_mib(value: str | None) -> int | None:
-    """``--memory 2048`` (MiB) or ``--memory 2G``."""
-    if value is None:
-        return None
-    from banger_core.config import parse_size
-
-    if value.strip().isdigit():
-        return int(value)
-    try:
-        return parse_size(value) // (1 << 20)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a memory size: use MiB (2048) or a size (2G)") from None
-
-
-def create_options(fn: Any) -> Any:
-    """The VM spec flags shared by `vm create` and `vm run`."""
-    options = [
-        click.option("--name", help="VM name (a DNS label); default: a generated adjective-noun."),
-        click.option("--image", help="Image to boot (default: config default_image, debian-bookworm)."),
-        click.option("--kernel", help="Kernel ref (default: the image's own)."),
-        click.option("--backend", help="VMM backend: firecracker, qemu (default: auto)."),
-        click.option("--network", help="Network backend: usernet, bridge (default: config network_backend)."),
-        click.option("--vcpu", "vcpus", type=click.IntRange(1, 64), help="Virtual CPUs."),
-        click.option("--memory", help="Memory: MiB (2048) or a size (2G)."),
-        click.option("--disk-size", help="Writable disk size, e.g. 16G."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def spec_body(**kw: Any) -> dict[str, Any]:
-    return {
-        "name": kw.get("name"),
-        "image": kw.get("image"),
-        "kernel": kw.get("kernel"),
-        "backend": kw.get("backend"),
-        "network": kw.get("network"),
-        "vcpus": kw.get("vcpus"),
-        "memory_mib": memory_mib(kw.get("memory")),
-        "disk_size": kw.get("disk_size"),
-    }
 
 
 def _mib(value: int) -> str:
