@@ -200,3 +200,21 @@ def test_tap_nic_inside_a_network_namespace(
     finally:
         qemu.kill(proc)
     assert not is_same_process(proc.pid, proc.start_time)
+
+
+def test_q35_fallback_boots_and_powers_off(plugin_context: PluginContext, guest_spec, serial_waiter, markers) -> None:
+    qemu = QemuDriver(dataclasses.replace(plugin_context, config={**plugin_context.config, "qemu_machine": "q35"}))
+    spec = guest_spec()
+    proc = qemu.launch(spec, RecordingProgress())
+    try:
+        serial_waiter(spec.serial_log, markers[0])
+        argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode().split("\0")
+        assert argv[argv.index("-M") + 1] == "q35"
+        assert "tsc_early_khz" not in argv[argv.index("-append") + 1]
+        with QmpClient(Path(proc.control_socket)) as qmp:
+            assert [b["inserted"]["ro"] for b in qmp.execute("query-block")] == [True, False, False]
+        qemu.stop(proc, timeout=60)
+        assert markers[1] in spec.serial_log.read_text(errors="replace")
+    finally:
+        qemu.kill(proc)
+    assert not is_same_process(proc.pid, proc.start_time)
