@@ -102,3 +102,13 @@ def test_doctor_rows(plugin_context: PluginContext, tmp_path: Path) -> None:
     old_jailer = fake_binary(tmp_path, "jailer", "v1.11.0")
     rows = _rows(context(plugin_context, "hardware", firecracker_bin=fc, use_jailer=True, jailer_bin=old_jailer))
     assert rows[-1] == ("jailer", "warn", f"jailer at {old_jailer} reports v1.11.0, Firecracker is v1.12.1")
+
+
+def test_launch_refuses_a_too_old_firecracker(plugin_context: PluginContext, tmp_path: Path, make_spec) -> None:
+    from banger_core.testing import RecordingProgress
+    from banger_firecracker.driver import FirecrackerLaunchError
+
+    old = fake_binary(tmp_path, "firecracker", "v1.4.1")
+    driver = FirecrackerDriver(context(plugin_context, "hardware", firecracker_bin=old))
+    with pytest.raises(FirecrackerLaunchError, match=r"reports v1\.4\.1; banger needs Firecracker v1\.5 or later$"):
+        driver.launch(make_spec(), RecordingProgress())

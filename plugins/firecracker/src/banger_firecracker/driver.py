@@ -81,6 +81,12 @@ class FirecrackerDriver(VmmDriver):
         binary = find_binary(self.ctx, "firecracker_bin", "firecracker")
         if binary is None:
             raise FirecrackerLaunchError("firecracker not found: install Firecracker's release or set firecracker_bin")
+        version = binary_version(binary)
+        if version is None or version[:2] < MIN_VERSION:
+            found = show(version) if version else "no version"
+            raise FirecrackerLaunchError(
+                f"{binary} reports {found}; banger needs Firecracker v{MIN_VERSION[0]}.{MIN_VERSION[1]} or later"
+            )
         if self.ctx.host.kvm != "hardware":
             progress.log(f"warning: {self.ctx.host.kvm_detail}")
         jail: Jail | None = None
