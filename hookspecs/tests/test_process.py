@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from banger_hookspecs import process
-from banger_hookspecs.process import is_same_process, read_proc_stat, signal_process, tail_lines, wait_gone
+from banger_hookspecs.process import (
+    format_log_tails,
+    is_same_process,
+    read_proc_stat,
+    remove_stale_socket,
+    signal_process,
+    tail_lines,
+    terminate,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -71,3 +81,48 @@ def test_tail_lines(tmp_path: Path) -> None:
     assert tail_lines(log, 0) == []
     assert tail_lines(tmp_path / "missing.log") == []
     assert len(tail_lines(log, 100000, max_bytes=40)) <= 10
+
+
+CHILD_SURVIVING_SIGTERM = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: print("got SIGTERM", flush=True))
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_terminate_escalates_to_sigkill_when_sigterm_is_ignored() -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD_SURVIVING_SIGTERM], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        stat = read_proc_stat(child.pid)
+        assert stat is not None
+        assert terminate(child.pid, stat.start_time, grace=0.5)
+        # It saw SIGTERM, survived it, and is gone all the same: SIGKILL followed.
+        assert child.stdout.read() == "got SIGTERM\n"
+        assert not is_same_process(child.pid, stat.start_time)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
+def test_format_log_tails(tmp_path: Path) -> None:
+    (tmp_path / "vmm.log").write_text("a\nb\nc\n")
+    (tmp_path / "empty.log").write_text("")
+    logs = {"VMM log": str(tmp_path / "vmm.log"), "serial console": str(tmp_path / "empty.log"), "none": None}
+    assert format_log_tails(logs, lines=2) == f"VMM log ({tmp_path}/vmm.log):\n  b\n  c"
+    assert format_log_tails({"x": str(tmp_path / "missing")}) == ""
+
+
+def test_remove_stale_socket_removes_only_sockets(tmp_path: Path) -> None:
+    sock_path = tmp_path / "vm.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+    regular = tmp_path / "not-a-socket"
+    regular.write_text("keep me")
+    remove_stale_socket(sock_path)
+    remove_stale_socket(regular)
+    remove_stale_socket(tmp_path / "missing.sock")
+    assert not sock_path.exists()
+    assert regular.read_text() == "keep me"

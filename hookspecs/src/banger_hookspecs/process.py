@@ -16,11 +16,27 @@ import contextlib
 import os
 import select
 import signal
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["ProcStat", "is_same_process", "read_proc_stat", "reap", "signal_process", "tail_lines", "wait_gone"]
+__all__ = [
+    "MAX_SOCKET_PATH",
+    "ProcStat",
+    "format_log_tails",
+    "is_same_process",
+    "read_proc_stat",
+    "reap",
+    "remove_stale_socket",
+    "signal_process",
+    "tail_lines",
+    "terminate",
+    "wait_gone",
+]
+
+#: Longest path a Unix socket address holds (``sun_path`` is 108 bytes with the NUL).
+MAX_SOCKET_PATH = 107
 
 
 class ProcStat:
@@ -126,6 +142,19 @@ def wait_gone(pid: int, start_time: int, timeout: float) -> bool:
     return not is_same_process(pid, start_time)
 
 
+def terminate(pid: int, start_time: int, grace: float = 5.0) -> bool:
+    """SIGTERM, then SIGKILL if the process is still there after ``grace`` seconds.
+
+    Returns:
+        True if the process is gone afterwards.
+    """
+    if signal_process(pid, start_time, signal.SIGTERM) and wait_gone(pid, start_time, grace):
+        return True
+    if signal_process(pid, start_time, signal.SIGKILL):
+        return wait_gone(pid, start_time, grace)
+    return not is_same_process(pid, start_time)
+
+
 def tail_lines(path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> list[str]:
     """The last ``lines`` non-empty lines of a log file (empty list if it is missing).
 
@@ -145,3 +174,28 @@ def tail_lines(path: Path, lines: int = 20, max_bytes: int = 64 * 1024) -> list[
     cleaned = ("".join(ch for ch in line if ch == "\t" or ch.isprintable()) for line in text.splitlines())
     kept = [line.rstrip() for line in cleaned if line.strip()]
     return kept[-lines:] if lines > 0 else []
+
+
+def format_log_tails(logs: Mapping[str, str | None], lines: int = 20) -> str:
+    """``TITLE (path):`` sections with each log's last lines, indented; empty logs are left out.
+
+    Args:
+        logs: title to path, in display order (``{"QEMU log": ..., "serial console": ...}``).
+        lines: lines per log.
+
+    Returns:
+        The sections joined by newlines, or ``""`` when every log is empty or missing.
+    """
+    sections = []
+    for title, path in logs.items():
+        tail = tail_lines(Path(path), lines) if path else []
+        if tail:
+            sections.append(f"{title} ({path}):\n" + "\n".join(f"  {line}" for line in tail))
+    return "\n".join(sections)
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Remove a socket file left by a VMM that is gone; anything that is not a socket is left alone."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            path.unlink()

@@ -23,7 +23,10 @@ FILES = GuestFiles(
 def test_calls_for_a_full_spec_are_exact(make_spec) -> None:
     spec = make_spec(nic=NicSpec(kind="tap", mac="52:54:00:aa:bb:cc", tap_name="bgr1"), vsock_cid=42, vcpus=3)
     assert configuration_calls(spec, FILES) == [
-        ("/logger", {"log_path": "/r/firecracker.log", "level": "Info", "show_level": True, "show_log_origin": False}),
+        (
+            "/logger",
+            {"log_path": "/r/firecracker.log", "level": "Warning", "show_level": True, "show_log_origin": False},
+        ),
         ("/machine-config", {"vcpu_count": 3, "mem_size_mib": 256, "smt": False}),
         (
             "/boot-source",

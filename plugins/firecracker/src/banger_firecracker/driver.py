@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -16,14 +14,21 @@ from banger_firecracker.jail import API_SOCKET_IN_JAIL, Jail, jailer_argv, prepa
 from banger_firecracker.payloads import GuestFiles, check_spec, configuration_calls
 from banger_firecracker.probe import MIN_VERSION, TESTED_SERIES, binary_version, find_binary, show
 from banger_hookspecs import Availability, PluginContext, Progress, VmmDriver, VmProcess, VmSpec
-from banger_hookspecs.process import is_same_process, read_proc_stat, signal_process, tail_lines, wait_gone
+from banger_hookspecs.process import (
+    MAX_SOCKET_PATH,
+    format_log_tails,
+    is_same_process,
+    read_proc_stat,
+    remove_stale_socket,
+    signal_process,
+    terminate,
+    wait_gone,
+)
 
 BACKEND = "firecracker"
 API_SOCKET = "fc.sock"
 LOG = "firecracker.log"
 VSOCK_SOCKET = "vsock.sock"
-#: Longest path a Unix socket address holds (sun_path is 108 bytes with the NUL).
-MAX_SOCKET_PATH = 107
 API_READY_TIMEOUT = 10.0
 TERM_GRACE = 5.0
 #: Above QEMU's best (hardware KVM): Firecracker boots faster and is banger's primary VMM.
@@ -123,7 +128,7 @@ class FirecrackerDriver(VmmDriver):
                     raise FirecrackerLaunchError(
                         f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes: use a shorter runtime_dir"
                     )
-                _remove_socket(path)
+                remove_stale_socket(path)
             progress.step("starting Firecracker" + (" in the jailer" if jail else ""))
             progress.log(" ".join(argv))
             with spec.serial_log.open("wb") as serial, log_path.open("ab") as log:
@@ -236,10 +241,7 @@ class FirecrackerDriver(VmmDriver):
                     proc.pid,
                     timeout,
                 )
-                if signal_process(proc.pid, proc.start_time, signal.SIGTERM) and not wait_gone(
-                    proc.pid, proc.start_time, TERM_GRACE
-                ):
-                    self.kill(proc)
+                terminate(proc.pid, proc.start_time, TERM_GRACE)
         self._finish(proc)
 
     def kill(self, proc: VmProcess) -> None:
@@ -256,7 +258,7 @@ class FirecrackerDriver(VmmDriver):
     def _cleanup_files(self, extra: Mapping[str, str]) -> None:
         for key in ("api_socket", "vsock_socket"):
             if extra.get(key):
-                _remove_socket(Path(extra[key]))
+                remove_stale_socket(Path(extra[key]))
         if extra.get("jail_dir"):
             remove_jail(Path(extra["jail_dir"]))
 
@@ -272,23 +274,8 @@ class FirecrackerDriver(VmmDriver):
                 del self._children[pid]
 
 
-def _remove_socket(path: Path) -> None:
-    """Remove a stale socket file; anything that is not a socket is left alone."""
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            path.unlink()
-
-
 def _format_tail(extra: Mapping[str, str], lines: int = 20) -> str:
-    sections = []
-    for key, title in (("log", "Firecracker log"), ("serial_log", "serial console")):
-        path = extra.get(key)
-        if not path:
-            continue
-        tail = tail_lines(Path(path), lines)
-        if tail:
-            sections.append(f"{title} ({path}):\n" + "\n".join(f"  {line}" for line in tail))
-    return "\n".join(sections)
+    return format_log_tails({"Firecracker log": extra.get("log"), "serial console": extra.get("serial_log")}, lines)
 
 
 def _failure(name: str, what: str, extra: Mapping[str, str]) -> str:

@@ -77,7 +77,8 @@ def configuration_calls(spec: VmSpec, files: GuestFiles) -> list[tuple[str, dict
     """
     check_spec(spec)
     calls: list[tuple[str, dict[str, Any]]] = [
-        ("/logger", {"log_path": files.log, "level": "Info", "show_level": True, "show_log_origin": False}),
+        # Warning: at Info Firecracker logs every API request, and the daemon polls GET / for the VM's life.
+        ("/logger", {"log_path": files.log, "level": "Warning", "show_level": True, "show_log_origin": False}),
         ("/machine-config", {"vcpu_count": spec.vcpus, "mem_size_mib": spec.memory_mib, "smt": False}),
         (
             "/boot-source",

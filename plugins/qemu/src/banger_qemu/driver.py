@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -13,7 +10,16 @@ from pathlib import Path
 from typing import cast
 
 from banger_hookspecs import Availability, PluginContext, Progress, VmmDriver, VmProcess, VmSpec
-from banger_hookspecs.process import is_same_process, read_proc_stat, signal_process, tail_lines, wait_gone
+from banger_hookspecs.process import (
+    MAX_SOCKET_PATH,
+    format_log_tails,
+    is_same_process,
+    read_proc_stat,
+    remove_stale_socket,
+    signal_process,
+    terminate,
+    wait_gone,
+)
 from banger_qemu.argv import Accel, Machine, QemuOptions, build_argv
 from banger_qemu.probe import find_binary, qemu_version
 from banger_qemu.qmp import QmpClient, QmpError
@@ -24,8 +30,6 @@ QEMU_LOG = "qemu.log"
 VHOST_VSOCK = Path("/dev/vhost-vsock")
 #: QMP run states in which the guest is gone even though QEMU still runs.
 DEAD_STATES = frozenset({"internal-error", "guest-panicked", "shutdown", "io-error"})
-#: Longest path a Unix socket address holds (sun_path is 108 bytes with the NUL).
-MAX_SOCKET_PATH = 107
 LAUNCH_TIMEOUT = 30.0
 #: How long QEMU gets to exit after SIGTERM before SIGKILL.
 TERM_GRACE = 5.0
@@ -109,7 +113,7 @@ class QemuDriver(VmmDriver):
         if spec.vsock_cid is not None and not opts.vsock:
             progress.log(f"{VHOST_VSOCK} is missing: the VM gets no vsock device")
         progress.log(" ".join(argv))
-        _remove_socket(opts.qmp_socket)
+        remove_stale_socket(opts.qmp_socket)
         log_path = spec.run_dir / QEMU_LOG
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
@@ -129,10 +133,12 @@ class QemuDriver(VmmDriver):
             self._wait_running(popen, opts.qmp_socket, spec)
             proc_stat = read_proc_stat(popen.pid)
             if proc_stat is None:
-                raise QemuLaunchError(self._failure(spec.name, "QEMU vanished right after starting", extra))
+                raise QemuLaunchError(_failure(spec.name, "QEMU vanished right after starting", extra))
         except BaseException:
-            self._terminate(popen.pid, None)
-            _remove_socket(opts.qmp_socket)
+            popen.kill()
+            popen.wait()
+            self._children.pop(popen.pid, None)
+            remove_stale_socket(opts.qmp_socket)
             raise
         return VmProcess(BACKEND, popen.pid, proc_stat.start_time, str(opts.qmp_socket), extra)
 
@@ -142,7 +148,7 @@ class QemuDriver(VmmDriver):
         while time.monotonic() < deadline:
             code = popen.poll()
             if code is not None:
-                raise QemuLaunchError(self._failure(spec.name, f"QEMU exited with status {code}", extra))
+                raise QemuLaunchError(_failure(spec.name, f"QEMU exited with status {code}", extra))
             try:
                 with QmpClient(qmp_socket) as qmp:
                     status = qmp.execute("query-status").get("status")
@@ -152,15 +158,10 @@ class QemuDriver(VmmDriver):
             if status == "running":
                 return
             if status in DEAD_STATES:
-                raise QemuLaunchError(self._failure(spec.name, f"the guest stopped at once ({status})", extra))
+                raise QemuLaunchError(_failure(spec.name, f"the guest stopped at once ({status})", extra))
             time.sleep(0.05)
         what = f"QEMU did not start the guest within {LAUNCH_TIMEOUT:.0f} s"
-        raise QemuLaunchError(self._failure(spec.name, what, extra))
-
-    @staticmethod
-    def _failure(name: str, what: str, extra: dict[str, str]) -> str:
-        tail = _format_tail(extra)
-        return f"VM {name} failed to start: {what}" + (f"\n{tail}" if tail else "")
+        raise QemuLaunchError(_failure(spec.name, what, extra))
 
     # ------------------------------------------------------------------ inspecting
 
@@ -196,7 +197,7 @@ class QemuDriver(VmmDriver):
                 self.ctx.logger.warning(
                     "QEMU pid %d: guest did not power off within %.0f s; terminating QEMU", proc.pid, timeout
                 )
-                self._terminate(proc.pid, proc.start_time)
+                terminate(proc.pid, proc.start_time, TERM_GRACE)
         self._cleanup(proc)
 
     def kill(self, proc: VmProcess) -> None:
@@ -205,28 +206,10 @@ class QemuDriver(VmmDriver):
             wait_gone(proc.pid, proc.start_time, TERM_GRACE)
         self._cleanup(proc)
 
-    def _terminate(self, pid: int, start_time: int | None) -> None:
-        """SIGTERM, then SIGKILL after :data:`TERM_GRACE`; ``start_time`` None = our fresh child."""
-        if start_time is None:
-            popen = self._children.get(pid)
-            if popen is None:
-                return
-            popen.terminate()
-            try:
-                popen.wait(TERM_GRACE)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait(TERM_GRACE)
-            self._children.pop(pid, None)
-            return
-        if signal_process(pid, start_time, signal.SIGTERM) and not wait_gone(pid, start_time, TERM_GRACE):
-            signal_process(pid, start_time, signal.SIGKILL)
-            wait_gone(pid, start_time, TERM_GRACE)
-
     def _cleanup(self, proc: VmProcess) -> None:
         self._poll_children()
         if not is_same_process(proc.pid, proc.start_time):
-            _remove_socket(Path(proc.control_socket))
+            remove_stale_socket(Path(proc.control_socket))
 
     def _poll_children(self) -> None:
         for pid, popen in list(self._children.items()):
@@ -234,21 +217,10 @@ class QemuDriver(VmmDriver):
                 del self._children[pid]
 
 
-def _remove_socket(path: Path) -> None:
-    """Remove a stale socket file; anything that is not a socket is left alone."""
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            path.unlink()
-
-
 def _format_tail(extra: Mapping[str, str], lines: int = 20) -> str:
-    """``QEMU log (path):`` and ``serial console (path):`` sections with their last lines."""
-    sections = []
-    for key, title in (("log", "QEMU log"), ("serial_log", "serial console")):
-        path = extra.get(key)
-        if not path:
-            continue
-        tail = tail_lines(Path(path), lines)
-        if tail:
-            sections.append(f"{title} ({path}):\n" + "\n".join(f"  {line}" for line in tail))
-    return "\n".join(sections)
+    return format_log_tails({"QEMU log": extra.get("log"), "serial console": extra.get("serial_log")}, lines)
+
+
+def _failure(name: str, what: str, extra: Mapping[str, str]) -> str:
+    tail = _format_tail(extra)
+    return f"VM {name} failed to start: {what}" + (f"\n{tail}" if tail else "")
