@@ -130,7 +130,7 @@ class QemuDriver(VmmDriver):
         self._children[popen.pid] = popen
         extra = {"log": str(log_path), "serial_log": str(spec.serial_log), "machine": opts.machine}
         try:
-            self._wait_running(popen, opts.qmp_socket, spec)
+            self._wait_running(popen, opts.qmp_socket, spec.name, extra)
             proc_stat = read_proc_stat(popen.pid)
             if proc_stat is None:
                 raise QemuLaunchError(_failure(spec.name, "QEMU vanished right after starting", extra))
@@ -142,13 +142,13 @@ class QemuDriver(VmmDriver):
             raise
         return VmProcess(BACKEND, popen.pid, proc_stat.start_time, str(opts.qmp_socket), extra)
 
-    def _wait_running(self, popen: subprocess.Popen[bytes], qmp_socket: Path, spec: VmSpec) -> None:
-        extra = {"log": str(spec.run_dir / QEMU_LOG), "serial_log": str(spec.serial_log)}
+    @staticmethod
+    def _wait_running(popen: subprocess.Popen[bytes], qmp_socket: Path, name: str, extra: Mapping[str, str]) -> None:
         deadline = time.monotonic() + LAUNCH_TIMEOUT
         while time.monotonic() < deadline:
             code = popen.poll()
             if code is not None:
-                raise QemuLaunchError(_failure(spec.name, f"QEMU exited with status {code}", extra))
+                raise QemuLaunchError(_failure(name, f"QEMU exited with status {code}", extra))
             try:
                 with QmpClient(qmp_socket) as qmp:
                     status = qmp.execute("query-status").get("status")
@@ -158,10 +158,10 @@ class QemuDriver(VmmDriver):
             if status == "running":
                 return
             if status in DEAD_STATES:
-                raise QemuLaunchError(_failure(spec.name, f"the guest stopped at once ({status})", extra))
+                raise QemuLaunchError(_failure(name, f"the guest stopped at once ({status})", extra))
             time.sleep(0.05)
         what = f"QEMU did not start the guest within {LAUNCH_TIMEOUT:.0f} s"
-        raise QemuLaunchError(_failure(spec.name, what, extra))
+        raise QemuLaunchError(_failure(name, what, extra))
 
     # ------------------------------------------------------------------ inspecting
 
