@@ -649,6 +649,13 @@ class VmmDriver(Protocol):
     def kill(self, proc: VmProcess) -> None:
         """Kill the VMM now and remove its sockets."""
 
+    def log_tail(self, proc: VmProcess, lines: int = 20) -> str:
+        """The last lines of the VMM's own log and of the serial console, for error messages.
+
+        The core calls it when :meth:`is_running` turns False unexpectedly, to
+        tell the user why the VM died. Empty when there is nothing to show.
+        """
+
 
 @dataclass(frozen=True)
 class VmmBackend:

@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
+import os
 from collections.abc import Iterable
 
-from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, PluginContext, hookimpl
-
-#: Oldest Firecracker with the API banger uses; newest minor series tested.
-MIN_VERSION = (1, 5)
-TESTED_SERIES = (1, 12)
+from banger_firecracker.probe import MIN_VERSION, TESTED_SERIES, binary_version, find_binary, show
+from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, PluginContext, VmmBackend, VmmDriver, hookimpl
 
 
-def find_binary(ctx: PluginContext, key: str, name: str) -> str | None:
-    configured = ctx.config.get(key)
-    return str(configured) if configured else shutil.which(name)
+def _make_driver(ctx: PluginContext) -> VmmDriver:
+    from banger_firecracker.driver import FirecrackerDriver  # httpx is imported only when a VM needs it
+
+    return FirecrackerDriver(ctx)
 
 
-def binary_version(binary: str) -> tuple[int, int, int] | None:
-    """``(1, 12, 1)`` from ``firecracker --version`` (``Firecracker v1.12.1``)."""
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"v(\d+)\.(\d+)\.(\d+)", out)
-    return (int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else None
+@hookimpl
+def banger_vmm_backends() -> Iterable[VmmBackend]:
+    return [
+        VmmBackend(
+            name="firecracker",
+            description="Firecracker microVMs configured through the API socket (needs hardware KVM)",
+            factory=_make_driver,
+        )
+    ]
 
 
 @hookimpl
@@ -54,12 +51,12 @@ def _check(ctx: PluginContext) -> Iterable[CheckResult]:
     if version is None:
         yield CheckResult("firecracker", "warn", f"{binary} does not report a version", hint="reinstall Firecracker")
         return
-    shown = "v" + ".".join(map(str, version))
+    shown = show(version)
     if version[:2] < MIN_VERSION:
         yield CheckResult(
             "firecracker",
             "warn",
-            f"Firecracker {shown} is older than v{MIN_VERSION[0]}.{MIN_VERSION[1]}",
+            f"Firecracker {shown} is older than v{MIN_VERSION[0]}.{MIN_VERSION[1]}: banger will not use it",
             hint="install a newer release",
         )
     elif version[:2] != TESTED_SERIES:
@@ -76,13 +73,37 @@ def _check(ctx: PluginContext) -> Iterable[CheckResult]:
             "firecracker-kvm", "info", "Firecracker needs hardware KVM, which this host lacks: auto picks QEMU"
         )
     if ctx.config.get("use_jailer"):
-        jailer = find_binary(ctx, "jailer_bin", "jailer")
+        yield from _jailer_rows(ctx, version)
+
+
+def _jailer_rows(ctx: PluginContext, firecracker_version: tuple[int, int, int]) -> Iterable[CheckResult]:
+    jailer = find_binary(ctx, "jailer_bin", "jailer")
+    if not jailer:
         yield CheckResult(
             "jailer",
-            "ok" if jailer else "fail",
-            f"jailer at {jailer}" if jailer else "use_jailer is set but jailer is not found",
-            hint=None if jailer else "install jailer from the same Firecracker release, or set use_jailer = false",
+            "fail",
+            "use_jailer is set but jailer is not found",
+            hint="install jailer from the same Firecracker release, or set use_jailer = false",
         )
+        return
+    jailer_version = binary_version(jailer)
+    if jailer_version != firecracker_version:
+        found = show(jailer_version) if jailer_version else "no version"
+        yield CheckResult(
+            "jailer",
+            "warn",
+            f"jailer at {jailer} reports {found}, Firecracker is {show(firecracker_version)}",
+            hint="install jailer and firecracker from the same release",
+        )
+    elif os.geteuid() != 0:
+        yield CheckResult(
+            "jailer",
+            "warn",
+            f"jailer {show(jailer_version)} found, but the jailer needs root and banger does not run as root",
+            hint="run bangerd as root, or set use_jailer = false",
+        )
+    else:
+        yield CheckResult("jailer", "ok", f"jailer {show(jailer_version)} at {jailer}")
 
 
 @hookimpl

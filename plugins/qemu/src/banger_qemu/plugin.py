@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 from collections.abc import Iterable
 
-from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, PluginContext, hookimpl
-
-DEFAULT_BINARY = "qemu-system-x86_64"
-
-
-def qemu_binary(ctx: PluginContext) -> str | None:
-    configured = ctx.config.get("qemu_bin")
-    if configured:
-        return str(configured)
-    return shutil.which(DEFAULT_BINARY)
+from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, PluginContext, VmmBackend, VmmDriver, hookimpl
+from banger_qemu.probe import find_binary, qemu_version
 
 
-def qemu_version(binary: str) -> str | None:
-    """``"7.2.19"`` from ``qemu-system-x86_64 --version``, or None if it does not run."""
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"version (\d+\.\d+(?:\.\d+)?)", out)
-    return match.group(1) if match else None
+def _make_driver(ctx: PluginContext) -> VmmDriver:
+    from banger_qemu.driver import QemuDriver  # imported only when a VM is launched or probed
+
+    return QemuDriver(ctx)
+
+
+@hookimpl
+def banger_vmm_backends() -> Iterable[VmmBackend]:
+    return [
+        VmmBackend(
+            name="qemu",
+            description="QEMU microvm (q35 optional): hardware KVM when present, TCG emulation otherwise",
+            factory=_make_driver,
+        )
+    ]
 
 
 @hookimpl
@@ -39,7 +35,7 @@ def banger_config_options() -> Iterable[ConfigOption]:
 
 
 def _check(ctx: PluginContext) -> Iterable[CheckResult]:
-    binary = qemu_binary(ctx)
+    binary = find_binary(ctx)
     version = qemu_version(binary) if binary else None
     if not binary or not version:
         yield CheckResult(

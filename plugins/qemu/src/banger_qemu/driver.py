@@ -1,0 +1,226 @@
+"""The ``qemu`` VMM driver: launch, inspect and stop ``qemu-system-x86_64`` processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import cast
+
+from banger_hookspecs import Availability, PluginContext, Progress, VmmDriver, VmProcess, VmSpec
+from banger_hookspecs.process import (
+    MAX_SOCKET_PATH,
+    format_log_tails,
+    is_same_process,
+    read_proc_stat,
+    remove_stale_socket,
+    signal_process,
+    terminate,
+    wait_gone,
+)
+from banger_qemu.argv import Accel, Machine, QemuOptions, build_argv
+from banger_qemu.probe import find_binary, qemu_version
+from banger_qemu.qmp import QmpClient, QmpError
+
+BACKEND = "qemu"
+QMP_SOCKET = "qmp.sock"
+QEMU_LOG = "qemu.log"
+VHOST_VSOCK = Path("/dev/vhost-vsock")
+#: QMP run states in which the guest is gone even though QEMU still runs.
+DEAD_STATES = frozenset({"internal-error", "guest-panicked", "shutdown", "io-error"})
+LAUNCH_TIMEOUT = 30.0
+#: How long QEMU gets to exit after SIGTERM before SIGKILL.
+TERM_GRACE = 5.0
+
+PREFERENCE_KVM = 50
+PREFERENCE_TCG = 10
+
+
+class QemuLaunchError(Exception):
+    """QEMU refused the configuration or exited before the guest ran."""
+
+
+def resolve_accel(config_value: str, kvm: str) -> Accel:
+    """``kvm`` only with hardware KVM (PVM-style software KVM cannot boot stock kernels), unless configured."""
+    if config_value in ("kvm", "tcg"):
+        return cast(Accel, config_value)
+    return "kvm" if kvm == "hardware" else "tcg"
+
+
+class QemuDriver(VmmDriver):
+    """Runs VMs as ``qemu-system-x86_64 -M microvm`` (or q35) processes, controlled over QMP."""
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+        self.machine = cast(Machine, ctx.config.get("qemu_machine") or "microvm")
+        self.accel = resolve_accel(str(ctx.config.get("qemu_accel") or "auto"), ctx.host.kvm)
+        # QEMU processes this driver started: polled so they never linger as zombies.
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ------------------------------------------------------------------ probing
+
+    def availability(self) -> Availability:
+        """Usable when the binary runs; preferred over TCG when hardware KVM is there."""
+        binary = find_binary(self.ctx)
+        if binary is None:
+            return Availability(False, 0, "qemu-system-x86_64 not found: apt-get install qemu-system-x86")
+        version = qemu_version(binary)
+        if version is None:
+            return Availability(False, 0, f"{binary} does not run (try `{binary} --version`)")
+        if self.accel == "kvm":
+            if self.ctx.host.kvm in ("absent", "unusable"):
+                return Availability(False, 0, f"qemu_accel = kvm but {self.ctx.host.kvm_detail}", version=version)
+            if self.ctx.host.kvm == "software":
+                return Availability(
+                    True, PREFERENCE_TCG, f"qemu_accel = kvm on software KVM: {self.ctx.host.kvm_detail}", version
+                )
+            return Availability(True, PREFERENCE_KVM, f"QEMU {version} with hardware KVM", version)
+        return Availability(True, PREFERENCE_TCG, f"QEMU {version} with TCG software emulation (slow)", version)
+
+    def options(self, spec: VmSpec) -> QemuOptions:
+        """Backend choices for ``spec`` on this host."""
+        binary = find_binary(self.ctx)
+        if binary is None:
+            raise QemuLaunchError("qemu-system-x86_64 not found: apt-get install qemu-system-x86 or set qemu_bin")
+        return QemuOptions(
+            binary=binary,
+            machine=self.machine,
+            accel=self.accel,
+            tsc_khz=self.ctx.host.tsc_khz,
+            vsock=VHOST_VSOCK.exists(),
+            qmp_socket=spec.run_dir / QMP_SOCKET,
+        )
+
+    # ------------------------------------------------------------------ launching
+
+    def launch(self, spec: VmSpec, progress: Progress) -> VmProcess:
+        """Start QEMU and return once QMP reports the guest running.
+
+        Raises:
+            QemuLaunchError: QEMU exited, refused an option, or never answered;
+                the message carries the tail of QEMU's log and the serial console.
+            ValueError: ``spec`` has a value QEMU must not see.
+        """
+        opts = self.options(spec)
+        if len(str(opts.qmp_socket)) > MAX_SOCKET_PATH:
+            raise QemuLaunchError(
+                f"run directory {spec.run_dir} is too long for a Unix socket path: use a shorter runtime_dir"
+            )
+        argv = build_argv(spec, opts)
+        progress.step(f"starting QEMU ({opts.machine}, {opts.accel.upper()})")
+        if spec.vsock_cid is not None and not opts.vsock:
+            progress.log(f"{VHOST_VSOCK} is missing: the VM gets no vsock device")
+        progress.log(" ".join(argv))
+        remove_stale_socket(opts.qmp_socket)
+        log_path = spec.run_dir / QEMU_LOG
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Own session: the VM survives the daemon and its terminal's signals.
+                start_new_session=True,
+                close_fds=True,
+                cwd=spec.run_dir,
+                umask=0o077,
+            )
+        self._children[popen.pid] = popen
+        extra = {"log": str(log_path), "serial_log": str(spec.serial_log), "machine": opts.machine}
+        try:
+            self._wait_running(popen, opts.qmp_socket, spec.name, extra)
+            proc_stat = read_proc_stat(popen.pid)
+            if proc_stat is None:
+                raise QemuLaunchError(_failure(spec.name, "QEMU vanished right after starting", extra))
+        except BaseException:
+            popen.kill()
+            popen.wait()
+            self._children.pop(popen.pid, None)
+            remove_stale_socket(opts.qmp_socket)
+            raise
+        return VmProcess(BACKEND, popen.pid, proc_stat.start_time, str(opts.qmp_socket), extra)
+
+    @staticmethod
+    def _wait_running(popen: subprocess.Popen[bytes], qmp_socket: Path, name: str, extra: Mapping[str, str]) -> None:
+        deadline = time.monotonic() + LAUNCH_TIMEOUT
+        while time.monotonic() < deadline:
+            code = popen.poll()
+            if code is not None:
+                raise QemuLaunchError(_failure(name, f"QEMU exited with status {code}", extra))
+            try:
+                with QmpClient(qmp_socket) as qmp:
+                    status = qmp.execute("query-status").get("status")
+            except QmpError:
+                time.sleep(0.05)
+                continue
+            if status == "running":
+                return
+            if status in DEAD_STATES:
+                raise QemuLaunchError(_failure(name, f"the guest stopped at once ({status})", extra))
+            time.sleep(0.05)
+        what = f"QEMU did not start the guest within {LAUNCH_TIMEOUT:.0f} s"
+        raise QemuLaunchError(_failure(name, what, extra))
+
+    # ------------------------------------------------------------------ inspecting
+
+    def is_running(self, proc: VmProcess) -> bool:
+        """Same process (pid + start time) and QMP answers with a live run state."""
+        self._poll_children()
+        if not is_same_process(proc.pid, proc.start_time):
+            return False
+        try:
+            with QmpClient(Path(proc.control_socket)) as qmp:
+                status = qmp.execute("query-status").get("status")
+        except QmpError:
+            return False
+        return status not in DEAD_STATES
+
+    def log_tail(self, proc: VmProcess, lines: int = 20) -> str:
+        """Tail of QEMU's own log and of the serial console."""
+        return _format_tail(proc.extra, lines)
+
+    # ------------------------------------------------------------------ stopping
+
+    def stop(self, proc: VmProcess, timeout: float) -> None:
+        """ACPI power button (``system_powerdown``), then SIGTERM/SIGKILL after ``timeout``."""
+        if is_same_process(proc.pid, proc.start_time):
+            try:
+                with QmpClient(Path(proc.control_socket)) as qmp:
+                    qmp.execute("system_powerdown")
+            except QmpError as exc:
+                self.ctx.logger.info("QMP system_powerdown failed for pid %d: %s", proc.pid, exc)
+            if wait_gone(proc.pid, proc.start_time, timeout):
+                self.ctx.logger.info("QEMU pid %d: guest powered off", proc.pid)
+            else:
+                self.ctx.logger.warning(
+                    "QEMU pid %d: guest did not power off within %.0f s; terminating QEMU", proc.pid, timeout
+                )
+                terminate(proc.pid, proc.start_time, TERM_GRACE)
+        self._cleanup(proc)
+
+    def kill(self, proc: VmProcess) -> None:
+        """SIGKILL now (if it is still the same process), then remove the QMP socket."""
+        if signal_process(proc.pid, proc.start_time, signal.SIGKILL):
+            wait_gone(proc.pid, proc.start_time, TERM_GRACE)
+        self._cleanup(proc)
+
+    def _cleanup(self, proc: VmProcess) -> None:
+        self._poll_children()
+        if not is_same_process(proc.pid, proc.start_time):
+            remove_stale_socket(Path(proc.control_socket))
+
+    def _poll_children(self) -> None:
+        for pid, popen in list(self._children.items()):
+            if popen.poll() is not None:
+                del self._children[pid]
+
+
+def _format_tail(extra: Mapping[str, str], lines: int = 20) -> str:
+    return format_log_tails({"QEMU log": extra.get("log"), "serial console": extra.get("serial_log")}, lines)
+
+
+def _failure(name: str, what: str, extra: Mapping[str, str]) -> str:
+    tail = _format_tail(extra)
+    return f"VM {name} failed to start: {what}" + (f"\n{tail}" if tail else "")

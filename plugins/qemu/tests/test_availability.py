@@ -1,0 +1,87 @@
+"""Unit tests: what the qemu backend reports for ``auto`` selection on each kind of host."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from banger_hookspecs import HostFacts, PluginContext
+from banger_qemu.driver import PREFERENCE_KVM, PREFERENCE_TCG, QemuDriver, resolve_accel
+from banger_qemu.plugin import banger_vmm_backends
+
+pytestmark = pytest.mark.unit
+
+
+def context(base: PluginContext, kvm: str, **config: object) -> PluginContext:
+    host = HostFacts(kvm=kvm, kvm_detail=f"kvm is {kvm}", tsc_khz=2_000_000, cpus=2, memory_mib=4096)  # type: ignore[arg-type]
+    return dataclasses.replace(base, host=host, config={**base.config, **config})
+
+
+@pytest.mark.parametrize(
+    ("kvm", "usable", "preference", "accel"),
+    [
+        ("hardware", True, PREFERENCE_KVM, "kvm"),
+        ("software", True, PREFERENCE_TCG, "tcg"),
+        ("unusable", True, PREFERENCE_TCG, "tcg"),
+        ("absent", True, PREFERENCE_TCG, "tcg"),
+    ],
+)
+def test_auto_accel_per_kvm_kind(
+    plugin_context: PluginContext, kvm: str, usable: bool, preference: int, accel: str
+) -> None:
+    driver = QemuDriver(context(plugin_context, kvm))
+    found = driver.availability()
+    assert (found.usable, found.preference, driver.accel) == (usable, preference, accel)
+    assert found.version is not None and found.version.startswith("7.")
+    assert ("hardware KVM" in found.reason) == (kvm == "hardware")
+
+
+def test_forced_kvm_is_unusable_without_kvm(plugin_context: PluginContext) -> None:
+    found = QemuDriver(context(plugin_context, "absent", qemu_accel="kvm")).availability()
+    assert not found.usable
+    assert found.reason == "qemu_accel = kvm but kvm is absent"
+
+
+def test_forced_kvm_on_software_kvm_says_so(plugin_context: PluginContext) -> None:
+    found = QemuDriver(context(plugin_context, "software", qemu_accel="kvm")).availability()
+    assert found.usable and found.preference == PREFERENCE_TCG
+    assert "software KVM" in found.reason
+
+
+def test_forced_tcg_on_hardware_kvm(plugin_context: PluginContext) -> None:
+    driver = QemuDriver(context(plugin_context, "hardware", qemu_accel="tcg"))
+    assert driver.accel == "tcg"
+    assert driver.availability().preference == PREFERENCE_TCG
+
+
+def test_missing_binary_is_unusable(
+    plugin_context: PluginContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    found = QemuDriver(context(plugin_context, "hardware")).availability()
+    assert (found.usable, found.preference, found.version) == (False, 0, None)
+    assert found.reason == "qemu-system-x86_64 not found: apt-get install qemu-system-x86"
+
+
+def test_configured_binary_that_does_not_run(plugin_context: PluginContext, tmp_path: Path) -> None:
+    found = QemuDriver(context(plugin_context, "hardware", qemu_bin=tmp_path / "qemu")).availability()
+    assert not found.usable
+    assert found.reason.startswith(f"{tmp_path}/qemu does not run")
+
+
+def test_resolve_accel() -> None:
+    assert [resolve_accel("auto", k) for k in ("hardware", "software", "unusable", "absent")] == [
+        "kvm",
+        "tcg",
+        "tcg",
+        "tcg",
+    ]
+    assert resolve_accel("kvm", "absent") == "kvm"
+
+
+def test_backend_registration_builds_the_driver(plugin_context: PluginContext) -> None:
+    (backend,) = banger_vmm_backends()
+    assert backend.name == "qemu"
+    assert isinstance(backend.factory(plugin_context), QemuDriver)
