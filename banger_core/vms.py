@@ -604,8 +604,7 @@ class VmService:
         while time.monotonic() < deadline:
             if checks % 4 == 0 and not vmm.is_running(proc):
                 raise OperationFailed(
-                    f"VM {vm.name}'s {vm.backend} process exited during boot; last serial lines: "
-                    f"{self.serial_tail(vm.id)}"
+                    f"VM {vm.name}'s {vm.backend} process exited during boot: {self._why_dead(vm, proc)}"
                 )
             checks += 1
             if self._marker_seen(serial) or banner_ready(attachment.ssh_host, attachment.ssh_port):
@@ -620,6 +619,16 @@ class VmService:
             f"VM {vm.name} did not become ssh-ready within {timeout:.0f} s "
             f"(raise ssh_ready_timeout if this host is slow); last serial lines: {self.serial_tail(vm.id)}"
         )
+
+    def _why_dead(self, vm: Vm, proc: VmProcess) -> str:
+        """The VMM's own account of its death (log + console tail), one line."""
+        try:
+            tail = str(self.rt.vmm(vm.backend).log_tail(proc, SERIAL_TAIL_LINES) or "")
+        except Exception as exc:  # a backend without a useful log must not hide the error itself
+            log.debug("log_tail of %s failed: %s", vm.name, exc)
+            tail = ""
+        lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+        return " | ".join(lines[-SERIAL_TAIL_LINES:]) if lines else f"last serial lines: {self.serial_tail(vm.id)}"
 
     @staticmethod
     def _marker_seen(serial: Path) -> bool:
@@ -772,7 +781,8 @@ class VmService:
                     continue
                 if self.rt.vmm(vm.backend).is_running(process_from_dict(handles["vmm"])):
                     continue
-                reason = "its VMM process exited (guest power-off or crash)"
+                proc = process_from_dict(handles["vmm"])
+                reason = f"its VMM process exited (guest power-off or crash): {self._why_dead(current, proc)}"
                 self._halt(current, NullProgress(), force=True, reason=reason)
                 gone.append(vm.name)
             except Exception:
