@@ -385,9 +385,11 @@ def load_recipe(recipe_dir: Path) -> Recipe:
 def recipe_dirs(extra: Sequence[Path] = ()) -> list[Path]:
     """Directories holding recipes: configured ones, then the packaged or checked-out ``images/golden``."""
     dirs = list(extra)
-    packaged = Path(__file__).parent / "golden"
-    checkout = Path(__file__).resolve().parents[4] / "images" / "golden"
-    dirs += [d for d in (packaged, checkout) if d.is_dir()]
+    here = Path(__file__).resolve()
+    packaged = here.parent / "golden"  # a wheel: force-included by pyproject.toml
+    # an editable checkout: <repo>/plugins/debootstrap/src/banger_debootstrap/recipe.py
+    checkout = here.parents[4] / "images" / "golden" if len(here.parents) > 4 else packaged
+    dirs += [d for d in dict.fromkeys((packaged, checkout)) if d.is_dir()]
     return dirs
 
 
