@@ -252,6 +252,7 @@ def kernel_cmdline(hostname: str, net: GuestNetConfig | None, extra: Sequence[st
     args = ["console=ttyS0", "panic=-1"]  # panic=-1: a dead guest reboots, which stops the VMM, never hangs
     if quiet:
         args += QUIET_ARGS
+    args.append("net.ifnames=0")  # eth0 stays eth0 even in images with udev
     args += [f"{boot.CMDLINE_PROTO}={boot.BOOT_PROTOCOL}", f"{boot.CMDLINE_HOSTNAME}={validate_hostname(hostname)}"]
     if net is not None:
         address = _ipv4(net.address, "guest address")

@@ -7,7 +7,14 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
-from banger_hookspecs import CheckResult, DoctorCheck, PluginContext, hookimpl
+from banger_hookspecs import (
+    CheckResult,
+    DoctorCheck,
+    KernelProvider,
+    KernelProviderDriver,
+    PluginContext,
+    hookimpl,
+)
 
 BUSYBOX = Path("/bin/busybox")
 PT_INTERP = 3
@@ -27,6 +34,24 @@ def is_static_elf(path: Path) -> bool:
     except OSError:
         return False
     return all(struct.unpack_from("<I", table, i * phentsize)[0] != PT_INTERP for i in range(phnum))
+
+
+def _make_provider(ctx: PluginContext) -> KernelProviderDriver:
+    from banger_debian.kernel import DebianKernelProvider  # lz4 and friends load only when used
+
+    return DebianKernelProvider(ctx)
+
+
+@hookimpl
+def banger_kernel_providers() -> Iterable[KernelProvider]:
+    return [
+        KernelProvider(
+            name="debian",
+            description="Debian's cloud kernel (apt) as ELF vmlinux plus banger's initramfs",
+            factory=_make_provider,
+            priority=60,  # after the catalog: a download of a ready kernel is faster
+        )
+    ]
 
 
 def _check(ctx: PluginContext) -> Iterable[CheckResult]:

@@ -1,0 +1,192 @@
+"""Recipe parsing, validation errors, switches, references and hashing."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from banger_debootstrap.recipe import RecipeError, find_recipe, load_recipe, parse_ref, recipe_dirs
+
+pytestmark = pytest.mark.unit
+
+GOLDEN = Path(__file__).resolve().parents[3] / "images" / "golden"
+
+MINIMAL = """\
+schema = 1
+name = "tiny"
+description = "a tiny image"
+suite = "bookworm"
+packages = ["openssh-server"]
+
+[options.extra]
+default = false
+description = "more"
+packages = ["jq"]
+
+[[files]]
+dest = "/etc/motd"
+src = "motd"
+
+[[files]]
+dest = "/etc/extra"
+content = "on\\n"
+when = "extra"
+
+[[steps]]
+action = "mask"
+units = ["getty@.service"]
+when = "!extra"
+"""
+
+
+def write_recipe(tmp_path: Path, text: str = MINIMAL, name: str = "tiny") -> Path:
+    recipe_dir = tmp_path / name
+    (recipe_dir / "files").mkdir(parents=True)
+    (recipe_dir / "files/motd").write_text("hello\n")
+    (recipe_dir / "recipe.toml").write_text(textwrap.dedent(text))
+    return recipe_dir
+
+
+def test_golden_recipe_is_valid() -> None:
+    recipe = load_recipe(GOLDEN / "debian-bookworm")
+    plan = recipe.plan()
+    assert plan.ref == "debian-bookworm"
+    assert plan.kernel_ref == "generic-6.1"
+    assert plan.options == {"lean-boot": True, "docker": False}
+    for package in ("systemd-sysv", "openssh-server", "git", "jq", "curl", "ca-certificates", "iproute2"):
+        assert package in plan.packages
+    for package in ("python3", "build-essential", "sudo", "less"):
+        assert package in plan.packages
+    dests = {f.dest: f for f in plan.files}
+    assert dests["/etc/machine-id"].content == b"" and dests["/etc/fstab"].content == b""
+    sshd = dests["/etc/ssh/sshd_config.d/banger.conf"].content.decode()
+    for line in (
+        "PermitRootLogin prohibit-password",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "AuthorizedKeysFile /root/.ssh/authorized_keys",
+        "StrictModes yes",
+    ):
+        assert line in sshd.splitlines()
+    masked = {u for s in plan.steps if s.action == "mask" for u in s.units}
+    assert {"getty-static.service", "e2scrub_reap.service"} <= masked
+    assert any("/etc/ssh/ssh_host_*" in s.paths for s in plan.steps if s.action == "remove")
+    assert plan.steps[-1].action == "remove" and "/etc/ssh/ssh_host_*" in plan.steps[-1].paths
+
+
+def test_golden_recipe_without_boot_trimming() -> None:
+    plan = load_recipe(GOLDEN / "debian-bookworm").plan({"lean-boot": False})
+    assert plan.ref == "debian-bookworm+no-lean-boot"
+    assert not [s for s in plan.steps if s.action == "mask"]
+    enabled = {u for s in plan.steps if s.action == "enable" for u in s.units}
+    assert "systemd-networkd-wait-online.service" in enabled
+    assert "/etc/ssh/sshd_config.d/banger-hostkey.conf" not in {f.dest for f in plan.files}
+
+
+def test_switches_select_files_steps_and_packages(tmp_path: Path) -> None:
+    recipe = load_recipe(write_recipe(tmp_path))
+    default = recipe.plan()
+    extra = recipe.plan({"extra": True})
+    assert default.ref == "tiny" and extra.ref == "tiny+extra"
+    assert default.packages == ("openssh-server",) and extra.packages == ("openssh-server", "jq")
+    assert [f.dest for f in default.files] == ["/etc/motd"]
+    assert [f.dest for f in extra.files] == ["/etc/motd", "/etc/extra"]
+    assert [s.action for s in default.steps] == ["mask"] and extra.steps == ()
+    assert default.recipe_hash() != extra.recipe_hash()
+    assert recipe.plan({"extra": False}).ref == "tiny"  # defaults are not spelled out
+    with pytest.raises(RecipeError, match="has no option 'nope'; it has: extra"):
+        recipe.plan({"nope": True})
+
+
+def test_hash_follows_file_contents(tmp_path: Path) -> None:
+    recipe_dir = write_recipe(tmp_path)
+    before = load_recipe(recipe_dir).plan().recipe_hash()
+    assert load_recipe(recipe_dir).plan().recipe_hash() == before
+    (recipe_dir / "files/motd").write_text("changed\n")
+    assert load_recipe(recipe_dir).plan().recipe_hash() != before
+
+
+def test_parse_ref() -> None:
+    assert parse_ref("debian-bookworm") == ("debian-bookworm", {})
+    assert parse_ref("debian-bookworm+docker+no-lean-boot") == (
+        "debian-bookworm",
+        {"docker": True, "lean-boot": False},
+    )
+    for bad in ("Debian", "../x", "x+", "x+Docker", "x+a+a", "docker.io/library/debian"):
+        with pytest.raises(RecipeError):
+            parse_ref(bad)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("schema = 1", "schema = 2"), "schema must be 1"),
+        (('name = "tiny"', 'name = "other"'), "must be a-z, 0-9, '-' and equal the directory name"),
+        (('suite = "bookworm"', 'suite = "Bookworm!"'), "is not a Debian suite name"),
+        (('packages = ["openssh-server"]', 'packages = ["openssh-server; rm -rf /"]'), "invalid entry"),
+        (('description = "a tiny image"', 'description = "x"\nbogus = 1'), "unknown key"),
+        (('dest = "/etc/motd"', 'dest = "etc/motd"'), "not an absolute guest path"),
+        (('dest = "/etc/motd"', 'dest = "/etc/../../motd"'), "no '..'"),
+        (('dest = "/etc/motd"', 'dest = "/etc/*"'), "wildcards"),
+        (('src = "motd"', 'src = "../recipe.toml"'), "relative path under files/"),
+        (('src = "motd"', 'src = "missing"'), "is not a regular file"),
+        (('src = "motd"', 'src = "motd"\ncontent = "x"'), "exactly one of 'src'"),
+        (('src = "motd"', 'src = "motd"\nmode = "4755"'), "setuid"),
+        (('src = "motd"', 'src = "motd"\nmode = "rw"'), "octal"),
+        (('when = "extra"', 'when = "missing"'), "unknown option 'missing'"),
+        (('action = "mask"', 'action = "shell"'), "unknown action 'shell'"),
+        (('units = ["getty@.service"]', "units = []"), "non-empty 'units'"),
+        (('units = ["getty@.service"]', 'units = ["getty; reboot"]'), "invalid entry"),
+        (("[options.extra]", "[options.no-extra]"), "may not start with 'no-'"),
+        (("default = false", 'default = "no"'), "'default' must be bool"),
+    ],
+)
+def test_validation_errors_name_file_and_field(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    old, new = change
+    assert old in MINIMAL
+    recipe_dir = write_recipe(tmp_path, MINIMAL.replace(old, new, 1))
+    with pytest.raises(RecipeError, match=message) as caught:
+        load_recipe(recipe_dir)
+    assert str(recipe_dir / "recipe.toml") in str(caught.value)
+
+
+def test_run_and_remove_steps_validate(tmp_path: Path) -> None:
+    good = MINIMAL + '\n[[steps]]\naction = "run"\nargv = ["passwd", "--lock", "root"]\n'
+    good += '\n[[steps]]\naction = "remove"\npaths = ["/var/log/*.log"]\n'
+    plan = load_recipe(write_recipe(tmp_path, good)).plan()
+    assert plan.steps[1].argv == ("passwd", "--lock", "root")
+    assert plan.steps[2].paths == ("/var/log/*.log",)
+    for extra, message in (
+        ('action = "run"\nargv = "rm -rf /"', "'argv' must be list"),
+        ('action = "run"\nargv = ["", "x"]', "naming a program first"),
+        ('action = "remove"\npaths = ["/"]', "not '/'"),
+        ('action = "remove"\npaths = []', "non-empty 'paths'"),
+        ('action = "symlink"\npath = "/etc/x"', "missing required key 'target'"),
+    ):
+        bad_dir = write_recipe(tmp_path / f"case{len(list(tmp_path.iterdir()))}", MINIMAL + f"\n[[steps]]\n{extra}\n")
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(bad_dir)
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(write_recipe(tmp_path, "schema = = 1"))
+
+
+def test_find_recipe_and_dirs(tmp_path: Path) -> None:
+    write_recipe(tmp_path)
+    dirs = recipe_dirs([tmp_path])
+    assert dirs[0] == tmp_path and GOLDEN in dirs
+    assert find_recipe("tiny", dirs) == tmp_path / "tiny"
+    assert find_recipe("debian-bookworm", dirs) == GOLDEN / "debian-bookworm"
+    assert find_recipe("missing", dirs) is None
+    assert find_recipe("../tiny", dirs) is None
+
+
+def test_recipe_dir_shadowing(tmp_path: Path) -> None:
+    shutil.copytree(GOLDEN / "debian-bookworm", tmp_path / "debian-bookworm")
+    assert find_recipe("debian-bookworm", recipe_dirs([tmp_path])) == tmp_path / "debian-bookworm"
