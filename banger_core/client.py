@@ -279,7 +279,10 @@ class Vms:
         body["start"] = True
         with self._c.raw_stream("/v1/vms", method="POST", json_body=body) as response:
             vm = None
-            for line in response.iter_lines():
+            # Keep a reference: an abandoned iterator is closed, and httpcore then
+            # closes the connection, which the daemon reads as "session over".
+            lines = response.iter_lines()
+            for line in lines:
                 if not line:
                     continue
                 event = json.loads(line)
@@ -294,6 +297,7 @@ class Vms:
             if vm is None:
                 raise OperationFailed("bangerd ended the stream without a result (see `banger daemon logs`)")
             yield vm
+            del lines
 
 
 class Images:

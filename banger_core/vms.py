@@ -93,6 +93,10 @@ class CreateRequest:
         return cls(**data)
 
 
+def _config_source(config: Any, key: str) -> str:
+    return "default" if config.sources.get(key) == "default" else "config"
+
+
 def vm_dict(vm: Vm, handles: dict[str, Any] | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": vm.id,
@@ -114,12 +118,15 @@ def vm_dict(vm: Vm, handles: dict[str, Any] | None = None) -> dict[str, Any]:
         "spec_sources": vm.spec_sources,
         "pid": None,
         "ssh": None,
+        "address": None,
     }
     if handles and vm.state in ("starting", "running", "stopping"):
         data["pid"] = handles.get("vmm", {}).get("pid")
         net = handles.get("net")
         if net:
             data["ssh"] = {"host": net["ssh_host"], "port": net["ssh_port"]}
+            # Where the guest is reachable: its own IP on a bridge, the forwarded port with usernet.
+            data["address"] = net.get("dns_address") or f"{net['ssh_host']}:{net['ssh_port']}"
     return data
 
 
@@ -335,8 +342,7 @@ class VmService:
         if req.image:
             values["image"], sources["image"] = validate_image_name(req.image), "flag"
         else:
-            values["image"] = config["default_image"]
-            sources["image"] = "config" if config.sources.get("default_image") != "default" else "default"
+            values["image"], sources["image"] = config["default_image"], _config_source(config, "default_image")
         image = None
         if not image_may_be_missing or self.store.has_image(values["image"]):
             image = self.store.get_image(values["image"])
@@ -355,7 +361,7 @@ class VmService:
             self.store.get_kernel(values["kernel"])
 
         network = req.network or config["network_backend"]
-        sources["network"] = "flag" if req.network else "config"
+        sources["network"] = "flag" if req.network else _config_source(config, "network_backend")
         self.rt.pm.provider("banger_network_backends", network, kind="network backend")
         values["network"] = network
 

@@ -38,9 +38,7 @@ def _gib(value: int) -> str:
 
 
 def _address(vm: dict[str, Any]) -> str:
-    if vm.get("ssh") and vm["network"] == "usernet":
-        return f"{vm['ssh']['host']}:{vm['ssh']['port']}"
-    return vm.get("guest_ip") or "-"
+    return str(vm.get("address") or "-")
 
 
 @cli.command(name="list")
@@ -93,6 +91,7 @@ def show(app: App, name: str, as_json: bool) -> None:
         ("vcpus", vm["vcpus"]),
         ("memory", _mib(vm["memory_mib"])),
         ("disk", _gib(vm["disk_size"])),
+        ("address", vm.get("address") or "-"),
         ("guest ip", vm["guest_ip"]),
         ("mac", vm["mac"]),
         ("ssh", f"{vm['ssh']['host']}:{vm['ssh']['port']}" if vm.get("ssh") else "-"),
