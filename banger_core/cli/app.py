@@ -102,6 +102,18 @@ class RootGroup(click.Group):
         except BangerError as exc:
             click.echo(f"banger: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug (ours or a plugin's): one line, the traceback on request
+            app = ctx.find_object(App)
+            if app is not None and app.verbose:
+                import traceback
+
+                click.echo(traceback.format_exc().rstrip(), err=True)
+            click.echo(
+                f"banger: error: internal error: {type(exc).__name__}: {exc} (run with -v for details)", err=True
+            )
+            ctx.exit(70)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*CORE_COMMANDS, *self.commands, *self._plugin_commands(ctx)})

@@ -15,6 +15,7 @@ from banger_core.cli.app import App
 from banger_core.cli.common import ProgressPrinter, get_client
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.errors import BangerError
+from banger_core.progress import EventProgress
 
 TOOLING_LOG = "/root/.cache/banger/vm-run-tooling-{repo}.log"
 MISE_FILES = (".mise.toml", "mise.toml", ".tool-versions")
@@ -34,7 +35,7 @@ def spec_line(plan: dict[str, Any]) -> str:
 
 def guest_workdir(guest_path: str | None, repo: Path) -> str:
     """``/root/<repo>`` by default; ``~/x`` means ``/root/x``; must be absolute and normalized."""
-    path = guest_path or f"/root/{repo.name}"
+    path = guest_path or f"/root/{repo.resolve().name}"
     if path == "~" or path.startswith("~/"):
         path = "/root" + path[1:]
     normalized = posixpath.normpath(path)
@@ -196,8 +197,7 @@ def _session(
     target = SshTarget(**client.vms.ssh_target(vm["name"]))
     if workspace is not None and workdir is not None:
         driver, plan = workspace
-        printer({"event": "step", "message": f"copying {len(plan.files)} files to {workdir}"})
-        driver.sync(plan, SshGuestShell(target), workdir, printer, incremental=False)
+        driver.sync(plan, SshGuestShell(target), workdir, EventProgress(printer), incremental=False)
         printer.done()
         if any(f in MISE_FILES for f in plan.files):
             _start_tooling(target, workdir, Path(plan.root).name)
@@ -256,6 +256,6 @@ def workspace_sync(
     workdir = guest_workdir(guest_path, path)
     target = SshTarget(**get_client(app).vms.ssh_target(name))
     printer = ProgressPrinter(app.verbose)
-    sent = driver.sync(plan, SshGuestShell(target), workdir, printer, incremental=True)
+    sent = driver.sync(plan, SshGuestShell(target), workdir, EventProgress(printer), incremental=True)
     printer.done()
     click.echo(f"{name}:{workdir}: {sent} of {len(plan.files)} files sent")
