@@ -131,7 +131,10 @@ def _configure(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # IMMEDIATE: take the write lock up front. A deferred transaction that reads
+    # and then writes fails at once with "database is locked" (not after the busy
+    # timeout) when another connection wrote in between; WAL readers still run.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine, migrations: Sequence[tuple[int, Sequence[str]]] = MIGRATIONS) -> list[int]:

@@ -98,3 +98,38 @@ def test_generated_names_avoid_taken_ones() -> None:
         name = generate_vm_name(taken.__contains__)
         assert validate_vm_name(name) and name not in taken
         taken.add(name)
+
+
+def test_concurrent_read_then_write_sessions_wait_instead_of_failing(tmp_path: Path) -> None:
+    """Two sessions that read then write at the same time: the second waits for the lock
+    (a deferred transaction would fail at once with "database is locked")."""
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from banger_core.state.models import Image
+
+    db = Database(tmp_path / "banger.db")
+    with db.session() as s:
+        s.add(Image(name="img", version="0", source="t", sha256="x", size=0, created_at=datetime.now(UTC)))
+    errors: list[BaseException] = []
+
+    def bump() -> None:
+        try:
+            with db.session() as s:
+                row = s.get(Image, "img")
+                assert row is not None
+                time.sleep(0.2)  # the other thread reads meanwhile
+                row.size += 1
+                s.add(row)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with db.session() as s:
+        assert s.get(Image, "img").size == 2  # type: ignore[union-attr]  # no lost update either
