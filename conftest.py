@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+#: Shared fixtures: a real daemon with the fake test plugin, and the e2e daemon with the real plugins.
+pytest_plugins = ["tests.support.daemon", "tests.support.e2e"]
+
 LAYERS = ("unit", "integration", "e2e")
 
 

@@ -8,7 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
-from tests.support.e2e import E2E, e2e, e2e_config_files, vmm_pids  # noqa: F401 -- fixtures
+from tests.support.e2e import E2E, vmm_pids
 
 
 def sha256(path: Path) -> str:

@@ -1,0 +1,202 @@
+"""`banger vm run` end to end: workspaces, commands and exit codes, --rm, interactive sessions, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.e2e import BIN, E2E
+
+MANIFEST = ".banger-sync-manifest"
+COUNT_FILES = f"find . \\( -type f -o -type l \\) ! -name {MANIFEST} | wc -l"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.email=e2e@banger", "-c", "user.name=e2e", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+@pytest.fixture
+def fixture_repo(tmp_path: Path) -> Path:
+    """A repo with awkward names, a symlink, an executable, an ignored and an untracked file, and a branch."""
+    repo = tmp_path / "fixture-repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "src").mkdir()
+    (repo / "src" / "main.py").write_text("print('hello')\n")
+    (repo / "with space.txt").write_text("space\n")
+    (repo / "ünïcode.txt").write_text("u\n")
+    (repo / "-leading-dash").write_text("dash\n")
+    (repo / "build.sh").write_text("#!/bin/sh\necho built\n")
+    (repo / "build.sh").chmod(0o755)
+    (repo / "link-to-main").symlink_to("src/main.py")
+    (repo / ".gitignore").write_text("*.log\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "main")
+    git(repo, "checkout", "-q", "-b", "other")
+    (repo / "only-on-other.txt").write_text("other branch\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "other")
+    git(repo, "checkout", "-q", "main")
+    (repo / "untracked.txt").write_text("not committed\n")
+    (repo / "noise.log").write_text("ignored\n")
+    return repo
+
+
+def tracked_count(repo: Path) -> int:
+    return len([f for f in git(repo, "ls-files", "-z").split("\0") if f])
+
+
+def test_workspace_files_modes_and_file_sync(e2e: E2E, fixture_repo: Path) -> None:
+    script = (
+        f"pwd; {COUNT_FILES}; test -e untracked.txt && echo untracked-present || echo untracked-absent; "
+        "test -e noise.log && echo ignored-present || echo ignored-absent; ./build.sh; readlink link-to-main; "
+        "stat -c %a build.sh; stat -c %a /root/.gitconfig; cat /root/.gitconfig"
+    )
+    result = e2e.banger("vm", "run", "--rm", str(fixture_repo), "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "/root/fixture-repo"
+    assert int(lines[1]) == tracked_count(fixture_repo)
+    assert lines[2:7] == ["untracked-absent", "ignored-absent", "built", "src/main.py", "755"]
+    assert lines[7] == "640" and "name = e2e" in result.stdout  # the file_sync entry, with its mode
+    assert result.stderr.splitlines()[0].startswith("spec: ")
+    assert e2e.vms() == []
+
+
+def test_include_untracked(e2e: E2E, fixture_repo: Path) -> None:
+    result = e2e.banger(
+        "vm",
+        "run",
+        "--rm",
+        "--include-untracked",
+        str(fixture_repo),
+        "--",
+        "sh",
+        "-c",
+        f"cat untracked.txt; {COUNT_FILES}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["not committed", str(tracked_count(fixture_repo) + 1)]
+
+
+def test_branch_ships_that_branch(e2e: E2E, fixture_repo: Path) -> None:
+    result = e2e.banger("vm", "run", "--rm", "--branch", "other", str(fixture_repo), "--", "cat", "only-on-other.txt")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "other branch\n"
+
+
+def test_dry_run_creates_nothing(e2e: E2E, fixture_repo: Path) -> None:
+    before = e2e.vms()
+    result = e2e.banger("vm", "run", "--dry-run", str(fixture_repo))
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == tracked_count(fixture_repo)
+    assert e2e.vms() == before
+
+
+def test_exit_code_propagates_and_rm_leaves_nothing(e2e: E2E) -> None:
+    result = e2e.banger("vm", "run", "--rm", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert result.returncode == 7
+    assert result.stdout == "out\n" and "err\n" in result.stderr
+    assert "deleted (--rm)" in result.stderr
+    assert e2e.vms() == []
+
+
+def test_interactive_session_under_a_real_terminal(e2e: E2E, tmp_path: Path) -> None:
+    if shutil.which("script") is None:
+        pytest.skip("script(1) from util-linux is needed for a pseudo-terminal")
+    transcript = tmp_path / "typescript"
+    command = f"{BIN / 'banger'} vm run --rm --name tty-check"
+    proc = subprocess.Popen(
+        ["script", "-q", "-f", "-c", command, str(transcript)],
+        env=e2e.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        e2e.wait_for(lambda: "tty-check is running" in _read(transcript), 600, "the VM")
+        assert proc.stdin is not None  # typed input waits in the terminal until the guest shell reads it
+        proc.stdin.write(b"tty; echo TERM=$TERM\n")
+        proc.stdin.flush()
+        e2e.wait_for(lambda: "/dev/pts/" in _read(transcript), 60, "tty output")
+        proc.stdin.write(b"exit\n")
+        proc.stdin.close()
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = _read(transcript)
+    assert "/dev/pts/" in text and "TERM=" in text
+    e2e.wait_for(lambda: e2e.vms() == [], 60, "the --rm VM to be deleted")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _run_in_background(e2e: E2E, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(BIN / "banger"), *args],
+        env=e2e.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, like a terminal job
+    )
+
+
+def _interrupt(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does to the foreground job
+
+
+def test_ctrl_c_during_a_command_with_rm_leaves_nothing(e2e: E2E) -> None:
+    proc = _run_in_background(e2e, "vm", "run", "--rm", "--name", "interrupted", "--", "sleep", "600")
+    try:
+        e2e.wait_for(lambda: any(v["state"] == "running" for v in e2e.vms()), 600, "the VM to run")
+        time.sleep(3)  # the command is running in the guest now
+        _interrupt(proc)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    e2e.wait_for(lambda: e2e.vms() == [], 60, "the --rm VM to be deleted")
+
+
+def test_ctrl_c_during_creation_cleans_up(e2e: E2E) -> None:
+    proc = _run_in_background(e2e, "vm", "run", "--name", "half-made", "--", "true")
+    try:
+        e2e.wait_for(lambda: any(v["name"] == "half-made" for v in e2e.vms()), 120, "the VM record")
+        _interrupt(proc)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    e2e.wait_for(lambda: e2e.vms() == [], 600, "the half-made VM to be cleaned up")
+    assert not any((e2e.state / "vms").iterdir())
+
+
+def test_killed_cli_does_not_leak_an_rm_vm(e2e: E2E) -> None:
+    proc = _run_in_background(e2e, "vm", "run", "--rm", "--name", "orphan", "--", "sleep", "600")
+    try:
+        e2e.wait_for(lambda: any(v["state"] == "running" for v in e2e.vms()), 600, "the VM to run")
+        os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: the daemon must
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    e2e.wait_for(lambda: e2e.vms() == [], 60, "the daemon to delete the orphaned --rm VM")

@@ -1,1 +1,0 @@
-from tests.support.daemon import daemon  # noqa: F401 -- fixture
