@@ -316,3 +316,47 @@ def test_image_and_kernel_export_write_bundles_the_catalog_reads(daemon: DaemonH
     kdest.mkdir()
     assert extract_bundle(kernel_out, "kernel", kdest, RecordingProgress(), "fake-kernel").kind == "kernel"
     assert (kdest / "vmlinux").read_bytes() == b"\x7fELF not a kernel"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('host = "/etc/hostname"\nguest = "~/hostname"', 'file_sync entry 1 (host "/etc/hostname"): '),
+        ('host = "~/escape"\nguest = "~/escape"', 'file_sync entry 1 (host "~/escape"): '),
+        ('host = "~/ok.txt"\nguest = "/etc/passwd"', 'file_sync entry 1 (host "~/ok.txt"): '),
+    ],
+)
+def test_bad_file_sync_entries_refuse_the_create(daemon: DaemonHarness, entry: str, message: str) -> None:
+    home = Path(daemon.env["HOME"])
+    (home / "ok.txt").write_text("fine\n")
+    (home / "escape").symlink_to("/etc/hostname")  # a top-level symlink leaving home
+    config = Path(daemon.env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    config.write_text(f'default_image = "fake-tiny"\n\n[[file_sync]]\n{entry}\n')
+    prepare(daemon)
+    result = banger(daemon, "vm", "create", "--name", "never", "--backend", "fakevmm", "--no-start")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"banger: error: {message}"), lines
+    assert daemon.client().vms.list() == []
+    assert not (daemon.state / "vms").exists() or not any((daemon.state / "vms").iterdir())
+
+
+def test_good_file_sync_entry_lands_on_the_work_disk(daemon: DaemonHarness) -> None:
+    home = Path(daemon.env["HOME"])
+    (home / "dot").mkdir()
+    (home / "dot" / "gitconfig").write_text("[user]\n")
+    config = Path(daemon.env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    config.write_text(
+        'default_image = "fake-tiny"\n\n[[file_sync]]\nhost = "~/dot/gitconfig"\nguest = "~/.gitconfig"\n'
+    )
+    prepare(daemon)
+    vm = daemon.client().vms.create(name="synced", backend="fakevmm", start=False)
+    work = daemon.state / "vms" / vm["id"] / "work.ext4"
+    listing = subprocess.run(
+        ["debugfs", "-R", "stat /.gitconfig", str(work)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Mode:  0600" in listing
+    keys = subprocess.run(
+        ["debugfs", "-R", "cat /.ssh/authorized_keys", str(work)], capture_output=True, text=True, check=True
+    ).stdout
+    assert keys.strip() == (daemon.state / "ssh" / "id_ed25519.pub").read_text().strip()
