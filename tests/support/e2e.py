@@ -45,12 +45,14 @@ class E2E(DaemonHarness):
     """A daemon environment plus helpers to drive the real CLI."""
 
     root: Path = field(default_factory=Path)
+    #: Wraps every CLI call, e.g. ``["ip", "netns", "exec", NAME]`` to run CLI and daemon in a namespace.
+    prefix: list[str] = field(default_factory=list)
 
     def banger(
         self, *args: str, check: bool = False, timeout: float = CLI_TIMEOUT, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(BIN / "banger"), *args],
+            [*self.prefix, str(BIN / "banger"), *args],
             env=self.env,
             capture_output=True,
             text=True,

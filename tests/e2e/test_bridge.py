@@ -1,0 +1,85 @@
+"""Bridge networking end to end, inside a network namespace this test creates and deletes.
+
+The daemon and the CLI run in the namespace (the daemon is started by the CLI,
+so it inherits it); the guest gets a tap on banger's bridge, an IP from the
+CIDR and a ``NAME.vm`` name served by banger's DNS server, which the
+namespace's resolver points at.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.netns import NetNamespace, temporary_netns
+from tests.support.e2e import E2E, GOLDEN, make_env
+
+BRIDGE_IP = "172.16.0.1"
+
+
+@pytest.fixture
+def bridged(tmp_path: Path) -> Iterator[tuple[E2E, NetNamespace]]:
+    with temporary_netns() as ns:
+        etc = Path("/etc/netns") / ns.name
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text(f"nameserver {BRIDGE_IP}\n")
+        env = make_env(tmp_path, 'network_backend = "bridge"\nssh_ready_timeout = 420\n')
+        harness = E2E(env=env, root=tmp_path, prefix=["ip", "netns", "exec", ns.name])
+        try:
+            harness.banger("image", "pull", GOLDEN, check=True, timeout=3600)
+            yield harness, ns
+        finally:
+            harness.cleanup()
+            shutil.rmtree(etc, ignore_errors=True)
+            shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)
+
+
+def dig(ns: NetNamespace, *args: str) -> str:
+    return ns.run(["dig", "+time=2", "+tries=2", f"@{BRIDGE_IP}", *args], check=False).stdout
+
+
+def links(ns: NetNamespace) -> str:
+    return ns.run(["ip", "-br", "link"]).stdout
+
+
+def test_vm_on_the_bridge_with_dns_and_ssh_config(bridged: tuple[E2E, NetNamespace]) -> None:
+    e2e, ns = bridged
+    e2e.banger("vm", "create", "--name", "web", check=True)
+    vm = e2e.vm("web")
+    ip = str(vm["guest_ip"])
+    assert vm["network"] == "bridge" and vm["address"] == ip
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("172.16.0.0/24") and ip != BRIDGE_IP
+    tap = "bgr" + str(vm["id"])[:12]
+    assert "banger0" in links(ns) and tap in links(ns)
+    assert ns.run(["nft", "list", "table", "ip", "banger"], check=False).returncode == 0
+
+    # ssh over the bridge; the guest has the address the host allocated.
+    assert e2e.ssh("web", "cat", "/etc/hostname").stdout == "web\n"
+    assert f"inet {ip}/24" in e2e.ssh("web", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+
+    # banger's DNS: the name while it runs, REFUSED for everything else.
+    assert dig(ns, "+short", "web.vm").strip() == ip
+    assert "status: REFUSED" in dig(ns, "example.com")
+    assert ns.run(["getent", "hosts", "web.vm"]).stdout.split()[0] == ip  # the namespace's resolver
+    ssh_config = Path(e2e.env["XDG_CONFIG_HOME"]) / "banger" / "ssh_config"
+    probe = ns.run(["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "web.vm", "hostname"], check=False)
+    assert probe.returncode == 0 and probe.stdout == "web\n", probe.stderr
+
+    # Stopped: the name is gone at once, and so is the tap.
+    e2e.banger("vm", "stop", "web", check=True)
+    assert "status: NXDOMAIN" in dig(ns, "web.vm")
+    assert tap not in links(ns)
+
+    # A second daemon start finds and reuses what exists.
+    e2e.stop()
+    assert e2e.banger("vm", "list", check=True).returncode == 0
+    assert links(ns).count("banger0") == 1
+    assert f"inet {BRIDGE_IP}/24" in ns.run(["ip", "-4", "-o", "addr", "show", "banger0"]).stdout
+    e2e.banger("vm", "start", "web", check=True)
+    assert dig(ns, "+short", "web.vm").strip() == ip
+    e2e.banger("vm", "delete", "--force", "web", check=True)
+    assert tap not in links(ns)
