@@ -608,19 +608,20 @@ class VmService:
         serial = self.serial_log(vm.id)
         checks = 0
         while time.monotonic() < deadline:
-            if checks % 4 == 0 and not vmm.is_running(proc):
+            # Poll briskly (a boot under KVM takes about a second), check the VMM every 2 s.
+            if checks % 10 == 0 and not vmm.is_running(proc):
                 raise OperationFailed(
                     f"VM {vm.name}'s {vm.backend} process exited during boot: {self._why_dead(vm, proc)}"
                 )
             checks += 1
-            if self._marker_seen(serial) or banner_ready(attachment.ssh_host, attachment.ssh_port):
+            if self._marker_seen(serial) or banner_ready(attachment.ssh_host, attachment.ssh_port, timeout=0.5):
                 probe = subprocess.run(
                     [*target.argv(connect_timeout=5), "true"], capture_output=True, timeout=30, check=False
                 )
                 if probe.returncode == 0:
                     return
                 log.debug("ssh probe of %s: %s", vm.name, probe.stderr.decode(errors="replace").strip())
-            time.sleep(0.5)
+            time.sleep(0.2)
         raise OperationFailed(
             f"VM {vm.name} did not become ssh-ready within {timeout:.0f} s "
             f"(raise ssh_ready_timeout if this host is slow); last serial lines: {self.serial_tail(vm.id)}"
