@@ -235,10 +235,18 @@ def workspace_cli() -> None:
 @click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
 @click.option("--include-untracked", is_flag=True, help="Also copy untracked files that git does not ignore.")
 @click.option("--branch", "ref", help="Ship this branch's (or ref's) tracked tree instead of the working tree.")
+@click.option("--full", is_flag=True, help="Send every file again instead of only the changed ones (no deletions).")
 @click.option("--dry-run", is_flag=True, help="Print the files that would be considered and stop.")
 @click.pass_obj
 def workspace_sync(
-    app: App, name: str, path: Path, guest_path: str | None, include_untracked: bool, ref: str | None, dry_run: bool
+    app: App,
+    name: str,
+    path: Path,
+    guest_path: str | None,
+    include_untracked: bool,
+    ref: str | None,
+    full: bool,
+    dry_run: bool,
 ) -> None:
     """Re-sync PATH into running VM NAME: only changed files are sent, deleted files are removed.
 
@@ -256,6 +264,6 @@ def workspace_sync(
     workdir = guest_workdir(guest_path, path)
     target = SshTarget(**get_client(app).vms.ssh_target(name))
     printer = ProgressPrinter(app.verbose)
-    sent = driver.sync(plan, SshGuestShell(target), workdir, EventProgress(printer), incremental=True)
+    sent = driver.sync(plan, SshGuestShell(target), workdir, EventProgress(printer), incremental=not full)
     printer.done()
     click.echo(f"{name}:{workdir}: {sent} of {len(plan.files)} files sent")
