@@ -56,7 +56,7 @@ def _busybox() -> Path:
 
 
 def assemble(deb: Path, dest: Path, progress: Progress) -> tuple[str, list[str]]:
-    """Unpack kernel package ``deb`` and write ``vmlinux``, ``initrd.img`` and ``config`` into ``dest``.
+    """Unpack kernel package ``deb`` and write ``vmlinux``, ``initrd`` and ``config`` into ``dest``.
 
     Returns:
         ``(kernel release, modules in load order)``.
@@ -94,7 +94,7 @@ def assemble(deb: Path, dest: Path, progress: Progress) -> tuple[str, list[str]]
         progress.log(f"vmlinux: {size} bytes")
         progress.step("building banger initramfs")
         initrd, modules = build_initramfs(module_dir, _busybox())
-        (dest / "initrd.img").write_bytes(initrd)
+        (dest / "initrd").write_bytes(initrd)
         progress.log(f"initramfs: {len(initrd)} bytes, modules {' '.join(modules)}")
         config = tree / "boot" / f"config-{release}"
         if config.exists():
@@ -113,7 +113,7 @@ class DebianKernelProvider:
         return ref in REFS
 
     def pull(self, ref: str, dest: Path, progress: Progress) -> KernelArtifact:
-        """Fetch the kernel package for ``ref`` and write vmlinux, initrd.img, config and manifest.json."""
+        """Fetch the kernel package for ``ref`` and write vmlinux, initrd, config and manifest.json."""
         if ref not in REFS:
             raise SourceUnavailable(f"the debian kernel provider has no kernel {ref!r}; it has {', '.join(REFS)}")
         if platform.machine() != "x86_64":
@@ -131,8 +131,9 @@ class DebianKernelProvider:
             )
         deb = fetcher.fetch(info)
         release, modules = assemble(deb, dest, progress)
-        sha = {name: sha256_file(dest / name) for name in ("vmlinux", "initrd.img")}
+        sha = {name: sha256_file(dest / name) for name in ("vmlinux", "initrd")}
         manifest = {
+            "kind": "kernel",
             "ref": ref,
             "version": release,
             "boot_protocol": boot.BOOT_PROTOCOL,
@@ -148,7 +149,7 @@ class DebianKernelProvider:
             ref=ref,
             version=release,
             vmlinux=dest / "vmlinux",
-            initrd=dest / "initrd.img",
+            initrd=dest / "initrd",
             boot_protocol=boot.BOOT_PROTOCOL,
             sha256=sha,
             metadata={k: manifest[k] for k in ("package", "package_version", "package_sha256", "modules", "built")},
