@@ -55,8 +55,10 @@ def _busybox() -> Path:
     raise SourceUnavailable("no static busybox found: install busybox-static")
 
 
-def assemble(deb: Path, dest: Path, progress: Progress) -> tuple[str, list[str]]:
+def assemble(deb: Path, dest: Path, progress: Progress, scratch: Path | None = None) -> tuple[str, list[str]]:
     """Unpack kernel package ``deb`` and write ``vmlinux``, ``initrd`` and ``config`` into ``dest``.
+
+    The package is unpacked in a temporary directory under ``scratch`` (default: the system's).
 
     Returns:
         ``(kernel release, modules in load order)``.
@@ -65,7 +67,7 @@ def assemble(deb: Path, dest: Path, progress: Progress) -> tuple[str, list[str]]
         KernelBuildError: the package holds no single kernel, or vmlinux extraction failed.
         MissingModuleError: the kernel lacks a module the initramfs needs.
     """
-    with tempfile.TemporaryDirectory(prefix="banger-kernel-", dir=dest.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="banger-kernel-", dir=scratch) as tmp:
         tree = Path(tmp)
         progress.step(f"unpacking {deb.name}")
         result = subprocess.run([DPKG_DEB, "-x", str(deb), str(tree)], capture_output=True, text=True, check=False)
@@ -119,7 +121,8 @@ class DebianKernelProvider:
         if platform.machine() != "x86_64":
             raise SourceUnavailable(f"Debian's cloud kernel is for x86_64 hosts, this one is {platform.machine()}")
         spec = REFS[ref]
-        fetcher = AptFetcher(self.ctx.plugin_dir("debian", cache=True), progress)
+        cache = self.ctx.plugin_dir("debian", cache=True)
+        fetcher = AptFetcher(cache, progress)
         progress.step(f"resolving {spec.metapackage}")
         meta = fetcher.show(spec.metapackage)
         package, version = kernel_dependency(meta)
@@ -130,7 +133,9 @@ class DebianKernelProvider:
                 f"kernel ref {ref} needs Debian 12 (bookworm) apt sources"
             )
         deb = fetcher.fetch(info)
-        release, modules = assemble(deb, dest, progress)
+        scratch = cache / "tmp"
+        scratch.mkdir(mode=0o700, exist_ok=True)
+        release, modules = assemble(deb, dest, progress, scratch)
         sha = {name: sha256_file(dest / name) for name in ("vmlinux", "initrd")}
         manifest = {
             "kind": "kernel",
