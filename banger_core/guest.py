@@ -141,7 +141,9 @@ def _mkfs(dest: Path, size: int, staging: Path, label: str) -> None:
             capture_output=True,
             timeout=120,
         )
-        os.replace(tmp, dest)
+        os.link(tmp, dest)  # unlike rename, never replaces a file that appeared meanwhile
+    except FileExistsError:
+        raise GuestSetupError(f"{dest} already exists: delete it first or pick another path") from None
     except FileNotFoundError as exc:
         if exc.filename == MKFS_EXT4:
             raise GuestSetupError(f"{MKFS_EXT4} not found: install e2fsprogs") from None

@@ -14,6 +14,7 @@ plugin is involved. ``bench/boot.py`` uses it too.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -236,6 +237,29 @@ class TcgVm:
             raise self._fail(f"ssh {shlex.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
         return result
 
+    def power_button(self) -> None:
+        """Press the ACPI power button through QMP (``system_powerdown``), as the qemu backend does."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(self.directory / "qmp"))
+            reader = sock.makefile("rb")
+            reader.readline()  # greeting
+            for command in ("qmp_capabilities", "system_powerdown"):
+                sock.sendall(json.dumps({"execute": command}).encode() + b"\n")
+                while True:  # skip asynchronous events until the command's answer
+                    answer = json.loads(reader.readline())
+                    if "return" in answer or "error" in answer:
+                        break
+                if "error" in answer:
+                    raise AssertionError(f"QMP {command} failed: {answer['error']}")
+
+    def wait_for_exit(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for QEMU to exit on its own; its exit code, or None."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout: float = 10) -> None:
         """Kill this VM's QEMU (our own child, by pid) and wait for it."""
         if self.process.poll() is None:
@@ -248,7 +272,14 @@ class TcgVm:
 
 
 def qemu_argv(
-    kernel: KernelArtifact, image: Path, overlay: Path, work: Path, cmdline: str, serial_log: Path, port: int
+    kernel: KernelArtifact,
+    image: Path,
+    overlay: Path,
+    work: Path,
+    cmdline: str,
+    serial_log: Path,
+    port: int,
+    qmp_socket: Path,
 ) -> list[str]:
     """QEMU microvm under TCG with the three protocol-v1 disks and a loopback ssh forward."""
     return [
@@ -276,6 +307,8 @@ def qemu_argv(
         cmdline,
         "-serial",
         f"file:{serial_log}",
+        "-qmp",
+        f"unix:{qmp_socket},server=on,wait=off",
         "-drive",
         f"id=image,file={image},format=raw,if=none,readonly=on",
         "-device",
@@ -328,7 +361,9 @@ def launch_tcg_vm(
     if mangle_cmdline is not None:  # tests of the initramfs's error paths
         cmdline = mangle_cmdline(cmdline)
     serial_log = directory / "serial.log"
-    argv = qemu_argv(kernel, image, directory / "overlay.ext4", directory / "work.ext4", cmdline, serial_log, port)
+    argv = qemu_argv(
+        kernel, image, directory / "overlay.ext4", directory / "work.ext4", cmdline, serial_log, port, directory / "qmp"
+    )
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return TcgVm(name, directory, port, identity, key, known_hosts, serial_log, process, time.monotonic(), argv)
 

@@ -133,6 +133,6 @@ def test_pull_from_the_real_package(plugin_context: PluginContext, kernel_deb: P
     assert artifact.initrd.read_bytes()[:2] == b"\x1f\x8b"
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["ref"] == "generic-6.1" and manifest["version"] == artifact.version
-    assert manifest["sha256"] == {name: sha256_file(dest / name) for name in ("vmlinux", "initrd.img")}
+    assert manifest["sha256"] == {name: sha256_file(dest / name) for name in ("vmlinux", "initrd")}
     assert manifest["package_sha256"] == sha256_file(kernel_deb)
-    assert sorted(os.listdir(dest)) == ["config", "initrd.img", "manifest.json", "vmlinux"]
+    assert sorted(os.listdir(dest)) == ["config", "initrd", "manifest.json", "vmlinux"]

@@ -80,7 +80,7 @@ def test_golden_recipe_is_valid() -> None:
 
 def test_golden_recipe_without_boot_trimming() -> None:
     plan = load_recipe(GOLDEN / "debian-bookworm").plan({"lean-boot": False})
-    assert plan.ref == "debian-bookworm+no-lean-boot"
+    assert plan.ref == "debian-bookworm.no-lean-boot"
     assert not [s for s in plan.steps if s.action == "mask"]
     enabled = {u for s in plan.steps if s.action == "enable" for u in s.units}
     assert "systemd-networkd-wait-online.service" in enabled
@@ -91,7 +91,7 @@ def test_switches_select_files_steps_and_packages(tmp_path: Path) -> None:
     recipe = load_recipe(write_recipe(tmp_path))
     default = recipe.plan()
     extra = recipe.plan({"extra": True})
-    assert default.ref == "tiny" and extra.ref == "tiny+extra"
+    assert default.ref == "tiny" and extra.ref == "tiny.extra"
     assert default.packages == ("openssh-server",) and extra.packages == ("openssh-server", "jq")
     assert [f.dest for f in default.files] == ["/etc/motd"]
     assert [f.dest for f in extra.files] == ["/etc/motd", "/etc/extra"]
@@ -112,11 +112,11 @@ def test_hash_follows_file_contents(tmp_path: Path) -> None:
 
 def test_parse_ref() -> None:
     assert parse_ref("debian-bookworm") == ("debian-bookworm", {})
-    assert parse_ref("debian-bookworm+docker+no-lean-boot") == (
+    assert parse_ref("debian-bookworm.docker.no-lean-boot") == (
         "debian-bookworm",
         {"docker": True, "lean-boot": False},
     )
-    for bad in ("Debian", "../x", "x+", "x+Docker", "x+a+a", "docker.io/library/debian"):
+    for bad in ("Debian", "../x", "x.", "x.Docker", "x.a.a", "x+a", "docker.io/library/debian"):
         with pytest.raises(RecipeError):
             parse_ref(bad)
 
@@ -165,7 +165,8 @@ def test_run_and_remove_steps_validate(tmp_path: Path) -> None:
         ('action = "run"\nargv = ["", "x"]', "naming a program first"),
         ('action = "remove"\npaths = ["/"]', "not '/'"),
         ('action = "remove"\npaths = []', "non-empty 'paths'"),
-        ('action = "symlink"\npath = "/etc/x"', "missing required key 'target'"),
+        ('action = "symlink"\npaths = ["/etc/x"]', "missing required key 'target'"),
+        ('action = "symlink"\npaths = []\ntarget = "/dev/null"', "non-empty 'paths'"),
     ):
         bad_dir = write_recipe(tmp_path / f"case{len(list(tmp_path.iterdir()))}", MINIMAL + f"\n[[steps]]\n{extra}\n")
         with pytest.raises(RecipeError, match=message):

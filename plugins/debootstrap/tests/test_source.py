@@ -41,7 +41,7 @@ def test_registration() -> None:
 @pytest.mark.unit
 def test_claims_names_that_have_a_recipe(context: PluginContext) -> None:
     source = DebootstrapSource(context)
-    assert source.claims("tiny") and source.claims("tiny+extra") and source.claims("debian-bookworm")
+    assert source.claims("tiny") and source.claims("tiny.extra") and source.claims("debian-bookworm")
     assert not source.claims("alpine") and not source.claims("docker.io/library/debian:12")
     assert not source.claims("../tiny")
     names = {listing.name: listing for listing in source.available()}
@@ -52,7 +52,7 @@ def test_claims_names_that_have_a_recipe(context: PluginContext) -> None:
 @pytest.mark.unit
 def test_unknown_option_is_a_recipe_error(context: PluginContext, tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="has no option 'docker'"):
-        DebootstrapSource(context).pull("tiny+docker", tmp_path, RecordingProgress())
+        DebootstrapSource(context).pull("tiny.docker", tmp_path, RecordingProgress())
 
 
 def seed_cache(source: DebootstrapSource, ref: str) -> tuple[Path, dict[str, object]]:
@@ -80,7 +80,7 @@ def test_cache_hit_is_a_hard_link_and_builds_nothing(
     context: PluginContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = DebootstrapSource(context)
-    entry, manifest = seed_cache(source, "tiny+extra")
+    entry, manifest = seed_cache(source, "tiny.extra")
 
     def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cached recipe must not be built again")
@@ -89,8 +89,8 @@ def test_cache_hit_is_a_hard_link_and_builds_nothing(
     dest = tmp_path / "dest"
     dest.mkdir()
     progress = RecordingProgress()
-    artifact = source.pull("tiny+extra", dest, progress)
-    assert artifact.name == "tiny+extra" and artifact.version == "bookworm-test"
+    artifact = source.pull("tiny.extra", dest, progress)
+    assert artifact.name == "tiny.extra" and artifact.version == "bookworm-test"
     assert artifact.rootfs == dest / "rootfs.ext4" and artifact.size == 8192 and artifact.sha256 == "ab" * 32
     assert artifact.metadata["recipe_hash"] == manifest["recipe_hash"]
     assert os.path.samefile(artifact.rootfs, entry / "rootfs.ext4")

@@ -33,6 +33,9 @@ INITRAMFS_MODULES = (
     "vsock",
     "vmw_vsock_virtio_transport_common",
     "vmw_vsock_virtio_transport",
+    # the VMM's ACPI power button (QEMU system_powerdown) reaches the image's acpid through these
+    "button",
+    "evdev",
 )
 
 #: busybox applets ``init.sh`` calls (linked in /bin; shell builtins need none).

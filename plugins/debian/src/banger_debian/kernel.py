@@ -55,8 +55,10 @@ def _busybox() -> Path:
     raise SourceUnavailable("no static busybox found: install busybox-static")
 
 
-def assemble(deb: Path, dest: Path, progress: Progress) -> tuple[str, list[str]]:
-    """Unpack kernel package ``deb`` and write ``vmlinux``, ``initrd.img`` and ``config`` into ``dest``.
+def assemble(deb: Path, dest: Path, progress: Progress, scratch: Path | None = None) -> tuple[str, list[str]]:
+    """Unpack kernel package ``deb`` and write ``vmlinux``, ``initrd`` and ``config`` into ``dest``.
+
+    The package is unpacked in a temporary directory under ``scratch`` (default: the system's).
 
     Returns:
         ``(kernel release, modules in load order)``.
@@ -65,7 +67,7 @@ def assemble(deb: Path, dest: Path, progress: Progress) -> tuple[str, list[str]]
         KernelBuildError: the package holds no single kernel, or vmlinux extraction failed.
         MissingModuleError: the kernel lacks a module the initramfs needs.
     """
-    with tempfile.TemporaryDirectory(prefix="banger-kernel-", dir=dest.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="banger-kernel-", dir=scratch) as tmp:
         tree = Path(tmp)
         progress.step(f"unpacking {deb.name}")
         result = subprocess.run([DPKG_DEB, "-x", str(deb), str(tree)], capture_output=True, text=True, check=False)
@@ -94,7 +96,7 @@ def assemble(deb: Path, dest: Path, progress: Progress) -> tuple[str, list[str]]
         progress.log(f"vmlinux: {size} bytes")
         progress.step("building banger initramfs")
         initrd, modules = build_initramfs(module_dir, _busybox())
-        (dest / "initrd.img").write_bytes(initrd)
+        (dest / "initrd").write_bytes(initrd)
         progress.log(f"initramfs: {len(initrd)} bytes, modules {' '.join(modules)}")
         config = tree / "boot" / f"config-{release}"
         if config.exists():
@@ -113,13 +115,14 @@ class DebianKernelProvider:
         return ref in REFS
 
     def pull(self, ref: str, dest: Path, progress: Progress) -> KernelArtifact:
-        """Fetch the kernel package for ``ref`` and write vmlinux, initrd.img, config and manifest.json."""
+        """Fetch the kernel package for ``ref`` and write vmlinux, initrd, config and manifest.json."""
         if ref not in REFS:
             raise SourceUnavailable(f"the debian kernel provider has no kernel {ref!r}; it has {', '.join(REFS)}")
         if platform.machine() != "x86_64":
             raise SourceUnavailable(f"Debian's cloud kernel is for x86_64 hosts, this one is {platform.machine()}")
         spec = REFS[ref]
-        fetcher = AptFetcher(self.ctx.plugin_dir("debian", cache=True), progress)
+        cache = self.ctx.plugin_dir("debian", cache=True)
+        fetcher = AptFetcher(cache, progress)
         progress.step(f"resolving {spec.metapackage}")
         meta = fetcher.show(spec.metapackage)
         package, version = kernel_dependency(meta)
@@ -130,9 +133,12 @@ class DebianKernelProvider:
                 f"kernel ref {ref} needs Debian 12 (bookworm) apt sources"
             )
         deb = fetcher.fetch(info)
-        release, modules = assemble(deb, dest, progress)
-        sha = {name: sha256_file(dest / name) for name in ("vmlinux", "initrd.img")}
+        scratch = cache / "tmp"
+        scratch.mkdir(mode=0o700, exist_ok=True)
+        release, modules = assemble(deb, dest, progress, scratch)
+        sha = {name: sha256_file(dest / name) for name in ("vmlinux", "initrd")}
         manifest = {
+            "kind": "kernel",
             "ref": ref,
             "version": release,
             "boot_protocol": boot.BOOT_PROTOCOL,
@@ -148,7 +154,7 @@ class DebianKernelProvider:
             ref=ref,
             version=release,
             vmlinux=dest / "vmlinux",
-            initrd=dest / "initrd.img",
+            initrd=dest / "initrd",
             boot_protocol=boot.BOOT_PROTOCOL,
             sha256=sha,
             metadata={k: manifest[k] for k in ("package", "package_version", "package_sha256", "modules", "built")},

@@ -170,12 +170,13 @@ def run_step(root: Path, step: Step, progress: Progress) -> None:
             for match in sorted(glob.glob(glob.escape(str(parent)) + "/" + Path(pattern).name)):
                 remove_tree(Path(match))
     elif step.action == "symlink":
-        parent = resolve_in_root(root, str(Path(step.path).parent))
-        parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        link = parent / Path(step.path).name
-        if link.is_symlink() or link.is_file():
-            link.unlink()
-        link.symlink_to(step.target)
+        for path in step.paths:
+            parent = resolve_in_root(root, str(Path(path).parent))
+            parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            link = parent / Path(path).name
+            if link.is_symlink() or link.is_file():
+                link.unlink()
+            link.symlink_to(step.target)
     else:  # the recipe loader admits no other action
         raise BuildError(f"unknown recipe action {step.action!r}")
 

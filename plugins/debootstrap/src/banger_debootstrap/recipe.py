@@ -3,7 +3,8 @@
 A recipe is data: the Debian suite and packages, files to drop in, and
 post-install steps from a small closed set of actions. Switches (``[options.X]``)
 turn parts on or off; an image reference picks them: ``debian-bookworm``
-(defaults), ``debian-bookworm+docker``, ``debian-bookworm+no-lean-boot``.
+(defaults), ``debian-bookworm.docker``, ``debian-bookworm.no-lean-boot``
+(``.`` joins switches: image names are ``a-z 0-9 . _ -`` in banger).
 See docs/images.md for the format.
 """
 
@@ -52,7 +53,6 @@ class Step:
     units: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     argv: tuple[str, ...] = ()
-    path: str = ""
     target: str = ""
 
 
@@ -94,7 +94,7 @@ class Plan:
             "packages": sorted(self.packages),
             "update_suites": self.update_suites,
             "files": [(f.dest, f.mode, hashlib.sha256(f.content).hexdigest()) for f in self.files],
-            "steps": [(s.action, s.units, s.paths, s.argv, s.path, s.target) for s in self.steps],
+            "steps": [(s.action, s.units, s.paths, s.argv, s.target) for s in self.steps],
             "headroom_mib": self.headroom_mib,
             "kernel_ref": self.kernel_ref,
         }
@@ -138,7 +138,7 @@ class Recipe:
             if values[name]:
                 packages += [p for p in option.packages if p not in packages]
         ref = self.name + "".join(
-            f"+{name}" if values[name] else f"+no-{name}"
+            f".{name}" if values[name] else f".no-{name}"
             for name, option in sorted(self.options.items())
             if values[name] != option.default
         )
@@ -160,8 +160,8 @@ class Recipe:
 
 
 def parse_ref(ref: str) -> tuple[str, dict[str, bool]]:
-    """``debian-bookworm+docker+no-lean-boot`` → ``("debian-bookworm", {"docker": True, "lean-boot": False})``."""
-    name, *switches = ref.split("+")
+    """``debian-bookworm.docker.no-lean-boot`` → ``("debian-bookworm", {"docker": True, "lean-boot": False})``."""
+    name, *switches = ref.split(".")
     if not NAME_RE.match(name):
         raise RecipeError(f"invalid image name {name!r}: use a-z, 0-9 and '-', starting with a letter")
     choices: dict[str, bool] = {}
@@ -170,7 +170,7 @@ def parse_ref(ref: str) -> tuple[str, dict[str, bool]]:
         option = switch if value else switch[3:]
         if not OPTION_RE.match(option) or option in choices:
             raise RecipeError(
-                f"invalid option {switch!r} in image reference {ref!r}: write NAME+option or NAME+no-option"
+                f"invalid option {switch!r} in image reference {ref!r}: write NAME.option or NAME.no-option"
             )
         choices[option] = value
     return name, choices
@@ -279,12 +279,14 @@ def _step(table: Mapping[str, Any], check: _Checker, where: str) -> Step:
         if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv) or not argv[0]:
             raise check.error(where, "run needs 'argv', a list of strings naming a program first (no shell)")
         return Step(action, argv=tuple(argv))
-    check.unknown(table, ("action", "path", "target", "when"), where)
-    path = guest_path(check.get(table, "path", str, where), check, where)
+    check.unknown(table, ("action", "paths", "target", "when"), where)
+    paths = tuple(guest_path(p, check, where) for p in check.get(table, "paths", list, where))
+    if not paths:
+        raise check.error(where, "symlink needs a non-empty 'paths' list")
     target = check.get(table, "target", str, where)
     if not target or "\0" in target:
         raise check.error(where, "symlink needs a non-empty 'target'")
-    return Step(action, path=path, target=target)
+    return Step(action, paths=paths, target=target)
 
 
 def load_recipe(recipe_dir: Path) -> Recipe:

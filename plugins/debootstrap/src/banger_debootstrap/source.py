@@ -60,8 +60,11 @@ class DebootstrapSource:
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
-        extra = ctx.config.get("debootstrap_recipe_dirs") or []
-        self.dirs = recipe_dirs([Path(os.path.expanduser(str(d))) for d in extra])
+        extra = [Path(os.path.expanduser(str(d))) for d in ctx.config.get("debootstrap_recipe_dirs") or []]
+        for directory in extra:
+            if not directory.is_absolute():
+                ctx.logger.warning("debootstrap_recipe_dirs: ignoring %s: use an absolute path", directory)
+        self.dirs = recipe_dirs([d for d in extra if d.is_absolute()])
 
     # -- lookup -----------------------------------------------------------
 
