@@ -38,4 +38,47 @@ def run_checks(pm: PluginManager, ctx: PluginContext) -> list[dict[str, Any]]:
                     "blocks_vm_run": result.blocks_vm_run,
                 }
             )
-    return rows
+    return rows + backend_rows(pm, ctx)
+
+
+def backend_rows(pm: PluginManager, ctx: PluginContext) -> list[dict[str, Any]]:
+    """Which VMM backend `vm run` will use, and why; a failing row when none can run VMs."""
+    usable: list[tuple[int, str, str]] = []
+    reasons: list[str] = []
+    for name, provided in sorted(pm.providers("banger_vmm_backends").items()):
+        try:
+            availability = provided.value.factory(ctx).availability()
+        except Exception as exc:
+            reasons.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        reasons.append(f"{name}: {availability.reason}")
+        if availability.usable:
+            usable.append((availability.preference, name, availability.reason))
+    configured = str(ctx.config.get("vmm_backend") or "auto")
+    row: dict[str, Any] = {"check": "backends", "plugin": "core", "name": "vmm-backend", "blocks_vm_run": False}
+    if configured != "auto":
+        chosen = [u for u in usable if u[1] == configured]
+        if chosen:
+            return [{**row, "status": "ok", "summary": f"vmm_backend = {configured}: {chosen[0][2]}", "hint": None}]
+        why = next((r for r in reasons if r.startswith(f"{configured}:")), f"{configured}: not installed")
+        return [
+            {
+                **row,
+                "status": "fail",
+                "summary": f"vmm_backend = {configured} cannot run VMs here ({why})",
+                "hint": 'set vmm_backend = "auto" in config.toml, or fix the backend',
+                "blocks_vm_run": True,
+            }
+        ]
+    if not usable:
+        return [
+            {
+                **row,
+                "status": "fail",
+                "summary": "no VMM backend can run VMs here: " + ("; ".join(reasons) or "none installed"),
+                "hint": "install QEMU (apt-get install qemu-system-x86) or Firecracker",
+                "blocks_vm_run": True,
+            }
+        ]
+    _, name, reason = max(usable)
+    return [{**row, "status": "ok", "summary": f"auto picks {name}: {reason}", "hint": None}]
