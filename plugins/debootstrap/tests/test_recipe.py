@@ -25,6 +25,7 @@ packages = ["openssh-server"]
 default = false
 description = "more"
 packages = ["jq"]
+late_packages = ["linux-image-cloud-amd64"]
 
 [[files]]
 dest = "/etc/motd"
@@ -87,12 +88,24 @@ def test_golden_recipe_without_boot_trimming() -> None:
     assert "/etc/ssh/sshd_config.d/banger-hostkey.conf" not in {f.dest for f in plan.files}
 
 
+def test_golden_recipe_docker_option() -> None:
+    plan = load_recipe(GOLDEN / "debian-bookworm").plan({"docker": True})
+    assert plan.ref == "debian-bookworm.docker"
+    assert {"docker.io", "apparmor"} <= set(plan.packages)
+    # the kernel's modules come from the package generic-6.1 resolves to after the updates
+    assert plan.late_packages == ("linux-image-cloud-amd64",)
+    removed = {p for s in plan.steps if s.action == "remove" for p in s.paths}
+    assert "/boot/vmlinuz-*" in removed and "/boot/initrd.img-*" in removed
+    assert load_recipe(GOLDEN / "debian-bookworm").plan().late_packages == ()
+
+
 def test_switches_select_files_steps_and_packages(tmp_path: Path) -> None:
     recipe = load_recipe(write_recipe(tmp_path))
     default = recipe.plan()
     extra = recipe.plan({"extra": True})
     assert default.ref == "tiny" and extra.ref == "tiny.extra"
     assert default.packages == ("openssh-server",) and extra.packages == ("openssh-server", "jq")
+    assert default.late_packages == () and extra.late_packages == ("linux-image-cloud-amd64",)
     assert [f.dest for f in default.files] == ["/etc/motd"]
     assert [f.dest for f in extra.files] == ["/etc/motd", "/etc/extra"]
     assert [s.action for s in default.steps] == ["mask"] and extra.steps == ()
