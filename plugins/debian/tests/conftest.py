@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import lzma
 import os
+import random
 import shutil
+import struct
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
+import lz4.block
 import pytest
 
 from banger_debian.apt import kernel_dependency, parse_show
+from banger_debian.moddep import module_name
+from banger_debian.vmlinux import LZ4_LEGACY_BLOCK, LZ4_LEGACY_MAGIC
 
 METAPACKAGE = "linux-image-cloud-amd64"
 
@@ -62,3 +69,62 @@ def kernel_tree(kernel_deb: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     (release,) = [p.name.removeprefix("vmlinuz-") for p in (tree / "boot").glob("vmlinuz-*")]
     subprocess.run(["/usr/sbin/depmod", "-b", str(tree), release], check=True)
     return tree
+
+
+# --------------------------------------------------------------------------
+# Synthetic kernels and module trees, shared by the test modules through the
+# ``synth`` fixture (test modules are not importable from each other).
+# --------------------------------------------------------------------------
+
+
+def make_elf(pvh: bool = True, padding: int = 0, noise: int = 0) -> bytes:
+    """A minimal 64-bit ELF with one PT_NOTE program header holding a Xen note (type 18 = PVH entry)."""
+    note_type = 18 if pvh else 17
+    note = struct.pack("<III", 4, 4, note_type) + b"Xen\0" + struct.pack("<I", 0x1000000)
+    phoff, phentsize = 64, 56
+    note_offset = phoff + phentsize
+    header = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+    header += struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, phoff, 0, 0, 64, phentsize, 1, 0, 0, 0)
+    program = struct.pack("<IIQQQQQQ", 4, 4, note_offset, 0, 0, len(note), len(note), 4)
+    return header + program + note + bytes(padding) + random.Random(7).randbytes(noise)
+
+
+def make_bzimage(payload: bytes, *, prefix: bytes = b"\x90" * 1000, suffix: bytes = b"\xcc" * 500) -> bytes:
+    """Wrap ``payload`` like the kernel build does: LZ4 legacy blocks, then the size, then more code."""
+    stream = bytearray(LZ4_LEGACY_MAGIC)
+    for start in range(0, len(payload), LZ4_LEGACY_BLOCK):
+        block = lz4.block.compress(payload[start : start + LZ4_LEGACY_BLOCK], store_size=False)
+        stream += struct.pack("<I", len(block)) + block
+    stream += struct.pack("<I", len(payload))
+    return prefix + bytes(stream) + suffix
+
+
+DEP = """\
+kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko \
+kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/fs/overlayfs/overlay.ko.xz:
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+"""
+
+
+def fake_module_tree(root: Path, modules_dep: str = DEP) -> Path:
+    """A /lib/modules/<release> dir whose .ko files hold their own names."""
+    module_dir = root / "lib/modules/6.1.0-test"
+    for line in modules_dep.splitlines():
+        path = line.split(":", 1)[0]
+        target = module_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        payload = f"module {module_name(path)}".encode()
+        target.write_bytes(lzma.compress(payload) if path.endswith(".xz") else payload)
+    (module_dir / "modules.dep").write_text(modules_dep)
+    return module_dir
+
+
+@pytest.fixture
+def synth() -> SimpleNamespace:
+    """Helpers that make synthetic ELF kernels, bzImages and module trees."""
+    return SimpleNamespace(make_elf=make_elf, make_bzimage=make_bzimage, DEP=DEP, fake_module_tree=fake_module_tree)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import lzma
 import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -44,20 +44,8 @@ def read_newc(archive: bytes) -> dict[str, Member]:
         members[name] = Member(fields[1], fields[2], fields[3], (fields[9], fields[10]), data)
 
 
-DEP = """\
-kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
-kernel/drivers/virtio/virtio_ring.ko:
-kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko \
-kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
-kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
-kernel/net/core/failover.ko:
-kernel/fs/overlayfs/overlay.ko.xz:
-kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
-"""
-
-
-def test_parse_and_order_follow_dependencies() -> None:
-    table = parse_modules_dep(DEP)
+def test_parse_and_order_follow_dependencies(synth: SimpleNamespace) -> None:
+    table = parse_modules_dep(synth.DEP)
     assert table["virtio_net"][1] == ["net_failover", "failover", "virtio", "virtio_ring"]
     order = [module_name(p) for p in load_order(["virtio_net", "virtio_blk", "overlay"], table)]
     assert order == ["virtio_ring", "virtio", "failover", "net_failover", "virtio_net", "virtio_blk", "overlay"]
@@ -66,8 +54,8 @@ def test_parse_and_order_follow_dependencies() -> None:
             assert order.index(dep) < index, f"{dep} must load before {name}"
 
 
-def test_builtin_modules_need_no_file() -> None:
-    table = parse_modules_dep(DEP)
+def test_builtin_modules_need_no_file(synth: SimpleNamespace) -> None:
+    table = parse_modules_dep(synth.DEP)
     assert [module_name(p) for p in load_order(["virtio_blk", "ext4"], table, builtin={"ext4"})] == [
         "virtio_ring",
         "virtio",
@@ -75,9 +63,9 @@ def test_builtin_modules_need_no_file() -> None:
     ]
 
 
-def test_missing_module_names_it() -> None:
+def test_missing_module_names_it(synth: SimpleNamespace) -> None:
     with pytest.raises(MissingModuleError, match="no module vsock"):
-        load_order(["overlay", "vsock"], parse_modules_dep(DEP))
+        load_order(["overlay", "vsock"], parse_modules_dep(synth.DEP))
 
 
 def test_missing_dependency_names_who_needs_it() -> None:
@@ -96,22 +84,9 @@ def test_missing_modules_dep_file(tmp_path: Path) -> None:
         resolve(tmp_path, ["overlay"])
 
 
-def fake_module_tree(root: Path, modules_dep: str = DEP) -> Path:
-    """A /lib/modules/<release> dir whose .ko files hold their own names."""
-    module_dir = root / "lib/modules/6.1.0-test"
-    for line in modules_dep.splitlines():
-        path = line.split(":", 1)[0]
-        target = module_dir / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        payload = f"module {module_name(path)}".encode()
-        target.write_bytes(lzma.compress(payload) if path.endswith(".xz") else payload)
-    (module_dir / "modules.dep").write_text(modules_dep)
-    return module_dir
-
-
 @pytest.mark.skipif(not BUSYBOX.exists(), reason="busybox-static is not installed (apt-get install busybox-static)")
-def test_archive_layout(tmp_path: Path) -> None:
-    module_dir = fake_module_tree(tmp_path)
+def test_archive_layout(tmp_path: Path, synth: SimpleNamespace) -> None:
+    module_dir = synth.fake_module_tree(tmp_path)
     archive, names = build_initramfs(module_dir, BUSYBOX, ("virtio_net", "virtio_blk", "overlay"))
     assert archive[:2] == b"\x1f\x8b"
     members = read_newc(gzip.decompress(archive))
@@ -136,16 +111,16 @@ def test_archive_layout(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not BUSYBOX.exists(), reason="busybox-static is not installed (apt-get install busybox-static)")
-def test_archive_unpacks_with_cpio(tmp_path: Path) -> None:
-    archive, _ = build_initramfs(fake_module_tree(tmp_path), BUSYBOX, ("overlay",))
+def test_archive_unpacks_with_cpio(tmp_path: Path, synth: SimpleNamespace) -> None:
+    archive, _ = build_initramfs(synth.fake_module_tree(tmp_path), BUSYBOX, ("overlay",))
     raw = gzip.decompress(archive)
     listing = subprocess.run(["cpio", "-it", "--quiet"], input=raw, capture_output=True, check=True)
     assert {"init", "dev/console", "bin/busybox", "lib/modules/00-overlay.ko"} <= set(listing.stdout.decode().split())
 
 
-def test_missing_module_fails_the_build(tmp_path: Path) -> None:
+def test_missing_module_fails_the_build(tmp_path: Path, synth: SimpleNamespace) -> None:
     with pytest.raises(MissingModuleError, match="no module virtio_mmio"):
-        build_initramfs(fake_module_tree(tmp_path), BUSYBOX)
+        build_initramfs(synth.fake_module_tree(tmp_path), BUSYBOX)
 
 
 def test_init_script_is_valid_shell() -> None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,9 +17,6 @@ from banger_debian.kernel import DebianKernelProvider, assemble
 from banger_debian.moddep import MissingModuleError
 from banger_debian.plugin import banger_kernel_providers
 from banger_hookspecs import PluginContext, boot
-
-from .test_initramfs import DEP, fake_module_tree
-from .test_vmlinux import make_bzimage, make_elf
 
 pytestmark = pytest.mark.unit
 
@@ -88,13 +86,13 @@ def test_claims_only_known_refs(plugin_context: PluginContext) -> None:
     assert not driver.claims("../generic-6.1")
 
 
-def make_kernel_deb(root: Path, modules_dep: str) -> Path:
+def make_kernel_deb(root: Path, modules_dep: str, synth: SimpleNamespace) -> Path:
     """A .deb laid out like Debian's kernel packages, with a synthetic bzImage and modules."""
     tree = root / "pkg"
     (tree / "boot").mkdir(parents=True)
-    (tree / "boot/vmlinuz-6.1.0-test").write_bytes(make_bzimage(make_elf(padding=4096)))
+    (tree / "boot/vmlinuz-6.1.0-test").write_bytes(synth.make_bzimage(synth.make_elf(padding=4096)))
     (tree / "boot/config-6.1.0-test").write_text("CONFIG_PVH=y\n")
-    module_dir = fake_module_tree(tree, modules_dep)
+    module_dir = synth.fake_module_tree(tree, modules_dep)
     (module_dir / "modules.dep").unlink()  # Debian ships none: depmod runs at install time
     (tree / "DEBIAN").mkdir()
     (tree / "DEBIAN/control").write_text(
@@ -105,10 +103,10 @@ def make_kernel_deb(root: Path, modules_dep: str) -> Path:
     return deb
 
 
-def test_kernel_package_missing_a_module_names_it(tmp_path: Path) -> None:
+def test_kernel_package_missing_a_module_names_it(tmp_path: Path, synth: SimpleNamespace) -> None:
     # Real .ko files are needed for depmod; the synthetic ones carry no dependency info,
     # so depmod writes every module with no dependencies; vsock & co. are missing.
-    deb = make_kernel_deb(tmp_path, DEP)
+    deb = make_kernel_deb(tmp_path, synth.DEP, synth)
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(MissingModuleError, match="no module virtio_mmio"):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import random
 import struct
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
-import lz4.block
 import pytest
 
 from banger_debian.vmlinux import (
@@ -22,37 +21,15 @@ from banger_debian.vmlinux import (
 pytestmark = pytest.mark.unit
 
 
-def make_elf(pvh: bool = True, padding: int = 0, noise: int = 0) -> bytes:
-    """A minimal 64-bit ELF with one PT_NOTE program header holding a Xen note (type 18 = PVH entry)."""
-    note_type = 18 if pvh else 17
-    note = struct.pack("<III", 4, 4, note_type) + b"Xen\0" + struct.pack("<I", 0x1000000)
-    phoff, phentsize = 64, 56
-    note_offset = phoff + phentsize
-    header = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
-    header += struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, phoff, 0, 0, 64, phentsize, 1, 0, 0, 0)
-    program = struct.pack("<IIQQQQQQ", 4, 4, note_offset, 0, 0, len(note), len(note), 4)
-    return header + program + note + bytes(padding) + random.Random(7).randbytes(noise)
+def test_extracts_a_multi_block_payload(synth: SimpleNamespace) -> None:
+    elf = synth.make_elf(padding=(LZ4_LEGACY_BLOCK * 2) + 12345)  # three blocks, the last one short
+    assert extract_vmlinux(synth.make_bzimage(elf)) == elf
 
 
-def make_bzimage(payload: bytes, *, prefix: bytes = b"\x90" * 1000, suffix: bytes = b"\xcc" * 500) -> bytes:
-    """Wrap ``payload`` like the kernel build does: LZ4 legacy blocks, then the size, then more code."""
-    stream = bytearray(LZ4_LEGACY_MAGIC)
-    for start in range(0, len(payload), LZ4_LEGACY_BLOCK):
-        block = lz4.block.compress(payload[start : start + LZ4_LEGACY_BLOCK], store_size=False)
-        stream += struct.pack("<I", len(block)) + block
-    stream += struct.pack("<I", len(payload))
-    return prefix + bytes(stream) + suffix
-
-
-def test_extracts_a_multi_block_payload() -> None:
-    elf = make_elf(padding=(LZ4_LEGACY_BLOCK * 2) + 12345)  # three blocks, the last one short
-    assert extract_vmlinux(make_bzimage(elf)) == elf
-
-
-def test_a_chance_magic_before_the_payload_is_skipped() -> None:
-    elf = make_elf(padding=4096)
+def test_a_chance_magic_before_the_payload_is_skipped(synth: SimpleNamespace) -> None:
+    elf = synth.make_elf(padding=4096)
     decoy = LZ4_LEGACY_MAGIC + struct.pack("<I", 7) + b"garbage"
-    assert extract_vmlinux(make_bzimage(elf, prefix=b"\x90" * 64 + decoy + b"\x90" * 64)) == elf
+    assert extract_vmlinux(synth.make_bzimage(elf, prefix=b"\x90" * 64 + decoy + b"\x90" * 64)) == elf
 
 
 def test_no_lz4_magic_is_a_clear_error() -> None:
@@ -60,42 +37,42 @@ def test_no_lz4_magic_is_a_clear_error() -> None:
         extract_vmlinux(b"MZ" + b"\0" * 4096)
 
 
-def test_truncated_payload_is_reported_as_truncated() -> None:
-    image = make_bzimage(make_elf(noise=100_000), suffix=b"")
+def test_truncated_payload_is_reported_as_truncated(synth: SimpleNamespace) -> None:
+    image = synth.make_bzimage(synth.make_elf(noise=100_000), suffix=b"")
     with pytest.raises(VmlinuxError, match="truncated"):
         extract_vmlinux(image[: len(image) // 2])
 
 
-def test_truncated_at_a_block_boundary_is_reported_as_truncated() -> None:
-    elf = make_elf(padding=LZ4_LEGACY_BLOCK + 10)
-    full = make_bzimage(elf, prefix=b"", suffix=b"")
+def test_truncated_at_a_block_boundary_is_reported_as_truncated(synth: SimpleNamespace) -> None:
+    elf = synth.make_elf(padding=LZ4_LEGACY_BLOCK + 10)
+    full = synth.make_bzimage(elf, prefix=b"", suffix=b"")
     (first_block_size,) = struct.unpack_from("<I", full, 4)
     with pytest.raises(VmlinuxError, match="truncated"):
         extract_vmlinux(full[: 8 + first_block_size])
 
 
-def test_wrong_declared_size_is_an_error() -> None:
-    elf = make_elf(padding=2 << 20)
-    image = bytearray(make_bzimage(elf, prefix=b"", suffix=b""))
+def test_wrong_declared_size_is_an_error(synth: SimpleNamespace) -> None:
+    elf = synth.make_elf(padding=2 << 20)
+    image = bytearray(synth.make_bzimage(elf, prefix=b"", suffix=b""))
     struct.pack_into("<I", image, len(image) - 4, len(elf) + 4096)
     with pytest.raises(VmlinuxError, match="declares"):
         extract_vmlinux(bytes(image))
 
 
-def test_payload_that_is_not_elf_is_refused() -> None:
+def test_payload_that_is_not_elf_is_refused(synth: SimpleNamespace) -> None:
     with pytest.raises(VmlinuxError, match="does not decompress to an ELF"):
-        extract_vmlinux(make_bzimage(b"not an elf" * 1000))
+        extract_vmlinux(synth.make_bzimage(b"not an elf" * 1000))
 
 
-def test_elf_without_pvh_note_is_refused() -> None:
+def test_elf_without_pvh_note_is_refused(synth: SimpleNamespace) -> None:
     with pytest.raises(VmlinuxError, match="PVH"):
-        extract_vmlinux(make_bzimage(make_elf(pvh=False, padding=1000)))
+        extract_vmlinux(synth.make_bzimage(synth.make_elf(pvh=False, padding=1000)))
 
 
-def test_has_pvh_note_rejects_garbage() -> None:
+def test_has_pvh_note_rejects_garbage(synth: SimpleNamespace) -> None:
     assert not has_pvh_note(b"")
     assert not has_pvh_note(b"\x7fELF" + b"\xff" * 60)
-    assert has_pvh_note(make_elf())
+    assert has_pvh_note(synth.make_elf())
 
 
 def test_real_debian_kernel(kernel_tree: Path, tmp_path: Path) -> None:

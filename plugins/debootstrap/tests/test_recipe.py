@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,41 +13,6 @@ from banger_debootstrap.recipe import RecipeError, find_recipe, load_recipe, par
 pytestmark = pytest.mark.unit
 
 GOLDEN = Path(__file__).resolve().parents[3] / "images" / "golden"
-
-MINIMAL = """\
-schema = 1
-name = "tiny"
-description = "a tiny image"
-suite = "bookworm"
-packages = ["openssh-server"]
-
-[options.extra]
-default = false
-description = "more"
-packages = ["jq"]
-
-[[files]]
-dest = "/etc/motd"
-src = "motd"
-
-[[files]]
-dest = "/etc/extra"
-content = "on\\n"
-when = "extra"
-
-[[steps]]
-action = "mask"
-units = ["getty@.service"]
-when = "!extra"
-"""
-
-
-def write_recipe(tmp_path: Path, text: str = MINIMAL, name: str = "tiny") -> Path:
-    recipe_dir = tmp_path / name
-    (recipe_dir / "files").mkdir(parents=True)
-    (recipe_dir / "files/motd").write_text("hello\n")
-    (recipe_dir / "recipe.toml").write_text(textwrap.dedent(text))
-    return recipe_dir
 
 
 def test_golden_recipe_is_valid() -> None:
@@ -87,12 +52,24 @@ def test_golden_recipe_without_boot_trimming() -> None:
     assert "/etc/ssh/sshd_config.d/banger-hostkey.conf" not in {f.dest for f in plan.files}
 
 
-def test_switches_select_files_steps_and_packages(tmp_path: Path) -> None:
-    recipe = load_recipe(write_recipe(tmp_path))
+def test_golden_recipe_docker_option() -> None:
+    plan = load_recipe(GOLDEN / "debian-bookworm").plan({"docker": True})
+    assert plan.ref == "debian-bookworm.docker"
+    assert {"docker.io", "apparmor"} <= set(plan.packages)
+    # the kernel's modules come from the package generic-6.1 resolves to after the updates
+    assert plan.late_packages == ("linux-image-cloud-amd64",)
+    removed = {p for s in plan.steps if s.action == "remove" for p in s.paths}
+    assert "/boot/vmlinuz-*" in removed and "/boot/initrd.img-*" in removed
+    assert load_recipe(GOLDEN / "debian-bookworm").plan().late_packages == ()
+
+
+def test_switches_select_files_steps_and_packages(tmp_path: Path, kit: SimpleNamespace) -> None:
+    recipe = load_recipe(kit.write_recipe(tmp_path))
     default = recipe.plan()
     extra = recipe.plan({"extra": True})
     assert default.ref == "tiny" and extra.ref == "tiny.extra"
     assert default.packages == ("openssh-server",) and extra.packages == ("openssh-server", "jq")
+    assert default.late_packages == () and extra.late_packages == ("linux-image-cloud-amd64",)
     assert [f.dest for f in default.files] == ["/etc/motd"]
     assert [f.dest for f in extra.files] == ["/etc/motd", "/etc/extra"]
     assert [s.action for s in default.steps] == ["mask"] and extra.steps == ()
@@ -102,8 +79,8 @@ def test_switches_select_files_steps_and_packages(tmp_path: Path) -> None:
         recipe.plan({"nope": True})
 
 
-def test_hash_follows_file_contents(tmp_path: Path) -> None:
-    recipe_dir = write_recipe(tmp_path)
+def test_hash_follows_file_contents(tmp_path: Path, kit: SimpleNamespace) -> None:
+    recipe_dir = kit.write_recipe(tmp_path)
     before = load_recipe(recipe_dir).plan().recipe_hash()
     assert load_recipe(recipe_dir).plan().recipe_hash() == before
     (recipe_dir / "files/motd").write_text("changed\n")
@@ -145,19 +122,21 @@ def test_parse_ref() -> None:
         (("default = false", 'default = "no"'), "'default' must be bool"),
     ],
 )
-def test_validation_errors_name_file_and_field(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+def test_validation_errors_name_file_and_field(
+    tmp_path: Path, change: tuple[str, str], message: str, kit: SimpleNamespace
+) -> None:
     old, new = change
-    assert old in MINIMAL
-    recipe_dir = write_recipe(tmp_path, MINIMAL.replace(old, new, 1))
+    assert old in kit.MINIMAL
+    recipe_dir = kit.write_recipe(tmp_path, kit.MINIMAL.replace(old, new, 1))
     with pytest.raises(RecipeError, match=message) as caught:
         load_recipe(recipe_dir)
     assert str(recipe_dir / "recipe.toml") in str(caught.value)
 
 
-def test_run_and_remove_steps_validate(tmp_path: Path) -> None:
-    good = MINIMAL + '\n[[steps]]\naction = "run"\nargv = ["passwd", "--lock", "root"]\n'
+def test_run_and_remove_steps_validate(tmp_path: Path, kit: SimpleNamespace) -> None:
+    good = kit.MINIMAL + '\n[[steps]]\naction = "run"\nargv = ["passwd", "--lock", "root"]\n'
     good += '\n[[steps]]\naction = "remove"\npaths = ["/var/log/*.log"]\n'
-    plan = load_recipe(write_recipe(tmp_path, good)).plan()
+    plan = load_recipe(kit.write_recipe(tmp_path, good)).plan()
     assert plan.steps[1].argv == ("passwd", "--lock", "root")
     assert plan.steps[2].paths == ("/var/log/*.log",)
     for extra, message in (
@@ -168,18 +147,20 @@ def test_run_and_remove_steps_validate(tmp_path: Path) -> None:
         ('action = "symlink"\npaths = ["/etc/x"]', "missing required key 'target'"),
         ('action = "symlink"\npaths = []\ntarget = "/dev/null"', "non-empty 'paths'"),
     ):
-        bad_dir = write_recipe(tmp_path / f"case{len(list(tmp_path.iterdir()))}", MINIMAL + f"\n[[steps]]\n{extra}\n")
+        bad_dir = kit.write_recipe(
+            tmp_path / f"case{len(list(tmp_path.iterdir()))}", kit.MINIMAL + f"\n[[steps]]\n{extra}\n"
+        )
         with pytest.raises(RecipeError, match=message):
             load_recipe(bad_dir)
 
 
-def test_not_toml(tmp_path: Path) -> None:
+def test_not_toml(tmp_path: Path, kit: SimpleNamespace) -> None:
     with pytest.raises(RecipeError, match="not valid TOML"):
-        load_recipe(write_recipe(tmp_path, "schema = = 1"))
+        load_recipe(kit.write_recipe(tmp_path, "schema = = 1"))
 
 
-def test_find_recipe_and_dirs(tmp_path: Path) -> None:
-    write_recipe(tmp_path)
+def test_find_recipe_and_dirs(tmp_path: Path, kit: SimpleNamespace) -> None:
+    kit.write_recipe(tmp_path)
     dirs = recipe_dirs([tmp_path])
     assert dirs[0] == tmp_path and GOLDEN in dirs
     assert find_recipe("tiny", dirs) == tmp_path / "tiny"

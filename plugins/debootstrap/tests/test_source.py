@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,13 +18,11 @@ from banger_debootstrap.recipe import RecipeError
 from banger_debootstrap.source import DebootstrapSource
 from banger_hookspecs import PluginContext, SourceUnavailable
 
-from .test_recipe import write_recipe
-
 
 @pytest.fixture
-def recipes(tmp_path: Path) -> Path:
+def recipes(tmp_path: Path, kit: SimpleNamespace) -> Path:
     directory = tmp_path / "recipes"
-    write_recipe(directory)
+    kit.write_recipe(directory)
     return directory
 
 

@@ -38,6 +38,8 @@ BUILD_ENV = {
     "HOME": "/root",
 }
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
+#: Build-time apt sources for the update suites (removed right after the updates).
+BUILD_SOURCES = "/etc/apt/sources.list.d/banger-build.list"
 DEBOOTSTRAP_TIMEOUT = 45 * 60
 STEP_TIMEOUT = 15 * 60
 
@@ -119,24 +121,30 @@ def debootstrap(plan: Plan, root: Path, mirror: str, cache_dir: Path, progress: 
 
 
 def apply_updates(plan: Plan, root: Path, mirrors: dict[str, str], progress: Progress) -> None:
-    """Upgrade the tree from ``plan.update_suites`` (security and point-release fixes)."""
-    if not mirrors:
+    """Upgrade the tree from ``plan.update_suites``, then install ``plan.late_packages``.
+
+    Late packages come from the updated suites: e.g. the kernel package whose
+    modules must match the kernel that ``generic-6.1`` resolves to today.
+    """
+    if not mirrors and not plan.late_packages:
         return
-    listing = root / "etc/apt/sources.list.d/banger-build.list"
-    lines = [f"deb {uri} {suite} {' '.join(plan.components)}\n" for suite, uri in mirrors.items()]
-    listing.write_text("".join(lines))
+    apt = ["apt-get", "-y", "-o", "Dpkg::Options::=--force-confold", "--no-install-recommends"]
+    if mirrors:
+        lines = [f"deb {uri} {suite} {' '.join(plan.components)}\n" for suite, uri in mirrors.items()]
+        write_file(root, BUILD_SOURCES, "".join(lines).encode(), 0o644)
     try:
         stream(chroot_argv(root, ["apt-get", "update"]), progress, timeout=STEP_TIMEOUT, what="apt-get update")
-        stream(
-            chroot_argv(
-                root, ["apt-get", "-y", "-o", "Dpkg::Options::=--force-confold", "--no-install-recommends", "upgrade"]
-            ),
-            progress,
-            timeout=STEP_TIMEOUT,
-            what="apt-get upgrade",
-        )
+        if mirrors:
+            stream(chroot_argv(root, [*apt, "upgrade"]), progress, timeout=STEP_TIMEOUT, what="apt-get upgrade")
+        if plan.late_packages:
+            stream(
+                chroot_argv(root, [*apt, "install", *plan.late_packages]),
+                progress,
+                timeout=STEP_TIMEOUT,
+                what=f"apt-get install {' '.join(plan.late_packages)}",
+            )
     finally:
-        listing.unlink(missing_ok=True)
+        resolve_in_root(root, BUILD_SOURCES).unlink(missing_ok=True)
 
 
 def write_file(root: Path, dest: str, content: bytes, mode: int) -> None:
@@ -256,8 +264,8 @@ def build_image(
         debootstrap(plan, root, mirror, deb_cache, progress)
         # Package scripts must not start services on the build host while we work in the tree.
         write_file(root, POLICY_RC_D, b"#!/bin/sh\nexit 101\n", 0o755)
-        if update_mirrors:
-            progress.step(f"applying updates from {', '.join(update_mirrors)}")
+        if update_mirrors or plan.late_packages:
+            progress.step(f"applying updates from {', '.join(update_mirrors) or 'the release'}")
             apply_updates(plan, root, update_mirrors, progress)
         progress.step(f"applying recipe {plan.ref}")
         for spec in plan.files:

@@ -64,6 +64,7 @@ class Option:
     default: bool
     description: str
     packages: tuple[str, ...] = ()
+    late_packages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Plan:
     variant: str
     components: tuple[str, ...]
     packages: tuple[str, ...]
+    late_packages: tuple[str, ...]
     update_suites: tuple[str, ...]
     files: tuple[FileSpec, ...]
     steps: tuple[Step, ...]
@@ -92,6 +94,7 @@ class Plan:
             "variant": self.variant,
             "components": self.components,
             "packages": sorted(self.packages),
+            "late_packages": self.late_packages,
             "update_suites": self.update_suites,
             "files": [(f.dest, f.mode, hashlib.sha256(f.content).hexdigest()) for f in self.files],
             "steps": [(s.action, s.units, s.paths, s.argv, s.target) for s in self.steps],
@@ -112,6 +115,7 @@ class Recipe:
     variant: str
     components: tuple[str, ...]
     packages: tuple[str, ...]
+    late_packages: tuple[str, ...]
     update_suites: tuple[str, ...]
     headroom_mib: int
     options: Mapping[str, Option]
@@ -134,9 +138,11 @@ class Recipe:
             return not values[when[1:]] if when.startswith("!") else values[when]
 
         packages = list(self.packages)
+        late = list(self.late_packages)
         for name, option in self.options.items():
             if values[name]:
                 packages += [p for p in option.packages if p not in packages]
+                late += [p for p in option.late_packages if p not in late]
         ref = self.name + "".join(
             f".{name}" if values[name] else f".no-{name}"
             for name, option in sorted(self.options.items())
@@ -151,6 +157,7 @@ class Recipe:
             variant=self.variant,
             components=self.components,
             packages=tuple(packages),
+            late_packages=tuple(late),
             update_suites=self.update_suites,
             files=tuple(spec for spec, when in self.files if active(when)),
             steps=tuple(step for step, when in self.steps if active(when)),
@@ -314,6 +321,7 @@ def load_recipe(recipe_dir: Path) -> Recipe:
             "variant",
             "components",
             "packages",
+            "late_packages",
             "update_suites",
             "headroom_mib",
             "options",
@@ -345,12 +353,13 @@ def load_recipe(recipe_dir: Path) -> Recipe:
             raise check.error(where, "option names are a-z, 0-9, '-' and may not start with 'no-'")
         if not isinstance(table, dict):
             raise check.error(where, "must be a table")
-        check.unknown(table, ("default", "description", "packages"), where)
+        check.unknown(table, ("default", "description", "packages", "late_packages"), where)
         options[option_name] = Option(
             option_name,
             check.get(table, "default", bool, where),
             check.get(table, "description", str, where),
             check.strings(table, "packages", where, PACKAGE_RE),
+            check.strings(table, "late_packages", where, PACKAGE_RE),
         )
 
     files_dir = recipe_dir / "files"
@@ -375,6 +384,7 @@ def load_recipe(recipe_dir: Path) -> Recipe:
         variant=variant,
         components=check.strings(data, "components", "top level", SUITE_RE) or ("main",),
         packages=check.strings(data, "packages", "top level", PACKAGE_RE),
+        late_packages=check.strings(data, "late_packages", "top level", PACKAGE_RE),
         update_suites=check.strings(data, "update_suites", "top level", SUITE_RE),
         headroom_mib=headroom,
         options=options,
