@@ -65,6 +65,10 @@ class SshTarget:
             f"ConnectTimeout={connect_timeout}",
             "-o",
             "ServerAliveInterval=15",
+            # Prefer plain curve25519 over OpenSSH 9's post-quantum hybrid default:
+            # ~0.2 s less per connection under software emulation, still modern.
+            "-o",
+            "KexAlgorithms=^curve25519-sha256",
             "-o",
             "LogLevel=ERROR",
         ]
