@@ -360,3 +360,20 @@ def test_good_file_sync_entry_lands_on_the_work_disk(daemon: DaemonHarness) -> N
         ["debugfs", "-R", "cat /.ssh/authorized_keys", str(work)], capture_output=True, text=True, check=True
     ).stdout
     assert keys.strip() == (daemon.state / "ssh" / "id_ed25519.pub").read_text().strip()
+
+
+def test_rm_vm_that_never_became_ready_is_kept_for_inspection(daemon: DaemonHarness) -> None:
+    config = Path(daemon.env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    config.write_text('default_image = "fake-tiny"\nssh_ready_timeout = 2\n')
+    prepare(daemon)
+    result = banger(daemon, "vm", "run", "--rm", "--name", "sulky", "--backend", "fakevmm", "--", "true")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("banger: error: VM sulky did not become ssh-ready within 2 s")
+    assert last.endswith("-- VM sulky was kept for inspection: `banger vm logs sulky`, then `banger vm delete sulky`")
+    vm = daemon.client().vms.get("sulky")
+    assert vm["state"] == "error" and "did not become ssh-ready" in vm["last_error"]
+    assert vm["pid"] is None  # its VMM was stopped; the disks stay for inspection
+    assert (daemon.state / "vms" / vm["id"] / "overlay.ext4").exists()
+    assert banger(daemon, "vm", "logs", "sulky").returncode == 0
+    banger(daemon, "vm", "delete", "sulky", check=True)
