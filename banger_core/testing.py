@@ -72,30 +72,42 @@ class FakeSite:
         return module
 
 
-@pytest.fixture
-def banger_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """An environment isolated from the real user's config and state.
+def isolated_env(root: Path, *, cache_home: Path | None = None, config: str | None = None) -> dict[str, str]:
+    """An environment whose HOME and XDG dirs live under ``root``, for tests and benchmarks.
 
-    The runtime dir is a short path under /tmp: Unix socket paths are limited
-    to 108 bytes and pytest's tmp_path is long.
+    The runtime dir is a short new path under /tmp (Unix socket paths are
+    limited to 108 bytes; ``root`` may be long): remove
+    ``env["XDG_RUNTIME_DIR"]`` when done. ``cache_home`` shares a cache (the
+    golden image build, downloads) between environments; ``config`` is written
+    to ``config.toml``.
     """
     import os
-    import shutil
     import tempfile
 
-    home = tmp_path / "home"
-    home.mkdir()
+    home = root / "home"
+    (home / ".config" / "banger").mkdir(parents=True, exist_ok=True)
     runtime = Path(tempfile.mkdtemp(prefix="bgr-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BANGER_", "XDG_"))}
     env.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_DATA_HOME=str(home / ".local/share"),
-        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_CACHE_HOME=str(cache_home or home / ".cache"),
         XDG_RUNTIME_DIR=str(runtime),
     )
+    if config is not None:
+        (home / ".config" / "banger" / "config.toml").write_text(config)
+    return env
+
+
+@pytest.fixture
+def banger_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment isolated from the real user's config and state (see :func:`isolated_env`)."""
+    import shutil
+
+    env = isolated_env(tmp_path)
     yield env
-    shutil.rmtree(runtime, ignore_errors=True)
+    shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)
 
 
 @pytest.fixture

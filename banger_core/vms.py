@@ -504,13 +504,19 @@ class VmService:
 
     def _discard(self, vm: Vm) -> None:
         """Undo a create that failed half way: no record, no files, no pinned key."""
+        self._forget(vm)
+        self._changed()
+
+    def _forget(self, vm: Vm) -> None:
+        """Remove a (stopped) VM's disks, sockets, pinned host key, handles and record."""
         shutil.rmtree(self.rt.layout.vm_dir(vm.id), ignore_errors=True)
+        shutil.rmtree(self.rt.layout.vm_run_dir(vm.id), ignore_errors=True)
         self.rt.keys.unpin(f"{vm.name}.vm")
         with self.rt.database.session() as s:
             row = s.get(Vm, vm.id)
             if row is not None:
                 s.delete(row)
-        self._changed()
+        self.handles.pop(vm.id, None)
 
     # -- start -------------------------------------------------------------
 
@@ -704,14 +710,7 @@ class VmService:
                 vm = self._get(name)
             progress.step("removing disks")
             snapshot = info(vm)
-            shutil.rmtree(self.rt.layout.vm_dir(vm.id), ignore_errors=True)
-            shutil.rmtree(self.rt.layout.vm_run_dir(vm.id), ignore_errors=True)
-            self.rt.keys.unpin(f"{vm.name}.vm")
-            with self.rt.database.session() as s:
-                row = s.get(Vm, vm.id)
-                if row is not None:
-                    s.delete(row)
-            self.handles.pop(vm.id, None)
+            self._forget(vm)
         with self._locks_guard:
             self._locks.pop(vm.id, None)
         self._changed()

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from banger_core.client import Client  # noqa: E402
-from banger_core.testing import FakeSite  # noqa: E402
+from banger_core.testing import FakeSite, isolated_env  # noqa: E402
 
 
 def timed(fn: object, runs: int) -> list[float]:
@@ -57,22 +57,12 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="banger-bench-"))
-    runtime = Path(tempfile.mkdtemp(prefix="bgb-", dir="/tmp"))
     site = FakeSite(tmp / "site")
     site.root.mkdir()
     site.write_dist_info("banger-fake-testplugin", "0.0.1", {"fake": "tests.support.banger_fake"})
-    home = tmp / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BANGER_", "XDG_"))}
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_DATA_HOME=str(home / ".local/share"),
-        XDG_CACHE_HOME=str(home / ".cache"),
-        XDG_RUNTIME_DIR=str(runtime),
-        PYTHONPATH=os.pathsep.join([str(REPO), str(site.root)]),
-    )
-    (home / ".config" / "banger").mkdir(parents=True)
-    (home / ".config" / "banger" / "config.toml").write_text('default_image = "fake-tiny"\n')
+    env = isolated_env(tmp, config='default_image = "fake-tiny"\n')
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(site.root)])
+    runtime = Path(env["XDG_RUNTIME_DIR"])
     banger = str(Path(sys.executable).parent / "banger")
     pid = None
     try:

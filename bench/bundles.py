@@ -29,19 +29,9 @@ from pathlib import Path
 
 from banger_catalog.bundle import extract_bundle
 from banger_core.bundles import write_bundle
+from banger_core.progress import NullProgress
 
 DEFAULT_SOURCES = ["/usr/share/doc", "/usr/share/locale", "/usr/lib/gcc", "/usr/lib/python3"]
-
-
-class _Quiet:
-    def step(self, message: str) -> None:
-        pass
-
-    def advance(self, done: int, total: int | None = None, unit: str = "B") -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        pass
 
 
 def _median(runs: int, action: Callable[[], object], before: Callable[[], object] = lambda: None) -> float:
@@ -103,17 +93,19 @@ def main() -> None:
                 ["zstd", "-q", "-f", "-T0", "-3", str(rootfs), "-o", str(zstd_out)], check=True, capture_output=True
             ),
         )
-        export = _median(args.runs, lambda: write_bundle("image", image, bundle, _Quiet(), overwrite=True))
+        export = _median(args.runs, lambda: write_bundle("image", image, bundle, NullProgress(), overwrite=True))
         # An image directory whose manifest records the rootfs digest (as a pulled or a built one
         # does) spares the hash pass.
-        info = write_bundle("image", image, bundle, _Quiet(), overwrite=True)
+        info = write_bundle("image", image, bundle, NullProgress(), overwrite=True)
         recorded = json.loads((image / "manifest.json").read_text())
         recorded["sha256"] = info.manifest["files"]["rootfs.ext4"]["sha256"]
         (image / "manifest.json").write_text(json.dumps(recorded))
-        export_recorded = _median(args.runs, lambda: write_bundle("image", image, bundle, _Quiet(), overwrite=True))
+        export_recorded = _median(
+            args.runs, lambda: write_bundle("image", image, bundle, NullProgress(), overwrite=True)
+        )
         unpack = _median(
             args.runs,
-            lambda: extract_bundle(bundle, "image", dest, _Quiet(), "bench"),
+            lambda: extract_bundle(bundle, "image", dest, NullProgress(), "bench"),
             before=lambda: shutil.rmtree(dest, ignore_errors=True),
         )
         extracted = (dest / "rootfs.ext4").stat()

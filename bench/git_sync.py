@@ -36,21 +36,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from banger_core.progress import NullProgress
 from banger_git.syncer import GitSyncer
 from banger_hookspecs import GuestResult, WorkspaceOptions
-
-
-class Quiet:
-    """A Progress that drops everything."""
-
-    def step(self, message: str) -> None:
-        pass
-
-    def advance(self, done: int, total: int | None = None, unit: str = "B") -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        pass
 
 
 class CommandShell:
@@ -175,7 +163,7 @@ def raw_sync(repo: Path, prefix: list[str], dest: Path) -> None:
 def banger_sync(repo: Path, shell: CommandShell, dest: Path, incremental: bool = False) -> int:
     syncer = GitSyncer()
     plan = syncer.plan(repo, WorkspaceOptions())
-    return syncer.sync(plan, shell, str(dest), Quiet(), incremental=incremental)
+    return syncer.sync(plan, shell, str(dest), NullProgress(), incremental=incremental)
 
 
 def timed(fn: object, *args: object) -> float:

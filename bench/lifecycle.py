@@ -14,12 +14,8 @@ both. Everything lives in temp dirs; processes are stopped by pid.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,33 +24,21 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "bench"))
 
-from vmbench import GOLDEN, isolated_env, raw_boot  # noqa: E402
-
-from banger_core.client import Client  # noqa: E402
-from banger_core.ssh import SshKeys  # noqa: E402
+from vmbench import bench_env  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="banger-bench-lifecycle-"))
-    env = isolated_env(root)
-    client = Client(env)
-    daemon_pid = None
     created: list[float] = []
     stopped: list[float] = []
     deleted: list[float] = []
     raw: list[float] = []
-    try:
-        client.images.pull(GOLDEN)
-        daemon_pid = client.daemon.status()["pid"]
-        image = client.images.get(GOLDEN)
-        kernel = next(k for k in client.kernels.list() if k["ref"] == image["kernel_ref"])
-        keys = SshKeys(root / "raw-ssh")
-        keys.ensure()
+    with bench_env("banger-bench-lifecycle-") as bench:
+        client = bench.client
         for i in range(args.runs):
-            raw.append(raw_boot(env, image, kernel, root / "raw", keys))
+            raw.append(bench.raw_boot())
             start = time.perf_counter()
             client.vms.create(name=f"bench-{i}", vcpus=2, memory_mib=3013)
             created.append(time.perf_counter() - start)
@@ -66,19 +50,12 @@ def main() -> None:
             deleted.append(time.perf_counter() - start)
             print(f"run {i + 1}: raw {raw[-1]:.1f} s, create {created[-1]:.1f} s, "
                   f"stop {stopped[-1]:.1f} s, delete {deleted[-1]:.2f} s", flush=True)  # fmt: skip
-        raw_m, create_m = statistics.median(raw), statistics.median(created)
-        print(f"\nmedians over {args.runs} runs (QEMU TCG, usernet, 2 vCPU):")
-        print(f"raw qemu launch -> ssh true      {raw_m:6.2f} s  (baseline)")
-        print(f"banger create -> ssh-ready      {create_m:6.2f} s  ratio {create_m / raw_m:4.2f} (target <= 1.15)")
-        print(f"banger stop (ACPI power-off)    {statistics.median(stopped):6.2f} s")
-        print(f"banger delete (stopped VM)      {statistics.median(deleted):6.2f} s")
-    finally:
-        for vm in client.vms.list() if daemon_pid else []:
-            client.vms.delete(vm["name"], force=True)
-        if daemon_pid is not None:
-            os.kill(daemon_pid, signal.SIGTERM)
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)
+    raw_m, create_m = statistics.median(raw), statistics.median(created)
+    print(f"\nmedians over {args.runs} runs (QEMU TCG, usernet, 2 vCPU):")
+    print(f"raw qemu launch -> ssh true      {raw_m:6.2f} s  (baseline)")
+    print(f"banger create -> ssh-ready      {create_m:6.2f} s  ratio {create_m / raw_m:4.2f} (target <= 1.15)")
+    print(f"banger stop (ACPI power-off)    {statistics.median(stopped):6.2f} s")
+    print(f"banger delete (stopped VM)      {statistics.median(deleted):6.2f} s")
 
 
 if __name__ == "__main__":

@@ -17,12 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,10 +28,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from git_sync import build_repo  # noqa: E402
-from vmbench import GOLDEN, isolated_env, raw_boot  # noqa: E402
+from vmbench import bench_env  # noqa: E402
 
-from banger_core.client import Client  # noqa: E402
-from banger_core.ssh import SshKeys, SshTarget  # noqa: E402
+from banger_core.ssh import SshTarget  # noqa: E402
 
 BANGER = str(Path(sys.executable).parent / "banger")
 
@@ -78,22 +74,13 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--megabytes", type=int, default=200)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="banger-bench-vmrun-"))
-    env = isolated_env(root)
-    client = Client(env)
-    daemon_pid = None
-    try:
-        client.images.pull(GOLDEN)
-        daemon_pid = client.daemon.status()["pid"]
-        image = client.images.get(GOLDEN)
-        kernel = next(k for k in client.kernels.list() if k["ref"] == image["kernel_ref"])
-        keys = SshKeys(root / "raw-ssh")
-        keys.ensure()
+    with bench_env("banger-bench-vmrun-") as bench:
+        env, client = bench.env, bench.client
 
         runs: list[float] = []
         raws: list[float] = []
         for i in range(args.runs):
-            raws.append(raw_boot(env, image, kernel, root / "raw", keys))
+            raws.append(bench.raw_boot())
             runs.append(vm_run_true(env))
             print(f"run {i + 1}: raw boot {raws[-1]:.1f} s, vm run --rm -- true {runs[-1]:.1f} s", flush=True)
         raw_m, run_m = statistics.median(raws), statistics.median(runs)
@@ -129,13 +116,6 @@ def main() -> None:
         ):
             t = statistics.median(times)
             print(f"{label:<42} {t:6.2f} s  {mib / t:6.1f} MiB/s  throughput ratio {raw_s / t:4.2f} (target >= 0.9)")
-    finally:
-        if daemon_pid is not None:
-            for vm in client.vms.list():
-                client.vms.delete(vm["name"], force=True)
-            os.kill(daemon_pid, signal.SIGTERM)
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from banger_core import guest
+from banger_core import guest, testing
+from banger_core.client import Client
 from banger_core.ssh import SshKeys, SshTarget, banner_ready
 from banger_core.testing import make_plugin_context
 from banger_hookspecs import Disk, GuestNetConfig, NicSpec, PortForward, VmSpec
@@ -21,19 +26,9 @@ USERNET = GuestNetConfig(address="10.0.2.15", prefix=24, gateway="10.0.2.2", dns
 
 
 def isolated_env(root: Path) -> dict[str, str]:
+    """A throw-away banger environment sharing the test cache (the golden image is built once)."""
     cache = Path(os.environ.get("BANGER_TEST_CACHE", "/var/tmp/banger-test-cache")) / "xdg-cache"
-    runtime = Path(tempfile.mkdtemp(prefix="bgl-", dir="/tmp"))
-    home = root / "home"
-    home.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BANGER_", "XDG_"))}
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_DATA_HOME=str(home / ".local/share"),
-        XDG_CACHE_HOME=str(cache),
-        XDG_RUNTIME_DIR=str(runtime),
-    )
-    return env
+    return testing.isolated_env(root, cache_home=cache)
 
 
 def free_port() -> int:
@@ -97,3 +92,42 @@ def raw_boot(env: dict[str, str], image: dict[str, str], kernel: dict[str, str],
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+@dataclass
+class Bench:
+    """A running banger environment with the golden image pulled, and what a raw boot needs."""
+
+    root: Path
+    env: dict[str, str]
+    client: Client
+    image: dict[str, Any]
+    kernel: dict[str, Any]
+    keys: SshKeys
+
+    def raw_boot(self) -> float:
+        return raw_boot(self.env, self.image, self.kernel, self.root / "raw", self.keys)
+
+
+@contextmanager
+def bench_env(prefix: str) -> Iterator[Bench]:
+    """Start an isolated daemon, pull the golden image; delete its VMs and stop it afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    env = isolated_env(root)
+    client = Client(env)
+    daemon_pid = None
+    try:
+        client.images.pull(GOLDEN)
+        daemon_pid = client.daemon.status()["pid"]
+        image = client.images.get(GOLDEN)
+        kernel = next(k for k in client.kernels.list() if k["ref"] == image["kernel_ref"])
+        keys = SshKeys(root / "raw-ssh")
+        keys.ensure()
+        yield Bench(root, env, client, image, kernel, keys)
+    finally:
+        if daemon_pid is not None:
+            for vm in client.vms.list():
+                client.vms.delete(vm["name"], force=True)
+            os.kill(daemon_pid, signal.SIGTERM)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)

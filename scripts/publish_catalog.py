@@ -32,28 +32,16 @@ from urllib.parse import quote, urlsplit
 from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.catalog import CATALOG_FORMAT, parse_catalog
 from banger_catalog.errors import BundleError, CatalogError
+from banger_core.progress import NullProgress
 
 EMBEDDED_CATALOG = Path(__file__).resolve().parent.parent / "plugins/catalog/src/banger_catalog/catalog.json"
-
-
-class _Quiet:
-    """A Progress that says nothing (verification of a local file is quick)."""
-
-    def step(self, message: str) -> None:
-        pass
-
-    def advance(self, done: int, total: int | None = None, unit: str = "B") -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        pass
 
 
 def bundle_entry(bundle: Path, base_url: str, description: str | None) -> dict[str, Any]:
     """Verify ``bundle`` and return its catalog entry (``description`` may be filled in later)."""
     label = f"bundle {bundle}"
     manifest = read_manifest(bundle, label)
-    extract_bundle(bundle, manifest.kind, None, _Quiet(), label)
+    extract_bundle(bundle, manifest.kind, None, NullProgress(), label)
     digest = hashlib.sha256()
     with open(bundle, "rb") as fh:
         while chunk := fh.read(1 << 20):

@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from banger_core.testing import isolated_env
 from tests.support.daemon import DaemonHarness
 
 BIN = Path(sys.executable).parent
@@ -116,19 +116,8 @@ def vmm_pids(state_dir: Path) -> list[int]:
 
 
 def make_env(root: Path, config: str = "") -> dict[str, str]:
-    home = root / "home"
-    (home / ".config" / "banger").mkdir(parents=True, exist_ok=True)
-    runtime = Path(tempfile.mkdtemp(prefix="bge-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BANGER_", "XDG_"))}
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_DATA_HOME=str(home / ".local/share"),
-        XDG_CACHE_HOME=str(test_cache() / "xdg-cache"),
-        XDG_RUNTIME_DIR=str(runtime),
-    )
-    (home / ".config" / "banger" / "config.toml").write_text(config)
-    return env
+    """An isolated environment sharing the test cache (golden image, kernel package)."""
+    return isolated_env(root, cache_home=test_cache() / "xdg-cache", config=config)
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ def test_no_usable_backend_blocks_vm_run(banger_env: dict[str, str]) -> None:
 
 def test_configured_backend_that_cannot_run_is_a_failure(banger_env: dict[str, str]) -> None:
     config = Path(banger_env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
-    config.parent.mkdir(parents=True)
+    config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text('vmm_backend = "firecracker"\nfirecracker_bin = "/nonexistent/firecracker"\n')
     result = invoke_cli(["doctor", "--json"], banger_env)
     row = rows(result)["vmm-backend"]

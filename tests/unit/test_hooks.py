@@ -104,7 +104,7 @@ def banger_config_options():
 """,
     )
     config_file = Path(banger_env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
-    config_file.parent.mkdir(parents=True)
+    config_file.parent.mkdir(parents=True, exist_ok=True)
     config_file.write_text('acme_home = "~/acme"\n')
     config = load_config(get_plugin_manager(banger_env), banger_env)
     assert config["acme_level"] == 3 and config.sources["acme_level"] == "default"
