@@ -45,7 +45,13 @@ def backend_rows(pm: PluginManager, ctx: PluginContext) -> list[dict[str, Any]]:
     """Which VMM backend `vm run` will use, and why; a failing row when none can run VMs."""
     usable: list[tuple[int, str, str]] = []
     reasons: list[str] = []
+    network = str(ctx.config.get("network_backend") or "usernet")
+    networks = pm.providers("banger_network_backends")
+    nic_kind = networks[network].value.nic_kind if network in networks else None
     for name, provided in sorted(pm.providers("banger_vmm_backends").items()):
+        if nic_kind is not None and nic_kind not in provided.value.nic_kinds:
+            reasons.append(f'{name}: cannot attach {network} NICs (set network_backend = "bridge" to use it)')
+            continue
         try:
             availability = provided.value.factory(ctx).availability()
         except Exception as exc:

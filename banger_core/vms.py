@@ -362,33 +362,46 @@ class VmService:
 
         network = req.network or config["network_backend"]
         sources["network"] = "flag" if req.network else _config_source(config, "network_backend")
-        self.rt.pm.provider("banger_network_backends", network, kind="network backend")
         values["network"] = network
 
-        backend, why = self.select_backend(req.backend)
+        backend, why = self.select_backend(req.backend, network)
         values["backend"], sources["backend"] = backend, why
         return values, sources
 
-    def select_backend(self, requested: str | None) -> tuple[str, str]:
-        """``(backend, why)``: explicit flag or config, else ``auto`` (most preferred usable)."""
+    def select_backend(self, requested: str | None, network: str) -> tuple[str, str]:
+        """``(backend, why)``: explicit flag or config, else ``auto`` (most preferred usable).
+
+        Only backends that can attach ``network``'s kind of NIC qualify:
+        Firecracker has no user-mode networking, so with ``usernet`` auto picks QEMU.
+        """
+        nic_kind = self.rt.pm.provider("banger_network_backends", network, kind="network backend").value.nic_kind
+        backends = self.rt.pm.providers("banger_vmm_backends")
         configured = self.rt.config["vmm_backend"]
         explicit = requested or (configured if configured != "auto" else None)
         if explicit:
-            self.rt.pm.provider("banger_vmm_backends", explicit, kind="VMM backend")
+            registration = self.rt.pm.provider("banger_vmm_backends", explicit, kind="VMM backend").value
+            if nic_kind not in registration.nic_kinds:
+                raise Conflict(
+                    f"VMM backend {explicit} cannot attach {network} NICs ({nic_kind}): "
+                    f"use --network with a {'/'.join(registration.nic_kinds)} backend (e.g. --network bridge)"
+                )
             availability = self.rt.vmm(explicit).availability()
             if not availability.usable:
                 raise Unavailable(f"VMM backend {explicit} cannot run VMs here: {availability.reason}")
             return explicit, "flag" if requested else "config"
         candidates = []
         reasons = []
-        for name in sorted(self.rt.pm.providers("banger_vmm_backends")):
+        for name in sorted(backends):
+            if nic_kind not in backends[name].value.nic_kinds:
+                reasons.append(f"{name}: cannot attach {network} NICs")
+                continue
             availability = self.rt.vmm(name).availability()
             reasons.append(f"{name}: {availability.reason}")
             if availability.usable:
                 candidates.append((availability.preference, name, availability.reason))
         if not candidates:
             why = "; ".join(reasons) or "none installed"
-            raise Unavailable(f"no VMM backend can run VMs here ({why}): see `banger doctor`")
+            raise Unavailable(f"no VMM backend can run VMs here with network {network} ({why}): see `banger doctor`")
         _, name, reason = max(candidates)
         return name, f"auto: {reason}"
 

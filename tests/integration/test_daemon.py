@@ -377,3 +377,14 @@ def test_rm_vm_that_never_became_ready_is_kept_for_inspection(daemon: DaemonHarn
     assert (daemon.state / "vms" / vm["id"] / "overlay.ext4").exists()
     assert banger(daemon, "vm", "logs", "sulky").returncode == 0
     banger(daemon, "vm", "delete", "sulky", check=True)
+
+
+def test_backend_that_cannot_attach_the_network_is_refused_up_front(daemon: DaemonHarness) -> None:
+    prepare(daemon)
+    result = banger(daemon, "vm", "create", "--name", "fc", "--backend", "firecracker", "--no-start")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "banger: error: VMM backend firecracker cannot attach usernet NICs (user): "
+        "use --network with a tap backend (e.g. --network bridge)"
+    )
+    assert daemon.client().vms.list() == []

@@ -503,11 +503,16 @@ class NetworkDriver(Protocol):
 
 @dataclass(frozen=True)
 class NetworkBackend:
-    """Registration of a network backend (``bridge``, ``usernet``)."""
+    """Registration of a network backend (``bridge``, ``usernet``).
+
+    Attributes:
+        nic_kind: the kind of :class:`NicSpec` its ``attach`` returns.
+    """
 
     name: str
     description: str
     factory: Callable[[PluginContext], NetworkDriver]
+    nic_kind: Literal["tap", "user"] = "tap"
 
     def __post_init__(self) -> None:
         validate_provider_name("network backend", self.name)
@@ -659,11 +664,17 @@ class VmmDriver(Protocol):
 
 @dataclass(frozen=True)
 class VmmBackend:
-    """Registration of a VMM backend (``firecracker``, ``qemu``)."""
+    """Registration of a VMM backend (``firecracker``, ``qemu``).
+
+    Attributes:
+        nic_kinds: the :class:`NicSpec` kinds it can attach; ``auto`` only picks
+            a backend that can attach the chosen network backend's NICs.
+    """
 
     name: str
     description: str
     factory: Callable[[PluginContext], VmmDriver]
+    nic_kinds: tuple[Literal["tap", "user"], ...] = ("tap", "user")
 
     def __post_init__(self) -> None:
         validate_provider_name("VMM backend", self.name)

@@ -22,6 +22,7 @@ def banger_vmm_backends() -> Iterable[VmmBackend]:
             name="firecracker",
             description="Firecracker microVMs configured through the API socket (needs hardware KVM)",
             factory=_make_driver,
+            nic_kinds=("tap",),  # no user-mode networking in Firecracker
         )
     ]
 

@@ -20,6 +20,7 @@ def banger_network_backends() -> Iterable[NetworkBackend]:
             name="usernet",
             description="QEMU user-mode NAT: no root, guest ssh forwarded to 127.0.0.1",
             factory=_make_driver,
+            nic_kind="user",
         )
     ]
 
