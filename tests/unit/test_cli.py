@@ -29,6 +29,15 @@ def test_version_line_format(banger_env: dict[str, str]) -> None:
     assert out.stdout.count("\n") == 1
 
 
+def test_bangerd_version_line(banger_env: dict[str, str]) -> None:
+    out = subprocess.run([BIN / "bangerd", "--version"], capture_output=True, text=True, env=banger_env, check=True)
+    match = VERSION_LINE.match(out.stdout.strip())
+    assert match and match.group(1) == "bangerd", out.stdout
+    assert out.stdout == subprocess.run(
+        [BIN / "banger", "--version"], capture_output=True, text=True, env=banger_env, check=True
+    ).stdout.replace("banger ", "bangerd ", 1)
+
+
 def test_version_line_of_a_release_build() -> None:
     info = BuildInfo("v0.1.0", "abcd1234ef567890", "2026-04-28T20:45:50Z")
     assert info.line("banger") == "banger v0.1.0 (commit abcd1234, built 2026-04-28T20:45:50Z)"
