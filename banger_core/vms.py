@@ -37,7 +37,7 @@ from banger_core.images import Store
 from banger_core.names import generate_vm_name, new_vm_id, validate_image_name, validate_vm_name
 from banger_core.progress import NullProgress
 from banger_core.runtime import Runtime
-from banger_core.ssh import SshTarget, banner_ready
+from banger_core.ssh import SshTarget, banner_ready, close_master
 from banger_core.state.models import Vm
 from banger_hookspecs import (
     Disk,
@@ -300,13 +300,20 @@ class VmService:
         net = handles.get("net")
         if not net:
             raise OperationFailed(f"VM {name} has no network handles: restart it (`banger vm restart {name}`)")
+        return self._target(vm, net["ssh_host"], int(net["ssh_port"]))
+
+    def _target(self, vm: Vm, host: str, port: int) -> SshTarget:
         return SshTarget(
             name=vm.name,
-            host=net["ssh_host"],
-            port=int(net["ssh_port"]),
+            host=host,
+            port=port,
             key=str(self.rt.keys.key),
             known_hosts=str(self.rt.keys.known_hosts),
+            control_path=str(self._control_path(vm.id)),
         )
+
+    def _control_path(self, vm_id: str) -> Path:
+        return self.rt.layout.vm_run_dir(vm_id) / "ssh.sock"
 
     # -- spec resolution ---------------------------------------------------
 
@@ -602,6 +609,7 @@ class VmService:
         else:
             message = str(exc) or type(exc).__name__
         log.warning("VM %s failed to start: %s", vm.name, message)
+        close_master(self._control_path(vm.id))
         if proc is not None:
             try:
                 self.rt.vmm(vm.backend).kill(proc)
@@ -621,9 +629,7 @@ class VmService:
         vmm = self.rt.vmm(vm.backend)
         timeout = float(self.rt.config["ssh_ready_timeout"])
         deadline = time.monotonic() + timeout
-        target = SshTarget(
-            vm.name, attachment.ssh_host, attachment.ssh_port, str(self.rt.keys.key), str(self.rt.keys.known_hosts)
-        )
+        target = self._target(vm, attachment.ssh_host, attachment.ssh_port)
         serial = self.serial_log(vm.id)
         checks = 0
         while time.monotonic() < deadline:
@@ -682,6 +688,7 @@ class VmService:
         if vm.state != "stopping":
             vm = self._set_state(vm.id, "stopping")
         handles = self._read_handles(vm.id) or {}
+        close_master(self._control_path(vm.id))
         if handles.get("vmm"):
             proc = process_from_dict(handles["vmm"])
             vmm = self.rt.vmm(vm.backend)

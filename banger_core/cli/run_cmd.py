@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +118,7 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
             with client.vms.ephemeral(progress=progress, **body) as vm:
                 printer.done()
                 code = _session(app, client, vm, workspace, workdir, command, printer)
-            click.echo(f"banger: {vm['name']} deleted (--rm)", err=True)
+            _wait_deleted(client, vm["name"])
         else:
             vm = client.vms.create(progress=progress, **body)
             printer.done()
@@ -127,14 +129,11 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
                 err=True,
             )
     except KeyboardInterrupt:
+        # Only reachable while the VM is being made (the session itself leaves
+        # Ctrl-C to ssh): dropping the stream makes the daemon undo the create.
         printer.done()
         name = name_holder.get("name")
-        click.echo(
-            f"\nbanger: interrupted; the daemon removes {name or 'what was created'}"
-            if not remove or name
-            else "\nbanger: interrupted",
-            err=True,
-        )
+        click.echo(f"\nbanger: interrupted; the daemon removes {name or 'what was created'}", err=True)
         sys.exit(130)
     except BangerError as exc:
         printer.done()
@@ -145,6 +144,21 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
             ) from exc
         raise
     sys.exit(code)
+
+
+def _wait_deleted(client: Any, name: str, timeout: float = 60.0) -> None:
+    """The daemon deletes an --rm VM once its session closes; report when it is really gone."""
+    from banger_core.errors import NotFound
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            client.vms.get(name)
+        except NotFound:
+            click.echo(f"banger: {name} deleted (--rm)", err=True)
+            return
+        time.sleep(0.1)
+    click.echo(f"banger: {name} is still being deleted (--rm); `banger vm list` shows when it is gone", err=True)
 
 
 def _failed_to_boot(client: Any, name: str) -> bool:
@@ -210,7 +224,21 @@ def _session(
         argv = [*target.argv(tty=tty, batch=False), script]
     sys.stdout.flush()
     sys.stderr.flush()
-    return subprocess.call(argv)
+    return run_foreground(argv)
+
+
+def run_foreground(argv: list[str]) -> int:
+    """Run ``argv`` as the foreground job: Ctrl-C is its business (it reaches it directly), not ours.
+
+    Returns its exit status, a death by signal n as 128+n like a shell.
+    """
+    proc = subprocess.Popen(argv)  # started first: an ignored SIGINT would be inherited
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 128 - code if code < 0 else code
 
 
 def _start_tooling(target: Any, workdir: str, repo: str) -> None:

@@ -9,6 +9,7 @@ when a client disconnects; what happens then is decided per operation.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -369,16 +370,7 @@ def _vm_op(op: str) -> Callable[[Request], Awaitable[Response]]:
 async def vm_ssh(d: Daemon, request: Request) -> Response:
     name = request.path_params["name"]
     target = await d.run_blocking(lambda: d.vms.ssh_target(name))
-    return JSONResponse(
-        {
-            "name": target.name,
-            "host": target.host,
-            "port": target.port,
-            "key": target.key,
-            "known_hosts": target.known_hosts,
-            "user": target.user,
-        }
-    )
+    return JSONResponse(dataclasses.asdict(target))
 
 
 @handler
