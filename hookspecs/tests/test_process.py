@@ -83,10 +83,12 @@ def test_tail_lines(tmp_path: Path) -> None:
     assert len(tail_lines(log, 100000, max_bytes=40)) <= 10
 
 
+# os.write in the handler: a print() there can land inside the main thread's print
+# ("reentrant call inside BufferedWriter") and kill the child before SIGKILL does.
 CHILD_SURVIVING_SIGTERM = """
-import signal, sys, time
-signal.signal(signal.SIGTERM, lambda *_: print("got SIGTERM", flush=True))
-print("ready", flush=True)
+import os, signal, time
+signal.signal(signal.SIGTERM, lambda *_: os.write(1, b"got SIGTERM\\n"))
+os.write(1, b"ready\\n")
 time.sleep(60)
 """
 
