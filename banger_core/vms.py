@@ -359,7 +359,7 @@ class VmService:
         elif config.get("default_kernel"):
             values["kernel"], sources["kernel"] = config["default_kernel"], "config"
         elif image is None:
-            values["kernel"], sources["kernel"] = "(the image's)", "image, after pulling it"
+            values["kernel"], sources["kernel"] = "the image's", "known once pulled"
         elif image.kernel_ref:
             values["kernel"], sources["kernel"] = image.kernel_ref, "image"
         else:
