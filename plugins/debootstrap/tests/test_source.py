@@ -136,3 +136,27 @@ def test_failed_build_leaves_nothing_behind(banger_env: dict[str, str], recipes:
     assert list((source.cache_dir / "tmp").iterdir()) == []
     assert not (source.cache_dir / "images").exists() or list((source.cache_dir / "images").iterdir()) == []
     assert progress.lines, "debootstrap's output is passed on as log lines"
+
+
+@pytest.mark.unit
+def test_a_new_build_prunes_older_builds_of_the_same_image_only(
+    context: PluginContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = DebootstrapSource(context)
+    images = source.cache_dir / "images"
+    for old_hash, name in (("0" * 64, "tiny"), ("1" * 64, "tiny.extra")):
+        (images / old_hash).mkdir(parents=True)
+        (images / old_hash / "manifest.json").write_text(json.dumps({"name": name}))
+        (images / old_hash / "rootfs.ext4").write_bytes(b"old")
+    plan = source.plan("tiny")
+
+    def fake_build(plan_: object, entry: Path, progress: object) -> None:
+        seed_cache(source, "tiny")
+
+    monkeypatch.setattr(source, "_build", fake_build)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    progress = RecordingProgress()
+    source.pull("tiny", dest, progress)
+    assert sorted(p.name for p in images.iterdir()) == sorted([plan.recipe_hash(), "1" * 64])
+    assert any("older tiny recipe" in line for line in progress.lines)

@@ -121,6 +121,24 @@ class DebootstrapSource:
             pass
         return None
 
+    def _prune_superseded(self, ref: str, keep: str, progress: Progress) -> None:
+        """Drop cached builds of ``ref`` made from older recipes (~600 MB each).
+
+        Images already pulled are hard links into the store and keep their data.
+        """
+        for entry in (self.cache_dir / "images").iterdir():
+            if entry.name == keep:
+                continue
+            try:
+                name = json.loads((entry / MANIFEST).read_text()).get("name")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if name != ref:
+                continue
+            with _locked(self.cache_dir / "locks" / f"{entry.name}.lock"):
+                remove_tree(entry)
+            progress.log(f"removed the cached build {entry.name[:12]} of an older {ref} recipe")
+
     def _clean_stale_builds(self, tmp_root: Path) -> None:
         for stale in tmp_root.glob("*.*.*"):
             pid = stale.name.split(".")[1]
@@ -191,6 +209,7 @@ class DebootstrapSource:
                 manifest = self.cached(plan)
                 if manifest is None:
                     raise build.BuildError(f"the build of {plan.ref} left no usable image in {entry}")
+                self._prune_superseded(plan.ref, keep=recipe_hash, progress=progress)
             else:
                 progress.log(f"using cached build {recipe_hash[:12]} from {manifest.get('built')}")
             progress.step(f"placing {ROOTFS}")
