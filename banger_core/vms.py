@@ -698,15 +698,19 @@ class VmService:
             else:
                 progress.step("shutting down the guest")
                 vmm.stop(proc, STOP_TIMEOUT)
+        self._release_network(vm, handles)
+        vm = self._set_state(vm.id, "stopped", last_error=reason)
+        progress.step(f"{vm.name} stopped")
+        self.rt.pm.call_event("banger_vm_stopped", vm=info(vm))
+
+    def _release_network(self, vm: Vm, handles: dict[str, Any]) -> None:
+        """Give back the VM's NIC (tap, forward) and forget its handles; never fatal."""
         if handles.get("net"):
             try:
                 self.rt.network(vm.network).detach(attachment_from_dict(handles["net"]))
             except Exception as exc:
                 log.warning("detaching %s: %s", vm.name, exc)
         self._drop_handles(vm.id)
-        vm = self._set_state(vm.id, "stopped", last_error=reason)
-        progress.step(f"{vm.name} stopped")
-        self.rt.pm.call_event("banger_vm_stopped", vm=info(vm))
 
     def restart(self, name: str, progress: Progress) -> dict[str, Any]:
         vm = self._get(name)
@@ -770,12 +774,7 @@ class VmService:
                 except Exception as exc:
                     log.warning("killing %s: %s", vm.name, exc)
                 reason = f"the daemon stopped while it was {vm.state}; the VM was stopped"
-            if handles.get("net"):
-                try:
-                    self.rt.network(vm.network).detach(attachment_from_dict(handles["net"]))
-                except Exception as exc:
-                    log.warning("detaching %s: %s", vm.name, exc)
-            self._drop_handles(vm.id)
+            self._release_network(vm, handles)
             with self.rt.database.session() as s:
                 row = s.get(Vm, vm.id)
                 if row is not None:
