@@ -10,8 +10,16 @@ import os
 
 import pytest
 
-#: Shared fixtures: a real daemon with the fake test plugin, and the e2e daemon with the real plugins.
-pytest_plugins = ["tests.support.daemon", "tests.support.e2e"]
+#: Shared fixtures: a real daemon with the fake test plugin, the e2e daemon with the real plugins,
+#: and the VMM-level guest fixtures (kernel, test initramfs, specs, tap in a netns, Firecracker binary)
+#: the qemu and firecracker plugin tests use.
+pytest_plugins = [
+    "tests.support.daemon",
+    "tests.support.e2e",
+    "tests.fixtures.guest",
+    "tests.fixtures.tap_netns",
+    "tests.fixtures.firecracker",
+]
 
 LAYERS = ("unit", "integration", "e2e")
 
