@@ -48,6 +48,22 @@ def _raise_for(payload: Mapping[str, Any]) -> None:
     raise ERRORS_BY_NAME.get(kind, OperationFailed)(message)
 
 
+def _read_result(lines: Iterator[str], progress: ProgressCallback | None) -> Any:
+    """Consume NDJSON events up to the ``result`` (returned) or ``error`` (raised); feed the rest to ``progress``."""
+    for line in lines:
+        if not line:
+            continue
+        event = json.loads(line)
+        kind = event.get("event")
+        if kind == "result":
+            return event.get("data")
+        if kind == "error":
+            _raise_for(event)
+        if progress is not None:
+            progress(event)
+    raise OperationFailed("bangerd ended the stream without a result (see `banger daemon logs`)")
+
+
 class Client:
     """A connection to bangerd over its Unix socket.
 
@@ -182,20 +198,9 @@ class Client:
                 if response.status_code >= 400:
                     response.read()
                     return self._decode(response)
-                for line in response.iter_lines():
-                    if not line:
-                        continue
-                    event = json.loads(line)
-                    kind = event.get("event")
-                    if kind == "result":
-                        return event.get("data")
-                    if kind == "error":
-                        _raise_for(event)
-                    if progress is not None:
-                        progress(event)
+                return _read_result(response.iter_lines(), progress)
         except httpx.TransportError as exc:
             raise DaemonUnavailable(f"lost the connection to bangerd: {exc}") from exc
-        raise OperationFailed("bangerd ended the stream without a result (see `banger daemon logs`)")
 
     @contextmanager
     def raw_stream(
@@ -278,25 +283,10 @@ class Vms:
         body["remove_on_exit"] = True
         body["start"] = True
         with self._c.raw_stream("/v1/vms", method="POST", json_body=body) as response:
-            vm = None
             # Keep a reference: an abandoned iterator is closed, and httpcore then
             # closes the connection, which the daemon reads as "session over".
             lines = response.iter_lines()
-            for line in lines:
-                if not line:
-                    continue
-                event = json.loads(line)
-                kind = event.get("event")
-                if kind == "result":
-                    vm = event["data"]
-                    break
-                if kind == "error":
-                    _raise_for(event)
-                if progress is not None:
-                    progress(event)
-            if vm is None:
-                raise OperationFailed("bangerd ended the stream without a result (see `banger daemon logs`)")
-            yield vm
+            yield _read_result(lines, progress)
             del lines
 
 

@@ -12,6 +12,7 @@ from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import ProgressPrinter, get_client
 from banger_core.cli.output import print_json, table
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
+from banger_core.errors import BangerError
 
 
 @click.group(name="vm")
@@ -144,10 +145,8 @@ def _lifecycle(op: str, doc: str, *, force_help: str | None = None) -> click.Com
                     client.vms.stop(name, force=force, progress=printer)
                 else:
                     client.vms.delete(name, force=force, progress=printer)
-            except Exception as exc:
-                from banger_core.errors import BangerError
-
-                if not isinstance(exc, BangerError) or len(names) == 1:
+            except BangerError as exc:
+                if len(names) == 1:
                     raise
                 click.echo(f"banger: error: {exc}", err=True)
                 failed = True

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from banger_core.buildinfo import build_info
 from banger_core.errors import BangerError, NotFound
-from banger_core.images import Store
+from banger_core.images import Store, image_dict
 from banger_core.progress import EventProgress
 from banger_core.runtime import Runtime
 from banger_core.vms import CreateRequest, VmService
@@ -236,20 +236,24 @@ class Daemon:
         self.keep(asyncio.get_running_loop().create_task(go()))
 
 
-def _json_body(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise BangerError("request body must be a JSON object")
-    return data
-
-
 async def read_json(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw:
         return {}
     try:
-        return _json_body(json.loads(raw))
+        data = json.loads(raw)
     except ValueError:
         raise BangerError("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BangerError("request body must be a JSON object")
+    return data
+
+
+def _required_ref(body: dict[str, Any], message: str) -> str:
+    ref = body.get("ref")
+    if not isinstance(ref, str) or not ref:
+        raise BangerError(message)
+    return ref
 
 
 def handler(fn: Callable[[Daemon, Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -412,8 +416,6 @@ async def image_list(d: Daemon, request: Request) -> Response:
 
 @handler
 async def image_get(d: Daemon, request: Request) -> Response:
-    from banger_core.images import image_dict
-
     name = request.path_params["name"]
     image = await d.run_blocking(lambda: d.store.get_image(name))
     return JSONResponse(image_dict(image, d.store.rootfs(name)))
@@ -422,9 +424,7 @@ async def image_get(d: Daemon, request: Request) -> Response:
 @handler
 async def image_pull(d: Daemon, request: Request) -> Response:
     body = await read_json(request)
-    ref = body.get("ref")
-    if not isinstance(ref, str) or not ref:
-        raise BangerError("image pull needs a reference, e.g. debian-bookworm")
+    ref = _required_ref(body, "image pull needs a reference, e.g. debian-bookworm")
     source, force = body.get("source"), bool(body.get("force"))
     return d.stream(lambda p: d.store.pull_image(ref, p, source=source, force=force))
 
@@ -444,9 +444,7 @@ async def kernel_list(d: Daemon, request: Request) -> Response:
 @handler
 async def kernel_pull(d: Daemon, request: Request) -> Response:
     body = await read_json(request)
-    ref = body.get("ref")
-    if not isinstance(ref, str) or not ref:
-        raise BangerError("kernel pull needs a reference, e.g. generic-6.1")
+    ref = _required_ref(body, "kernel pull needs a reference, e.g. generic-6.1")
     provider, force = body.get("provider"), bool(body.get("force"))
     return d.stream(lambda p: d.store.pull_kernel(ref, p, provider=provider, force=force))
 
