@@ -13,6 +13,7 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +22,44 @@ from banger_core.errors import BangerError
 from banger_core.plugins import PluginManager
 from banger_hookspecs import ConfigOption
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+#: Far above any disk or memory a VM can have, far below what SQLite's 64-bit integers hold.
+MAX_SIZE = 1 << 50
+_SIZE_FORMS = {
+    "": "a whole number of bytes (17179869184) or a number with a unit K, M, G or T (16G, 1.5G, 512MiB)",
+    "m": "a whole number of MiB (2048) or a number with a unit K, M, G or T (2G, 1.5G, 512MiB)",
+}
 
 
 class ConfigError(BangerError):
     """A config problem, as one line naming the file, the key and what is expected."""
 
 
-def parse_size(value: object) -> int:
-    """``"16G"`` → bytes (binary units); ints are bytes. Raises ``ValueError``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size like 8G, 512M or a number of bytes")
+def parse_size(value: object, *, default_unit: str = "") -> int:
+    """``"16G"`` → bytes (binary units); a number without a unit counts in ``default_unit`` (bytes, or ``"m"``).
+
+    Raises ``ValueError`` with one line naming the accepted forms: for ``1e9``,
+    ``-1``, ``12Q``, ``0``, a non-size type, or more than :data:`MAX_SIZE`.
+    """
+    forms = _SIZE_FORMS[default_unit]
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a size, got {shown}: use {forms}")
     if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return value
-    if isinstance(value, str):
+        number, factor = Fraction(value), _SIZE_UNITS[default_unit]
+    else:
         match = _SIZE_RE.match(value)
-        if match:
-            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-    raise ValueError(f"expected a size like 8G, 512M or a number of bytes, got {value!r}")
+        if match is None:
+            raise ValueError(f"{shown} is not a size: use {forms}")
+        number, factor = Fraction(match.group(1)), _SIZE_UNITS[match.group(2).lower() or default_unit]
+    # Exact arithmetic: a float would turn 30 digits into inf and then into a traceback.
+    size = int(number * factor)
+    if size <= 0:
+        raise ValueError(f"a size must be more than 0, got {value}")
+    if size > MAX_SIZE:
+        raise ValueError(f"{shown} is too large: sizes go up to {format_size(MAX_SIZE)}")
+    return size
 
 
 def format_size(size: int) -> str:

@@ -20,18 +20,33 @@ class CommandAfterDashes(click.Command):
         return super().parse_args(ctx, args)
 
 
-def memory_mib(value: str | None) -> int | None:
-    """``--memory 2048`` (MiB) or ``--memory 2G``."""
-    if value is None:
-        return None
-    from banger_core.config import parse_size
+class SizeParam(click.ParamType[int, Any]):
+    """A size option parsed by the CLI itself, so a bad value fails before any request.
 
-    if value.strip().isdigit():
-        return int(value)
-    try:
-        return parse_size(value) // (1 << 20)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a memory size: use MiB (2048) or a size (2G)") from None
+    ``--disk-size`` is in bytes unless a unit is given (16G); ``--memory`` in
+    MiB unless a unit is given (2048 or 2G) and is passed on as whole MiB.
+    """
+
+    def __init__(self, name: str, default_unit: str) -> None:
+        self.name = name
+        self.default_unit = default_unit
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from banger_core.config import parse_size
+
+        try:
+            size = parse_size(value, default_unit=self.default_unit)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if self.default_unit == "m":
+            if size < 1 << 20:
+                self.fail(f"{value} is less than 1 MiB", param, ctx)
+            return size >> 20
+        return size
+
+
+DISK_SIZE = SizeParam("size", default_unit="")
+MEMORY = SizeParam("memory", default_unit="m")
 
 
 def create_options(fn: Any) -> Any:
@@ -43,8 +58,8 @@ def create_options(fn: Any) -> Any:
         click.option("--backend", help="VMM backend: firecracker, qemu (default: auto)."),
         click.option("--network", help="Network backend: usernet, bridge (default: config network_backend)."),
         click.option("--vcpu", "vcpus", type=click.IntRange(1, 64), help="Virtual CPUs."),
-        click.option("--memory", help="Memory: MiB (2048) or a size (2G)."),
-        click.option("--disk-size", help="Writable disk size, e.g. 16G."),
+        click.option("--memory", "memory_mib", type=MEMORY, help="Memory: MiB (2048) or a size (2G)."),
+        click.option("--disk-size", type=DISK_SIZE, help="Writable disk size, e.g. 16G."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -59,6 +74,6 @@ def spec_body(**kw: Any) -> dict[str, Any]:
         "backend": kw.get("backend"),
         "network": kw.get("network"),
         "vcpus": kw.get("vcpus"),
-        "memory_mib": memory_mib(kw.get("memory")),
+        "memory_mib": kw.get("memory_mib"),
         "disk_size": kw.get("disk_size"),
     }

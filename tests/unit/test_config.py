@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.config import ConfigError, format_size, load_config, parse_size
+from banger_core.config import MAX_SIZE, ConfigError, format_size, load_config, parse_size
 from banger_core.plugins import get_plugin_manager
 from banger_core.testing import invoke_cli
 
@@ -135,10 +135,43 @@ def test_parse_size(text: str | int, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "G", "-1", "16X", True, 1.5, "1G2"])
-def test_parse_size_rejects(text: object) -> None:
-    with pytest.raises(ValueError, match="size"):
-        parse_size(text)
+def test_parse_size_counts_plain_numbers_in_the_default_unit() -> None:
+    assert parse_size("2048", default_unit="m") == 2048 << 20
+    assert parse_size(2048, default_unit="m") == 2048 << 20
+    assert parse_size("2G", default_unit="m") == 2 << 30
+    assert parse_size("1024T") == MAX_SIZE
+
+
+FORMS = "use a whole number of bytes (17179869184) or a number with a unit K, M, G or T (16G, 1.5G, 512MiB)"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", f"'' is not a size: {FORMS}"),
+        ("G", f"'G' is not a size: {FORMS}"),
+        ("-1", f"'-1' is not a size: {FORMS}"),
+        ("1e9", f"'1e9' is not a size: {FORMS}"),
+        ("12Q", f"'12Q' is not a size: {FORMS}"),
+        ("1G2", f"'1G2' is not a size: {FORMS}"),
+        ("\u0661\u0662G", f"'\u0661\u0662G' is not a size: {FORMS}"),  # Arabic-Indic digits
+        ("9" * 400 + "G", f"'{'9' * 36}... is not a size: {FORMS}"),
+        (True, f"expected a size, got True: {FORMS}"),
+        (1.5, f"expected a size, got 1.5: {FORMS}"),
+        (None, f"expected a size, got None: {FORMS}"),
+        (0, "a size must be more than 0, got 0"),
+        ("0", "a size must be more than 0, got 0"),
+        ("0.1", "a size must be more than 0, got 0.1"),
+        (-1, "a size must be more than 0, got -1"),
+        ("9" * 30 + "T", f"'{'9' * 30}T' is too large: sizes go up to 1024T"),
+        ("1025T", "'1025T' is too large: sizes go up to 1024T"),
+        (MAX_SIZE + 1, f"{MAX_SIZE + 1} is too large: sizes go up to 1024T"),
+    ],
+)
+def test_parse_size_rejects_with_one_line_naming_the_forms(value: object, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_size(value)
+    assert str(caught.value) == message
 
 
 def test_format_size() -> None:
