@@ -14,6 +14,16 @@ class BangerError(Exception):
     http_status = 400
 
 
+class InvalidRequest(BangerError):
+    """A request the API refuses as malformed: wrong type, unknown field, bad flag; the message names the field."""
+
+
+class RequestTooLarge(BangerError):
+    """A request body over the API's size cap."""
+
+    http_status = 413
+
+
 class NotFound(BangerError):
     http_status = 404
 
@@ -37,5 +47,6 @@ class OperationFailed(BangerError):
 
 
 ERRORS_BY_NAME: dict[str, type[BangerError]] = {
-    cls.__name__: cls for cls in (BangerError, NotFound, Conflict, Unavailable, OperationFailed)
+    cls.__name__: cls
+    for cls in (BangerError, InvalidRequest, RequestTooLarge, NotFound, Conflict, Unavailable, OperationFailed)
 }

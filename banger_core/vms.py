@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
+from pydantic import BeforeValidator, ConfigDict
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -39,6 +40,7 @@ from banger_core.progress import NullProgress
 from banger_core.runtime import Runtime
 from banger_core.ssh import SshTarget, banner_ready, close_master
 from banger_core.state.models import Vm
+from banger_core.validation import STRICT, parse_body
 from banger_hookspecs import (
     Disk,
     GuestNetConfig,
@@ -69,6 +71,11 @@ MAX_DISK = 2 << 40
 SERIAL_TAIL_LINES = 15
 
 
+def _requested_size(value: object) -> int | None:
+    """A create's ``disk_size``: bytes (an integer) or a size string, checked before anything is created."""
+    return None if value is None else parse_size(value)
+
+
 @dataclass(frozen=True)
 class CreateRequest:
     """What a client asks for; None means "use the default" (config, then host heuristics)."""
@@ -80,17 +87,15 @@ class CreateRequest:
     network: str | None = None
     vcpus: int | None = None
     memory_mib: int | None = None
-    disk_size: int | str | None = None
+    disk_size: Annotated[int | str | None, BeforeValidator(_requested_size)] = None
     start: bool = True
     remove_on_exit: bool = False
+    __pydantic_config__: ClassVar[ConfigDict] = STRICT
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CreateRequest:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise BangerError(f"unknown create option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+    def from_json(cls, raw: bytes) -> CreateRequest:
+        """A request body, strictly typed (see :mod:`banger_core.validation`); ``disk_size`` comes back in bytes."""
+        return parse_body(cls, raw)
 
 
 def _config_source(config: Any, key: str) -> str:

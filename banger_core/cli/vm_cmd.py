@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +14,9 @@ from banger_core.cli.common import ProgressPrinter, get_client
 from banger_core.cli.output import print_json, table
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.errors import BangerError
+
+if TYPE_CHECKING:
+    from banger_core.client import Client
 
 
 @click.group(name="vm")
@@ -128,7 +132,20 @@ def create(app: App, /, no_start: bool, as_json: bool, **kw: Any) -> None:
         click.echo(f"{vm['name']} created ({vm['state']}): `banger vm start {vm['name']}` boots it")
 
 
+#: What each lifecycle command calls; ``_lifecycle`` refuses any other name, so no op falls through to delete.
+LIFECYCLE: dict[str, Callable[[Client, str, bool, ProgressPrinter], Any]] = {
+    "start": lambda client, name, force, progress: client.vms.start(name, progress=progress),
+    "stop": lambda client, name, force, progress: client.vms.stop(name, force=force, progress=progress),
+    "restart": lambda client, name, force, progress: client.vms.restart(name, progress=progress),
+    "delete": lambda client, name, force, progress: client.vms.delete(name, force=force, progress=progress),
+}
+
+
 def _lifecycle(op: str, doc: str, *, force_help: str | None = None) -> click.Command:
+    if op not in LIFECYCLE:
+        raise ValueError(f"unknown VM operation {op!r} (known: {', '.join(LIFECYCLE)})")
+    run = LIFECYCLE[op]
+
     @click.argument("names", nargs=-1, required=True, metavar="NAME...")
     @pass_app
     def command(app: App, names: tuple[str, ...], force: bool = False) -> None:
@@ -137,14 +154,7 @@ def _lifecycle(op: str, doc: str, *, force_help: str | None = None) -> click.Com
         for name in names:
             printer = ProgressPrinter(app.verbose)
             try:
-                if op == "start":
-                    client.vms.start(name, progress=printer)
-                elif op == "restart":
-                    client.vms.restart(name, progress=printer)
-                elif op == "stop":
-                    client.vms.stop(name, force=force, progress=printer)
-                else:
-                    client.vms.delete(name, force=force, progress=printer)
+                run(client, name, force, printer)
             except BangerError as exc:
                 if len(names) == 1:
                     raise

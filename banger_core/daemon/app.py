@@ -24,10 +24,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from banger_core.buildinfo import build_info
-from banger_core.errors import BangerError, NotFound
+from banger_core.daemon.bodies import ImagePull, KernelPull, query_flags, read_body, refuse_body
+from banger_core.errors import BangerError, NotFound, RequestTooLarge
 from banger_core.images import Store, image_dict
 from banger_core.progress import EventProgress
 from banger_core.runtime import Runtime
+from banger_core.validation import parse_body
 from banger_core.vms import CreateRequest, VmService
 
 log = logging.getLogger("banger.api")
@@ -44,7 +46,9 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
 
 def error_response(exc: BaseException) -> JSONResponse:
     status = exc.http_status if isinstance(exc, BangerError) else 500
-    return JSONResponse({"error": error_payload(exc)}, status_code=status)
+    # Hang up rather than let the server drain the rest of an oversized body.
+    headers = {"connection": "close"} if isinstance(exc, RequestTooLarge) else None
+    return JSONResponse({"error": error_payload(exc)}, status_code=status, headers=headers)
 
 
 class Daemon:
@@ -236,22 +240,8 @@ class Daemon:
         self.keep(asyncio.get_running_loop().create_task(go()))
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise BangerError("request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BangerError("request body must be a JSON object")
-    return data
-
-
-def _required_ref(body: dict[str, Any], message: str) -> str:
-    ref = body.get("ref")
-    if not isinstance(ref, str) or not ref:
+def _required_ref(ref: str, message: str) -> str:
+    if not ref:
         raise BangerError(message)
     return ref
 
@@ -267,10 +257,6 @@ def handler(fn: Callable[[Daemon, Request], Awaitable[Response]]) -> Callable[[R
             return error_response(exc)
 
     return wrapped
-
-
-def _flag(request: Request, name: str) -> bool:
-    return request.query_params.get(name, "").lower() in ("1", "true", "yes")
 
 
 # -- daemon ------------------------------------------------------------------
@@ -298,6 +284,8 @@ async def daemon_status(d: Daemon, request: Request) -> Response:
 
 @handler
 async def daemon_shutdown(d: Daemon, request: Request) -> Response:
+    query_flags(request)
+    await refuse_body(request)
     if d.shutdown_requested is not None:
         asyncio.get_running_loop().call_later(0.1, d.shutdown_requested)
     return JSONResponse({"stopping": True})
@@ -319,7 +307,7 @@ async def vm_get(d: Daemon, request: Request) -> Response:
 
 @handler
 async def vm_create(d: Daemon, request: Request) -> Response:
-    req = CreateRequest.from_json(await read_json(request))
+    req = CreateRequest.from_json(await read_body(request))
     created: list[str] = []
 
     def work(progress: EventProgress) -> Any:
@@ -348,24 +336,41 @@ async def vm_create(d: Daemon, request: Request) -> Response:
 @handler
 async def vm_plan(d: Daemon, request: Request) -> Response:
     """The spec a create would use, with provenance, without creating anything."""
-    req = CreateRequest.from_json(await read_json(request))
+    req = CreateRequest.from_json(await read_body(request))
     values, sources = await d.run_blocking(lambda: d.vms.resolve(req, image_may_be_missing=True))
     return JSONResponse({"values": values, "sources": sources})
 
 
+@dataclasses.dataclass(frozen=True)
+class VmOp:
+    """A VM operation route: the service method it runs and the query flags it passes on."""
+
+    run: Callable[..., dict[str, Any]]
+    flags: tuple[str, ...] = ()
+
+
+#: Every operation ``_vm_op`` can serve. Nothing is a fallback: a name missing here
+#: fails when the route is built, so a typo can never turn into a delete.
+VM_OPS: dict[str, VmOp] = {
+    "start": VmOp(VmService.start),
+    "stop": VmOp(VmService.stop, flags=("force",)),
+    "restart": VmOp(VmService.restart),
+    "delete": VmOp(VmService.delete, flags=("force",)),
+}
+
+
 def _vm_op(op: str) -> Callable[[Request], Awaitable[Response]]:
+    if op not in VM_OPS:
+        raise ValueError(f"unknown VM operation {op!r} (known: {', '.join(VM_OPS)})")
+    operation = VM_OPS[op]
+
     @handler
     async def endpoint(d: Daemon, request: Request) -> Response:
         name = request.path_params["name"]
-        force = _flag(request, "force")
+        flags = query_flags(request, *operation.flags)
+        await refuse_body(request, *operation.flags)
         await d.run_blocking(lambda: d.vms.get(name))  # 404 before streaming
-        if op == "start":
-            return d.stream(lambda p: d.vms.start(name, p))
-        if op == "stop":
-            return d.stream(lambda p: d.vms.stop(name, p, force=force))
-        if op == "restart":
-            return d.stream(lambda p: d.vms.restart(name, p))
-        return d.stream(lambda p: d.vms.delete(name, p, force=force))
+        return d.stream(lambda p: operation.run(d.vms, name, p, **flags))
 
     return endpoint
 
@@ -380,8 +385,8 @@ async def vm_ssh(d: Daemon, request: Request) -> Response:
 @handler
 async def vm_logs(d: Daemon, request: Request) -> Response:
     name = request.path_params["name"]
+    follow = query_flags(request, "follow")["follow"]
     vm = await d.run_blocking(lambda: d.vms.get(name))
-    follow = _flag(request, "follow")
     path = vm["serial_log"]
 
     async def body() -> AsyncIterator[bytes]:
@@ -409,7 +414,7 @@ async def vm_logs(d: Daemon, request: Request) -> Response:
 
 @handler
 async def image_list(d: Daemon, request: Request) -> Response:
-    if _flag(request, "available"):
+    if query_flags(request, "available")["available"]:
         return JSONResponse(await d.run_blocking(d.store.available))
     return JSONResponse(await d.run_blocking(d.store.list_images))
 
@@ -423,10 +428,9 @@ async def image_get(d: Daemon, request: Request) -> Response:
 
 @handler
 async def image_pull(d: Daemon, request: Request) -> Response:
-    body = await read_json(request)
-    ref = _required_ref(body, "image pull needs a reference, e.g. debian-bookworm")
-    source, force = body.get("source"), bool(body.get("force"))
-    return d.stream(lambda p: d.store.pull_image(ref, p, source=source, force=force))
+    body = parse_body(ImagePull, await read_body(request))
+    ref = _required_ref(body.ref, "image pull needs a reference, e.g. debian-bookworm")
+    return d.stream(lambda p: d.store.pull_image(ref, p, source=body.source, force=body.force))
 
 
 @handler
@@ -443,10 +447,9 @@ async def kernel_list(d: Daemon, request: Request) -> Response:
 
 @handler
 async def kernel_pull(d: Daemon, request: Request) -> Response:
-    body = await read_json(request)
-    ref = _required_ref(body, "kernel pull needs a reference, e.g. generic-6.1")
-    provider, force = body.get("provider"), bool(body.get("force"))
-    return d.stream(lambda p: d.store.pull_kernel(ref, p, provider=provider, force=force))
+    body = parse_body(KernelPull, await read_body(request))
+    ref = _required_ref(body.ref, "kernel pull needs a reference, e.g. generic-6.1")
+    return d.stream(lambda p: d.store.pull_kernel(ref, p, provider=body.provider, force=body.force))
 
 
 @handler
@@ -454,6 +457,23 @@ async def kernel_delete(d: Daemon, request: Request) -> Response:
     ref = request.path_params["ref"]
     await d.run_blocking(lambda: d.store.delete_kernel(ref))
     return JSONResponse({"ref": ref, "deleted": True})
+
+
+async def no_route(request: Request, exc: Exception) -> Response:
+    """Unmatched paths answer like every other error, so the SDK raises NotFound with this line."""
+    message = f"no API route {request.method} {request.url.path}: docs/sdk.md lists the API"
+    return JSONResponse({"error": {"type": "NotFound", "message": message}}, status_code=404)
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    # Starlette's Allow header names only the first matching route's methods; /v1/vms has two routes.
+    path = request.url.path
+    allowed = sorted(
+        {m for r in request.app.routes if isinstance(r, Route) and r.path_regex.match(path) for m in r.methods or ()}
+        - {"HEAD"}
+    )
+    message = f"{request.method} is not allowed on {path} (allowed: {', '.join(allowed)})"
+    return JSONResponse({"error": {"type": "InvalidRequest", "message": message}}, status_code=405)
 
 
 def create_app(daemon: Daemon) -> Starlette:
@@ -478,6 +498,6 @@ def create_app(daemon: Daemon) -> Starlette:
         Route("/v1/kernels/pull", kernel_pull, methods=["POST"]),
         Route("/v1/kernels/{ref}", kernel_delete, methods=["DELETE"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={404: no_route, 405: method_not_allowed})
     app.state.daemon = daemon
     return app
