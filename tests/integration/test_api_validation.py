@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from banger_core.cli.app import App
 from banger_core.cli.vm_cmd import _lifecycle
 from banger_core.daemon.app import _vm_op
-from banger_core.errors import InvalidRequest, NotFound
+from banger_core.errors import InvalidRequest, NotFound, RequestTooLarge
 from tests.support.daemon import DaemonHarness
 
 BIN = Path(sys.executable).parent
@@ -134,8 +134,9 @@ def test_a_400_mb_body_is_refused_without_being_read(ready: DaemonHarness) -> No
         "POST /v1/vms HTTP/1.1\r\nHost: bangerd\r\nContent-Type: application/json\r\n"
         f"Content-Length: {400 * MiB}\r\n\r\n"
     )
-    status, body = raw_exchange(ready, head.encode(), chunks=400, chunk=b'{"x": "' + b"a" * (MiB - 7))
+    status, body, sent = raw_exchange(ready, head.encode(), chunks=400, chunk=b'{"x": "' + b"a" * (MiB - 7))
     assert status == 413
+    assert sent < 16, f"the daemon read {sent} MiB before hanging up"
     assert json.loads(body)["error"] == {
         "type": "RequestTooLarge",
         "message": "request body is larger than 1 MiB: send less (VM options, image and kernel refs are small)",
@@ -152,8 +153,9 @@ def test_a_chunked_body_is_cut_off_at_the_cap(ready: DaemonHarness) -> None:
     head = b"POST /v1/images/pull HTTP/1.1\r\nHost: bangerd\r\nTransfer-Encoding: chunked\r\n\r\n"
     data = b" " * (256 << 10)
     chunk = f"{len(data):x}\r\n".encode() + data + b"\r\n"
-    status, body = raw_exchange(ready, head, chunks=400 * 4, chunk=chunk)
+    status, body, sent = raw_exchange(ready, head, chunks=400 * 4, chunk=chunk)
     assert status == 413
+    assert sent < 64, f"the daemon read {sent // 4} MiB before hanging up"
     assert json.loads(body)["error"]["type"] == "RequestTooLarge"
     assert peak_rss(pid) < peak_before + 64 * MiB
     assert_intact(ready)
@@ -167,8 +169,10 @@ def test_bodies_just_under_the_cap_are_read(ready: DaemonHarness) -> None:
     assert response.json()["error"]["message"] == "vcpus: expected an integer, got true"
 
 
-def test_sdk_raises_invalid_request_and_cli_prints_one_line(ready: DaemonHarness) -> None:
+def test_sdk_raises_the_daemons_one_line(ready: DaemonHarness) -> None:
     client = ready.client()
+    with pytest.raises(RequestTooLarge, match=r"^request body is larger than 1 MiB: "):
+        client.vms.create(name="x" * (2 * MiB), start=False)
     with pytest.raises(InvalidRequest, match=r"^vcpus: expected an integer, got true$"):
         client.vms.create(name="never", vcpus=True, start=False)
     with pytest.raises(InvalidRequest, match=r'^force: expected true or false, got "yes"$'):
@@ -230,8 +234,12 @@ def peak_rss(pid: int) -> int:
     raise AssertionError(f"no VmHWM for pid {pid}")
 
 
-def raw_exchange(h: DaemonHarness, head: bytes, *, chunks: int, chunk: bytes) -> tuple[int, bytes]:
-    """Send ``head`` then up to ``chunks`` copies of ``chunk`` until the daemon hangs up; return its answer."""
+def raw_exchange(h: DaemonHarness, head: bytes, *, chunks: int, chunk: bytes) -> tuple[int, bytes, int]:
+    """Send ``head`` then up to ``chunks`` copies of ``chunk`` until the daemon hangs up.
+
+    Returns the answer's status and body, and how many chunks went out before the hang-up.
+    """
+    sent = 0
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(30)
     sock.connect(str(h.runtime / "bangerd.sock"))
@@ -242,6 +250,7 @@ def raw_exchange(h: DaemonHarness, head: bytes, *, chunks: int, chunk: bytes) ->
                 sock.sendall(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 break
+            sent += 1
         answer = b""
         while True:
             try:
@@ -255,4 +264,4 @@ def raw_exchange(h: DaemonHarness, head: bytes, *, chunks: int, chunk: bytes) ->
         sock.close()
     status_line, _, rest = answer.partition(b"\r\n")
     _, _, body = rest.partition(b"\r\n\r\n")
-    return int(status_line.split()[1]), body
+    return int(status_line.split()[1]), body, sent
