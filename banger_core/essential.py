@@ -157,7 +157,10 @@ def _web_ui_check(ctx: PluginContext) -> CheckResult:
         return CheckResult("web-ui", "info", 'off (set web_listen_addr = "127.0.0.1:7777" to turn it on)')
     login = f"; log in with the token in {ctx.runtime_dir / 'web-token'}" if listen.remote else ""
     return CheckResult(
-        "web-ui", "ok", f"bangerd serves it at {listen.url}{login}", hint="the daemon log says if the port was taken"
+        "web-ui",
+        "ok",
+        f"bangerd serves it at {listen.url}{login}",
+        hint="`banger daemon status` says whether it started",
     )
 
 

@@ -286,7 +286,7 @@ async def vm_list_page(d: Daemon, request: Request, session: str) -> Response:
     body = table(
         ["Name", "State", "Address", "Image", "Backend", "Uptime", ""],
         rows,
-        "No VMs yet: create one with `banger vm create` or `banger vm run`.",
+        "No VMs yet: create one with banger vm create or banger vm run.",
     )
     return render(request, session, "Virtual machines", body)
 
@@ -386,10 +386,14 @@ async def images_page(d: Daemon, request: Request, session: str) -> Response:
     body = (
         "<h2>Images</h2>"
         + table(
-            ["Name", "Version", "Source", "Kernel", "Size", "Pulled"], image_rows, "No images: `banger image pull`."
+            ["Name", "Version", "Source", "Kernel", "Size", "Pulled"],
+            image_rows,
+            "No images yet: banger image pull NAME.",
         )
         + "<h2>Kernels</h2>"
-        + table(["Ref", "Version", "Provider", "Boot", "Pulled"], kernel_rows, "No kernels: `banger kernel pull`.")
+        + table(
+            ["Ref", "Version", "Provider", "Boot", "Pulled"], kernel_rows, "No kernels yet: banger kernel pull REF."
+        )
     )
     return render(request, session, "Images & kernels", body)
 
@@ -417,9 +421,9 @@ async def doctor_page(d: Daemon, request: Request, session: str) -> Response:
     )
     blocking = [r for r in rows if r["status"] == "fail" and r["blocks_vm_run"]]
     verdict = (
-        f'<p class="error">{len(blocking)} failing check(s) block `banger vm run`.</p>'
+        f'<p class="error">{len(blocking)} failing check(s) block <code>banger vm run</code>.</p>'
         if blocking
-        else '<p class="ok">`banger vm run` can work on this host.</p>'
+        else '<p class="ok"><code>banger vm run</code> can work on this host.</p>'
     )
     return render(request, session, "Doctor", verdict + table(["Status", "Check", "Finding"], cells, "no checks"))
 
@@ -545,19 +549,24 @@ def _log_crash(task: asyncio.Task[None]) -> None:
         log.error("web UI stopped: %s", task.exception())
 
 
+def _not_started(daemon: Daemon, why: str) -> None:
+    daemon.web_ui = f"not started: {why}"
+    log.error("web UI %s", daemon.web_ui)
+
+
 async def start_web_ui(daemon: Daemon) -> WebUi | None:
     """Serve the UI when ``web_listen_addr`` is set; a bad setting is logged and the API runs without it."""
     try:
         listen = web_listen(daemon.rt.config)
     except ConfigError as exc:
-        log.error("web UI not started: %s", exc)
+        _not_started(daemon, str(exc))
         return None
     if listen is None:
         return None
     try:
         sock = _bind(listen)
     except OSError as exc:
-        log.error("web UI not started: web_listen_addr %r: %s", listen.netloc, exc.strerror or exc)
+        _not_started(daemon, f"web_listen_addr {listen.netloc!r}: {exc.strerror or exc}")
         return None
     token_path = daemon.rt.layout.runtime_dir / TOKEN_FILE
     token_path.unlink(missing_ok=True)  # a token from an earlier daemon must not keep working
@@ -576,5 +585,6 @@ async def start_web_ui(daemon: Daemon) -> WebUi | None:
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     task.add_done_callback(_log_crash)
     login = f" (log in with the token in {token_path})" if token else ""
-    log.info("web UI on %s%s", listen.url, login)
+    daemon.web_ui = listen.url + login
+    log.info("web UI on %s", daemon.web_ui)
     return WebUi(server, task)

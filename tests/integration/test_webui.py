@@ -90,7 +90,9 @@ def add_running_vm(h: DaemonHarness, name: str, sock_dir: Path, pids: list[int],
     (h.state / "vms" / vm["id"] / "handles.json").write_text(json.dumps(handles))
     with sqlite3.connect(h.state / "banger.db") as conn:
         conn.execute(
-            "UPDATE vms SET state = 'running', started_at = datetime('now', '-754 seconds') WHERE name = ?", (name,)
+            "UPDATE vms SET state = 'running', created_at = datetime('now', '-1 hour'),"
+            " started_at = datetime('now', '-754 seconds') WHERE name = ?",
+            (name,),
         )
     return sock
 
@@ -111,6 +113,7 @@ def web(daemon: DaemonHarness, tmp_path: Path) -> Iterator[WebSetup]:
         }
         daemon.client().vms.create(name="idle", backend="fakevmm", start=False)
         assert daemon.client().vms.get("web1")["state"] == "running"
+        assert daemon.client().daemon.status()["web_ui"] == f"http://127.0.0.1:{port}/"
         yield WebSetup(daemon, f"http://127.0.0.1:{port}", sockets)
     finally:
         daemon.stop()
@@ -371,7 +374,11 @@ def test_port_in_use_is_logged_and_the_api_runs(daemon: DaemonHarness) -> None:
         port = taken.getsockname()[1]
         write_config(daemon, f'web_listen_addr = "127.0.0.1:{port}"\n')
         assert daemon.client().vms.list() == []
-        assert f"web UI not started: web_listen_addr '127.0.0.1:{port}': Address already in use" in daemon_log(daemon)
+        line = f"not started: web_listen_addr '127.0.0.1:{port}': Address already in use"
+        assert f"web UI {line}" in daemon_log(daemon)
+        assert daemon.client().daemon.status()["web_ui"] == line
+        status = subprocess.run([BIN / "banger", "daemon", "status"], env=daemon.env, capture_output=True, text=True)
+        assert f"  web UI {line}\n" in status.stdout
 
 
 def test_web_ui_is_off_by_default(daemon: DaemonHarness) -> None:
