@@ -9,6 +9,7 @@ Set BANGER_SCREENSHOTS=DIR to save the pages as PNGs (docs/images/ holds them).
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -101,7 +102,7 @@ def add_running_vm(h: DaemonHarness, name: str, sock_dir: Path, pids: list[int],
 def web(daemon: DaemonHarness, tmp_path: Path) -> Iterator[WebSetup]:
     """A daemon serving the UI on 127.0.0.1 with two running VMs and one created one."""
     port = free_port()
-    write_config(daemon, f'web_listen_addr = "127.0.0.1:{port}"\n')
+    write_config(daemon, f'web_listen_addr = "127.0.0.1:{port}"\nssh_ready_timeout = 2\n')
     client = daemon.client()
     client.images.pull("fake-tiny")
     client.kernels.pull("fake-kernel")
@@ -160,6 +161,11 @@ def screenshot(driver: webdriver.Chrome, name: str) -> None:
         driver.save_screenshot(str(Path(target) / f"{name}.png"))
 
 
+def wait_title(driver: webdriver.Chrome, title: str) -> None:
+    """Wait for a navigation (a click may return before the next page loaded)."""
+    WebDriverWait(driver, 30).until(lambda d: d.title == title, message=f"expected page {title!r}")
+
+
 def rows(driver: webdriver.Chrome, key: int = 0) -> dict[str, list[str]]:
     """Table rows by the text of cell ``key``."""
     out = {}
@@ -182,16 +188,19 @@ def test_pages_show_the_daemons_data(web: WebSetup, browser: webdriver.Chrome) -
     screenshot(browser, "web-ui-vms")
 
     browser.find_element(By.LINK_TEXT, "Images & kernels").click()
+    wait_title(browser, "Images & kernels · banger")
     tables = browser.find_elements(By.TAG_NAME, "table")
     assert "fake-tiny" in tables[0].text and "fake-kernel" in tables[1].text
     screenshot(browser, "web-ui-images")
 
     browser.find_element(By.LINK_TEXT, "Plugins").click()
+    wait_title(browser, "Plugins · banger")
     plugins = rows(browser)
     assert plugins["fake"][3] == "active" and "vmm_backends" in plugins["fake"][4]
     assert plugins["qemu"][2] == "builtin"
 
     browser.find_element(By.LINK_TEXT, "Doctor").click()
+    wait_title(browser, "Doctor · banger")
     doctor = rows(browser, key=1)
     assert doctor["python"][0] == "ok" and "vmm-backend" in doctor
     assert doctor["web-ui"][2].startswith(f"bangerd serves it at {web.base}/")
@@ -202,12 +211,12 @@ def test_stop_asks_first_and_then_stops(web: WebSetup, browser: webdriver.Chrome
     browser.get(web.base + "/")
     row = browser.find_element(By.XPATH, "//tr[td/a[text()='web1']]")
     row.find_element(By.LINK_TEXT, "Stop").click()
-    assert browser.title == "Stop web1? · banger"
+    wait_title(browser, "Stop web1? · banger")
     assert "Stop VM web1 (now running)?" in browser.find_element(By.TAG_NAME, "main").text
     screenshot(browser, "web-ui-confirm-stop")
     assert web.vm_state("web1") == "running"  # showing the confirmation changed nothing
     browser.find_element(By.ID, "confirm").click()
-    WebDriverWait(browser, 30).until(lambda d: d.title == "VM web1 · banger", message=browser.page_source)
+    wait_title(browser, "VM web1 · banger")
     facts = browser.find_element(By.CSS_SELECTOR, "dl.facts").text
     assert "State\nstopped" in facts
     assert web.vm_state("web1") == "stopped"
@@ -218,7 +227,7 @@ def test_stop_asks_first_and_then_stops(web: WebSetup, browser: webdriver.Chrome
 def test_cancel_leaves_the_vm_alone(web: WebSetup, browser: webdriver.Chrome) -> None:
     browser.get(web.base + "/vms/builder/delete")
     browser.find_element(By.LINK_TEXT, "Cancel").click()
-    assert browser.title == "VM builder · banger"
+    wait_title(browser, "VM builder · banger")
     assert web.vm_state("builder") == "running"
 
 
@@ -293,6 +302,23 @@ def test_cross_origin_and_tokenless_posts_are_refused(web: WebSetup) -> None:
         assert same_origin_fetch.status_code == 303 and web.vm_state("builder") == "stopped"
 
 
+def test_delete_and_a_failing_start_go_through_the_services(web: WebSetup) -> None:
+    with httpx.Client(base_url=web.base) as http:
+        csrf = csrf_from(http.get("/vms/idle/delete").text)
+        deleted = http.post("/vms/idle/delete", data={"csrf": csrf}, headers={"Origin": web.base})
+        assert deleted.status_code == 303 and deleted.headers["location"] == "/"
+        assert "idle" not in {vm["name"] for vm in web.harness.client().vms.list()}
+        running = http.post("/vms/builder/delete", data={"csrf": csrf}, headers={"Origin": web.base})
+        assert running.status_code == 409 and "VM builder is running: stop it first" in running.text
+        forced = http.post("/vms/builder/delete", data={"csrf": csrf, "force": "1"}, headers={"Origin": web.base})
+        assert forced.status_code == 303 and not banger_fake.answers(web.vmm_sockets["builder"])
+        # The fake VMM has no sshd: the start fails after ssh_ready_timeout, and the page says what the CLI says.
+        http.post("/vms/web1/stop", data={"csrf": csrf}, headers={"Origin": web.base})
+        started = http.post("/vms/web1/start", data={"csrf": csrf}, headers={"Origin": web.base}, timeout=60)
+        assert started.status_code == 500 and "ssh" in started.text
+        assert web.harness.client().vms.get("web1")["last_error"] in html.unescape(started.text)
+
+
 def test_errors_are_pages_and_names_are_escaped(web: WebSetup) -> None:
     with httpx.Client(base_url=web.base) as http:
         missing = http.get("/vms/%3Cscript%3Ex")
@@ -336,6 +362,26 @@ def test_allow_remote_requires_the_token(daemon: DaemonHarness) -> None:
     assert token_file.read_text().strip() != token
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
         assert http.get("/").status_code == 303
+
+
+def test_login_in_the_browser(daemon: DaemonHarness, browser: webdriver.Chrome) -> None:
+    port = free_port()
+    write_config(daemon, f'web_listen_addr = "127.0.0.1:{port}"\nweb_allow_remote = true\n')
+    daemon.client().vms.list()
+    token = (daemon.runtime / "web-token").read_text().strip()
+    browser.get(f"http://127.0.0.1:{port}/doctor")
+    assert browser.title == "Log in · banger"
+    assert str(daemon.runtime / "web-token") in browser.find_element(By.TAG_NAME, "main").text
+    browser.find_element(By.ID, "token").send_keys("not the token\n")
+    WebDriverWait(browser, 20).until(lambda d: "Wrong token." in d.find_element(By.TAG_NAME, "main").text)
+    browser.find_element(By.ID, "token").send_keys(token + "\n")
+    wait_title(browser, "Virtual machines · banger")
+    browser.find_element(By.LINK_TEXT, "Doctor").click()
+    wait_title(browser, "Doctor · banger")
+    browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
+    wait_title(browser, "Log in · banger")
+    browser.get(f"http://127.0.0.1:{port}/")
+    assert browser.title == "Log in · banger"
 
 
 # -- bad settings: the API still starts, the log and doctor say why --------------

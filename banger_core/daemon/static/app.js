@@ -12,7 +12,7 @@ async function followLog(pre, status) {
     status.textContent = "log unavailable: " + error.message;
     return;
   }
-  if (!response.ok || !response.body) {
+  if (!response.ok || response.redirected || !response.body) {
     status.textContent = "log unavailable (HTTP " + response.status + ")";
     return;
   }
