@@ -48,7 +48,6 @@ from banger_core.webaddr import WebListen, web_listen
 
 log = logging.getLogger("banger.web")
 STATIC = Path(__file__).with_name("static")
-SESSION_COOKIE = "banger_session"
 TOKEN_FILE = "web-token"  # noqa: S105 -- the file name, not a secret
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -98,11 +97,16 @@ class WebGuard:
         if allowed is not None and request.headers.get("host", "") not in allowed:
             raise Refused(421, f"this UI answers to {self.listen.url} only (Host header mismatch)")
 
+    @property
+    def cookie_name(self) -> str:
+        """Per port: browsers send a host's cookies to all its ports, and two daemons may share a host."""
+        return f"banger_session_{self.listen.port}"
+
     def session(self, request: Request) -> str | None:
         """The caller's session id, ``""`` when no login is required, ``None`` when not logged in."""
         if self.token is None:
             return ""
-        cookie = request.cookies.get(SESSION_COOKIE, "")
+        cookie = request.cookies.get(self.cookie_name, "")
         if cookie and any(hmac.compare_digest(cookie, known) for known in self.sessions):
             return cookie
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
@@ -445,7 +449,7 @@ async def login(request: Request) -> Response:
                 session = secrets.token_urlsafe(32)
                 guard.sessions.add(session)
                 response = RedirectResponse("/", status_code=303, headers=SECURITY_HEADERS)
-                response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", path="/")
+                response.set_cookie(guard.cookie_name, session, httponly=True, samesite="strict", path="/")
                 return response
             message = '<p class="error">Wrong token.</p>'
     except Refused as exc:
@@ -464,7 +468,7 @@ async def logout(d: Daemon, request: Request, session: str) -> Response:
     guard: WebGuard = request.app.state.guard
     guard.sessions.discard(session)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(guard.cookie_name, path="/")
     return response
 
 

@@ -351,7 +351,7 @@ def test_allow_remote_requires_the_token(daemon: DaemonHarness) -> None:
         assert wrong.status_code == 401 and "Wrong token" in wrong.text
         assert http.post("/login", data={"token": token}, headers={"Origin": "http://evil.example"}).status_code == 403
         ok = http.post("/login", data={"token": token}, headers={"Origin": base})
-        assert ok.status_code == 303 and "banger_session" in http.cookies
+        assert ok.status_code == 303 and f"banger_session_{port}" in http.cookies
         assert "HttpOnly" in ok.headers["set-cookie"] and "SameSite=strict" in ok.headers["set-cookie"]
         assert http.get("/").status_code == 200
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
