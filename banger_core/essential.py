@@ -11,7 +11,9 @@ import shutil
 import sys
 from collections.abc import Iterable
 
+from banger_core.config import ConfigError
 from banger_core.defaults import effective_defaults
+from banger_core.webaddr import web_listen
 from banger_hookspecs import (
     CheckResult,
     ConfigOption,
@@ -51,6 +53,12 @@ def banger_config_options() -> Iterable[ConfigOption]:
         ConfigOption("ssh_ready_timeout", "int", 300, help="seconds to wait for a booting VM's sshd"),
         ConfigOption("vm_defaults", "table", fields=VM_DEFAULT_FIELDS, help="defaults for new VMs"),
         ConfigOption("file_sync", "list[table]", fields=FILE_SYNC_FIELDS, help="files copied into new VMs"),
+        ConfigOption(
+            "web_listen_addr", "str", help='serve the web UI at IP:PORT, e.g. "127.0.0.1:7777" (off when unset)'
+        ),
+        ConfigOption(
+            "web_allow_remote", "bool", False, help="allow a non-loopback web_listen_addr; the UI then needs a token"
+        ),
         ConfigOption(
             "log_level", "str", "info", choices=("debug", "info", "warning", "error"), help="daemon log level"
         ),
@@ -136,6 +144,23 @@ def _core_checks(ctx: PluginContext) -> Iterable[CheckResult]:
         f"{state} is writable" if writable else f"{state} is not writable",
         hint=None if writable else f"fix the permissions of {probe} or set state_dir in config.toml",
         blocks_vm_run=not writable,
+    )
+    yield _web_ui_check(ctx)
+
+
+def _web_ui_check(ctx: PluginContext) -> CheckResult:
+    try:
+        listen = web_listen(ctx.config)
+    except ConfigError as exc:
+        return CheckResult("web-ui", "fail", f"not served: {exc}", hint="fix web_listen_addr in config.toml")
+    if listen is None:
+        return CheckResult("web-ui", "info", 'off (set web_listen_addr = "127.0.0.1:7777" to turn it on)')
+    login = f"; log in with the token in {ctx.runtime_dir / 'web-token'}" if listen.remote else ""
+    return CheckResult(
+        "web-ui",
+        "ok",
+        f"bangerd serves it at {listen.url}{login}",
+        hint="`banger daemon status` says whether it started",
     )
 
 

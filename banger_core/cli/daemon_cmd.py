@@ -44,6 +44,8 @@ def status(app: App, as_json: bool) -> None:
     click.echo(f"  up {int(info['uptime'])} s; {info['running_vms']} of {info['vms']} VMs running")
     click.echo(f"  socket {info['socket']}")
     click.echo(f"  log    {info['log_file']}")
+    if "web_ui" in info:  # a daemon older than this CLI may not say
+        click.echo(f"  web UI {info['web_ui']}")
 
 
 @cli.command(name="stop")

@@ -64,6 +64,8 @@ class Daemon:
         #: name -> address of running VMs, read by the DNS server on every query (no I/O there).
         self.dns_table: dict[str, str] = {}
         self.dns_server: Any = None
+        #: the web UI's URL, "off", or "not started: <why>" (set by daemon.web; shown by `daemon status`).
+        self.web_ui = "off"
         self.vms.on_change.append(self.refresh_ssh_config)
         self.vms.on_change.append(self.refresh_dns_table)
 
@@ -278,6 +280,7 @@ async def daemon_status(d: Daemon, request: Request) -> Response:
             "state_dir": str(d.rt.layout.state_dir),
             "vms": len(vms),
             "running_vms": sum(1 for vm in vms if vm["state"] == "running"),
+            "web_ui": d.web_ui,
         }
     )
 

@@ -98,6 +98,7 @@ async def serve(env: dict[str, str], foreground: bool) -> int:
     import uvicorn
 
     from banger_core.daemon.app import Daemon, create_app
+    from banger_core.daemon.web import start_web_ui
     from banger_core.runtime import Runtime
 
     rt = Runtime(env)
@@ -123,12 +124,15 @@ async def serve(env: dict[str, str], foreground: bool) -> int:
             server.should_exit = True
 
         daemon.shutdown_requested = request_exit
+        web_ui = await start_web_ui(daemon)  # None when web_listen_addr is unset or unusable (logged)
         watcher = asyncio.get_running_loop().create_task(daemon.watch_liveness(LIVENESS_INTERVAL))
         log.info("listening on %s", rt.layout.socket)
         try:
             await server.serve(sockets=[sock])
         finally:
             watcher.cancel()
+            if web_ui is not None:
+                await web_ui.stop()
             await daemon.stop_services()
             rt.layout.socket.unlink(missing_ok=True)
             rt.close()
