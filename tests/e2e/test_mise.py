@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from banger_debootstrap.recipe import load_recipe
+from banger_hookspecs import ImageArtifact, KernelArtifact
 from tests.netns import temporary_netns
 from tests.support.e2e import E2E, GOLDEN, make_env
 
@@ -25,8 +26,14 @@ MISE_VERSION = load_recipe(RECIPE).plan().npm_binaries[0].version
 
 
 @pytest.fixture(scope="module")
-def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    """A daemon in a fresh namespace with no route out, the golden image and kernel pulled."""
+def offline(
+    tmp_path_factory: pytest.TempPathFactory, golden_image: ImageArtifact, banger_kernel: KernelArtifact
+) -> Iterator[E2E]:
+    """A daemon in a fresh namespace with no route out, the golden image and kernel pulled.
+
+    ``golden_image`` and ``banger_kernel`` build them into the shared cache first, outside the
+    namespace (from the Debian and npm registries); the daemon's pull then takes them from there.
+    """
     root = tmp_path_factory.mktemp("e2e-mise")
     with temporary_netns() as ns:
         etc = Path("/etc/netns") / ns.name
