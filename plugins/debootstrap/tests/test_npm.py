@@ -64,6 +64,8 @@ class Registry:
     url: str
     tarball: bytes = GOOD
     published: str = field(default_factory=lambda: integrity(GOOD))
+    #: Promise more tarball bytes than are sent, then close: a transfer that breaks off.
+    truncate: bool = False
     requests: list[str] = field(default_factory=list)
 
 
@@ -87,6 +89,9 @@ def registry() -> Iterator[Registry]:
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            if state.truncate and body is state.tarball:
+                body = body[: len(body) // 2]
+                self.close_connection = True
             self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
@@ -137,6 +142,13 @@ def test_tarball_not_matching_the_integrity_is_refused_and_nothing_cached(regist
         fetch(spec_for(GOOD), registry.url, tmp_path / "npm", RecordingProgress())
     message = str(caught.value)
     assert "\n" not in message and "does not match the integrity" in message and "nothing was cached" in message
+    assert os.listdir(tmp_path / "npm") == []
+
+
+def test_a_transfer_that_breaks_off_is_unavailable_and_nothing_cached(registry: Registry, tmp_path: Path) -> None:
+    registry.truncate = True
+    with pytest.raises(SourceUnavailable, match=f"fetching {PACKAGE}@{VERSION} from {registry.url} failed"):
+        fetch(spec_for(GOOD), registry.url, tmp_path / "npm", RecordingProgress())
     assert os.listdir(tmp_path / "npm") == []
 
 

@@ -93,7 +93,7 @@ def _published(client: httpx.Client, registry: str, spec: NpmBinary) -> str:
     url = f"{registry.rstrip('/')}/{quote(spec.package, safe='@')}"
     response = _get(client, url, label, headers={"Accept": "application/vnd.npm.install-v1+json, application/json"})
     try:
-        body = b""
+        body = bytearray()
         for chunk in response.iter_bytes():
             body += chunk
             if len(body) > METADATA_MAX:
@@ -163,6 +163,8 @@ def fetch(spec: NpmBinary, registry: str, cache_dir: Path, progress: Progress) -
             tarball = _published(client, registry, spec)
             _download(client, tarball, spec, partial, progress)
         os.replace(partial, cached)
+    except httpx.HTTPError as exc:  # the connection broke mid-transfer
+        raise SourceUnavailable(f"fetching {spec.package}@{spec.version} from {registry} failed: {exc}") from None
     finally:
         partial.unlink(missing_ok=True)
     return cached
