@@ -12,7 +12,7 @@ Usage (at release time, before uploading the bundles to the release)::
 
     scripts/publish_catalog.py \\
         --base-url https://github.com/banger-dev/banger/releases/download/v0.1.0 \\
-        dist/debian-bookworm.tar.zst dist/generic-6.1.tar.zst
+        dist/debian-bookworm.tar.zst dist/debian-bookworm-docker.tar.zst dist/generic-6.1.tar.zst
 
 Default catalog: the embedded ``plugins/catalog/src/banger_catalog/catalog.json``.
 """

@@ -21,6 +21,8 @@ from banger_core.progress import EventProgress
 
 TOOLING_LOG = "/root/.cache/banger/vm-run-tooling-{repo}.log"
 MISE_FILES = (".mise.toml", "mise.toml", ".tool-versions")
+#: Seconds to wait for the ssh call that starts `mise install` (it returns once mise is in the background).
+TOOLING_START_TIMEOUT = 60.0
 
 
 def spec_line(plan: dict[str, Any]) -> str:
@@ -242,14 +244,19 @@ def run_foreground(argv: list[str]) -> int:
 
 
 def _start_tooling(target: Any, workdir: str, repo: str) -> None:
-    """Best effort: `mise install` in the background when the guest has mise."""
+    """Best effort: `mise install` in the background when the guest has mise; never fails the run."""
     log = TOOLING_LOG.format(repo=repo)
     script = (
         "command -v mise >/dev/null 2>&1 || exit 0; "
         f"mkdir -p /root/.cache/banger && cd {shlex.quote(workdir)} && "
         f"nohup mise install >{shlex.quote(log)} 2>&1 </dev/null &"
     )
-    subprocess.run(target.command_argv(["sh", "-c", script]), capture_output=True, timeout=60, check=False)
+    try:
+        subprocess.run(
+            target.command_argv(["sh", "-c", script]), capture_output=True, timeout=TOOLING_START_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        click.echo(f"banger: starting `mise install` took over {TOOLING_START_TIMEOUT:g} s; skipped it", err=True)
 
 
 @click.group(name="workspace")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from banger_core.cli import run_cmd
 from banger_core.cli.run_cmd import guest_workdir, remote_command
 from banger_core.errors import BangerError
 from banger_core.testing import invoke_cli
@@ -77,3 +78,26 @@ def test_remote_command_quotes_and_keeps_the_exit_status() -> None:
     # Run it for real: status and signals come through as the shell reports them.
     assert subprocess.run(remote_command(["sh", "-c", "exit 7"], None)).returncode == 7
     assert subprocess.run(remote_command(["sh", "-c", "kill -TERM $$"], None)).returncode == 128 + 15
+
+
+class _StuckSsh:
+    """An ssh target whose connection hangs (a guest too busy to answer)."""
+
+    def __init__(self) -> None:
+        self.commands: list[list[str]] = []
+
+    def command_argv(self, command: list[str]) -> list[str]:
+        self.commands.append(command)
+        return ["sleep", "90"]
+
+
+def test_starting_mise_install_that_hangs_does_not_fail_the_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(run_cmd, "TOOLING_START_TIMEOUT", 0.2)
+    target = _StuckSsh()
+    run_cmd._start_tooling(target, "/root/my repo", "my repo")  # returns instead of raising TimeoutExpired
+    ((shell, flag, script),) = target.commands
+    assert (shell, flag) == ("sh", "-c")
+    assert "cd '/root/my repo' && nohup mise install >'/root/.cache/banger/vm-run-tooling-my repo.log'" in script
+    assert capsys.readouterr().err == "banger: starting `mise install` took over 0.2 s; skipped it\n"

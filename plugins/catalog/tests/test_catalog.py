@@ -36,14 +36,15 @@ def _catalog(*entries: dict[str, Any], fmt: int = 1) -> bytes:
     return json.dumps({"format": fmt, "entries": list(entries)}).encode()
 
 
-def test_embedded_catalog_lists_the_default_image_and_kernel_unpublished() -> None:
+def test_embedded_catalog_lists_the_default_images_and_kernel_unpublished() -> None:
     catalog = load_catalog(None)
     assert catalog.location == EMBEDDED
     image = catalog.find("image", "debian-bookworm")
+    docker = catalog.find("image", "debian-bookworm-docker")
     kernel = catalog.find("kernel", "generic-6.1")
-    assert image is not None and kernel is not None
-    assert image.kernel_ref == "generic-6.1"
-    for entry in (image, kernel):
+    assert image is not None and docker is not None and kernel is not None
+    assert image.kernel_ref == docker.kernel_ref == "generic-6.1"
+    for entry in (image, docker, kernel):
         assert entry.url.startswith(RELEASES), entry.url
         assert entry.url.endswith(f"/{entry.name}.tar.zst")
         # No invented digests: these entries are placeholders until a release publishes them.

@@ -21,6 +21,9 @@ description = "more"
 packages = ["jq"]
 late_packages = ["linux-image-cloud-amd64"]
 
+[variants]
+tiny-extra = ["extra"]
+
 [[files]]
 dest = "/etc/motd"
 src = "motd"

@@ -8,9 +8,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from banger_debootstrap.recipe import RecipeError, find_recipe, load_recipe, parse_ref, recipe_dirs
+from banger_debootstrap.recipe import RecipeError, find_image, find_recipe, load_recipe, parse_ref, recipe_dirs
 
 pytestmark = pytest.mark.unit
+
+INTEGRITY = "sha512-" + "A" * 86 + "=="
+NPM = f"""
+[[npm_binaries]]
+package = "@scope/tool-linux-x64"
+version = "1.2.3"
+integrity = "{INTEGRITY}"
+member = "package/bin/tool"
+dest = "/usr/local/bin/tool"
+"""
 
 GOLDEN = Path(__file__).resolve().parents[3] / "images" / "golden"
 
@@ -41,6 +51,85 @@ def test_golden_recipe_is_valid() -> None:
     assert {"getty-static.service", "e2scrub_reap.service"} <= masked
     assert any("/etc/ssh/ssh_host_*" in s.paths for s in plan.steps if s.action == "remove")
     assert plan.steps[-1].action == "remove" and "/etc/ssh/ssh_host_*" in plan.steps[-1].paths
+
+
+def test_golden_recipe_ships_pinned_mise_and_names_the_docker_variant() -> None:
+    recipe = load_recipe(GOLDEN / "debian-bookworm")
+    plan = recipe.plan()
+    (mise,) = plan.npm_binaries
+    assert (mise.package, mise.member, mise.dest) == (
+        "@jdxcode/mise-linux-x64",
+        "package/bin/mise",
+        "/usr/local/bin/mise",
+    )
+    assert mise.version.count(".") == 2 and mise.integrity.startswith("sha512-") and len(mise.sha512) == 128
+    # ssh sessions (pam_env) skip mise's version check: the image pins mise, and VMs may be offline
+    environment = {f.dest: f.content for f in plan.files}["/etc/environment"]
+    assert b"MISE_DISABLE_UPDATE_WARNING=1" in environment.splitlines()
+    assert ("env", "MISE_DISABLE_UPDATE_WARNING=1", "/usr/local/bin/mise", "--version") in [s.argv for s in plan.steps]
+    assert recipe.variants == {"debian-bookworm-docker": {"docker": True}}
+    docker = recipe.plan(variant="debian-bookworm-docker")
+    assert (
+        docker.ref == "debian-bookworm-docker" and docker.recipe_hash() == recipe.plan({"docker": True}).recipe_hash()
+    )
+    assert docker.npm_binaries == plan.npm_binaries
+
+
+def test_npm_binary_pin_is_part_of_the_hash(tmp_path: Path, kit: SimpleNamespace) -> None:
+    recipe_dir = kit.write_recipe(tmp_path, kit.MINIMAL + NPM)
+    plan = load_recipe(recipe_dir).plan()
+    (binary,) = plan.npm_binaries
+    assert binary.sha512 == "00" * 64
+    before = plan.recipe_hash()
+    (recipe_dir / "recipe.toml").write_text(kit.MINIMAL + NPM.replace('"1.2.3"', '"1.2.4"'))
+    assert load_recipe(recipe_dir).plan().recipe_hash() != before
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('package = "@scope/tool-linux-x64"', 'package = "../tool"'), "is not an npm package name"),
+        (('version = "1.2.3"', 'version = "^1.2"'), "one exact version"),
+        ((f'integrity = "{INTEGRITY}"', 'integrity = "sha1-AAAA"'), "the registry's sha512 dist.integrity"),
+        ((f'integrity = "{INTEGRITY}"', 'integrity = "sha512-!!"'), "the registry's sha512 dist.integrity"),
+        (('member = "package/bin/tool"', 'member = "../bin/tool"'), "normalized relative path"),
+        (('member = "package/bin/tool"', 'member = "/bin/tool"'), "normalized relative path"),
+        (('dest = "/usr/local/bin/tool"', 'dest = "usr/bin/tool"'), "not an absolute guest path"),
+        (('dest = "/usr/local/bin/tool"', 'dest = "/usr/bin/tool"\nmode = "4755"'), "unknown key"),
+    ],
+)
+def test_npm_binary_validation(tmp_path: Path, kit: SimpleNamespace, change: tuple[str, str], message: str) -> None:
+    with pytest.raises(RecipeError, match=message) as caught:
+        load_recipe(kit.write_recipe(tmp_path, kit.MINIMAL + NPM.replace(*change)))
+    assert "[[npm_binaries]] #1" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ('other-extra = ["extra"]', "a variant's name is 'tiny-' plus"),
+        ('tiny-x = "extra"', "non-empty list of switches"),
+        ("tiny-x = []", "non-empty list of switches"),
+        ('tiny-x = ["docker"]', "'docker' is not a switch"),
+        ('tiny-x = ["extra", "no-extra"]', "'no-extra' is not a switch"),
+    ],
+)
+def test_variant_validation(tmp_path: Path, kit: SimpleNamespace, variants: str, message: str) -> None:
+    text = kit.MINIMAL.replace('tiny-extra = ["extra"]', variants)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(kit.write_recipe(tmp_path, text))
+
+
+def test_find_image_resolves_variants(tmp_path: Path, kit: SimpleNamespace) -> None:
+    kit.write_recipe(tmp_path)
+    dirs = [tmp_path]
+    found = find_image("tiny-extra", dirs)
+    assert found is not None and found[0].name == "tiny" and found[1] == "tiny-extra"
+    exact = find_image("tiny", dirs)
+    assert exact is not None and exact[1] is None
+    assert find_image("tiny-other", dirs) is None and find_image("Tiny-extra", dirs) is None
+    with pytest.raises(RecipeError, match="has no variant 'tiny-other'"):
+        exact[0].plan(variant="tiny-other")
 
 
 def test_golden_recipe_without_boot_trimming() -> None:

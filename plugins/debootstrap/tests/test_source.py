@@ -144,9 +144,10 @@ def test_a_new_build_prunes_older_builds_of_the_same_image_only(
 ) -> None:
     source = DebootstrapSource(context)
     images = source.cache_dir / "images"
-    for old_hash, name in (("0" * 64, "tiny"), ("1" * 64, "tiny.extra")):
+    for old_hash, name, extra in (("0" * 64, "tiny", False), ("1" * 64, "tiny.extra", True)):
         (images / old_hash).mkdir(parents=True)
-        (images / old_hash / "manifest.json").write_text(json.dumps({"name": name}))
+        manifest = {"name": name, "recipe": "tiny", "options": {"extra": extra}}
+        (images / old_hash / "manifest.json").write_text(json.dumps(manifest))
         (images / old_hash / "rootfs.ext4").write_bytes(b"old")
     plan = source.plan("tiny")
 
@@ -160,3 +161,45 @@ def test_a_new_build_prunes_older_builds_of_the_same_image_only(
     source.pull("tiny", dest, progress)
     assert sorted(p.name for p in images.iterdir()) == sorted([plan.recipe_hash(), "1" * 64])
     assert any("older tiny recipe" in line for line in progress.lines)
+
+    # The variant that means tiny.extra replaces the older tiny.extra build: same recipe, same switches.
+    monkeypatch.setattr(source, "_build", lambda *args: seed_cache(source, "tiny-extra"))
+    (tmp_path / "dest2").mkdir()
+    source.pull("tiny-extra", tmp_path / "dest2", RecordingProgress())
+    assert sorted(p.name for p in images.iterdir()) == sorted(
+        [plan.recipe_hash(), source.plan("tiny-extra").recipe_hash()]
+    )
+
+
+@pytest.mark.unit
+def test_variant_name_is_claimed_and_built_as_its_switches(
+    context: PluginContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = DebootstrapSource(context)
+    assert source.claims("tiny-extra") and source.claims("tiny-extra.no-extra")
+    assert not source.claims("tiny-other") and not source.claims("tiny-")
+    variant = source.plan("tiny-extra")
+    assert variant.ref == "tiny-extra" and variant.options == {"extra": True}
+    assert variant.recipe_hash() == source.plan("tiny.extra").recipe_hash()  # one build serves both names
+    assert source.plan("tiny-extra.no-extra").ref == "tiny-extra.no-extra"
+    listings = {listing.name: listing.description for listing in source.available()}
+    assert listings["tiny-extra"] == "a tiny image (extra)"
+    assert {"debian-bookworm", "debian-bookworm-docker"} <= set(listings)
+
+    # A build cached under the other name is reused; the artifact and manifest carry the name asked for.
+    entry, _ = seed_cache(source, "tiny.extra")
+    monkeypatch.setattr(source, "_build", lambda *args: pytest.fail("the cached build must be reused"))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    artifact = source.pull("tiny-extra", dest, RecordingProgress())
+    assert artifact.name == "tiny-extra" and os.path.samefile(artifact.rootfs, entry / "rootfs.ext4")
+    assert json.loads((dest / "manifest.json").read_text())["name"] == "tiny-extra"
+
+
+@pytest.mark.unit
+def test_golden_docker_variant_resolves_to_the_docker_option(banger_env: dict[str, str]) -> None:
+    source = DebootstrapSource(make_plugin_context(banger_env, {}))
+    assert source.claims("debian-bookworm-docker")
+    plan = source.plan("debian-bookworm-docker")
+    assert plan.ref == "debian-bookworm-docker" and plan.options == {"lean-boot": True, "docker": True}
+    assert "docker.io" in plan.packages and plan.late_packages == ("linux-image-cloud-amd64",)

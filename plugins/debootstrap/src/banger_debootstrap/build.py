@@ -17,12 +17,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from banger_debootstrap.fsutil import remove_tree, resolve_in_root, tree_usage
-from banger_debootstrap.recipe import Plan, Step
+from banger_debootstrap.npm import extract_member
+from banger_debootstrap.recipe import NpmBinary, Plan, Step
 from banger_hookspecs import Progress
 
 DEBOOTSTRAP = "/usr/sbin/debootstrap"
@@ -147,8 +149,9 @@ def apply_updates(plan: Plan, root: Path, mirrors: dict[str, str], progress: Pro
         resolve_in_root(root, BUILD_SOURCES).unlink(missing_ok=True)
 
 
-def write_file(root: Path, dest: str, content: bytes, mode: int) -> None:
-    """Write ``content`` at guest path ``dest``, replacing (never following) a symlink there."""
+@contextlib.contextmanager
+def create_in_root(root: Path, dest: str, mode: int) -> Iterator[BinaryIO]:
+    """A new root-owned file at guest path ``dest`` to write to, replacing (never following) a symlink there."""
     parent = resolve_in_root(root, str(Path(dest).parent))
     parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     target = parent / Path(dest).name
@@ -157,12 +160,22 @@ def write_file(root: Path, dest: str, content: bytes, mode: int) -> None:
             raise BuildError(f"recipe file {dest} would replace a directory in the image")
         target.unlink()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        os.write(fd, content)
+    with os.fdopen(fd, "wb") as fh:
         os.fchmod(fd, mode)
         os.fchown(fd, 0, 0)
-    finally:
-        os.close(fd)
+        yield fh
+
+
+def write_file(root: Path, dest: str, content: bytes, mode: int) -> None:
+    """Write ``content`` at guest path ``dest`` (see :func:`create_in_root`)."""
+    with create_in_root(root, dest, mode) as fh:
+        fh.write(content)
+
+
+def install_npm_binary(root: Path, spec: NpmBinary, tarball: Path) -> int:
+    """Extract ``spec.member`` of the verified ``tarball`` to ``spec.dest`` (0755 root:root); returns its size."""
+    with create_in_root(root, spec.dest, 0o755) as fh:
+        return extract_member(tarball, spec.member, fh)
 
 
 def run_step(root: Path, step: Step, progress: Progress) -> None:
@@ -239,6 +252,7 @@ def build_image(
     update_mirrors: dict[str, str],
     deb_cache: Path,
     progress: Progress,
+    npm_tarballs: Mapping[NpmBinary, Path] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dict[str, object]:
     """Build ``plan`` into ``out_dir`` (``rootfs.ext4`` + ``manifest.json``); returns the manifest.
@@ -251,6 +265,7 @@ def build_image(
         update_mirrors: ``{suite: mirror}`` for ``plan.update_suites`` found on the host.
         deb_cache: where debootstrap keeps downloaded packages between builds.
         progress: progress sink.
+        npm_tarballs: the verified tarball of each of ``plan.npm_binaries``.
         now: clock (tests).
 
     Raises:
@@ -270,6 +285,9 @@ def build_image(
         progress.step(f"applying recipe {plan.ref}")
         for spec in plan.files:
             write_file(root, spec.dest, spec.content, spec.mode)
+        for binary in plan.npm_binaries:
+            size = install_npm_binary(root, binary, (npm_tarballs or {})[binary])
+            progress.log(f"installed {binary.dest} ({size >> 20} MiB) from {binary.package}@{binary.version}")
         for step in plan.steps:
             run_step(root, step, progress)
         resolve_in_root(root, POLICY_RC_D).unlink()

@@ -40,6 +40,11 @@ def banger_config_options() -> Iterable[ConfigOption]:
     return [
         ConfigOption("debian_mirror", "str", help="Debian mirror URL (default: the host's apt sources)"),
         ConfigOption(
+            "npm_registry",
+            "str",
+            help="npm registry URL for recipes' npm_binaries (default: npm's own setting, else registry.npmjs.org)",
+        ),
+        ConfigOption(
             "debootstrap_recipe_dirs",
             "list[str]",
             default=[],

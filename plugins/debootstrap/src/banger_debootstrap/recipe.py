@@ -4,12 +4,17 @@ A recipe is data: the Debian suite and packages, files to drop in, and
 post-install steps from a small closed set of actions. Switches (``[options.X]``)
 turn parts on or off; an image reference picks them: ``debian-bookworm``
 (defaults), ``debian-bookworm.docker``, ``debian-bookworm.no-lean-boot``
-(``.`` joins switches: image names are ``a-z 0-9 . _ -`` in banger).
-See docs/images.md for the format.
+(``.`` joins switches: image names are ``a-z 0-9 . _ -`` in banger). A recipe
+may also name a set of switches (``[variants]``: ``debian-bookworm-docker`` is
+``debian-bookworm.docker`` under the name the catalog publishes it as).
+Programs Debian lacks come from npm packages pinned by version and integrity
+(``[[npm_binaries]]``). See docs/images.md for the format.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -27,6 +32,8 @@ OPTION_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9:_.@\\-]+\.(service|socket|target|timer|mount|path|slice|scope|device|swap)$")
 SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+NPM_PACKAGE_RE = re.compile(r"^(@[a-z0-9][a-z0-9._-]{0,100}/)?[a-z0-9][a-z0-9._-]{0,100}$")
+NPM_VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,63}$")
 VARIANTS = ("minbase", "buildd", "-")
 UNIT_ACTIONS = ("mask", "unmask", "enable", "disable")
 ACTIONS = (*UNIT_ACTIONS, "remove", "run", "symlink")
@@ -57,6 +64,24 @@ class Step:
 
 
 @dataclass(frozen=True)
+class NpmBinary:
+    """One program taken from an npm package's tarball and installed 0755 root:root at ``dest``."""
+
+    package: str
+    version: str
+    #: The registry's ``dist.integrity`` for this version (``sha512-<base64>``), pinned in the recipe.
+    integrity: str
+    #: Path of the program inside the tarball, e.g. ``package/bin/mise``.
+    member: str
+    dest: str
+
+    @property
+    def sha512(self) -> str:
+        """Hex sha512 the tarball must have (from :attr:`integrity`)."""
+        return base64.b64decode(self.integrity.removeprefix("sha512-")).hex()
+
+
+@dataclass(frozen=True)
 class Option:
     """A switch of the recipe."""
 
@@ -82,6 +107,7 @@ class Plan:
     late_packages: tuple[str, ...]
     update_suites: tuple[str, ...]
     files: tuple[FileSpec, ...]
+    npm_binaries: tuple[NpmBinary, ...]
     steps: tuple[Step, ...]
     options: Mapping[str, bool]
     headroom_mib: int
@@ -97,6 +123,7 @@ class Plan:
             "late_packages": self.late_packages,
             "update_suites": self.update_suites,
             "files": [(f.dest, f.mode, hashlib.sha256(f.content).hexdigest()) for f in self.files],
+            "npm_binaries": [(n.package, n.version, n.integrity, n.member, n.dest) for n in self.npm_binaries],
             "steps": [(s.action, s.units, s.paths, s.argv, s.target) for s in self.steps],
             "headroom_mib": self.headroom_mib,
             "kernel_ref": self.kernel_ref,
@@ -120,12 +147,26 @@ class Recipe:
     headroom_mib: int
     options: Mapping[str, Option]
     files: tuple[tuple[FileSpec, str | None], ...]
+    npm_binaries: tuple[tuple[NpmBinary, str | None], ...]
     steps: tuple[tuple[Step, str | None], ...]
+    #: Named switch sets: ``{"debian-bookworm-docker": {"docker": True}}``.
+    variants: Mapping[str, Mapping[str, bool]]
     path: Path = field(compare=False)
 
-    def plan(self, choices: Mapping[str, bool] | None = None) -> Plan:
-        """Decide the switches (defaults unless ``choices`` says otherwise) and return the build plan."""
+    def plan(self, choices: Mapping[str, bool] | None = None, variant: str | None = None) -> Plan:
+        """Decide the switches and return the build plan.
+
+        Args:
+            choices: switch values that differ from the defaults (or from ``variant``'s).
+            variant: a name from ``[variants]``: its switches replace the defaults and
+                the plan's reference starts with it.
+        """
         values = {name: option.default for name, option in self.options.items()}
+        if variant is not None:
+            if variant not in self.variants:
+                raise RecipeError(f"image {self.name} has no variant {variant!r}")
+            values.update(self.variants[variant])
+        base = dict(values)
         for name, value in (choices or {}).items():
             if name not in self.options:
                 known = ", ".join(self.options) or "none"
@@ -143,10 +184,8 @@ class Recipe:
             if values[name]:
                 packages += [p for p in option.packages if p not in packages]
                 late += [p for p in option.late_packages if p not in late]
-        ref = self.name + "".join(
-            f".{name}" if values[name] else f".no-{name}"
-            for name, option in sorted(self.options.items())
-            if values[name] != option.default
+        ref = (variant or self.name) + "".join(
+            f".{name}" if values[name] else f".no-{name}" for name in sorted(self.options) if values[name] != base[name]
         )
         return Plan(
             name=self.name,
@@ -160,6 +199,7 @@ class Recipe:
             late_packages=tuple(late),
             update_suites=self.update_suites,
             files=tuple(spec for spec, when in self.files if active(when)),
+            npm_binaries=tuple(spec for spec, when in self.npm_binaries if active(when)),
             steps=tuple(step for step, when in self.steps if active(when)),
             options=values,
             headroom_mib=self.headroom_mib,
@@ -173,14 +213,20 @@ def parse_ref(ref: str) -> tuple[str, dict[str, bool]]:
         raise RecipeError(f"invalid image name {name!r}: use a-z, 0-9 and '-', starting with a letter")
     choices: dict[str, bool] = {}
     for switch in switches:
-        value = not switch.startswith("no-")
-        option = switch if value else switch[3:]
-        if not OPTION_RE.match(option) or option in choices:
+        option, value = _switch(switch)
+        if option is None or option in choices:
             raise RecipeError(
                 f"invalid option {switch!r} in image reference {ref!r}: write NAME.option or NAME.no-option"
             )
         choices[option] = value
     return name, choices
+
+
+def _switch(switch: str) -> tuple[str | None, bool]:
+    """``"docker"`` → ``("docker", True)``, ``"no-docker"`` → ``("docker", False)``; None for a bad name."""
+    value = not switch.startswith("no-")
+    option = switch if value else switch[3:]
+    return (option if OPTION_RE.match(option) else None), value
 
 
 # --------------------------------------------------------------------------
@@ -264,6 +310,49 @@ def _file(table: Mapping[str, Any], files_dir: Path, check: _Checker, where: str
     return FileSpec(dest, source.read_bytes(), mode)
 
 
+def _npm_binary(table: Mapping[str, Any], check: _Checker, where: str) -> NpmBinary:
+    check.unknown(table, ("package", "version", "integrity", "member", "dest", "when"), where)
+    package = check.get(table, "package", str, where)
+    if not NPM_PACKAGE_RE.match(package):
+        raise check.error(where, f"package {package!r} is not an npm package name like @scope/name")
+    version = check.get(table, "version", str, where)
+    if not NPM_VERSION_RE.match(version):
+        raise check.error(where, f"version {version!r} must be one exact version like 2026.9.15 (no ranges)")
+    integrity = check.get(table, "integrity", str, where)
+    try:
+        digest = base64.b64decode(integrity.removeprefix("sha512-"), validate=True)
+    except binascii.Error:
+        digest = b""
+    if not integrity.startswith("sha512-") or len(digest) != 64:
+        raise check.error(where, f"integrity {integrity!r} must be the registry's sha512 dist.integrity")
+    member = check.get(table, "member", str, where)
+    relative = PurePosixPath(member)
+    if not member or relative.is_absolute() or ".." in relative.parts or str(relative) != member:
+        raise check.error(where, f"member {member!r} must be a normalized relative path inside the tarball")
+    dest = guest_path(check.get(table, "dest", str, where), check, where)
+    return NpmBinary(package, version, integrity, member, dest)
+
+
+def _variants(
+    table: Mapping[str, Any], name: str, options: Mapping[str, Option], check: _Checker
+) -> dict[str, dict[str, bool]]:
+    variants: dict[str, dict[str, bool]] = {}
+    for variant, switches in table.items():
+        where = f"[variants] {variant}"
+        if not NAME_RE.match(variant) or not variant.startswith(f"{name}-"):
+            raise check.error(where, f"a variant's name is '{name}-' plus a-z, 0-9 and '-'")
+        if not isinstance(switches, list) or not switches:
+            raise check.error(where, 'must be a non-empty list of switches like ["docker", "no-lean-boot"]')
+        values: dict[str, bool] = {}
+        for switch in switches:
+            option, value = _switch(switch) if isinstance(switch, str) else (None, False)
+            if option is None or option not in options or option in values:
+                raise check.error(where, f"{switch!r} is not a switch of an option of this recipe")
+            values[option] = value
+        variants[variant] = values
+    return variants
+
+
 def _step(table: Mapping[str, Any], check: _Checker, where: str) -> Step:
     action = check.get(table, "action", str, where)
     if action not in ACTIONS:
@@ -325,7 +414,9 @@ def load_recipe(recipe_dir: Path) -> Recipe:
             "update_suites",
             "headroom_mib",
             "options",
+            "variants",
             "files",
+            "npm_binaries",
             "steps",
         ),
         "top level",
@@ -369,6 +460,12 @@ def load_recipe(recipe_dir: Path) -> Recipe:
         if not isinstance(table, dict):
             raise check.error(where, "must be a table")
         files.append((_file(table, files_dir, check, where), _when(table, options, check, where)))
+    npm_binaries = []
+    for index, table in enumerate(check.get(data, "npm_binaries", list, "top level", []), start=1):
+        where = f"[[npm_binaries]] #{index}"
+        if not isinstance(table, dict):
+            raise check.error(where, "must be a table")
+        npm_binaries.append((_npm_binary(table, check, where), _when(table, options, check, where)))
     steps = []
     for index, table in enumerate(check.get(data, "steps", list, "top level", []), start=1):
         where = f"[[steps]] #{index}"
@@ -389,7 +486,9 @@ def load_recipe(recipe_dir: Path) -> Recipe:
         headroom_mib=headroom,
         options=options,
         files=tuple(files),
+        npm_binaries=tuple(npm_binaries),
         steps=tuple(steps),
+        variants=_variants(check.get(data, "variants", dict, "top level", {}), name, options, check),
         path=recipe_dir,
     )
 
@@ -413,4 +512,28 @@ def find_recipe(name: str, dirs: Sequence[Path]) -> Path | None:
         candidate = directory / name
         if (candidate / "recipe.toml").is_file():
             return candidate
+    return None
+
+
+def find_image(name: str, dirs: Sequence[Path]) -> tuple[Recipe, str | None] | None:
+    """The recipe that builds image ``name``, and the variant it names (None for the recipe's own name).
+
+    A recipe named ``name`` wins; otherwise a recipe whose name is a ``-``-prefix of
+    ``name`` and lists ``name`` under ``[variants]``.
+
+    Raises:
+        RecipeError: the recipe found is invalid.
+    """
+    if not NAME_RE.match(name):
+        return None
+    exact = find_recipe(name, dirs)
+    if exact is not None:
+        return load_recipe(exact), None
+    parts = name.split("-")
+    for end in range(len(parts) - 1, 0, -1):
+        candidate = find_recipe("-".join(parts[:end]), dirs)
+        if candidate is not None:
+            recipe = load_recipe(candidate)
+            if name in recipe.variants:
+                return recipe, name
     return None

@@ -12,9 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from banger_debootstrap import build, mirrors
+from banger_debootstrap import build, mirrors, npm
 from banger_debootstrap.fsutil import remove_tree
-from banger_debootstrap.recipe import NAME_RE, Plan, RecipeError, find_recipe, load_recipe, parse_ref, recipe_dirs
+from banger_debootstrap.recipe import (
+    NAME_RE,
+    NpmBinary,
+    Plan,
+    RecipeError,
+    find_image,
+    load_recipe,
+    parse_ref,
+    recipe_dirs,
+)
 from banger_hookspecs import ImageArtifact, ImageListing, PluginContext, Progress, SourceUnavailable
 
 PLUGIN = "debootstrap"
@@ -69,15 +78,18 @@ class DebootstrapSource:
     # -- lookup -----------------------------------------------------------
 
     def claims(self, ref: str) -> bool:
-        """True if ``ref`` names a recipe (options are checked by :meth:`pull`)."""
+        """True if ``ref`` names a recipe or one of its variants (options are checked by :meth:`pull`)."""
         try:
             name, _ = parse_ref(ref)
         except RecipeError:
             return False
-        return find_recipe(name, self.dirs) is not None
+        try:
+            return find_image(name, self.dirs) is not None
+        except RecipeError:
+            return True  # a recipe of that name exists but is invalid: pull() says what is wrong
 
     def available(self) -> list[ImageListing]:
-        """Every recipe in the recipe directories (first one wins on a name clash)."""
+        """Every recipe and variant in the recipe directories (first one wins on a name clash)."""
         listings: dict[str, ImageListing] = {}
         for directory in self.dirs:
             for candidate in sorted(directory.iterdir()):
@@ -90,6 +102,11 @@ class DebootstrapSource:
                         self.ctx.logger.warning("skipping recipe: %s", exc)
                         continue
                     listings[recipe.name] = ImageListing(recipe.name, recipe.description, PLUGIN)
+                    for variant, values in recipe.variants.items():
+                        switches = ", ".join(name if on else f"no {name}" for name, on in values.items())
+                        listings.setdefault(
+                            variant, ImageListing(variant, f"{recipe.description} ({switches})", PLUGIN)
+                        )
         return list(listings.values())
 
     def plan(self, ref: str) -> Plan:
@@ -99,10 +116,11 @@ class DebootstrapSource:
             RecipeError: unknown image, unknown option, or an invalid recipe.
         """
         name, choices = parse_ref(ref)
-        recipe_dir = find_recipe(name, self.dirs)
-        if recipe_dir is None:
+        found = find_image(name, self.dirs)
+        if found is None:
             raise RecipeError(f"no recipe named {name!r} in {', '.join(map(str, self.dirs)) or 'any recipe directory'}")
-        return load_recipe(recipe_dir).plan(choices)
+        recipe, variant = found
+        return recipe.plan(choices, variant)
 
     # -- cache ------------------------------------------------------------
 
@@ -121,23 +139,34 @@ class DebootstrapSource:
             pass
         return None
 
-    def _prune_superseded(self, ref: str, keep: str, progress: Progress) -> None:
-        """Drop cached builds of ``ref`` made from older recipes (~600 MB each).
+    def _prune_superseded(self, plan: Plan, keep: str, progress: Progress) -> None:
+        """Drop cached builds of ``plan``'s recipe with the same switches made from older recipes (~600 MB each).
 
-        Images already pulled are hard links into the store and keep their data.
+        Builds are matched by recipe and switches, not by name: ``debian-bookworm.docker``
+        and ``debian-bookworm-docker`` share one build. Images already pulled are hard
+        links into the store and keep their data.
         """
         for entry in (self.cache_dir / "images").iterdir():
             if entry.name == keep:
                 continue
             try:
-                name = json.loads((entry / MANIFEST).read_text()).get("name")
+                manifest = json.loads((entry / MANIFEST).read_text())
+                same = (manifest.get("recipe"), manifest.get("options")) == (plan.name, dict(plan.options))
             except (OSError, ValueError, AttributeError):
                 continue
-            if name != ref:
+            if not same:
                 continue
             with _locked(self.cache_dir / "locks" / f"{entry.name}.lock"):
                 remove_tree(entry)
-            progress.log(f"removed the cached build {entry.name[:12]} of an older {ref} recipe")
+            progress.log(f"removed the cached build {entry.name[:12]} of an older {plan.ref} recipe")
+
+    def _fetch_npm(self, plan: Plan, progress: Progress) -> dict[NpmBinary, Path]:
+        """The verified tarball of each npm binary the plan installs (before debootstrap: fail early)."""
+        if not plan.npm_binaries:
+            return {}
+        registry = npm.registry_url(self.ctx.config.get("npm_registry"))
+        progress.step(f"fetching {', '.join(f'{b.package}@{b.version}' for b in plan.npm_binaries)}")
+        return {binary: npm.fetch(binary, registry, self.cache_dir / "npm", progress) for binary in plan.npm_binaries}
 
     def _clean_stale_builds(self, tmp_root: Path) -> None:
         for stale in tmp_root.glob("*.*.*"):
@@ -164,6 +193,7 @@ class DebootstrapSource:
                 updates[suite] = uri
             else:
                 progress.log(f"no apt source on this host serves {suite}: building without its updates")
+        tarballs = self._fetch_npm(plan, progress)
         tmp_root = self.cache_dir / "tmp"
         tmp_root.mkdir(mode=0o700, exist_ok=True)
         self._clean_stale_builds(tmp_root)
@@ -181,6 +211,7 @@ class DebootstrapSource:
                 update_mirrors=updates,
                 deb_cache=debs,
                 progress=progress,
+                npm_tarballs=tarballs,
             )
             entry.parent.mkdir(mode=0o700, exist_ok=True)
             remove_tree(entry)  # an incomplete leftover of the same hash
@@ -209,12 +240,13 @@ class DebootstrapSource:
                 manifest = self.cached(plan)
                 if manifest is None:
                     raise build.BuildError(f"the build of {plan.ref} left no usable image in {entry}")
-                self._prune_superseded(plan.ref, keep=recipe_hash, progress=progress)
+                self._prune_superseded(plan, keep=recipe_hash, progress=progress)
             else:
                 progress.log(f"using cached build {recipe_hash[:12]} from {manifest.get('built')}")
             progress.step(f"placing {ROOTFS}")
             place(entry / ROOTFS, dest / ROOTFS)
-            shutil.copyfile(entry / MANIFEST, dest / MANIFEST)
+            # under the name asked for: one build serves `NAME.switch` and the variant that means the same
+            (dest / MANIFEST).write_text(json.dumps({**manifest, "name": plan.ref}, indent=2) + "\n")
         return ImageArtifact(
             name=plan.ref,
             version=str(manifest["version"]),
