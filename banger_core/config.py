@@ -58,7 +58,7 @@ _TYPE_WORDS = {
     "str": "a string",
     "int": "an integer",
     "bool": "true or false",
-    "path": "an absolute path (~ allowed)",
+    "path": "an absolute path (or ~/...)",
     "size": "a size like 8G or 512M",
     "list[str]": "a list of strings",
     "table": "a table",
@@ -66,7 +66,7 @@ _TYPE_WORDS = {
 }
 
 
-def _coerce(option: ConfigOption, value: Any, where: str, home: str) -> Any:
+def _coerce(option: ConfigOption, value: Any, where: str, env: Mapping[str, str]) -> Any:
     """Validate one value; ``where`` names it in errors (``key 'x' in [t]``)."""
     expected = _TYPE_WORDS[option.type]
 
@@ -91,10 +91,10 @@ def _coerce(option: ConfigOption, value: Any, where: str, home: str) -> Any:
     if kind == "path":
         if not isinstance(value, str) or not value:
             raise bad()
-        expanded = home + value[1:] if value == "~" or value.startswith("~/") else value
-        if not os.path.isabs(expanded):
-            raise ConfigError(f"{where} must be an absolute path (or start with ~), got {value!r}")
-        return Path(expanded)
+        try:
+            return paths.expand_path(value, env)
+        except ValueError as exc:
+            raise ConfigError(f"{where} {exc}") from None
     if kind == "size":
         try:
             return parse_size(value)
@@ -107,22 +107,22 @@ def _coerce(option: ConfigOption, value: Any, where: str, home: str) -> Any:
     if kind == "table":
         if not isinstance(value, dict):
             raise bad()
-        return _table(option, value, where, home)
+        return _table(option, value, where, env)
     if kind == "list[table]":
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise bad()
-        return [_table(option, v, f"{where} entry {i + 1}", home) for i, v in enumerate(value)]
+        return [_table(option, v, f"{where} entry {i + 1}", env) for i, v in enumerate(value)]
     raise ConfigError(f"{where}: unsupported option type {kind}")
 
 
-def _table(option: ConfigOption, value: dict[str, Any], where: str, home: str) -> dict[str, Any]:
+def _table(option: ConfigOption, value: dict[str, Any], where: str, env: Mapping[str, str]) -> dict[str, Any]:
     fields = {f.key: f for f in option.fields}
     out: dict[str, Any] = {}
     for key, item in value.items():
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown key {key!r} (known: {known})")
-        out[key] = _coerce(fields[key], item, f"{where}: key {key!r}", home)
+        out[key] = _coerce(fields[key], item, f"{where}: key {key!r}", env)
     for name, sub in fields.items():
         if sub.required and name not in out:
             raise ConfigError(f"{where}: missing required key {name!r}")
@@ -220,7 +220,7 @@ def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Pa
                 warnings.append(f"{shown}: ignoring unknown key {key!r} (inactive plugins: {', '.join(inactive)})")
                 continue
             raise ConfigError(f"{shown}: unknown key {key!r}: remove it or check its spelling")
-        values[key] = _coerce(options[key], value, f"{shown}: key {key!r}", str(paths.home(env)))
+        values[key] = _coerce(options[key], value, f"{shown}: key {key!r}", env)
         sources[key] = shown
     for key, default, origin in (
         ("state_dir", paths.default_state_dir(env), "default (XDG_DATA_HOME)"),

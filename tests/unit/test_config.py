@@ -43,7 +43,7 @@ def test_missing_file_means_defaults(banger_env: dict[str, str]) -> None:
         ),
         (
             "state_dir = 'relative/dir'",
-            "~/.config/banger/config.toml: key 'state_dir' must be an absolute path (or start with ~), "
+            "~/.config/banger/config.toml: key 'state_dir' must be an absolute path (or start with ~/), "
             "got 'relative/dir'",
         ),
         pytest.param(
