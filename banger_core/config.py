@@ -8,6 +8,7 @@ came from, for ``banger config show``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tomllib
@@ -23,6 +24,8 @@ from banger_hookspecs import ConfigOption
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+#: What tells a changed file apart without reading it: inode, size, mtime and ctime (ns).
+FileStamp = tuple[int, int, int, int]
 
 
 class ConfigError(BangerError):
@@ -139,6 +142,9 @@ class Config(Mapping[str, Any]):
     options: dict[str, ConfigOption]
     owners: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: sha256 of the file as read (None: there was no file), and its :func:`file_stamp` at that moment.
+    digest: str | None = None
+    stamp: FileStamp | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -194,11 +200,19 @@ def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Pa
     owners = {key: p.plugin.name for key, p in provided.items()}
 
     raw: dict[str, Any] = {}
+    digest: str | None = None
+    stamp: FileStamp | None = None
     try:
         with path.open("rb") as fh:
-            raw = tomllib.load(fh)
+            # Stamped before reading: a change made while we read shows up as a newer stamp later.
+            stamp = _stamp(os.fstat(fh.fileno()))
+            content = fh.read()
+        digest = hashlib.sha256(content).hexdigest()
+        raw = tomllib.loads(content.decode())
     except FileNotFoundError:
         pass
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: invalid TOML: the file is not UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
     except OSError as exc:
@@ -230,4 +244,25 @@ def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Pa
         if key in options and key not in values:
             values[key] = default
             sources[key] = origin
-    return Config(path=path, data=values, sources=sources, options=options, owners=owners, warnings=warnings)
+    return Config(
+        path=path,
+        data=values,
+        sources=sources,
+        options=options,
+        owners=owners,
+        warnings=warnings,
+        digest=digest,
+        stamp=stamp,
+    )
+
+
+def _stamp(st: os.stat_result) -> FileStamp:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """The :data:`FileStamp` of ``path`` now, or None when it does not exist."""
+    try:
+        return _stamp(path.stat())
+    except FileNotFoundError:
+        return None
