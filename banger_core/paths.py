@@ -77,7 +77,12 @@ def ensure_private_dir(path: Path, key: str) -> Path:
     at a shared directory (``/tmp``) or at ``~`` must not silently lock others
     (or the user's own home) out. ``key`` names the config key to change.
     """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BangerError(
+            f"cannot create {path} ({exc.strerror}): set {key} in config.toml to a directory you can create"
+        ) from None
     me = os.geteuid()
     st = path.stat()
     # A symlink owned by someone else can be re-pointed by them at any time.
@@ -106,7 +111,7 @@ def _configured_path(env: Mapping[str, str], key: str) -> Path | None:
     try:
         with config_file(env).open("rb") as fh:
             configured = tomllib.load(fh).get(key)
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, ValueError):  # unreadable, not UTF-8, or not TOML
         return None
     if not isinstance(configured, str) or not configured:
         return None

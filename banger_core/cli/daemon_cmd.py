@@ -89,7 +89,7 @@ KILL_GRACE = 5.0
 
 def _stop(app: App) -> None:
     from banger_core import instance, paths
-    from banger_hookspecs.process import is_same_process, read_proc_stat, signal_process, wait_gone
+    from banger_hookspecs.process import read_proc_stat, signal_process, wait_gone
 
     client = _client(app, autostart=False)
     lock = paths.state_dir(app.env) / instance.LOCK_NAME
@@ -121,17 +121,13 @@ def _stop(app: App) -> None:
         click.echo(f"{who} is still running {SHUTDOWN_GRACE:.0f} s after the shutdown request: sending SIGTERM")
     else:
         click.echo(f"{who} does not answer on {client.socket}: sending SIGTERM")
-    if signal_process(pid, start_time, signal.SIGTERM) and wait_gone(pid, start_time, TERM_GRACE):
+    signal_process(pid, start_time, signal.SIGTERM)
+    if wait_gone(pid, start_time, TERM_GRACE):
         click.echo(f"{who} stopped after SIGTERM")
         return
-    if not is_same_process(pid, start_time):
-        click.echo(f"{who} stopped")
-        return
     click.echo(f"{who} ignored SIGTERM for {TERM_GRACE:.0f} s: sending SIGKILL")
-    if signal_process(pid, start_time, signal.SIGKILL) and wait_gone(pid, start_time, KILL_GRACE):
-        click.echo(f"{who} killed; running VMs keep running and the next daemon adopts them")
-        return
-    if is_same_process(pid, start_time):
+    signal_process(pid, start_time, signal.SIGKILL)
+    if not wait_gone(pid, start_time, KILL_GRACE):
         raise click.ClickException(
             f"{who} survived SIGKILL for {KILL_GRACE:.0f} s (stuck in the kernel, see /proc/{pid}/stack): "
             "try again later"

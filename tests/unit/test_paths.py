@@ -64,3 +64,20 @@ def test_shared_dir_is_refused_and_left_alone(tmp_path: Path) -> None:
         "(banger creates it with mode 0700)"
     )
     assert mode(shared) == 0o1777
+
+
+def test_a_file_in_the_way_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    with pytest.raises(BangerError) as err:
+        paths.ensure_private_dir(blocker / "run", "runtime_dir")
+    assert str(err.value) == (
+        f"cannot create {blocker / 'run'} (Not a directory): "
+        "set runtime_dir in config.toml to a directory you can create"
+    )
+
+
+def test_a_config_file_that_is_not_utf8_leaves_the_cli_on_the_defaults(banger_env: dict[str, str]) -> None:
+    config = Path(banger_env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    config.write_bytes(b"runtime_dir = '\xff'\n")
+    assert paths.runtime_dir(banger_env) == paths.default_runtime_dir(banger_env)  # the daemon reports the file
