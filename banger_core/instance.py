@@ -4,10 +4,10 @@ The daemon takes an exclusive ``flock`` on ``<state_dir>/bangerd.lock`` (and
 one on ``<runtime_dir>/bangerd.lock``, so two state dirs never share a socket)
 and never releases it: the kernel drops it when the process is gone, not
 before, so a daemon that is wedged or still finishing threads keeps its state
-dir to itself. The file names the holder: pid, process start time (which,
-unlike a pid, is never reused), socket and state dir, so the CLI can tell a
-daemon that listens elsewhere from a wedged one, and ``banger daemon stop``
-can signal exactly that process.
+dir to itself. The file names the holder: pid and process start time
+(together never reused, unlike a bare pid), socket and state dir, so the CLI
+can tell a daemon that listens elsewhere from a wedged one, and ``banger
+daemon stop`` can signal exactly that process.
 
 Light imports only: the CLI uses this when no daemon answers.
 """

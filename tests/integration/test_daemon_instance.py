@@ -158,3 +158,31 @@ def test_stop_never_signals_a_process_that_only_has_the_recorded_pid(daemon: Dae
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_two_state_dirs_never_share_a_runtime_dir(daemon: DaemonHarness, tmp_path: Path) -> None:
+    daemon.client().vms.list()
+    first = daemon.pid()
+    other_state = {**daemon.env, "XDG_DATA_HOME": str(tmp_path / "other-data")}
+    second = subprocess.Popen(
+        [sys.executable, "-m", "banger_core.daemon", "--background"], env=other_state, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _, stderr = second.communicate(timeout=30)
+    finally:
+        if second.poll() is None:  # it took the first one's socket over: end the daemon we started
+            second.kill()
+            second.wait()
+    assert second.returncode == 1
+    assert stderr.splitlines() == [
+        f"bangerd: error: another bangerd (pid {first}) (state dir {daemon.state}) already listens in "
+        f"{daemon.runtime}: give each state dir its own runtime_dir in config.toml, or stop that daemon"
+    ]
+    assert daemon.client().daemon.status()["pid"] == first  # its socket is untouched
+
+
+def test_restart_when_nothing_runs_just_starts_one(daemon: DaemonHarness) -> None:
+    result = banger(daemon.env, "daemon", "restart")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["bangerd is not running", f"bangerd (pid {daemon.pid()}) started"]
+    assert daemons_on(daemon) == [daemon.pid()]
