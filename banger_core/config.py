@@ -24,8 +24,6 @@ from banger_hookspecs import ConfigOption
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-#: What tells a changed file apart without reading it: inode, size, mtime and ctime (ns).
-FileStamp = tuple[int, int, int, int]
 
 
 class ConfigError(BangerError):
@@ -130,6 +128,10 @@ def _table(option: ConfigOption, value: dict[str, Any], where: str, env: Mapping
         if sub.required and name not in out:
             raise ConfigError(f"{where}: missing required key {name!r}")
     return out
+
+
+#: What tells a changed file apart without reading it: inode, size, mtime and ctime (ns).
+FileStamp = tuple[int, int, int, int]
 
 
 @dataclass
