@@ -103,3 +103,24 @@ def test_key_read_at_start_asks_for_a_restart_which_applies_it(daemon: DaemonHar
     assert client.vms.plan()["values"]["image"] == "fake-other"
     running = shown(daemon)["daemon"]
     assert isinstance(running, dict) and running["same_as_disk"] is True
+
+
+def test_config_show_names_the_file_the_daemon_runs_with(daemon: DaemonHarness, tmp_path: Path) -> None:
+    assert banger(daemon, "config", "show").stdout.splitlines()[1] == (
+        "daemon:      not running (it reads the file when it starts)"
+    )
+    daemon.client().vms.list()
+    other = tmp_path / "other.toml"
+    other.write_text(ORIGINAL)
+    elsewhere = subprocess.run(
+        [BIN / "banger", "config", "show"],
+        env={**daemon.env, "BANGER_CONFIG": str(other)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = elsewhere.stdout.splitlines()[1]
+    assert line.startswith(f"daemon:      pid {daemon.pid()} runs with ~/.config/banger/config.toml (sha256 ")
+    assert line.endswith(
+        ", not with this file (another BANGER_CONFIG or XDG_CONFIG_HOME): `banger daemon restart` here"
+    )
