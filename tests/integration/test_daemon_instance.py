@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from banger_core import client as client_module
 from banger_core.client import DaemonUnavailable
+from banger_hookspecs.process import read_proc_stat, signal_process
 from tests.support.daemon import DaemonHarness
 
 BIN = Path(sys.executable).parent
@@ -186,3 +188,65 @@ def test_restart_when_nothing_runs_just_starts_one(daemon: DaemonHarness) -> Non
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["bangerd is not running", f"bangerd (pid {daemon.pid()}) started"]
     assert daemons_on(daemon) == [daemon.pid()]
+
+
+def test_daemon_stuck_finishing_a_boot_after_shutdown_is_never_doubled(daemon: DaemonHarness) -> None:
+    """The reported failure: a stopped daemon whose socket is gone lives on in a boot thread; the
+    next CLI call used to start a second daemon, whose reconcile killed the VM being booted."""
+    config = Path(daemon.env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    config.write_text('default_image = "fake-tiny"\nssh_ready_timeout = 600\n')  # a boot that never becomes ready
+    client = daemon.client()
+    client.images.pull("fake-tiny")
+    first = daemon.pid()
+    vmm: tuple[int, int] | None = None  # pid, start time
+    creating = subprocess.Popen(
+        [BIN / "banger", "vm", "create", "--name", "slow", "--backend", "fakevmm"],
+        env=daemon.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            if client.vms.list() and client.vms.get("slow")["pid"] is not None:
+                break
+            time.sleep(0.1)
+        booting = client.vms.get("slow")
+        assert booting["state"] == "starting" and booting["pid"] is not None
+        proc = read_proc_stat(int(booting["pid"]))
+        assert proc is not None
+        vmm = (int(booting["pid"]), proc.start_time)
+        client.close()
+        stopping = subprocess.Popen(
+            [BIN / "banger", "daemon", "stop"],
+            env=daemon.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        socket = daemon.runtime / "bangerd.sock"
+        for _ in range(300):  # the daemon removes its socket when it stops serving
+            if not socket.exists():
+                break
+            time.sleep(0.05)
+        assert not socket.exists() and first in daemons_on(daemon), "the daemon is not stuck as in the report"
+        listing = subprocess.Popen(
+            [BIN / "banger", "vm", "list", "--json"], env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        seen: set[tuple[int, ...]] = set()
+        while stopping.poll() is None or listing.poll() is None:
+            seen.add(tuple(daemons_on(daemon)))
+            time.sleep(0.05)
+        out, err = stopping.communicate()
+        assert all(len(pids) <= 1 for pids in seen), f"two daemons ran at once: {seen}"
+        assert stopping.returncode == 0, err
+        assert out.splitlines() == [
+            f"bangerd (pid {first}) is still running 15 s after the shutdown request: sending SIGTERM",
+            f"bangerd (pid {first}) stopped after SIGTERM",
+        ]
+        assert listing.wait() == 0
+        assert daemon.pid() not in (None, first)
+    finally:
+        creating.kill()
+        creating.wait()
+        if vmm is not None:  # the fake VMM we had the daemon start lives in its own session
+            signal_process(*vmm, signal.SIGKILL)
