@@ -71,6 +71,7 @@ class Client:
         env: environment to resolve the socket from (default ``os.environ``).
         autostart: start the daemon when none answers.
         notify: called with one line when the daemon had to be started.
+        socket: talk to the daemon on this socket instead of the configured one.
     """
 
     def __init__(
@@ -79,9 +80,10 @@ class Client:
         *,
         autostart: bool = True,
         notify: Callable[[str], None] | None = None,
+        socket: Path | None = None,
     ) -> None:
         self.env = dict(os.environ if env is None else env)
-        self.socket = paths.socket_path(self.env)
+        self.socket = socket or paths.socket_path(self.env)
         self.autostart = autostart
         self.notify = notify
         # Plain HTTP over a Unix socket: there is no TLS, so skip building an SSL
@@ -116,18 +118,52 @@ class Client:
             return False
 
     def ensure_daemon(self) -> None:
-        """Make sure a daemon answers, starting one (once, even under races) if allowed."""
+        """Make sure a daemon answers, starting one (once, even under races) if allowed.
+
+        Never a second daemon for one state dir: when the state lock is held by
+        a daemon that does not answer here, this says so instead of starting one.
+        """
         if self._checked or self.ping():
             self._checked = True
             return
         if not self.autostart:
             raise DaemonUnavailable(f"bangerd is not running (no answer on {self.socket}): run any banger command")
-        runtime = paths.ensure_private_dir(self.socket.parent)
-        with open(runtime / "bangerd.start.lock", "a") as lock:
+        state = paths.ensure_private_dir(paths.state_dir(self.env), "state_dir")
+        # In the state dir, not the runtime dir: CLIs that disagree about the runtime dir still queue here.
+        with open(state / "bangerd.start.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # racing CLIs queue here; the first one starts it
-            if not self.ping():
-                self._spawn(runtime)
+            if not self._wait_for_holder(state):
+                self._spawn(paths.ensure_private_dir(self.socket.parent, "runtime_dir"))
         self._checked = True
+
+    def _wait_for_holder(self, state: Path) -> bool:
+        """True once a daemon answers; False when no daemon holds ``state`` (one may be started).
+
+        A daemon holding the state lock for this socket may be starting up
+        (reconcile runs before it listens) or shutting down: give it the
+        start-up time to answer or to go away before calling it wedged.
+        """
+        from banger_core.instance import LOCK_NAME, lock_holder
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.ping():
+                return True
+            holder = lock_holder(state / LOCK_NAME)
+            if holder is None:
+                return False
+            if holder.socket is not None and holder.socket != self.socket:
+                raise DaemonUnavailable(
+                    f"{holder.who} already runs for state dir {state} but listens on {holder.socket}, "
+                    f"not on {self.socket} (another XDG_RUNTIME_DIR or runtime_dir): run banger with the same "
+                    "runtime dir, or `banger daemon stop` that daemon first"
+                )
+            if time.monotonic() >= deadline:
+                raise DaemonUnavailable(
+                    f"{holder.who} holds state dir {state} but has not answered on {self.socket} "
+                    f"for {START_TIMEOUT:.0f} s: `banger daemon stop` stops it (SIGTERM, then SIGKILL)"
+                )
+            time.sleep(0.1)
 
     def _spawn(self, runtime: Path) -> None:
         errors = runtime / "bangerd.stderr"

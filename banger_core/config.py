@@ -8,6 +8,7 @@ came from, for ``banger config show``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tomllib
@@ -76,7 +77,7 @@ _TYPE_WORDS = {
     "str": "a string",
     "int": "an integer",
     "bool": "true or false",
-    "path": "an absolute path (~ allowed)",
+    "path": "an absolute path (or ~/...)",
     "size": "a size like 8G or 512M",
     "list[str]": "a list of strings",
     "table": "a table",
@@ -84,7 +85,7 @@ _TYPE_WORDS = {
 }
 
 
-def _coerce(option: ConfigOption, value: Any, where: str, home: str) -> Any:
+def _coerce(option: ConfigOption, value: Any, where: str, env: Mapping[str, str]) -> Any:
     """Validate one value; ``where`` names it in errors (``key 'x' in [t]``)."""
     expected = _TYPE_WORDS[option.type]
 
@@ -109,10 +110,10 @@ def _coerce(option: ConfigOption, value: Any, where: str, home: str) -> Any:
     if kind == "path":
         if not isinstance(value, str) or not value:
             raise bad()
-        expanded = home + value[1:] if value == "~" or value.startswith("~/") else value
-        if not os.path.isabs(expanded):
-            raise ConfigError(f"{where} must be an absolute path (or start with ~), got {value!r}")
-        return Path(expanded)
+        try:
+            return paths.expand_path(value, env)
+        except ValueError as exc:
+            raise ConfigError(f"{where} {exc}") from None
     if kind == "size":
         try:
             return parse_size(value)
@@ -125,26 +126,30 @@ def _coerce(option: ConfigOption, value: Any, where: str, home: str) -> Any:
     if kind == "table":
         if not isinstance(value, dict):
             raise bad()
-        return _table(option, value, where, home)
+        return _table(option, value, where, env)
     if kind == "list[table]":
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise bad()
-        return [_table(option, v, f"{where} entry {i + 1}", home) for i, v in enumerate(value)]
+        return [_table(option, v, f"{where} entry {i + 1}", env) for i, v in enumerate(value)]
     raise ConfigError(f"{where}: unsupported option type {kind}")
 
 
-def _table(option: ConfigOption, value: dict[str, Any], where: str, home: str) -> dict[str, Any]:
+def _table(option: ConfigOption, value: dict[str, Any], where: str, env: Mapping[str, str]) -> dict[str, Any]:
     fields = {f.key: f for f in option.fields}
     out: dict[str, Any] = {}
     for key, item in value.items():
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown key {key!r} (known: {known})")
-        out[key] = _coerce(fields[key], item, f"{where}: key {key!r}", home)
+        out[key] = _coerce(fields[key], item, f"{where}: key {key!r}", env)
     for name, sub in fields.items():
         if sub.required and name not in out:
             raise ConfigError(f"{where}: missing required key {name!r}")
     return out
+
+
+#: What tells a changed file apart without reading it: inode, size, mtime and ctime (ns).
+FileStamp = tuple[int, int, int, int]
 
 
 @dataclass
@@ -157,6 +162,9 @@ class Config(Mapping[str, Any]):
     options: dict[str, ConfigOption]
     owners: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: sha256 of the file as read (None: there was no file), and its :func:`file_stamp` at that moment.
+    digest: str | None = None
+    stamp: FileStamp | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -212,11 +220,19 @@ def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Pa
     owners = {key: p.plugin.name for key, p in provided.items()}
 
     raw: dict[str, Any] = {}
+    digest: str | None = None
+    stamp: FileStamp | None = None
     try:
         with path.open("rb") as fh:
-            raw = tomllib.load(fh)
+            # Stamped before reading: a change made while we read shows up as a newer stamp later.
+            stamp = _stamp(os.fstat(fh.fileno()))
+            content = fh.read()
+        digest = hashlib.sha256(content).hexdigest()
+        raw = tomllib.loads(content.decode())
     except FileNotFoundError:
         pass
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: invalid TOML: the file is not UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
     except OSError as exc:
@@ -238,7 +254,7 @@ def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Pa
                 warnings.append(f"{shown}: ignoring unknown key {key!r} (inactive plugins: {', '.join(inactive)})")
                 continue
             raise ConfigError(f"{shown}: unknown key {key!r}: remove it or check its spelling")
-        values[key] = _coerce(options[key], value, f"{shown}: key {key!r}", str(paths.home(env)))
+        values[key] = _coerce(options[key], value, f"{shown}: key {key!r}", env)
         sources[key] = shown
     for key, default, origin in (
         ("state_dir", paths.default_state_dir(env), "default (XDG_DATA_HOME)"),
@@ -248,4 +264,25 @@ def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Pa
         if key in options and key not in values:
             values[key] = default
             sources[key] = origin
-    return Config(path=path, data=values, sources=sources, options=options, owners=owners, warnings=warnings)
+    return Config(
+        path=path,
+        data=values,
+        sources=sources,
+        options=options,
+        owners=owners,
+        warnings=warnings,
+        digest=digest,
+        stamp=stamp,
+    )
+
+
+def _stamp(st: os.stat_result) -> FileStamp:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """The :data:`FileStamp` of ``path`` now, or None when it does not exist."""
+    try:
+        return _stamp(path.stat())
+    except FileNotFoundError:
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from banger_core.instance import LOCK_NAME
 from banger_core.names import validate_image_name
 
 _VM_ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -13,7 +14,7 @@ MAX_SOCKET_PATH = 100
 
 
 class Layout:
-    """State under ``state_dir`` (durable), sockets under ``runtime_dir`` (0700)."""
+    """State under ``state_dir`` (durable), sockets under ``runtime_dir``; both private (0700)."""
 
     def __init__(self, state_dir: Path, runtime_dir: Path) -> None:
         self.state_dir = state_dir
@@ -25,8 +26,10 @@ class Layout:
         self.ssh = state_dir / "ssh"
         self.log_file = state_dir / "logs" / "bangerd.log"
         self.socket = runtime_dir / "bangerd.sock"
-        self.daemon_lock = runtime_dir / "bangerd.lock"
-        self.start_lock = runtime_dir / "bangerd.start.lock"
+        #: Held by the daemon for its whole life (see :mod:`banger_core.instance`): one daemon per
+        #: state dir, and one per runtime dir so two state dirs never fight over one socket.
+        self.state_lock = state_dir / LOCK_NAME
+        self.runtime_lock = runtime_dir / LOCK_NAME
 
     def image_dir(self, name: str) -> Path:
         return self.images / validate_image_name(name)

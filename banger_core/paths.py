@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from banger_core.errors import BangerError
+
 
 def home(env: Mapping[str, str]) -> Path:
     return Path(env.get("HOME") or os.path.expanduser("~"))
@@ -50,36 +52,83 @@ def default_runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
     return Path(f"/tmp/banger-{os.geteuid()}")
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make sure it is 0700 and ours."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+def expand_path(value: str, env: Mapping[str, str] = os.environ) -> Path:
+    """The one rule for a path in config.toml, shared by the CLI and the daemon.
+
+    ``~`` and ``~/...`` mean the home directory (``$HOME``); anything else must
+    be absolute. ``~user`` and relative paths raise ``ValueError``: they would
+    mean different things to processes started from different places.
+
+    >>> expand_path("~/vms", {"HOME": "/home/ada"}), expand_path("/srv/b", {"HOME": "/home/ada"})
+    (PosixPath('/home/ada/vms'), PosixPath('/srv/b'))
+    """
+    if value == "~" or value.startswith("~/"):
+        # lstrip: "~//x" must stay under home, not become the absolute "/x".
+        return home(env) / value[2:].lstrip("/")
+    if not os.path.isabs(value):
+        raise ValueError(f"must be an absolute path (or start with ~/), got {value!r}")
+    return Path(value)
+
+
+def ensure_private_dir(path: Path, key: str) -> Path:
+    """Create ``path`` (mode 0700) if missing; refuse an existing one that is not private and ours.
+
+    An existing directory's mode is never changed: a ``runtime_dir`` pointing
+    at a shared directory (``/tmp``) or at ``~`` must not silently lock others
+    (or the user's own home) out. ``key`` names the config key to change.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BangerError(
+            f"cannot create {path} ({exc.strerror}): set {key} in config.toml to a directory you can create"
+        ) from None
+    me = os.geteuid()
     st = path.stat()
-    if st.st_uid != os.geteuid():
-        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to you: remove it or fix its owner")
-    if st.st_mode & 0o077:
-        path.chmod(0o700)
-    return path
+    # A symlink owned by someone else can be re-pointed by them at any time.
+    link_owner = path.lstat().st_uid
+    if st.st_uid != me or link_owner != me:
+        problem = f"owned by uid {st.st_uid if st.st_uid != me else link_owner}, not by you"
+    elif st.st_mode & 0o077:
+        problem = f"mode {st.st_mode & 0o7777:04o}, open to other users"
+    else:
+        return path
+    raise BangerError(
+        f"{path} is not a private directory ({problem}) and banger will not change an existing directory's "
+        f"permissions: set {key} in config.toml to a path that does not exist yet (banger creates it with mode 0700)"
+    )
 
 
-def runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """The runtime dir the daemon uses: config.toml's ``runtime_dir`` if set, else the default.
+def _configured_path(env: Mapping[str, str], key: str) -> Path | None:
+    """``key`` from config.toml, read straight from the TOML file (no plugin loading, no full validation).
 
-    Read straight from the TOML file (no plugin loading, no full validation):
-    every CLI call that talks to the daemon needs this, and it must stay cheap.
-    A broken config file is reported by the daemon, which validates everything.
+    Every CLI call that talks to the daemon needs the runtime dir, and it must
+    stay cheap. A broken value gives None here (the default is used) and is
+    reported by the daemon, which validates everything.
     """
     import tomllib
 
     try:
         with config_file(env).open("rb") as fh:
-            configured = tomllib.load(fh).get("runtime_dir")
-    except (OSError, tomllib.TOMLDecodeError):
-        configured = None
-    if isinstance(configured, str) and configured:
-        expanded = str(home(env)) + configured[1:] if configured.startswith("~/") else configured
-        if os.path.isabs(expanded):
-            return Path(expanded)
-    return default_runtime_dir(env)
+            configured = tomllib.load(fh).get(key)
+    except (OSError, ValueError):  # unreadable, not UTF-8, or not TOML
+        return None
+    if not isinstance(configured, str) or not configured:
+        return None
+    try:
+        return expand_path(configured, env)
+    except ValueError:
+        return None
+
+
+def runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """The runtime dir the daemon uses: config.toml's ``runtime_dir`` if set, else the default."""
+    return _configured_path(env, "runtime_dir") or default_runtime_dir(env)
+
+
+def state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """The state dir the daemon uses: config.toml's ``state_dir`` if set, else the default."""
+    return _configured_path(env, "state_dir") or default_state_dir(env)
 
 
 def socket_path(env: Mapping[str, str] = os.environ) -> Path:

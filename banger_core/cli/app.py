@@ -20,7 +20,7 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "vm": ("banger_core.cli.vm_cmd", "Create, run, inspect and remove VMs."),
     "image": ("banger_core.cli.image_cmd", "Pull, list and delete images."),
     "kernel": ("banger_core.cli.kernel_cmd", "Pull, list and delete kernels."),
-    "daemon": ("banger_core.cli.daemon_cmd", "Inspect and stop the background daemon."),
+    "daemon": ("banger_core.cli.daemon_cmd", "Inspect, stop and restart the background daemon."),
     "ssh-config": ("banger_core.cli.sshconfig_cmd", "Make `ssh NAME.vm` reach banger's VMs."),
     "config": ("banger_core.cli.config_cmd", "Show the effective configuration."),
     "doctor": ("banger_core.cli.doctor_cmd", "Check this host can run VMs, and say what to fix."),

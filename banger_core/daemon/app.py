@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from banger_core.buildinfo import build_info
 from banger_core.daemon.bodies import ImagePull, KernelPull, query_flags, read_body, refuse_body
+from banger_core.daemon.config_watch import ConfigWatch
 from banger_core.errors import BangerError, NotFound, RequestTooLarge
 from banger_core.images import Store, image_dict
 from banger_core.progress import EventProgress
@@ -58,6 +59,7 @@ class Daemon:
         self.rt = rt
         self.store = Store(rt)
         self.vms = VmService(rt, self.store)
+        self.config_watch = ConfigWatch(rt)
         self.started = time.time()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shutdown_requested: Callable[[], None] | None = None
@@ -252,6 +254,8 @@ def handler(fn: Callable[[Daemon, Request], Awaitable[Response]]) -> Callable[[R
     async def wrapped(request: Request) -> Response:
         daemon: Daemon = request.app.state.daemon
         try:
+            if not request.url.path.startswith("/v1/daemon"):  # status and shutdown work whatever the file says
+                daemon.config_watch.check()
             return await fn(daemon, request)
         except Exception as exc:
             if not isinstance(exc, BangerError):
@@ -281,6 +285,7 @@ async def daemon_status(d: Daemon, request: Request) -> Response:
             "vms": len(vms),
             "running_vms": sum(1 for vm in vms if vm["state"] == "running"),
             "web_ui": d.web_ui,
+            "config": d.config_watch.describe(),
         }
     )
 

@@ -1,18 +1,17 @@
 """``bangerd``: the daemon process.
 
-Start-up order: umask 077 → private runtime dir → single-instance lock →
-state database (a broken one stops us here, untouched) → reconcile VMs →
-host network setup → DNS server → API socket (0600). SIGTERM/SIGINT stop the
-API and leave running VMs running: they live in their own sessions and are
-adopted by the next daemon.
+Start-up order: umask 077 → private state and runtime dirs → the
+single-instance locks, held until the process is gone (one daemon per state
+dir, see :mod:`banger_core.instance`) → state database (a broken one stops us
+here, untouched) → reconcile VMs → host network setup → DNS server → API
+socket (0600). SIGTERM/SIGINT stop the API and leave running VMs running: they
+live in their own sessions and are adopted by the next daemon.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
-import fcntl
 import logging
 import logging.handlers
 import os
@@ -23,7 +22,8 @@ from typing import Any
 
 from banger_core.buildinfo import build_info
 from banger_core.errors import BangerError
-from banger_core.layout import MAX_SOCKET_PATH
+from banger_core.instance import AlreadyHeld, hold_for_life
+from banger_core.layout import MAX_SOCKET_PATH, Layout
 from banger_core.paths import ensure_private_dir
 
 log = logging.getLogger("banger.daemon")
@@ -48,40 +48,30 @@ def setup_logging(log_file: Path, level: str, foreground: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-class InstanceLock:
-    """An exclusive flock held for the daemon's lifetime; the file names the holder's pid."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise BangerError(
-                    f"another bangerd is already running (pid {holder}): `banger daemon stop` it first"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+def claim(layout: Layout) -> None:
+    """Hold the state-dir and runtime-dir locks for the rest of our life, or refuse naming who has them."""
+    try:
+        hold_for_life(layout.state_lock, layout.socket, layout.state_dir)
+    except AlreadyHeld as exc:
+        where = f" (listening on {exc.holder.socket})" if exc.holder.socket else ""
+        raise BangerError(
+            f"another {exc.holder.who} already runs on state dir {layout.state_dir}{where}: "
+            "`banger daemon stop` it first"
+        ) from None
+    try:
+        hold_for_life(layout.runtime_lock, layout.socket, layout.state_dir)
+    except AlreadyHeld as exc:
+        raise BangerError(
+            f"another {exc.holder.who} (state dir {exc.holder.state_dir or 'unknown'}) already listens in "
+            f"{layout.runtime_dir}: give each state dir its own runtime_dir in config.toml, or stop that daemon"
+        ) from None
 
 
 def bind_socket(path: Path) -> socket.socket:
-    """A listening Unix socket at ``path`` with mode 0600 (we hold the instance lock)."""
+    """A listening Unix socket at ``path`` with mode 0600 (we hold the runtime-dir lock)."""
     if len(str(path)) > MAX_SOCKET_PATH:
         raise BangerError(f"socket path {path} is too long for a Unix socket: set a shorter runtime_dir")
-    path.unlink(missing_ok=True)  # stale from a crashed daemon; the lock proves it is not live
+    path.unlink(missing_ok=True)  # stale from a crashed daemon; the runtime lock proves it is not live
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
@@ -102,43 +92,40 @@ async def serve(env: dict[str, str], foreground: bool) -> int:
     from banger_core.runtime import Runtime
 
     rt = Runtime(env)
+    ensure_private_dir(rt.layout.state_dir, "state_dir")
     setup_logging(rt.layout.log_file, rt.config["log_level"], foreground)
-    ensure_private_dir(rt.layout.runtime_dir)
-    lock = InstanceLock(rt.layout.daemon_lock)
-    lock.acquire()
+    ensure_private_dir(rt.layout.runtime_dir, "runtime_dir")
+    claim(rt.layout)
+    info = build_info()
+    log.info("bangerd %s (commit %s) starting, pid %d", info.version, info.short_commit, os.getpid())
+    rt.open()
+    daemon = Daemon(rt)
+    summary = await daemon.run_blocking(daemon.vms.reconcile)
+    log.info("reconcile: adopted %s, marked stopped %s", summary["adopted"] or "none", summary["demoted"] or "none")
+    await daemon.start_services()
+    sock = bind_socket(rt.layout.socket)
+    config = uvicorn.Config(
+        create_app(daemon), log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+
+    def request_exit() -> None:
+        server.should_exit = True
+
+    daemon.shutdown_requested = request_exit
+    web_ui = await start_web_ui(daemon)  # None when web_listen_addr is unset or unusable (logged)
+    watcher = asyncio.get_running_loop().create_task(daemon.watch_liveness(LIVENESS_INTERVAL))
+    log.info("listening on %s", rt.layout.socket)
     try:
-        info = build_info()
-        log.info("bangerd %s (commit %s) starting, pid %d", info.version, info.short_commit, os.getpid())
-        rt.open()
-        daemon = Daemon(rt)
-        summary = await daemon.run_blocking(daemon.vms.reconcile)
-        log.info("reconcile: adopted %s, marked stopped %s", summary["adopted"] or "none", summary["demoted"] or "none")
-        await daemon.start_services()
-        sock = bind_socket(rt.layout.socket)
-        config = uvicorn.Config(
-            create_app(daemon), log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
-        )
-        server = uvicorn.Server(config)
-
-        def request_exit() -> None:
-            server.should_exit = True
-
-        daemon.shutdown_requested = request_exit
-        web_ui = await start_web_ui(daemon)  # None when web_listen_addr is unset or unusable (logged)
-        watcher = asyncio.get_running_loop().create_task(daemon.watch_liveness(LIVENESS_INTERVAL))
-        log.info("listening on %s", rt.layout.socket)
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            watcher.cancel()
-            if web_ui is not None:
-                await web_ui.stop()
-            await daemon.stop_services()
-            rt.layout.socket.unlink(missing_ok=True)
-            rt.close()
-            log.info("bangerd stopped; running VMs keep running")
+        await server.serve(sockets=[sock])
     finally:
-        lock.release()
+        watcher.cancel()
+        if web_ui is not None:
+            await web_ui.stop()
+        await daemon.stop_services()
+        rt.layout.socket.unlink(missing_ok=True)
+        rt.close()
+        log.info("bangerd stopped; running VMs keep running")
     return 0
 
 

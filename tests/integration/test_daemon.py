@@ -113,7 +113,7 @@ def test_graceful_stop_keeps_state_and_removes_the_socket(daemon: DaemonHarness)
 
 
 def test_corrupt_database_is_refused_and_left_untouched(daemon: DaemonHarness) -> None:
-    daemon.state.mkdir(parents=True)
+    daemon.state.mkdir(mode=0o700, parents=True)
     db = daemon.state / "banger.db"
     garbage = b"this is not sqlite " * 100
     db.write_bytes(garbage)

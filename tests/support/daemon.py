@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_core import paths
+from banger_core import instance, paths
 from banger_core.client import Client
 from banger_core.testing import FakeSite
 
@@ -34,16 +34,11 @@ class DaemonHarness:
         return Client(self.env, autostart=autostart)
 
     def pid(self) -> int | None:
-        """The pid written by the daemon holding the instance lock, if that process lives."""
-        try:
-            pid = int((self.runtime / "bangerd.lock").read_text().strip())
-        except (OSError, ValueError):
+        """The pid of the daemon holding the state-dir lock, if that process lives."""
+        holder = instance.lock_holder(self.state / instance.LOCK_NAME)
+        if holder is None or holder.pid is None:
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid if _is_daemon(pid) else None
+        return holder.pid if _is_daemon(holder.pid) else None
 
     def wait_gone(self, pid: int, timeout: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from banger_core.config import MAX_SIZE, ConfigError, format_size, load_config, parse_size
+from banger_core.config import MAX_SIZE, ConfigError, file_stamp, format_size, load_config, parse_size
 from banger_core.plugins import get_plugin_manager
 from banger_core.testing import invoke_cli
 
@@ -43,7 +44,7 @@ def test_missing_file_means_defaults(banger_env: dict[str, str]) -> None:
         ),
         (
             "state_dir = 'relative/dir'",
-            "~/.config/banger/config.toml: key 'state_dir' must be an absolute path (or start with ~), "
+            "~/.config/banger/config.toml: key 'state_dir' must be an absolute path (or start with ~/), "
             "got 'relative/dir'",
         ),
         pytest.param(
@@ -83,6 +84,21 @@ def test_bad_values_are_one_line_errors(banger_env: dict[str, str], text: str, m
     assert "\n" not in str(err.value)
     result = invoke_cli(["config", "show"], banger_env)
     assert result.exit_code == 1 and result.stderr.startswith(f"banger: error: {message}")
+
+
+def test_a_file_that_is_not_utf8_is_a_one_line_error(banger_env: dict[str, str]) -> None:
+    path = write_config(banger_env, "")
+    path.write_bytes(b"default_image = '\xff'\n")
+    with pytest.raises(ConfigError, match=r"^~/.config/banger/config.toml: invalid TOML: the file is not UTF-8$"):
+        load(banger_env)
+
+
+def test_the_loaded_file_is_fingerprinted(banger_env: dict[str, str]) -> None:
+    assert load(banger_env).digest is None and load(banger_env).stamp is None
+    path = write_config(banger_env, "default_image = 'alpine'\n")
+    config = load(banger_env)
+    assert config.digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert config.stamp == file_stamp(path) and config.stamp is not None
 
 
 @pytest.mark.builtins
