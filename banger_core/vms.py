@@ -206,7 +206,7 @@ class VmService:
 
     def _get(self, name: str) -> Vm:
         validate_vm_name(name)
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             vm = s.exec(select(Vm).where(Vm.name == name)).first()
         if vm is None:
             raise NotFound(f"no VM named {name!r}: `banger vm list` shows the VMs")
@@ -271,7 +271,7 @@ class VmService:
     # -- queries -----------------------------------------------------------
 
     def all(self) -> list[dict[str, Any]]:
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             vms = s.exec(select(Vm).order_by(col(Vm.created_at))).all()
         return [vm_dict(vm, self.handles.get(vm.id)) for vm in vms]
 
@@ -284,7 +284,7 @@ class VmService:
     def running_addresses(self) -> dict[str, str]:
         """``name -> address`` of running VMs with a routable address (for the .vm DNS server)."""
         out: dict[str, str] = {}
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             for vm in s.exec(select(Vm).where(Vm.state == "running")).all():
                 net = (self.handles.get(vm.id) or {}).get("net") or {}
                 if net.get("dns_address"):
@@ -748,7 +748,7 @@ class VmService:
         """At daemon start: adopt live VMs, demote dead ones (keeping their disks)."""
         adopted: list[str] = []
         demoted: list[str] = []
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             vms = s.exec(select(Vm).where(col(Vm.state).in_(("starting", "running", "stopping")))).all()
         for vm in vms:
             handles = self._read_handles(vm.id) or {}
@@ -790,7 +790,7 @@ class VmService:
     def check_alive(self) -> list[str]:
         """Mark running VMs whose VMM died (guest powered off, crash) as stopped; return their names."""
         gone: list[str] = []
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             vms = s.exec(select(Vm).where(Vm.state == "running")).all()
         for vm in vms:
             handles = self._read_handles(vm.id) or {}
