@@ -38,7 +38,7 @@ from banger_core.names import generate_vm_name, new_vm_id, validate_image_name, 
 from banger_core.progress import NullProgress
 from banger_core.runtime import Runtime
 from banger_core.ssh import SshTarget, banner_ready, close_master
-from banger_core.state.models import Vm
+from banger_core.state.models import Image, Kernel, Vm
 from banger_hookspecs import (
     Disk,
     GuestNetConfig,
@@ -474,6 +474,11 @@ class VmService:
             name = req.name or generate_vm_name(lambda n: n in names)
             if name in names:
                 raise Conflict(f"a VM named {name!r} already exists: pick another --name or delete it")
+            # Checked again in this write transaction: the store's deletes check for users in
+            # theirs, so a delete racing this create either sees the new VM or is seen here.
+            for kind, model, ref in (("image", Image, values["image"]), ("kernel", Kernel, values["kernel"])):
+                if s.get(model, ref) is None:
+                    raise NotFound(f"{kind} {ref!r} was deleted meanwhile: run `banger {kind} pull {ref}`")
             vm = Vm(
                 id=new_vm_id(),
                 name=name,
