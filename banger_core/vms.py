@@ -9,7 +9,6 @@ operations on different VMs run in parallel.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from banger_core import guest
-from banger_core.config import format_size, parse_size
+from banger_core.config import bridge_addresses, format_size, parse_size
 from banger_core.defaults import effective_defaults
 from banger_core.errors import BangerError, Conflict, NotFound, OperationFailed, Unavailable
 from banger_core.images import Store
@@ -370,6 +369,7 @@ class VmService:
         network = req.network or config["network_backend"]
         sources["network"] = "flag" if req.network else _config_source(config, "network_backend")
         values["network"] = network
+        self.rt.network(network)  # its settings (cidr for a bridge) are checked here, before anything exists
 
         backend, why = self.select_backend(req.backend, network)
         values["backend"], sources["backend"] = backend, why
@@ -381,7 +381,7 @@ class VmService:
         Only backends that can attach ``network``'s kind of NIC qualify:
         Firecracker has no user-mode networking, so with ``usernet`` auto picks QEMU.
         """
-        nic_kind = self.rt.pm.provider("banger_network_backends", network, kind="network backend").value.nic_kind
+        nic_kind = self._nic_kind(network)
         backends = self.rt.pm.providers("banger_vmm_backends")
         configured = self.rt.config["vmm_backend"]
         explicit = requested or (configured if configured != "auto" else None)
@@ -412,16 +412,21 @@ class VmService:
         _, name, reason = max(candidates)
         return name, f"auto: {reason}"
 
+    def _nic_kind(self, network: str) -> str:
+        return str(self.rt.pm.provider("banger_network_backends", network, kind="network backend").value.nic_kind)
+
     # -- allocation --------------------------------------------------------
 
-    def _allocate_ip(self, used: set[str]) -> str:
-        network = ipaddress.ip_network(self.rt.config["cidr"], strict=False)
-        reserved = {str(self.rt.config["bridge_ip"])}
-        for host in network.hosts():
+    def _allocate_ip(self, network_backend: str, used: set[str]) -> str | None:
+        """A free address in ``cidr`` for a tap NIC; None for user-mode NICs, whose address is fixed."""
+        if self._nic_kind(network_backend) != "tap":
+            return None
+        cidr, bridge_ip = bridge_addresses(self.rt.config)
+        for host in cidr.hosts():
             text = str(host)
-            if text not in used and text not in reserved:
+            if text not in used and host != bridge_ip:
                 return text
-        raise Conflict(f"no free guest address left in {network}: delete VMs or widen cidr")
+        raise Conflict(f"no free guest address left in {cidr}: delete VMs or widen cidr")
 
     @staticmethod
     def _new_mac(used: set[str]) -> str:
@@ -489,7 +494,7 @@ class VmService:
                 vcpus=values["vcpus"],
                 memory_mib=values["memory_mib"],
                 disk_size=values["disk_size"],
-                guest_ip=self._allocate_ip({r[1] for r in rows if r[1]}),
+                guest_ip=self._allocate_ip(values["network"], {r[1] for r in rows if r[1]}),
                 mac=self._new_mac({r[2] for r in rows}),
                 state="created",
                 created_at=datetime.now(UTC),

@@ -6,8 +6,12 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from tests.netns import NetNamespace, temporary_netns
 from tests.support.daemon import DaemonHarness
 
 BIN = Path(sys.executable).parent
@@ -58,6 +62,38 @@ def test_force_pull_of_an_image_in_use_is_refused_and_keeps_its_rootfs(daemon: D
     client.vms.delete("user-b")
     assert client.images.pull("fake-tiny", force=True)["pulled"] is True
     assert rootfs.stat().st_ino != before[0]
+
+
+@pytest.fixture
+def netns() -> Iterator[NetNamespace]:
+    with temporary_netns() as namespace:
+        yield namespace
+
+
+def test_bad_cidr_stops_only_the_bridge_backend(daemon: DaemonHarness, netns: NetNamespace) -> None:
+    """The daemon (root, in the test's namespace) uses usernet; only a bridge VM needs cidr."""
+    config = Path(daemon.env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    config.write_text('default_image = "fake-tiny"\nnetwork_backend = "usernet"\ncidr = "172.16.0.0/33"\n')
+    inside = tuple(netns.argv([]))
+    listed = banger(daemon, "vm", "list", "--json", prefix=inside)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    assert banger(daemon, "image", "pull", "fake-tiny", prefix=inside).returncode == 0
+    usernet = banger(daemon, "vm", "create", "--name", "slirp", "--backend", "fakevmm", "--no-start", prefix=inside)
+    assert usernet.returncode == 0, usernet.stderr
+    assert daemon.client().vms.get("slirp")["guest_ip"] is None  # user-mode NICs have QEMU's fixed address
+    bridged = banger(
+        daemon, "vm", "create", "--name", "tapped", "--network", "bridge", "--backend", "fakevmm", "--no-start",
+        prefix=inside,
+    )  # fmt: skip
+    assert bridged.returncode == 1
+    lines = bridged.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in bridged.stderr
+    assert lines[0] == (
+        "banger: error: network backend 'bridge' (banger-bridge) cannot be used: "
+        "cidr '172.16.0.0/33' is not an IPv4 network like 172.16.0.0/24: fix it in config.toml"
+    )
+    assert [vm["name"] for vm in daemon.client().vms.list()] == ["slirp"]
 
 
 def test_reads_answer_while_another_process_holds_the_write_lock(daemon: DaemonHarness) -> None:
