@@ -9,6 +9,7 @@ came from, for ``banger config show``.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -200,6 +201,33 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value
+
+
+def bridge_addresses(config: Mapping[str, Any]) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]:
+    """The guest subnet (``cidr``) and the host's address in it (``bridge_ip``), checked together.
+
+    Only tap networking uses them, so callers check them when a bridge VM or
+    the host's bridge needs them, not when the config is loaded: a typo there
+    must not stop a daemon whose VMs use usernet.
+
+    Raises:
+        ConfigError: one line naming the key and the fix.
+    """
+    cidr_value, ip_value = config.get("cidr"), config.get("bridge_ip")
+    try:
+        cidr = ipaddress.IPv4Network(cidr_value)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"cidr {cidr_value!r} is not an IPv4 network like 172.16.0.0/24: fix it in config.toml"
+        ) from None
+    try:
+        bridge_ip = ipaddress.IPv4Address(ip_value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"bridge_ip {ip_value!r} is not an IPv4 address: fix it in config.toml") from None
+    # A /31 or /32 has no network and broadcast addresses to avoid.
+    if bridge_ip not in cidr or (cidr.prefixlen < 31 and bridge_ip in (cidr.network_address, cidr.broadcast_address)):
+        raise ConfigError(f"bridge_ip {bridge_ip} is not a usable address inside cidr {cidr}: fix it in config.toml")
+    return cidr, bridge_ip
 
 
 def display_path(path: Path, env: Mapping[str, str] = os.environ) -> str:

@@ -3,6 +3,13 @@
 A pull gets an empty staging directory next to its final place, so a failed
 or interrupted pull never leaves a half image registered; the database row is
 written only after the files are in place.
+
+Locking: a pull holds the lock of the reference it pulls (so a second pull of
+the same reference waits, then finds it present) and never holds it while
+taking another: an image's kernel is pulled after the image's lock is
+released. Putting files in place and deleting them take ``_commit_lock``,
+which is always the last lock taken, with nothing acquired under it but the
+database's write transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from banger_core.errors import BangerError, Conflict, NotFound, Unavailable
 from banger_core.names import validate_image_name
@@ -28,6 +35,7 @@ from banger_hookspecs import ImageArtifact, KernelArtifact, Progress, SourceUnav
 from banger_hookspecs.boot import BOOT_PROTOCOL
 
 log = logging.getLogger("banger.images")
+PULL_AGAIN = ", then pull again"
 
 
 def image_dict(image: Image, rootfs: Path) -> dict[str, Any]:
@@ -70,7 +78,14 @@ class Store:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self._pull_lock = threading.Lock()
+        self._ref_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._ref_locks_guard = threading.Lock()
+        self._commit_lock = threading.Lock()
+
+    def _ref_lock(self, kind: str, ref: str) -> threading.Lock:
+        """The lock serializing pulls of one image or kernel reference."""
+        with self._ref_locks_guard:
+            return self._ref_locks.setdefault((kind, ref), threading.Lock())
 
     # -- images ------------------------------------------------------------
 
@@ -78,20 +93,20 @@ class Store:
         return self.rt.layout.image_dir(name) / "rootfs.ext4"
 
     def list_images(self) -> list[dict[str, Any]]:
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             rows = s.exec(select(Image).order_by(Image.name)).all()
         return [image_dict(r, self.rootfs(r.name)) for r in rows]
 
     def get_image(self, name: str) -> Image:
         validate_image_name(name)
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             image = s.get(Image, name)
         if image is None:
             raise NotFound(f"image {name!r} is not pulled: run `banger image pull {name}`")
         return image
 
     def has_image(self, name: str) -> bool:
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             return s.get(Image, name) is not None
 
     def available(self) -> list[dict[str, Any]]:
@@ -112,21 +127,26 @@ class Store:
         self, ref: str, progress: Progress, *, source: str | None = None, force: bool = False
     ) -> dict[str, Any]:
         """Pull ``ref`` (a name such as ``debian-bookworm``) and its kernel; return the image row."""
-        with self._pull_lock:
+        with self._ref_lock("image", ref):
             if not force and self._existing_image(ref):
                 image = self.get_image(ref)
                 progress.step(f"image {ref} is already present ({image.source}, {image.version})")
-                result = image_dict(image, self.rootfs(image.name))
-                result["kernel"] = self._ensure_kernel(image.kernel_ref, progress)
-                result["pulled"] = False
-                return result
-            artifact, used = self._pull_with_fallback(
-                "banger_image_sources", "image source", ref, source, progress, self._store_image
-            )
-        result = image_dict(self.get_image(artifact.name), self.rootfs(artifact.name))
-        result["kernel"] = self._ensure_kernel(artifact.kernel_ref, progress)
-        result["pulled"] = True
-        result["used_source"] = used
+                pulled, used = False, None
+            else:
+                if force and self._existing_image(ref):
+                    with self.rt.database.read() as s:  # fail before a download that could not be used
+                        self._refuse_if_in_use(s, ref, PULL_AGAIN)
+                artifact, used = self._pull_with_fallback(
+                    "banger_image_sources", "image source", ref, source, progress, self._store_image
+                )
+                image, pulled = self.get_image(artifact.name), True
+        # The kernel has its own lock: pulling it while holding the image's is how
+        # pulls deadlocked, and a slow kernel must not hold up pulls of this image.
+        result = image_dict(image, self.rootfs(image.name))
+        result["kernel"] = self._ensure_kernel(image.kernel_ref, progress)
+        result["pulled"] = pulled
+        if used is not None:
+            result["used_source"] = used
         return result
 
     def _existing_image(self, ref: str) -> bool:
@@ -161,8 +181,11 @@ class Store:
                 )
             )
         final = self.rt.layout.image_dir(name)
-        self._replace_dir(staging, final)
-        with self.rt.database.session() as s:
+        # One write transaction around the in-use check and the swap: a VM
+        # created meanwhile waits for it and then sees the new image, never half of it.
+        with self._commit_lock, self.rt.database.session() as s:
+            self._refuse_if_in_use(s, name, PULL_AGAIN)
+            self._replace_dir(staging, final)
             row = s.get(Image, name) or Image(
                 name=name, version="", source="", sha256="", size=0, created_at=datetime.now(UTC)
             )
@@ -175,31 +198,36 @@ class Store:
             row.meta = json.loads(json.dumps(dict(artifact.metadata), default=str))
             s.add(row)
 
-    def delete_image(self, name: str) -> None:
-        self.get_image(name)
-        with self.rt.database.session() as s:
-            users = [vm.name for vm in s.exec(select(Vm).where(Vm.image == name)).all()]
+    @staticmethod
+    def _refuse_if_in_use(s: Session, name: str, then: str = "") -> None:
+        """Conflict when VMs use image ``name``: their overlay disks only make sense on top of it."""
+        users = sorted(s.exec(select(Vm.name).where(Vm.image == name)).all())
         if users:
             raise Conflict(
-                f"image {name!r} is in use by VMs {', '.join(sorted(users))}: delete them first "
-                "(their disks are overlays on it)"
+                f"image {name!r} is in use by VMs {', '.join(users)}: delete them first "
+                f"(their disks are overlays on it){then}"
             )
-        with self.rt.database.session() as s:
-            row = s.get(Image, name)
-            if row is not None:
-                s.delete(row)
-        shutil.rmtree(self.rt.layout.image_dir(name), ignore_errors=True)
+
+    def delete_image(self, name: str) -> None:
+        self.get_image(name)
+        with self._commit_lock:
+            with self.rt.database.session() as s:
+                self._refuse_if_in_use(s, name)
+                row = s.get(Image, name)
+                if row is not None:
+                    s.delete(row)
+            shutil.rmtree(self.rt.layout.image_dir(name), ignore_errors=True)
 
     # -- kernels -----------------------------------------------------------
 
     def list_kernels(self) -> list[dict[str, Any]]:
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             rows = s.exec(select(Kernel).order_by(Kernel.ref)).all()
         return [kernel_dict(r, self.rt.layout.kernel_dir(r.ref)) for r in rows]
 
     def get_kernel(self, ref: str) -> Kernel:
         validate_image_name(ref, "kernel")
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             kernel = s.get(Kernel, ref)
         if kernel is None:
             raise NotFound(f"kernel {ref!r} is not pulled: run `banger kernel pull {ref}`")
@@ -214,9 +242,9 @@ class Store:
         self, ref: str, progress: Progress, *, provider: str | None = None, force: bool = False
     ) -> dict[str, Any]:
         validate_image_name(ref, "kernel")
-        with self._pull_lock:
+        with self._ref_lock("kernel", ref):
             if not force:
-                with self.rt.database.session() as s:
+                with self.rt.database.read() as s:
                     existing = s.get(Kernel, ref)
                 if existing is not None:
                     progress.step(f"kernel {ref} is already present ({existing.provider}, {existing.version})")
@@ -261,8 +289,8 @@ class Store:
                     default=str,
                 )
             )
-        self._replace_dir(staging, self.rt.layout.kernel_dir(ref))
-        with self.rt.database.session() as s:
+        with self._commit_lock, self.rt.database.session() as s:
+            self._replace_dir(staging, self.rt.layout.kernel_dir(ref))
             row = s.get(Kernel, ref) or Kernel(
                 ref=ref, version="", provider="", boot_protocol=0, created_at=datetime.now(UTC)
             )
@@ -276,14 +304,15 @@ class Store:
 
     def delete_kernel(self, ref: str) -> None:
         self.get_kernel(ref)
-        with self.rt.database.session() as s:
-            users = [vm.name for vm in s.exec(select(Vm).where(Vm.kernel == ref)).all()]
-            if users:
-                raise Conflict(f"kernel {ref!r} is in use by VMs {', '.join(sorted(users))}: delete them first")
-            row = s.get(Kernel, ref)
-            if row is not None:
-                s.delete(row)
-        shutil.rmtree(self.rt.layout.kernel_dir(ref), ignore_errors=True)
+        with self._commit_lock:
+            with self.rt.database.session() as s:
+                users = sorted(s.exec(select(Vm.name).where(Vm.kernel == ref)).all())
+                if users:
+                    raise Conflict(f"kernel {ref!r} is in use by VMs {', '.join(users)}: delete them first")
+                row = s.get(Kernel, ref)
+                if row is not None:
+                    s.delete(row)
+            shutil.rmtree(self.rt.layout.kernel_dir(ref), ignore_errors=True)
 
     # -- shared ------------------------------------------------------------
 

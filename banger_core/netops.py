@@ -23,12 +23,14 @@ import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from banger_core.config import ConfigError, bridge_addresses
 from banger_core.errors import BangerError
 
 BRIDGE_PREFIX = "banger"
@@ -103,7 +105,8 @@ class NetlinkHostOps:
             ``"172.16.0.0/24"``) and ``bridge_ip`` (the host's address in it).
 
     Raises:
-        ValueError: ``cidr`` is not an IPv4 network or ``bridge_ip`` is not a usable address inside it.
+        ValueError: from the first call that needs them, when ``cidr`` is not an
+            IPv4 network or ``bridge_ip`` is not a usable address inside it.
 
     Example::
 
@@ -114,17 +117,28 @@ class NetlinkHostOps:
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        try:
-            self.cidr = ipaddress.IPv4Network(config["cidr"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(
-                f"cidr {config.get('cidr')!r} is not an IPv4 network like 172.16.0.0/24: fix it in config.toml"
-            ) from exc
-        self.bridge_ip = self._usable_address(config.get("bridge_ip"), "bridge_ip")
+        self.config = config
         self.nft = shutil.which("nft") or "/usr/sbin/nft"
         self.ip_forward = IP_FORWARD
 
     # ------------------------------------------------------------------ validation
+
+    @cached_property
+    def _guest_network(self) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]:
+        # Checked on first use, not at construction: the daemon builds its host ops
+        # at start, and a bad cidr must fail only the bridge, not a usernet daemon.
+        try:
+            return bridge_addresses(self.config)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def cidr(self) -> ipaddress.IPv4Network:
+        return self._guest_network[0]
+
+    @property
+    def bridge_ip(self) -> ipaddress.IPv4Address:
+        return self._guest_network[1]
 
     def _usable_address(self, value: object, what: str) -> ipaddress.IPv4Address:
         try:

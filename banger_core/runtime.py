@@ -65,9 +65,10 @@ class Runtime:
                 try:
                     self._drivers[key] = provided.value.factory(self.ctx)
                 except Exception as exc:
-                    raise Unavailable(
-                        f"{kind} {name!r} ({provided.plugin.dist}) failed to start: {type(exc).__name__}: {exc}"
-                    ) from exc
+                    # A plugin's own exception carries a sentence (e.g. a bad config key and
+                    # its fix); a builtin one (KeyError 'x') needs its type to make sense.
+                    why = f"{type(exc).__name__}: {exc}" if type(exc).__module__ == "builtins" else str(exc)
+                    raise Unavailable(f"{kind} {name!r} ({provided.plugin.dist}) cannot be used: {why}") from exc
             return self._drivers[key]
 
     def vmm(self, name: str) -> Any:

@@ -2,7 +2,8 @@
 
 banger writes only its own file; ``~/.ssh/config`` changes only on
 ``banger ssh-config --install`` / ``--uninstall``, and then only between the
-markers: every other byte of the file stays as it was.
+markers: every other byte of the file stays as it was. A symlinked
+``~/.ssh/config`` stays a symlink; the file it points to is edited.
 """
 
 from __future__ import annotations
@@ -64,13 +65,20 @@ def render(key: Path, known_hosts: Path, vms: Iterable[Mapping[str, object]]) ->
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Replace the content of ``path`` in one step (readers see the old or the new file).
+
+    A symlink stays a symlink: the file it points to is replaced, with the
+    temporary file next to that target so the rename stays on its filesystem
+    (dotfile managers link ``~/.ssh/config`` into a repository).
+    """
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -103,6 +111,12 @@ def install(env: Mapping[str, str]) -> bool:
         text = path.read_text()
     except FileNotFoundError:
         text = None
+    if text is None and path.is_symlink():
+        # Creating the link's target (and its directories) would be guessing where the user keeps it.
+        raise BangerError(
+            f"~/.ssh/config is a symlink to {os.readlink(path)}, which does not exist: "
+            "create that file (or remove the link), then run `banger ssh-config --install` again"
+        )
     if text is not None and BEGIN in text:
         return False
     if text is None:

@@ -9,7 +9,6 @@ operations on different VMs run in parallel.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from banger_core import guest
-from banger_core.config import format_size, parse_size
+from banger_core.config import bridge_addresses, format_size, parse_size
 from banger_core.defaults import effective_defaults
 from banger_core.errors import BangerError, Conflict, NotFound, OperationFailed, Unavailable
 from banger_core.images import Store
@@ -39,7 +38,7 @@ from banger_core.names import generate_vm_name, new_vm_id, validate_image_name, 
 from banger_core.progress import NullProgress
 from banger_core.runtime import Runtime
 from banger_core.ssh import SshTarget, banner_ready, close_master
-from banger_core.state.models import Vm
+from banger_core.state.models import Image, Kernel, Vm
 from banger_core.validation import STRICT, parse_body
 from banger_hookspecs import (
     Disk,
@@ -211,7 +210,7 @@ class VmService:
 
     def _get(self, name: str) -> Vm:
         validate_vm_name(name)
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             vm = s.exec(select(Vm).where(Vm.name == name)).first()
         if vm is None:
             raise NotFound(f"no VM named {name!r}: `banger vm list` shows the VMs")
@@ -276,7 +275,7 @@ class VmService:
     # -- queries -----------------------------------------------------------
 
     def all(self) -> list[dict[str, Any]]:
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             vms = s.exec(select(Vm).order_by(col(Vm.created_at))).all()
         return [vm_dict(vm, self.handles.get(vm.id)) for vm in vms]
 
@@ -289,7 +288,7 @@ class VmService:
     def running_addresses(self) -> dict[str, str]:
         """``name -> address`` of running VMs with a routable address (for the .vm DNS server)."""
         out: dict[str, str] = {}
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             for vm in s.exec(select(Vm).where(Vm.state == "running")).all():
                 net = (self.handles.get(vm.id) or {}).get("net") or {}
                 if net.get("dns_address"):
@@ -375,6 +374,7 @@ class VmService:
         network = req.network or config["network_backend"]
         sources["network"] = "flag" if req.network else _config_source(config, "network_backend")
         values["network"] = network
+        self.rt.network(network)  # its settings (cidr for a bridge) are checked here, before anything exists
 
         backend, why = self.select_backend(req.backend, network)
         values["backend"], sources["backend"] = backend, why
@@ -386,7 +386,7 @@ class VmService:
         Only backends that can attach ``network``'s kind of NIC qualify:
         Firecracker has no user-mode networking, so with ``usernet`` auto picks QEMU.
         """
-        nic_kind = self.rt.pm.provider("banger_network_backends", network, kind="network backend").value.nic_kind
+        nic_kind = self._nic_kind(network)
         backends = self.rt.pm.providers("banger_vmm_backends")
         configured = self.rt.config["vmm_backend"]
         explicit = requested or (configured if configured != "auto" else None)
@@ -417,16 +417,21 @@ class VmService:
         _, name, reason = max(candidates)
         return name, f"auto: {reason}"
 
+    def _nic_kind(self, network: str) -> str:
+        return str(self.rt.pm.provider("banger_network_backends", network, kind="network backend").value.nic_kind)
+
     # -- allocation --------------------------------------------------------
 
-    def _allocate_ip(self, used: set[str]) -> str:
-        network = ipaddress.ip_network(self.rt.config["cidr"], strict=False)
-        reserved = {str(self.rt.config["bridge_ip"])}
-        for host in network.hosts():
+    def _allocate_ip(self, network_backend: str, used: set[str]) -> str | None:
+        """A free address in ``cidr`` for a tap NIC; None for user-mode NICs, whose address is fixed."""
+        if self._nic_kind(network_backend) != "tap":
+            return None
+        cidr, bridge_ip = bridge_addresses(self.rt.config)
+        for host in cidr.hosts():
             text = str(host)
-            if text not in used and text not in reserved:
+            if text not in used and host != bridge_ip:
                 return text
-        raise Conflict(f"no free guest address left in {network}: delete VMs or widen cidr")
+        raise Conflict(f"no free guest address left in {cidr}: delete VMs or widen cidr")
 
     @staticmethod
     def _new_mac(used: set[str]) -> str:
@@ -479,6 +484,11 @@ class VmService:
             name = req.name or generate_vm_name(lambda n: n in names)
             if name in names:
                 raise Conflict(f"a VM named {name!r} already exists: pick another --name or delete it")
+            # Checked again in this write transaction: the store's deletes check for users in
+            # theirs, so a delete racing this create either sees the new VM or is seen here.
+            for kind, model, ref in (("image", Image, values["image"]), ("kernel", Kernel, values["kernel"])):
+                if s.get(model, ref) is None:
+                    raise NotFound(f"{kind} {ref!r} was deleted meanwhile: run `banger {kind} pull {ref}`")
             vm = Vm(
                 id=new_vm_id(),
                 name=name,
@@ -489,7 +499,7 @@ class VmService:
                 vcpus=values["vcpus"],
                 memory_mib=values["memory_mib"],
                 disk_size=values["disk_size"],
-                guest_ip=self._allocate_ip({r[1] for r in rows if r[1]}),
+                guest_ip=self._allocate_ip(values["network"], {r[1] for r in rows if r[1]}),
                 mac=self._new_mac({r[2] for r in rows}),
                 state="created",
                 created_at=datetime.now(UTC),
@@ -753,7 +763,7 @@ class VmService:
         """At daemon start: adopt live VMs, demote dead ones (keeping their disks)."""
         adopted: list[str] = []
         demoted: list[str] = []
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             vms = s.exec(select(Vm).where(col(Vm.state).in_(("starting", "running", "stopping")))).all()
         for vm in vms:
             handles = self._read_handles(vm.id) or {}
@@ -795,7 +805,7 @@ class VmService:
     def check_alive(self) -> list[str]:
         """Mark running VMs whose VMM died (guest powered off, crash) as stopped; return their names."""
         gone: list[str] = []
-        with self.rt.database.session() as s:
+        with self.rt.database.read() as s:
             vms = s.exec(select(Vm).where(Vm.state == "running")).all()
         for vm in vms:
             handles = self._read_handles(vm.id) or {}

@@ -97,7 +97,7 @@ def show(app: App, name: str, as_json: bool) -> None:
         ("memory", _mib(vm["memory_mib"])),
         ("disk", _gib(vm["disk_size"])),
         ("address", vm.get("address") or "-"),
-        ("guest ip", vm["guest_ip"]),
+        ("guest ip", vm["guest_ip"] or "-"),
         ("mac", vm["mac"]),
         ("ssh", f"{vm['ssh']['host']}:{vm['ssh']['port']}" if vm.get("ssh") else "-"),
         ("pid", vm.get("pid") or "-"),

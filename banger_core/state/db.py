@@ -130,10 +130,22 @@ def _configure(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: Execution option marking a connection of :meth:`Database.read`.
+READ_ONLY = "banger_read_only"
+
+
 def _begin(conn: Any) -> None:
+    if conn.get_execution_options().get(READ_ONLY):
+        # A deferred transaction reads a WAL snapshot and takes no lock a writer
+        # holds, so reads never queue behind a write; query_only makes SQLite
+        # refuse a write slipped into a read session instead of it taking the lock.
+        conn.exec_driver_sql("PRAGMA query_only = ON")
+        conn.exec_driver_sql("BEGIN")
+        return
     # IMMEDIATE: take the write lock up front. A deferred transaction that reads
     # and then writes fails at once with "database is locked" (not after the busy
-    # timeout) when another connection wrote in between; WAL readers still run.
+    # timeout) when another connection wrote in between.
+    conn.exec_driver_sql("PRAGMA query_only = OFF")
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -159,6 +171,17 @@ def migrate(engine: Engine, migrations: Sequence[tuple[int, Sequence[str]]] = MI
     return applied
 
 
+@contextmanager
+def _committing(bind: Engine) -> Iterator[Session]:
+    with Session(bind, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
 class Database:
     """The opened, migrated state database."""
 
@@ -173,22 +196,25 @@ class Database:
         )
         event.listen(self.engine, "connect", _configure)
         event.listen(self.engine, "begin", _begin)
+        self.reader = self.engine.execution_options(**{READ_ONLY: True})
         self.applied = migrate(self.engine, migrations)
         path.chmod(0o600)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        """A write session: takes the write lock at its first statement, commits on success,
+        rolls back on error. Use :meth:`read` when nothing is written."""
+        with _committing(self.engine) as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session on one consistent snapshot: it never waits for a writer."""
+        with _committing(self.reader) as session:
+            yield session
 
     def schema_version(self) -> int:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.exec_driver_sql("SELECT MAX(version) FROM schema_migrations").first()
             return int(row[0]) if row and row[0] is not None else 0
 

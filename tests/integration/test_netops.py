@@ -238,8 +238,9 @@ def test_nat_masquerades_guest_traffic_leaving_the_host(ns: NetNamespace) -> Non
             assert _source_seen_upstream(guest, listener, b"without NAT") == "172.16.0.7"
 
 
-def _touching_netlink_fails(call: str, *args: Any) -> str:
-    """Run ``ops().<call>(*args)`` with netlink and nft replaced by tripwires; return the ValueError."""
+def _touching_netlink_fails(call: str, *args: Any, config: dict[str, str] = CONFIG) -> str:
+    """Run ``NetlinkHostOps(config).<call>(*args)`` with netlink and nft replaced by tripwires;
+    return the ValueError."""
 
     def tripwire(*_: Any, **__: Any) -> None:
         raise AssertionError("validation let a bad argument through to netlink/nft")
@@ -247,7 +248,7 @@ def _touching_netlink_fails(call: str, *args: Any) -> str:
     netops.IPRoute = tripwire
     netops.subprocess.run = tripwire  # type: ignore[assignment]
     try:
-        getattr(ops(), call)(*args)
+        getattr(NetlinkHostOps(config), call)(*args)
     except ValueError as exc:
         return str(exc)
     raise AssertionError(f"{call}{args} was accepted")
@@ -285,11 +286,17 @@ def test_validation_rejects_bad_arguments_before_touching_netlink(
     assert links(ns) == before
 
 
-def test_bad_config_is_refused() -> None:
-    with pytest.raises(ValueError, match="not an IPv4 network"):
-        NetlinkHostOps({"cidr": "172.16.0.0/33", "bridge_ip": "172.16.0.1"})
-    with pytest.raises(ValueError, match=r"bridge_ip 10\.0\.0\.1 is not a usable address inside cidr 172\.16\.0\.0/24"):
-        NetlinkHostOps({"cidr": "172.16.0.0/24", "bridge_ip": "10.0.0.1"})
+def test_bad_config_is_refused_by_the_calls_that_need_it(ns: NetNamespace) -> None:
+    """Construction never fails (a usernet daemon builds these too); bridge and NAT calls refuse."""
+    NetlinkHostOps({"cidr": "172.16.0.0/33", "bridge_ip": "172.16.0.1"})
+    bad_cidr = {"cidr": "172.16.0.0/33", "bridge_ip": "172.16.0.1"}
+    assert ns.call(_touching_netlink_fails, "ensure_nat", "172.16.0.0/24", "banger0", config=bad_cidr) == (
+        "cidr '172.16.0.0/33' is not an IPv4 network like 172.16.0.0/24: fix it in config.toml"
+    )
+    bad_ip = {"cidr": "172.16.0.0/24", "bridge_ip": "10.0.0.1"}
+    assert ns.call(_touching_netlink_fails, "ensure_bridge", "banger0", "172.16.0.1/24", config=bad_ip) == (
+        "bridge_ip 10.0.0.1 is not a usable address inside cidr 172.16.0.0/24: fix it in config.toml"
+    )
 
 
 def test_root_gets_netlink_host_ops(banger_env: dict[str, str]) -> None:

@@ -63,3 +63,49 @@ def test_render_lists_running_vms_and_defaults(tmp_path: Path) -> None:
     assert f"Host *.vm\n    User root\n    IdentityFile {tmp_path}/id_ed25519\n" in text
     assert f'UserKnownHostsFile "{tmp_path}/known hosts"' in text
     assert "StrictHostKeyChecking yes" in text
+
+
+def test_a_symlinked_ssh_config_stays_a_link_and_its_target_is_edited(banger_env: dict[str, str]) -> None:
+    """Dotfile managers link ~/.ssh/config into a repository: edit the file, keep the link."""
+    home = Path(banger_env["HOME"])
+    dotfiles = home / "dotfiles"
+    dotfiles.mkdir()
+    target = dotfiles / "ssh_config"
+    target.write_text(USER_CONFIG)
+    target.chmod(0o644)
+    link = home / ".ssh" / "config"
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to("../dotfiles/ssh_config")
+    assert invoke_cli(["ssh-config", "--install"], banger_env).stdout == "added to ~/.ssh/config\n"
+    assert link.is_symlink() and str(link.readlink()) == "../dotfiles/ssh_config"
+    assert target.read_text().startswith(sshconfig.BEGIN) and target.read_text().endswith(USER_CONFIG)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert sorted(p.name for p in dotfiles.iterdir()) == ["ssh_config"]  # no temporary file left behind
+    assert invoke_cli(["ssh-config", "--uninstall"], banger_env).stdout == "removed from ~/.ssh/config\n"
+    assert link.is_symlink() and str(link.readlink()) == "../dotfiles/ssh_config"
+    assert target.read_bytes() == USER_CONFIG.encode()
+
+
+def test_a_dangling_ssh_config_link_is_refused_and_left_alone(banger_env: dict[str, str]) -> None:
+    link = Path(banger_env["HOME"]) / ".ssh" / "config"
+    link.parent.mkdir(mode=0o700)
+    missing = Path(banger_env["HOME"]) / "gone" / "ssh_config"
+    link.symlink_to(missing)
+    with pytest.raises(BangerError) as caught:
+        sshconfig.install(banger_env)
+    assert str(caught.value) == (
+        f"~/.ssh/config is a symlink to {missing}, which does not exist: "
+        "create that file (or remove the link), then run `banger ssh-config --install` again"
+    )
+    assert link.is_symlink() and link.readlink() == missing and not missing.parent.exists()
+
+
+def test_the_generated_file_is_written_through_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "elsewhere" / "ssh_config"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "ssh_config"
+    link.symlink_to(real)
+    sshconfig.write_atomic(link, "new\n")
+    assert link.is_symlink() and real.read_text() == "new\n"
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600

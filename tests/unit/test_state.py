@@ -133,3 +133,49 @@ def test_concurrent_read_then_write_sessions_wait_instead_of_failing(tmp_path: P
     assert errors == []
     with db.session() as s:
         assert s.get(Image, "img").size == 2  # type: ignore[union-attr]  # no lost update either
+
+
+def test_a_read_returns_while_a_writer_holds_the_write_lock(tmp_path: Path) -> None:
+    """Reads see the last committed snapshot and never queue behind a write transaction."""
+    from datetime import UTC, datetime
+
+    from sqlmodel import select
+
+    from banger_core.state.models import Image
+
+    path = tmp_path / "banger.db"
+    db = Database(path)
+    with db.session() as s:
+        s.add(Image(name="committed", version="0", source="t", sha256="x", size=0, created_at=datetime.now(UTC)))
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute(
+            "INSERT INTO images (name, version, source, sha256, size, created_at) "
+            "VALUES ('uncommitted', '0', 't', 'x', 0, '2026-01-01')"
+        )
+        # Same thread, writer still open: a read that waited for it would fail after the busy timeout.
+        with db.read() as s:
+            seen = [image.name for image in s.exec(select(Image)).all()]
+        assert db.schema_version() == MIGRATIONS[-1][0]
+        assert writer.in_transaction  # the read finished first
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+    assert seen == ["committed"]
+    with db.read() as s:
+        assert sorted(image.name for image in s.exec(select(Image)).all()) == ["committed", "uncommitted"]
+
+
+def test_a_read_session_cannot_write(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from banger_core.state.models import Image
+
+    db = Database(tmp_path / "banger.db")
+    with pytest.raises(Exception, match="attempt to write a readonly database"), db.read() as s:
+        s.add(Image(name="sneaky", version="0", source="t", sha256="x", size=0, created_at=datetime.now(UTC)))
+    with db.session() as s:  # the pooled connection is writable again in a write session
+        s.add(Image(name="fine", version="0", source="t", sha256="x", size=0, created_at=datetime.now(UTC)))
+    with db.read() as s:
+        assert s.get(Image, "sneaky") is None and s.get(Image, "fine") is not None
