@@ -43,6 +43,6 @@ def test_full_and_incremental_sync_over_ssh(
     git(repo, "rm", "-q", "--", "q'uote\"s $(touch /tmp/pwned) `x` ;|&", "dir/x")
     (repo / "*").write_text("star")
     assert sync() == 1
-    assert sorted(os.listdir(dest)) == sorted([".banger-sync-manifest", "*", "-dash", "a b", "new\nline", "ünï"])
+    assert sorted(os.listdir(dest)) == sorted([".git", "*", "-dash", "a b", "new\nline", "ünï"])
     assert (dest / "*").read_text() == "star"
     assert not Path("/tmp/pwned").exists()
