@@ -77,3 +77,24 @@ def test_remote_command_quotes_and_keeps_the_exit_status() -> None:
     # Run it for real: status and signals come through as the shell reports them.
     assert subprocess.run(remote_command(["sh", "-c", "exit 7"], None)).returncode == 7
     assert subprocess.run(remote_command(["sh", "-c", "kill -TERM $$"], None)).returncode == 128 + 15
+
+
+def test_pull_back_needs_a_workspace(banger_env: dict[str, str]) -> None:
+    result = invoke_cli(["vm", "run", "--pull-back", "--", "true"], banger_env)
+    assert result.exit_code == 2
+    assert "--pull-back brings a workspace back: pass the repository PATH too" in result.stderr
+
+
+@pytest.mark.builtins
+@pytest.mark.parametrize("command", ["pull", "diff"])
+def test_workspace_pull_and_diff_refuse_a_non_repository_in_one_line(
+    banger_env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    result = invoke_cli(["vm", "workspace", command, "some-vm", str(plain)], banger_env)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"banger: error: {plain} is not a git repository: pass the repository the workspace was shipped from"
+    )
+    assert not (Path(banger_env["XDG_DATA_HOME"]) / "banger").exists()  # refused before reaching the daemon
