@@ -296,7 +296,7 @@ def _start_tooling(target: Any, workdir: str, repo: str) -> None:
 
 @click.group(name="workspace")
 def workspace_cli() -> None:
-    """Copy a repository into a running VM again."""
+    """Sync a repository into a running VM again, or bring the work done there back."""
 
 
 @workspace_cli.command(name="sync")

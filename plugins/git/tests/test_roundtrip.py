@@ -126,6 +126,19 @@ def test_the_guest_workspace_is_a_checkout_of_what_was_shipped(
     assert not (shell.sandbox / "work" / "debug.log").exists()
 
 
+def test_a_detached_head_stays_detached_and_a_tag_named_like_the_branch_is_no_trouble(
+    tmp_path: Path, make_repo: MakeRepo, git: Git, shell: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"a": "1"})
+    git(repo, "tag", "main")  # `git symbolic-ref --short HEAD` would now say "heads/main"
+    ship(repo, shell, "on-branch")
+    assert shell.run(["git", "-C", "on-branch", "symbolic-ref", "HEAD"]).stdout == b"refs/heads/main\n"
+    git(repo, "checkout", "-q", "--detach")
+    ship(repo, shell, "detached")
+    assert shell.run(["git", "-C", "detached", "symbolic-ref", "-q", "HEAD"]).returncode == 1
+    assert shell.run(["git", "-C", "detached", "rev-parse", "HEAD"]).stdout.decode() == git(repo, "rev-parse", "HEAD")
+
+
 def test_a_shipped_ref_is_a_clean_checkout(tmp_path: Path, make_repo: MakeRepo, git: Git, shell: Any) -> None:
     repo = make_repo(tmp_path / "repo", {"a": "1"})
     git(repo, "checkout", "-q", "-b", "other")

@@ -58,11 +58,13 @@ def read_history(plan: WorkspacePlan) -> HistoryState | None:
         return HistoryState(plan.revision, ref if is_branch else None, b"", "tree")
     commit = _verify(top, "HEAD")
     try:
-        branch = run_git(top, "symbolic-ref", "-q", "--short", "HEAD", what="reading the current branch").strip()
+        head_ref = run_git(top, "symbolic-ref", "-q", "HEAD", what="reading the current branch").strip()
     except GitError:
-        branch = b""  # a detached HEAD
+        head_ref = b""  # a detached HEAD
+    # The full ref, not --short: that says "heads/x" when a tag x exists too.
+    branch = os.fsdecode(head_ref).removeprefix("refs/heads/") if head_ref.startswith(b"refs/heads/") else None
     index_info = run_git(top, "ls-files", "-s", "-z", what="reading the index")
-    return HistoryState(commit, os.fsdecode(branch) or None, index_info, "index")
+    return HistoryState(commit, branch, index_info, "index")
 
 
 def _verify(top: Path, name: str) -> str | None:
