@@ -82,15 +82,17 @@ def query_argv(guest_path: str) -> list[str]:
     return ["sh", "-c", QUERY_SCRIPT, "banger-query", guest_path, manifest_path(guest_path)]
 
 
-#: Makes the workspace a git checkout of what was shipped (see ``history.py``).
-#: Arguments: directory, commit ("" for a repository without commits),
-#: branch ("" for a detached HEAD), ``index`` or ``tree`` (where the index
-#: comes from). stdin: ``<N>\n`` + N bytes of ``git update-index -z
-#: --index-info`` input, then a pack. The pack is read only when the guest
-#: lacks an object: a re-sync of the same commit stops reading early.
+#: Makes the workspace a git checkout of what was shipped (see ``history.py``);
+#: runs while the files are extracted, touching only ``.git``. Arguments:
+#: directory, commit ("" for a repository without commits), branch ("" for a
+#: detached HEAD), ``index`` or ``tree`` (where the index comes from).
+#: stdin: ``<N>\n`` + N bytes of ``git update-index -z --index-info`` input,
+#: then a pack. The pack is read only when the guest lacks an object: a
+#: re-sync of the same commit stops reading early.
 #: A repository whose HEAD moved away from what banger shipped (the user
 #: committed in the guest) keeps its HEAD and index: stdout says ``kept``.
 HISTORY_SCRIPT = r"""set -e
+mkdir -p -- "$1"
 cd -- "$1"
 if ! command -v git >/dev/null 2>&1; then echo nogit; exit 0; fi
 IFS= read -r count

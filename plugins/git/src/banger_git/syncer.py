@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from banger_git import guest
@@ -139,17 +140,22 @@ class GitSyncer:
         for line in plan.warnings:
             progress.log(line)
         listing = Listing()
-        if incremental:
-            written = self._sync_changes(plan, shell, guest_path, progress, listing)
-        else:
-            progress.step(f"sending {_count(len(plan.files))} ({_human(plan.total_bytes)}) to {guest_path}")
-            total = plan.total_bytes + len(plan.files) * (BLOCK + BLOCK // 2) + 2 * BLOCK
-            entries, inspect = self._stream_entries(plan, listing)
-            written = self._send(shell, guest_path, plan.root, entries, [], [], progress, total, inspect)
-            progress.log(f"sent {_count(written)} to {guest_path}")
-        for line in listing.warnings():
-            progress.log(f"changed since planning: {line}")
-        ship_history(plan, shell, guest_path, progress)
+        # The git history goes in a second guest command at the same time: it
+        # only touches .git, and the guest unpacks objects while tar extracts.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="banger-git-history") as background:
+            history = background.submit(ship_history, plan, shell, guest_path)
+            if incremental:
+                written = self._sync_changes(plan, shell, guest_path, progress, listing)
+            else:
+                progress.step(f"sending {_count(len(plan.files))} ({_human(plan.total_bytes)}) to {guest_path}")
+                total = plan.total_bytes + len(plan.files) * (BLOCK + BLOCK // 2) + 2 * BLOCK
+                entries, inspect = self._stream_entries(plan, listing)
+                written = self._send(shell, guest_path, plan.root, entries, [], [], progress, total, inspect)
+                progress.log(f"sent {_count(written)} to {guest_path}")
+            for line in listing.warnings():
+                progress.log(f"changed since planning: {line}")
+            for line in history.result():
+                progress.log(line)
         return written
 
     def pull(
