@@ -186,15 +186,23 @@ class SshGuestShell:
         self.target = target
 
     def run(
-        self, argv: Sequence[str], *, stdin: bytes | IO[bytes] | None = None, timeout: float | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | IO[bytes] | None = None,
+        timeout: float | None = None,
+        stdout: IO[bytes] | None = None,
     ) -> GuestResult:
         full = self.target.command_argv(list(argv))
-        if stdin is None or isinstance(stdin, bytes):
+        if stdout is None and (stdin is None or isinstance(stdin, bytes)):
             done = subprocess.run(full, input=stdin or b"", capture_output=True, timeout=timeout)
             return GuestResult(done.returncode, done.stdout, done.stderr)
-        with subprocess.Popen(full, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-            out, err = proc.communicate(timeout=timeout)
-            return GuestResult(proc.returncode, out, err)
+        feed = subprocess.PIPE if stdin is None or isinstance(stdin, bytes) else stdin
+        with subprocess.Popen(
+            full, stdin=feed, stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE
+        ) as proc:
+            out, err = proc.communicate(input=stdin if isinstance(stdin, bytes) else None, timeout=timeout)
+            return GuestResult(proc.returncode, out or b"", err)
 
 
 def close_master(control_path: str | Path) -> None:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from banger_core.progress import NullProgress
 from banger_git.syncer import GitSyncer
@@ -54,13 +54,23 @@ class CommandShell:
         return list(argv)
 
     def run(
-        self, argv: Sequence[str], *, stdin: bytes | IO[bytes] | None = None, timeout: float | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | IO[bytes] | None = None,
+        timeout: float | None = None,
+        stdout: IO[bytes] | None = None,
     ) -> GuestResult:
-        if isinstance(stdin, bytes):
-            proc = subprocess.run(self.command(argv), input=stdin, capture_output=True, cwd=self.cwd, check=False)
-        else:
-            proc = subprocess.run(self.command(argv), stdin=stdin, capture_output=True, cwd=self.cwd, check=False)
-        return GuestResult(proc.returncode, proc.stdout, proc.stderr)
+        feed: dict[str, Any] = {"input": stdin} if isinstance(stdin, bytes) else {"stdin": stdin}
+        proc = subprocess.run(
+            self.command(argv),
+            **feed,
+            stdout=subprocess.PIPE if stdout is None else stdout,
+            stderr=subprocess.PIPE,
+            cwd=self.cwd,
+            check=False,
+        )
+        return GuestResult(proc.returncode, proc.stdout or b"", proc.stderr)
 
 
 def git(repo: Path, *args: str) -> None:

@@ -65,9 +65,14 @@ def remote_command(command: list[str], workdir: str | None) -> list[str]:
 @click.option("--branch", help="Ship this branch's tracked tree instead of the working tree.")
 @click.option("--from", "from_ref", metavar="REF", help="Ship this commit/tag's tracked tree instead.")
 @click.option("--dry-run", is_flag=True, help="Print the files that would be copied (or the spec) and stop.")
+@click.option(
+    "--pull-back",
+    is_flag=True,
+    help="After the session or command, bring the guest's commits and changes back as branch banger/NAME.",
+)
 @click.pass_context
 def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str | None, include_untracked: bool,
-        branch: str | None, from_ref: str | None, dry_run: bool, **spec: Any) -> None:  # fmt: skip
+        branch: str | None, from_ref: str | None, dry_run: bool, pull_back: bool, **spec: Any) -> None:  # fmt: skip
     """Boot a fresh VM, optionally copy a repo in, then open a shell or run a command.
 
     \b
@@ -85,6 +90,8 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
     command: list[str] = ctx.meta.get("banger.command", [])
     if branch and from_ref:
         raise click.UsageError("--branch and --from both pick a ref: use one")
+    if pull_back and path is None:
+        raise click.UsageError("--pull-back brings a workspace back: pass the repository PATH too")
     printer = ProgressPrinter(app.verbose)
     workspace = _plan_workspace(app, path, include_untracked, branch or from_ref) if path else None
     if dry_run:
@@ -120,11 +127,15 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
             with client.vms.ephemeral(progress=progress, **body) as vm:
                 printer.done()
                 code = _session(app, client, vm, workspace, workdir, command, printer)
+                if pull_back:
+                    code = _pull_back(app, client, vm["name"], workspace, workdir, code)
             _wait_deleted(client, vm["name"])
         else:
             vm = client.vms.create(progress=progress, **body)
             printer.done()
             code = _session(app, client, vm, workspace, workdir, command, printer)
+            if pull_back:
+                code = _pull_back(app, client, vm["name"], workspace, workdir, code)
             click.echo(
                 f"banger: {vm['name']} keeps running: `banger vm ssh {vm['name']}` to get back, "
                 f"`banger vm delete --force {vm['name']}` to remove it",
@@ -146,6 +157,37 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
             ) from exc
         raise
     sys.exit(code)
+
+
+def _pull_back(
+    app: App, client: Any, name: str, workspace: tuple[Any, Any] | None, workdir: str | None, code: int
+) -> int:
+    """``--pull-back``: the command's exit code, or 1 when it succeeded but the pull did not."""
+    assert workspace is not None and workdir is not None
+    driver, plan = workspace
+    try:
+        summary = _pull(app, client, driver, name, Path(plan.root), workdir, f"banger/{name}", False)
+    except BangerError as exc:
+        click.echo(f"banger: --pull-back failed: {exc}", err=True)
+        return code or 1
+    click.echo(f"banger: {summary}", err=True)
+    return code
+
+
+def _pull(app: App, client: Any, driver: Any, name: str, root: Path, workdir: str, branch: str, force: bool) -> str:
+    from banger_core.ssh import SshGuestShell, SshTarget
+    from banger_hookspecs import WorkspaceRoundTrip
+
+    if not isinstance(driver, WorkspaceRoundTrip):
+        raise BangerError("this workspace's syncer cannot bring work back from the guest (no pull support)")
+    target = SshTarget(**client.vms.ssh_target(name))
+    printer = ProgressPrinter(app.verbose)
+    try:
+        return str(driver.pull(root, SshGuestShell(target), workdir, branch, EventProgress(printer), force=force))
+    except ValueError as exc:
+        raise BangerError(str(exc)) from None
+    finally:
+        printer.done()
 
 
 def _wait_deleted(client: Any, name: str, timeout: float = 60.0) -> None:
@@ -261,7 +303,7 @@ def _start_tooling(target: Any, workdir: str, repo: str) -> None:
 
 @click.group(name="workspace")
 def workspace_cli() -> None:
-    """Copy a repository into a running VM again."""
+    """Sync a repository into a running VM again, or bring the work done there back."""
 
 
 @workspace_cli.command(name="sync")
@@ -302,3 +344,66 @@ def workspace_sync(
     sent = driver.sync(plan, SshGuestShell(target), workdir, EventProgress(printer), incremental=not full)
     printer.done()
     click.echo(f"{name}:{workdir}: {sent} of {len(plan.files)} files sent")
+
+
+def _round_trip_driver(app: App, path: Path) -> Any:
+    if not path.is_dir():
+        raise BangerError(f"{path} is not a directory: pass the repository the workspace was shipped from")
+    ctx = app.plugin_context()
+    for _name, provided in sorted(app.pm.providers("banger_workspace_syncers").items()):
+        driver = provided.value.factory(ctx)
+        if driver.claims(path):
+            return driver
+    raise BangerError(f"{path} is not a git repository: pass the repository the workspace was shipped from")
+
+
+@workspace_cli.command(name="pull")
+@click.argument("name")
+@click.argument("path", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--branch", help="The host branch to put the guest's work on (default banger/NAME).")
+@click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
+@click.option("--force", is_flag=True, help="Move the branch even if it is not an ancestor (its old tip is kept).")
+@click.pass_obj
+def workspace_pull(app: App, name: str, path: Path, branch: str | None, guest_path: str | None, force: bool) -> None:
+    """Bring VM NAME's commits and uncommitted changes into PATH's repository as a branch.
+
+    \b
+    The guest's new commits land on branch banger/NAME (or --branch), and its
+    uncommitted changes (untracked files included, ignored ones not) as one
+    more commit on top. Your checked-out branch, index and files are never
+    touched; a branch that exists moves only forward (or with --force, keeping
+    its old tip under refs/banger/backup/).
+    """
+    driver = _round_trip_driver(app, path)
+    workdir = guest_workdir(guest_path, path)
+    summary = _pull(app, get_client(app), driver, name, path, workdir, branch or f"banger/{name}", force)
+    click.echo(f"{name}:{workdir}: {summary}")
+
+
+@workspace_cli.command(name="diff")
+@click.argument("name")
+@click.argument("path", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
+@click.pass_obj
+def workspace_diff(app: App, name: str, path: Path, guest_path: str | None) -> None:
+    """Show what changed in VM NAME's workspace since it was shipped (commits and uncommitted changes).
+
+    Nothing changes in PATH's repository (git may keep the guest's objects until its next gc).
+    """
+    from banger_core.ssh import SshGuestShell, SshTarget
+    from banger_hookspecs import WorkspaceRoundTrip
+
+    driver = _round_trip_driver(app, path)
+    if not isinstance(driver, WorkspaceRoundTrip):
+        raise BangerError("this workspace's syncer cannot compare the guest's work (no diff support)")
+    workdir = guest_workdir(guest_path, path)
+    target = SshTarget(**get_client(app).vms.ssh_target(name))
+    printer = ProgressPrinter(app.verbose)
+    try:
+        patch = driver.diff(path, SshGuestShell(target), workdir, EventProgress(printer))
+    except ValueError as exc:
+        raise BangerError(str(exc)) from None
+    finally:
+        printer.done()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(patch)

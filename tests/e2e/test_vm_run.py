@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -13,8 +14,8 @@ import pytest
 
 from tests.support.e2e import BIN, E2E
 
-MANIFEST = ".banger-sync-manifest"
-COUNT_FILES = f"find . \\( -type f -o -type l \\) ! -name {MANIFEST} | wc -l"
+#: Every file in the workspace but git's own: nothing of banger's may be among them.
+COUNT_FILES = "find . -path ./.git -prune -o \\( -type f -o -type l \\) -print | wc -l"
 
 
 def git(repo: Path, *args: str) -> str:
@@ -61,15 +62,18 @@ def test_workspace_files_modes_and_file_sync(e2e: E2E, fixture_repo: Path) -> No
     script = (
         f"pwd; {COUNT_FILES}; test -e untracked.txt && echo untracked-present || echo untracked-absent; "
         "test -e noise.log && echo ignored-present || echo ignored-absent; ./build.sh; readlink link-to-main; "
-        "stat -c %a build.sh; stat -c %a /root/.gitconfig; cat /root/.gitconfig"
+        "stat -c %a build.sh; stat -c %a /root/.gitconfig; git status --porcelain --untracked-files=all; "
+        "echo status-done; git rev-parse HEAD; cat /root/.gitconfig"
     )
     result = e2e.banger("vm", "run", "--rm", str(fixture_repo), "--", "sh", "-c", script)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "/root/fixture-repo"
-    assert int(lines[1]) == tracked_count(fixture_repo)
+    assert int(lines[1]) == tracked_count(fixture_repo)  # exactly the tracked files: no banger bookkeeping
     assert lines[2:7] == ["untracked-absent", "ignored-absent", "built", "src/main.py", "755"]
     assert lines[7] == "640" and "name = e2e" in result.stdout  # the file_sync entry, with its mode
+    # A git checkout of the shipped commit, clean: the host has no uncommitted edits to tracked files.
+    assert lines[8:10] == ["status-done", git(fixture_repo, "rev-parse", "HEAD").strip()]
     assert result.stderr.splitlines()[0].startswith("spec: ")
     assert e2e.vms() == []
 
@@ -200,3 +204,70 @@ def test_killed_cli_does_not_leak_an_rm_vm(e2e: E2E) -> None:
         if proc.poll() is None:
             proc.kill()
     e2e.wait_for(lambda: e2e.vms() == [], 60, "the daemon to delete the orphaned --rm VM")
+
+
+def host_state(repo: Path) -> str:
+    """A digest of the host checkout a pull must not touch: HEAD, branches, index, every file."""
+    digest = hashlib.sha256()
+    digest.update(git(repo, "symbolic-ref", "HEAD").encode())
+    refs = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/", "refs/tags/").splitlines()
+    digest.update("\n".join(r for r in refs if not r.startswith("refs/heads/banger/")).encode())
+    digest.update((repo / ".git" / "index").read_bytes())
+    files = []
+    for dirpath, dirnames, filenames in os.walk(repo):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        files += [Path(dirpath) / name for name in filenames]
+    for path in sorted(files):
+        digest.update(str(path.relative_to(repo)).encode() + b"\0")
+        digest.update(os.readlink(path).encode() if path.is_symlink() else path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_workspace_round_trip(e2e: E2E, fixture_repo: Path) -> None:
+    (fixture_repo / "src" / "main.py").write_text("print('edited on the host')\n")  # shipped uncommitted
+    work_in_guest = (
+        "git status --porcelain; echo status-done; "
+        "git -c user.email=e2e@banger commit -q -am 'guest commit'; "
+        "echo 'guest edit' >> 'with space.txt'; echo new > made-in-guest.txt; echo junk > build.log"
+    )
+    result = e2e.banger("vm", "run", "--name", "rt", str(fixture_repo), "--", "sh", "-c", work_in_guest)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == [" M src/main.py", "status-done"]  # the host's uncommitted edit
+
+    before = host_state(fixture_repo)
+    diff = e2e.banger("vm", "workspace", "diff", "rt", str(fixture_repo))
+    assert diff.returncode == 0, diff.stderr
+    assert "+print('edited on the host')" in diff.stdout and "+guest edit" in diff.stdout
+    assert "made-in-guest.txt" in diff.stdout and "build.log" not in diff.stdout
+
+    pull = e2e.banger("vm", "workspace", "pull", "rt", str(fixture_repo))
+    assert pull.returncode == 0, pull.stderr
+    assert "branch banger/rt is at " in pull.stdout
+    assert host_state(fixture_repo) == before, "the host's branch, index and files are untouched"
+    assert git(fixture_repo, "log", "--format=%s", "main..banger/rt").splitlines() == [
+        "banger: uncommitted changes in /root/fixture-repo",
+        "guest commit",
+    ]
+    assert git(fixture_repo, "show", "banger/rt~1:src/main.py") == "print('edited on the host')\n"
+    assert git(fixture_repo, "show", "banger/rt:with space.txt") == "space\nguest edit\n"
+    assert git(fixture_repo, "show", "banger/rt:made-in-guest.txt") == "new\n"
+
+    # The branch now exists and holds other work: a pull onto it from elsewhere is refused, nothing lost.
+    git(fixture_repo, "branch", "-f", "banger/rt", "other")
+    refused = e2e.banger("vm", "workspace", "pull", "rt", str(fixture_repo))
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1].endswith("(its current tip is then kept under refs/banger/backup/)")
+    assert git(fixture_repo, "rev-parse", "banger/rt") == git(fixture_repo, "rev-parse", "other")
+    assert host_state(fixture_repo) == before
+    e2e.banger("vm", "delete", "--force", "rt", check=True, timeout=120)
+
+
+def test_rm_with_pull_back(e2e: E2E, fixture_repo: Path) -> None:
+    result = e2e.banger(
+        "vm", "run", "--rm", "--pull-back", "--name", "pb", str(fixture_repo), "--", "sh", "-c", "echo hi > from-vm.txt"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "branch banger/pb is at " in result.stderr
+    assert git(fixture_repo, "show", "banger/pb:from-vm.txt") == "hi\n"
+    assert git(fixture_repo, "status", "--porcelain") == "?? untracked.txt\n"  # noise.log is ignored
+    assert "pb" not in [vm["name"] for vm in e2e.vms()]

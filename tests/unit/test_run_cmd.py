@@ -101,3 +101,24 @@ def test_starting_mise_install_that_hangs_does_not_fail_the_run(
     assert (shell, flag) == ("sh", "-c")
     assert "cd '/root/my repo' && nohup mise install >'/root/.cache/banger/vm-run-tooling-my repo.log'" in script
     assert capsys.readouterr().err == "banger: starting `mise install` took over 0.2 s; skipped it\n"
+
+
+def test_pull_back_needs_a_workspace(banger_env: dict[str, str]) -> None:
+    result = invoke_cli(["vm", "run", "--pull-back", "--", "true"], banger_env)
+    assert result.exit_code == 2
+    assert "--pull-back brings a workspace back: pass the repository PATH too" in result.stderr
+
+
+@pytest.mark.builtins
+@pytest.mark.parametrize("command", ["pull", "diff"])
+def test_workspace_pull_and_diff_refuse_a_non_repository_in_one_line(
+    banger_env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    result = invoke_cli(["vm", "workspace", command, "some-vm", str(plain)], banger_env)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"banger: error: {plain} is not a git repository: pass the repository the workspace was shipped from"
+    )
+    assert not (Path(banger_env["XDG_DATA_HOME"]) / "banger").exists()  # refused before reaching the daemon

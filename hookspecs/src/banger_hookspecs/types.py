@@ -53,6 +53,7 @@ __all__ = [
     "VmmDriver",
     "WorkspaceOptions",
     "WorkspacePlan",
+    "WorkspaceRoundTrip",
     "WorkspaceSyncer",
     "WorkspaceSyncerDriver",
     "validate_provider_name",
@@ -702,9 +703,20 @@ class GuestShell(Protocol):
     """
 
     def run(
-        self, argv: Sequence[str], *, stdin: bytes | IO[bytes] | None = None, timeout: float | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | IO[bytes] | None = None,
+        timeout: float | None = None,
+        stdout: IO[bytes] | None = None,
     ) -> GuestResult:
-        """Run ``argv`` in the guest and wait for it, feeding ``stdin`` (bytes or a stream)."""
+        """Run ``argv`` in the guest and wait for it, feeding ``stdin`` (bytes or a stream).
+
+        With ``stdout`` (a binary file object with a file descriptor, e.g. a
+        pipe's write end), the command's output goes there as it comes instead
+        of into :attr:`GuestResult.stdout`, which is then empty: the caller
+        can read it incrementally and stop at a size it chooses.
+        """
 
 
 @dataclass(frozen=True)
@@ -762,6 +774,29 @@ class WorkspaceSyncerDriver(Protocol):
         With ``incremental``, send only files that differ and delete files
         that the plan no longer has.
         """
+
+
+@runtime_checkable
+class WorkspaceRoundTrip(Protocol):
+    """What a syncer driver may add to bring work done in the guest back (optional).
+
+    The core checks ``isinstance(driver, WorkspaceRoundTrip)``; a driver
+    without these methods still syncs, and ``banger vm workspace pull|diff``
+    then says the syncer cannot.
+    """
+
+    def pull(
+        self, path: Path, shell: GuestShell, guest_path: str, branch: str, progress: Progress, *, force: bool
+    ) -> str:
+        """Bring the guest workspace's commits and uncommitted changes into ``path`` as branch ``branch``.
+
+        Never touches the host repository's checked-out branch, index or
+        working tree. Returns a one-line summary; raises ``ValueError`` with a
+        user sentence when it refuses (nothing on the host is changed then).
+        """
+
+    def diff(self, path: Path, shell: GuestShell, guest_path: str, progress: Progress) -> bytes:
+        """What changed in the guest workspace since it was shipped, as a patch (host unchanged)."""
 
 
 @dataclass(frozen=True)

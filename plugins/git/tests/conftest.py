@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -36,23 +36,39 @@ class LocalShell:
     sandbox: Path
     path: str | None = None
     calls: list[list[str]] = field(default_factory=list)
+    #: extra environment, e.g. a git identity for commits made "in the guest".
+    env: dict[str, str] = field(default_factory=dict)
 
     def run(
-        self, argv: Sequence[str], *, stdin: bytes | IO[bytes] | None = None, timeout: float | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | IO[bytes] | None = None,
+        timeout: float | None = None,
+        stdout: IO[bytes] | None = None,
     ) -> GuestResult:
         self.calls.append(list(argv))
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         if self.path is not None:
             env["PATH"] = self.path
-        if isinstance(stdin, bytes):
-            proc = subprocess.run(
-                list(argv), cwd=self.sandbox, input=stdin, capture_output=True, env=env, timeout=120, check=False
-            )
-        else:
-            proc = subprocess.run(
-                list(argv), cwd=self.sandbox, stdin=stdin, capture_output=True, env=env, timeout=120, check=False
-            )
-        return GuestResult(proc.returncode, proc.stdout, proc.stderr)
+        return run_command(list(argv), stdin, stdout, cwd=self.sandbox, env=env)
+
+
+def run_command(
+    argv: list[str], stdin: bytes | IO[bytes] | None, stdout: IO[bytes] | None, **kwargs: Any
+) -> GuestResult:
+    """subprocess.run the way a GuestShell runs a command: stdin bytes or stream, stdout captured or redirected."""
+    feed: dict[str, Any] = {"input": stdin} if isinstance(stdin, bytes) else {"stdin": stdin}
+    proc = subprocess.run(
+        argv,
+        **feed,
+        stdout=subprocess.PIPE if stdout is None else stdout,
+        stderr=subprocess.PIPE,
+        timeout=120,
+        check=False,
+        **kwargs,
+    )
+    return GuestResult(proc.returncode, proc.stdout or b"", proc.stderr)
 
 
 @pytest.fixture
@@ -142,19 +158,25 @@ def tree() -> Callable[[Path], Snapshot]:
 
 @dataclass
 class SshShell:
-    """A GuestShell over real ssh to a private sshd on 127.0.0.1, quoting argv with shlex like the core does."""
+    """A GuestShell over real ssh to a private sshd on 127.0.0.1, quoting argv with shlex like the core does.
+
+    Commands start in ``home`` (a guest's commands start in the guest user's
+    home; this host's real one is not the test's to write in).
+    """
 
     prefix: list[str]
+    home: Path
 
     def run(
-        self, argv: Sequence[str], *, stdin: bytes | IO[bytes] | None = None, timeout: float | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | IO[bytes] | None = None,
+        timeout: float | None = None,
+        stdout: IO[bytes] | None = None,
     ) -> GuestResult:
-        command = [*self.prefix, " ".join(shlex.quote(a) for a in argv)]
-        if isinstance(stdin, bytes):
-            proc = subprocess.run(command, input=stdin, capture_output=True, timeout=120, check=False)
-        else:
-            proc = subprocess.run(command, stdin=stdin, capture_output=True, timeout=120, check=False)
-        return GuestResult(proc.returncode, proc.stdout, proc.stderr)
+        command = f"cd {shlex.quote(str(self.home))} && " + " ".join(shlex.quote(a) for a in argv)
+        return run_command([*self.prefix, command], stdin, stdout)
 
 
 @pytest.fixture
@@ -190,7 +212,9 @@ def ssh_shell(tmp_path: Path) -> Iterator[SshShell]:
             time.sleep(0.1)
         else:
             raise AssertionError("the private sshd never accepted a login")
-        yield SshShell(prefix)
+        home = tmp_path / "ssh-home"
+        home.mkdir()
+        yield SshShell(prefix, home)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

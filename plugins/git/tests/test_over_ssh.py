@@ -43,6 +43,33 @@ def test_full_and_incremental_sync_over_ssh(
     git(repo, "rm", "-q", "--", "q'uote\"s $(touch /tmp/pwned) `x` ;|&", "dir/x")
     (repo / "*").write_text("star")
     assert sync() == 1
-    assert sorted(os.listdir(dest)) == sorted([".banger-sync-manifest", "*", "-dash", "a b", "new\nline", "ünï"])
+    assert sorted(os.listdir(dest)) == sorted([".git", "*", "-dash", "a b", "new\nline", "ünï"])
     assert (dest / "*").read_text() == "star"
     assert not Path("/tmp/pwned").exists()
+
+
+def test_round_trip_over_ssh(
+    ssh_shell: Any, tmp_path: Path, make_repo: Callable[..., Path], git: Callable[..., str]
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"app.py": "v1\n"})
+    (repo / "app.py").write_text("host edit\n")
+    dest = str(tmp_path / "guest repo")
+    syncer = GitSyncer()
+    syncer.sync(syncer.plan(repo, WorkspaceOptions()), ssh_shell, dest, RecordingProgress())
+    assert ssh_shell.run(["git", "-C", dest, "status", "--porcelain"]).stdout == b" M app.py\n"
+    identity = ["-c", "user.name=guest", "-c", "user.email=guest@example.invalid"]
+    committed = ssh_shell.run(["git", "-C", dest, *identity, "commit", "-q", "-am", "in the guest"])
+    assert committed.returncode == 0, committed.stderr
+    (Path(dest) / "later.txt").write_text("uncommitted\n")
+
+    index = (repo / ".git" / "index").read_bytes()
+    summary = syncer.pull(repo, ssh_shell, dest, "banger/ssh", RecordingProgress(), force=False)
+    assert summary.startswith("branch banger/ssh is at ")
+    assert git(repo, "log", "--format=%s", "main..banger/ssh").splitlines() == [
+        f"banger: uncommitted changes in {dest}",
+        "in the guest",
+    ]
+    assert git(repo, "show", "banger/ssh:later.txt") == "uncommitted\n"
+    assert (repo / "app.py").read_text() == "host edit\n"
+    assert (repo / ".git" / "index").read_bytes() == index
+    assert git(repo, "symbolic-ref", "HEAD") == "refs/heads/main\n"

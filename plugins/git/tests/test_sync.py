@@ -14,6 +14,7 @@ import pytest
 
 from banger_core.testing import RecordingProgress
 from banger_git.entries import MANIFEST_NAME
+from banger_git.guest import manifest_path
 from banger_git.manifest import encode_manifest
 from banger_git.syncer import GitSyncer, WorkspaceSyncError
 from banger_git.tarstream import SENDFILE_BYTES
@@ -57,9 +58,8 @@ def sync(
 
 
 def shipped(tree: Tree, root: Path) -> dict[str, tuple[str, int, bytes]]:
-    found = tree(root)
-    assert found.pop(MANIFEST_NAME)[1] == 0o600
-    return found
+    """The workspace's files, without the ``.git`` the history step makes."""
+    return {path: value for path, value in tree(root).items() if not path.startswith(".git/")}
 
 
 def test_sync_is_isomorphic_to_the_plan(
@@ -81,7 +81,7 @@ def test_sync_is_isomorphic_to_the_plan(
     assert shipped(tree, guest) == {p: v for p, v in tree(repo).items() if not p.startswith(".git/")}
     assert os.readlink(guest / "link") == "dir/deeper/f"
     assert (guest / "big.bin").read_bytes() == big
-    assert len(shell.calls) == 1, "a full sync is one guest command"
+    assert len(shell.calls) == 2, "a full sync is one guest command for the files, one for git"
 
 
 def test_progress_reports_files_and_bytes(syncer: GitSyncer, shell: Any, tmp_path: Path, make_repo: MakeRepo) -> None:
@@ -118,7 +118,7 @@ def test_escaping_symlinks_are_not_shipped(syncer: GitSyncer, shell: Any, tmp_pa
     os.symlink("a", repo / "ok")
     _, progress, _ = sync(syncer, repo, shell, include_untracked=True)
     guest = shell.sandbox / "work"
-    assert sorted(os.listdir(guest)) == [MANIFEST_NAME, "a", "ok"]
+    assert sorted(os.listdir(guest)) == [".git", "a", "ok"]
     assert (
         progress.lines[0]
         == "symlinks pointing outside the workspace are not shipped: abs -> /etc/passwd, up -> ../../x"
@@ -176,12 +176,12 @@ def test_incremental_sends_only_changes(
     repo = make_repo(tmp_path / "repo", {f"src/m{i}.py": f"module {i}" for i in range(20)})
     sent, _, _ = sync(syncer, repo, shell, incremental=True)
     assert sent == 20
-    assert len(shell.calls) == 2  # the state query, then the stream
+    assert len(shell.calls) == 3  # the state query, the stream, the history
 
     sent, progress, _ = sync(syncer, repo, shell, incremental=True)
     assert sent == 0
     assert progress.steps[-1] == "work is up to date (20 files)"
-    assert len(shell.calls) == 3, "nothing to send: only the query ran"
+    assert len(shell.calls) == 5, "nothing to send: only the query and the history step ran"
 
     (repo / "src/m3.py").write_text("changed, same size!"[:8])
     (repo / "src/m7.py").write_text("module 7 grew")
@@ -222,7 +222,7 @@ def test_incremental_applies_deletions_but_keeps_user_files(
 
     assert sent == 0
     assert progress.steps[-1] == "sending 0 of 1 file (0 B), deleting 4 to work"
-    assert sorted(os.listdir(guest)) == sorted([MANIFEST_NAME, "user-notes.txt", "old", "shared"])
+    assert sorted(os.listdir(guest)) == sorted([".git", "user-notes.txt", "old", "shared"])
     assert os.listdir(guest / "old") == ["build.o"], "a directory with user files stays"
     assert os.listdir(guest / "shared") == ["stays.txt"]
 
@@ -234,7 +234,7 @@ def test_incremental_removes_emptied_directories(
     sync(syncer, repo, shell, incremental=True)
     git(repo, "rm", "-q", "a/b/c/d.txt")
     sync(syncer, repo, shell, incremental=True)
-    assert sorted(os.listdir(shell.sandbox / "work")) == [MANIFEST_NAME, "top"]
+    assert sorted(os.listdir(shell.sandbox / "work")) == [".git", "top"]
 
 
 def test_incremental_file_becomes_directory_and_back(
@@ -311,7 +311,7 @@ def test_incremental_without_gnu_find_sends_everything_but_still_deletes(
     sent, progress, _ = sync(syncer, repo, shell, incremental=True)
     assert sent == 1
     assert "the guest has no GNU find to compare files with: sending every file" in progress.lines
-    assert sorted(os.listdir(shell.sandbox / "work")) == [MANIFEST_NAME, "a"]
+    assert sorted(os.listdir(shell.sandbox / "work")) == [".git", "a"]
 
 
 class ForgingShell:
@@ -328,10 +328,13 @@ class ForgingShell:
         if argv[3] == "banger-query":
             assert isinstance(stdin, bytes)
             return GuestResult(0, self.answer, b"")
+        if argv[3] == "banger-history":
+            result: GuestResult = self.inner.run(argv, stdin=stdin)
+            return result
         assert stdin is not None and not isinstance(stdin, bytes)
         self.stream = stdin.read()
-        result: GuestResult = self.inner.run(argv, stdin=self.stream)
-        return result
+        extracted: GuestResult = self.inner.run(argv, stdin=self.stream)
+        return extracted
 
 
 def members(stream: bytes) -> tuple[list[bytes], list[str]]:
@@ -369,7 +372,7 @@ def test_a_manifest_naming_paths_outside_the_guest_dir_is_ignored(
     victim = shell.sandbox / "victim"
     victim.write_text("outside the workspace")
     forged = encode_manifest([]).replace(b"\0", b"\x00../victim\x00f\x00644\x00" + b"1\0" + b"1\0\0\0", 1)
-    (shell.sandbox / "work" / MANIFEST_NAME).write_bytes(forged)
+    (shell.sandbox / manifest_path("work")).write_bytes(forged)
     sent, progress, _ = sync(syncer, repo, shell, incremental=True)
     assert victim.read_text() == "outside the workspace"
     assert sent == 1
@@ -385,7 +388,7 @@ def test_a_file_deleted_after_planning_is_left_out(
     progress = RecordingProgress()
     assert syncer.sync(plan, shell, "work", progress) == 1
     assert "changed since planning: tracked files deleted in the working tree are not shipped: b" in progress.lines
-    assert sorted(os.listdir(shell.sandbox / "work")) == [MANIFEST_NAME, "a"]
+    assert sorted(os.listdir(shell.sandbox / "work")) == [".git", "a"]
 
 
 def test_files_turned_symlinks_or_fifos_after_planning_are_rechecked(
@@ -406,7 +409,7 @@ def test_files_turned_symlinks_or_fifos_after_planning_are_rechecked(
     progress = RecordingProgress()
     assert syncer.sync(plan, shell, "work", progress) == 2
     guest = shell.sandbox / "work"
-    assert sorted(os.listdir(guest)) == [MANIFEST_NAME, "a", "was-file"]
+    assert sorted(os.listdir(guest)) == [".git", "a", "was-file"]
     assert os.readlink(guest / "was-file") == "a"
     assert "changed since planning: symlinks pointing outside the workspace are not shipped: link -> /etc/passwd" in (
         progress.lines

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 from banger_git import guest
 from banger_git.entries import FILE, MANIFEST_NAME, Entry
 from banger_git.gitcmd import GitError, first_line, run_git
+from banger_git.history import ship_history
 from banger_git.listing import Listing, WorktreeInspector, find_workspace, list_ref, list_worktree, resolve_ref
 from banger_git.manifest import GuestState, encode_manifest, is_unchanged, parse_guest_state, shipped_mtime
-from banger_git.tarstream import BLOCK, TarWriter, write_all
-from banger_hookspecs import GuestResult, GuestShell, Progress, WorkspaceOptions, WorkspacePlan
-
-T = TypeVar("T")
-PIPE_BYTES = 1 << 20
+from banger_git.roundtrip import diff_workspace, pull_workspace
+from banger_git.tarstream import BLOCK, TarWriter, stream_into, write_all
+from banger_hookspecs import GuestShell, Progress, WorkspaceOptions, WorkspacePlan
 
 
 class WorkspaceSyncError(RuntimeError):
@@ -143,17 +140,33 @@ class GitSyncer:
         for line in plan.warnings:
             progress.log(line)
         listing = Listing()
-        if incremental:
-            written = self._sync_changes(plan, shell, guest_path, progress, listing)
-        else:
-            progress.step(f"sending {_count(len(plan.files))} ({_human(plan.total_bytes)}) to {guest_path}")
-            total = plan.total_bytes + len(plan.files) * (BLOCK + BLOCK // 2) + 2 * BLOCK
-            entries, inspect = self._stream_entries(plan, listing)
-            written = self._send(shell, guest_path, plan.root, entries, [], [], progress, total, inspect)
-            progress.log(f"sent {_count(written)} to {guest_path}")
-        for line in listing.warnings():
-            progress.log(f"changed since planning: {line}")
+        # The git history goes in a second guest command at the same time: it
+        # only touches .git, and the guest unpacks objects while tar extracts.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="banger-git-history") as background:
+            history = background.submit(ship_history, plan, shell, guest_path)
+            if incremental:
+                written = self._sync_changes(plan, shell, guest_path, progress, listing)
+            else:
+                progress.step(f"sending {_count(len(plan.files))} ({_human(plan.total_bytes)}) to {guest_path}")
+                total = plan.total_bytes + len(plan.files) * (BLOCK + BLOCK // 2) + 2 * BLOCK
+                entries, inspect = self._stream_entries(plan, listing)
+                written = self._send(shell, guest_path, plan.root, entries, [], [], progress, total, inspect)
+                progress.log(f"sent {_count(written)} to {guest_path}")
+            for line in listing.warnings():
+                progress.log(f"changed since planning: {line}")
+            for line in history.result():
+                progress.log(line)
         return written
+
+    def pull(
+        self, path: Path, shell: GuestShell, guest_path: str, branch: str, progress: Progress, *, force: bool
+    ) -> str:
+        """Bring the guest's commits and uncommitted changes back as branch ``branch`` (see ``roundtrip``)."""
+        return pull_workspace(Path(path), shell, guest_path, branch, progress, force=force).summary()
+
+    def diff(self, path: Path, shell: GuestShell, guest_path: str, progress: Progress) -> bytes:
+        """The patch from what was shipped to the guest's current work (see ``roundtrip``)."""
+        return diff_workspace(Path(path), shell, guest_path, progress)
 
     def _sync_changes(
         self, plan: WorkspacePlan, shell: GuestShell, guest_path: str, progress: Progress, listing: Listing
@@ -233,7 +246,7 @@ class GitSyncer:
             progress.advance(total, total, "B")
             return len(written)
 
-        result, written, error = _stream_into(shell, guest.sync_argv(guest_path), produce)
+        result, written, error = stream_into(shell, guest.sync_argv(guest_path), produce)
         # A host-side failure explains a guest-side one (tar saw the stream end early), not the reverse.
         if error is not None and not isinstance(error, BrokenPipeError):
             if isinstance(error, ValueError | OSError):
@@ -248,43 +261,3 @@ class GitSyncer:
             raise WorkspaceSyncError(f"the guest stopped reading the workspace stream for {guest_path} early")
         assert written is not None
         return written
-
-
-def _stream_into(
-    shell: GuestShell, argv: list[str], produce: Callable[[int], T]
-) -> tuple[GuestResult, T | None, BaseException | None]:
-    """Run ``argv`` in the guest with stdin fed by ``produce(fd)`` from a thread.
-
-    The guest reads straight from a pipe: nothing is buffered or copied on the
-    host beyond the pipe itself.
-
-    Returns:
-        The guest's result, what ``produce`` returned, and what it raised.
-    """
-    read_fd, write_fd = os.pipe()
-    try:
-        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except OSError:
-        pass  # a smaller pipe only means more context switches
-    values: list[T] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            values.append(produce(write_fd))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            os.close(write_fd)
-
-    reader = os.fdopen(read_fd, "rb", buffering=0)
-    thread = threading.Thread(target=work, name="banger-git-stream", daemon=True)
-    thread.start()
-    try:
-        result = shell.run(argv, stdin=reader)
-    finally:
-        # Closing our read end makes a writer still blocked on a guest that
-        # stopped reading fail with EPIPE instead of hanging.
-        reader.close()
-        thread.join()
-    return result, (values[0] if values else None), (errors[0] if errors else None)

@@ -8,16 +8,23 @@ guest's ``tar -x``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import struct
 import tarfile
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from banger_git.entries import FILE, SYMLINK, Entry
 from banger_git.gitcmd import BlobReader
+from banger_hookspecs import GuestResult, GuestShell
 
+T = TypeVar("T")
+#: Bigger pipe, fewer context switches between the stream writer and ssh.
+PIPE_BYTES = 1 << 20
 BLOCK = 512
 #: Flush the batch buffer once it holds this much.
 BATCH_BYTES = 1 << 20
@@ -298,3 +305,43 @@ class TarWriter:
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
+
+
+def stream_into(
+    shell: GuestShell, argv: list[str], produce: Callable[[int], T]
+) -> tuple[GuestResult, T | None, BaseException | None]:
+    """Run ``argv`` in the guest with stdin fed by ``produce(fd)`` from a thread.
+
+    The guest reads straight from a pipe: nothing is buffered or copied on the
+    host beyond the pipe itself.
+
+    Returns:
+        The guest's result, what ``produce`` returned, and what it raised.
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass  # a smaller pipe only means more context switches
+    values: list[T] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            values.append(produce(write_fd))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            os.close(write_fd)
+
+    reader = os.fdopen(read_fd, "rb", buffering=0)
+    thread = threading.Thread(target=work, name="banger-git-stream", daemon=True)
+    thread.start()
+    try:
+        result = shell.run(argv, stdin=reader)
+    finally:
+        # Closing our read end makes a writer still blocked on a guest that
+        # stopped reading fail with EPIPE instead of hanging.
+        reader.close()
+        thread.join()
+    return result, (values[0] if values else None), (errors[0] if errors else None)
