@@ -45,6 +45,12 @@ def create_options(fn: Any) -> Any:
         click.option("--vcpu", "vcpus", type=click.IntRange(1, 64), help="Virtual CPUs."),
         click.option("--memory", help="Memory: MiB (2048) or a size (2G)."),
         click.option("--disk-size", help="Writable disk size, e.g. 16G."),
+        click.option(
+            "--host-access",
+            is_flag=True,
+            help="usernet: let the guest open connections, including to services on the host's 127.0.0.1 "
+            "(as 10.0.2.2). Off by default: the guest is isolated.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -61,4 +67,5 @@ def spec_body(**kw: Any) -> dict[str, Any]:
         "vcpus": kw.get("vcpus"),
         "memory_mib": memory_mib(kw.get("memory")),
         "disk_size": kw.get("disk_size"),
+        "host_access": bool(kw.get("host_access")),
     }
