@@ -63,15 +63,37 @@ def commands_in(source: str) -> set[str]:
     return found
 
 
-def listed_commands() -> dict[str, str]:
-    """command -> package, from scripts/debian-packages."""
+#: Commands banger's code names that are not the host's to install.
+NOT_HOST_COMMANDS = {
+    "policy-rc.d": "a file debootstrap's build writes into the image it builds",
+    "sh": "run in the guest by the git syncer",
+    "resolvectl": "systemd-resolved's own client, used only where systemd-resolved runs",
+}
+
+
+def listed_commands(layers: tuple[str, ...] = ("runtime", "test")) -> dict[str, str]:
+    """command -> package, from the scripts/debian-packages rows of ``layers``."""
     provided = {}
     for line in PACKAGES.read_text().splitlines():
         words = line.split("#", 1)[0].split()
         if words:
             assert words[0] in ("runtime", "test") and len(words) >= 3, f"malformed row {line!r}"
-            provided.update({command: words[1] for command in words[2:] if command != "-"})
+            if words[0] in layers:
+                provided.update({command: words[1] for command in words[2:] if command != "-"})
     return provided
+
+
+def unlisted_commands(trees: list[Path], provided: dict[str, str]) -> dict[str, list[str]]:
+    unlisted: dict[str, list[str]] = {}
+    for tree in trees:
+        for path in [tree] if tree.is_file() else sorted(tree.rglob("*.py")):
+            for command in commands_in(path.read_text()) - provided.keys():
+                unlisted.setdefault(command, []).append(str(path.relative_to(REPO)))
+    return unlisted
+
+
+def _report(unlisted: dict[str, list[str]]) -> str:
+    return "; ".join(f"{command} ({', '.join(paths)})" for command, paths in sorted(unlisted.items()))
 
 
 def test_the_scanner_sees_each_way_a_test_runs_a_command() -> None:
@@ -91,15 +113,19 @@ subprocess.run([sys.executable, "-c", "pass"])
 
 
 def test_every_command_the_tests_run_is_installed_by_setup() -> None:
-    provided = listed_commands()
-    unlisted: dict[str, list[str]] = {}
-    for tree in test_trees():
-        for path in [tree] if tree.is_file() else sorted(tree.rglob("*.py")):
-            for command in commands_in(path.read_text()) - provided.keys():
-                unlisted.setdefault(command, []).append(str(path.relative_to(REPO)))
+    unlisted = unlisted_commands(test_trees(), listed_commands())
     assert not unlisted, (
         "tests run commands that scripts/debian-packages does not install (add a 'test PACKAGE COMMAND' row): "
-        + "; ".join(f"{command} ({', '.join(paths)})" for command, paths in sorted(unlisted.items()))
+        + _report(unlisted)
+    )
+
+
+def test_every_command_banger_runs_is_a_runtime_package() -> None:
+    # scripts/quickstart installs the runtime rows only: what banger itself runs must be among them.
+    sources = [REPO / "banger_core", *sorted(REPO.glob("plugins/*/src"))]
+    unlisted = unlisted_commands(sources, {**listed_commands(("runtime",)), **NOT_HOST_COMMANDS})
+    assert not unlisted, "banger runs commands that no 'runtime' row of scripts/debian-packages installs: " + _report(
+        unlisted
     )
 
 
