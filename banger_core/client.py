@@ -266,7 +266,7 @@ class Vms:
 
     def create(self, *, progress: ProgressCallback | None = None, **options: Any) -> dict[str, Any]:
         """Create (and by default start) a VM. Options: name, image, kernel, backend, network,
-        vcpus, memory_mib, disk_size, start, remove_on_exit."""
+        vcpus, memory_mib, disk_size, start, remove_on_exit, host_access."""
         body = {k: v for k, v in options.items() if v is not None}
         result: dict[str, Any] = self._c.stream("POST", "/v1/vms", json_body=body, progress=progress)
         return result

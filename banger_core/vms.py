@@ -90,6 +90,7 @@ class CreateRequest:
     start: bool = True
     remove_on_exit: bool = False
     __pydantic_config__: ClassVar[ConfigDict] = STRICT
+    host_access: bool = False
 
     @classmethod
     def from_json(cls, raw: bytes) -> CreateRequest:
@@ -119,6 +120,7 @@ def vm_dict(vm: Vm, handles: dict[str, Any] | None = None) -> dict[str, Any]:
         "started_at": vm.started_at.isoformat() if vm.started_at else None,
         "last_error": vm.last_error,
         "remove_on_exit": vm.remove_on_exit,
+        "host_access": vm.host_access,
         "spec_sources": vm.spec_sources,
         "pid": None,
         "ssh": None,
@@ -375,10 +377,23 @@ class VmService:
         sources["network"] = "flag" if req.network else _config_source(config, "network_backend")
         values["network"] = network
         self.rt.network(network)  # its settings (cidr for a bridge) are checked here, before anything exists
+        values["host_access"], sources["host_access"] = self._host_access(req.host_access, network)
 
         backend, why = self.select_backend(req.backend, network)
         values["backend"], sources["backend"] = backend, why
         return values, sources
+
+    def _host_access(self, requested: bool, network: str) -> tuple[bool, str]:
+        """``--host-access``: honoured by user-mode NICs only, refused elsewhere rather than ignored."""
+        if not requested:
+            return False, "default"
+        nic_kind = self.rt.pm.provider("banger_network_backends", network, kind="network backend").value.nic_kind
+        if nic_kind != "user":
+            raise BangerError(
+                f"--host-access only applies to user-mode networking (--network usernet): a {network} guest "
+                "never reaches the host's 127.0.0.1"
+            )
+        return True, "flag"
 
     def select_backend(self, requested: str | None, network: str) -> tuple[str, str]:
         """``(backend, why)``: explicit flag or config, else ``auto`` (most preferred usable).
@@ -457,9 +472,13 @@ class VmService:
         sync_entries = self._file_sync_entries()
         progress.step(
             "spec: {vcpus} vCPU ({s[vcpus]}), {mem} MiB RAM ({s[memory_mib]}), {disk} disk ({s[disk_size]}), "
-            "backend {backend} ({s[backend]}), network {network}, image {image} ({s[image]}), "
+            "backend {backend} ({s[backend]}), network {network}{access}, image {image} ({s[image]}), "
             "kernel {kernel} ({s[kernel]})".format(
-                mem=values["memory_mib"], disk=format_size(values["disk_size"]), s=sources, **values
+                mem=values["memory_mib"],
+                disk=format_size(values["disk_size"]),
+                access=" with host access" if values["host_access"] else "",
+                s=sources,
+                **values,
             )
         )
         vm = self._insert(req, values, sources)
@@ -504,6 +523,7 @@ class VmService:
                 state="created",
                 created_at=datetime.now(UTC),
                 remove_on_exit=req.remove_on_exit,
+                host_access=values["host_access"],
                 spec_sources=sources,
             )
             s.add(vm)
@@ -580,7 +600,11 @@ class VmService:
         try:
             run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             progress.step("attaching network")
-            attachment = net.attach(NicRequest(vm_id=vm.id, vm_name=vm.name, mac=vm.mac, guest_ip=vm.guest_ip or ""))
+            attachment = net.attach(
+                NicRequest(
+                    vm_id=vm.id, vm_name=vm.name, mac=vm.mac, guest_ip=vm.guest_ip or "", host_access=vm.host_access
+                )
+            )
             self._write_handles(vm.id, {"net": _jsonable(attachment)})
             serial = self.serial_log(vm.id)
             serial.write_bytes(b"")

@@ -29,10 +29,11 @@ def spec_line(plan: dict[str, Any]) -> str:
     from banger_core.config import format_size
 
     v, s = plan["values"], plan["sources"]
+    access = " with host access" if v.get("host_access") else ""
     return (
         f"spec: {v['vcpus']} vCPU ({s['vcpus']}), {v['memory_mib']} MiB RAM ({s['memory_mib']}), "
         f"{format_size(v['disk_size'])} disk ({s['disk_size']}), backend {v['backend']} ({s['backend']}), "
-        f"network {v['network']} ({s['network']}), image {v['image']} ({s['image']}), "
+        f"network {v['network']} ({s['network']}){access}, image {v['image']} ({s['image']}), "
         f"kernel {v['kernel']} ({s['kernel']})"
     )
 

@@ -93,6 +93,7 @@ def show(app: App, name: str, as_json: bool) -> None:
         ("kernel", vm["kernel"]),
         ("backend", vm["backend"]),
         ("network", vm["network"]),
+        ("host access", "yes" if vm.get("host_access") else "no (isolated)"),
         ("vcpus", vm["vcpus"]),
         ("memory", _mib(vm["memory_mib"])),
         ("disk", _gib(vm["disk_size"])),

@@ -60,6 +60,12 @@ def create_options(fn: Any) -> Any:
         click.option("--vcpu", "vcpus", type=click.IntRange(1, 64), help="Virtual CPUs."),
         click.option("--memory", "memory_mib", type=MEMORY, help="Memory: MiB (2048) or a size (2G)."),
         click.option("--disk-size", type=DISK_SIZE, help="Writable disk size, e.g. 16G."),
+        click.option(
+            "--host-access",
+            is_flag=True,
+            help="usernet: let the guest open connections, including to services on the host's 127.0.0.1 "
+            "(as 10.0.2.2). Off by default: the guest is isolated.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -76,4 +82,5 @@ def spec_body(**kw: Any) -> dict[str, Any]:
         "vcpus": kw.get("vcpus"),
         "memory_mib": kw.get("memory_mib"),
         "disk_size": kw.get("disk_size"),
+        "host_access": bool(kw.get("host_access")),
     }

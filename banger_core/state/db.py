@@ -68,6 +68,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    # --host-access (usernet): without it QEMU isolates the guest from the host's loopback.
+    (2, ("ALTER TABLE vms ADD COLUMN host_access BOOLEAN NOT NULL DEFAULT 0",)),
 )
 
 

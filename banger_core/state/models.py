@@ -34,6 +34,7 @@ class Vm(SQLModel, table=True):
     started_at: datetime | None = None
     last_error: str | None = None
     remove_on_exit: bool = False
+    host_access: bool = False
     spec_sources: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 

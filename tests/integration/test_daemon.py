@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -16,6 +17,7 @@ import pytest
 
 from banger_core.client import DaemonUnavailable
 from banger_core.errors import BangerError, Conflict, NotFound
+from banger_core.state.db import MIGRATIONS
 from tests.support import banger_fake
 from tests.support.daemon import DaemonHarness
 
@@ -135,7 +137,8 @@ def test_database_from_a_newer_banger_is_refused(daemon: DaemonHarness) -> None:
         conn.execute("INSERT INTO schema_migrations VALUES (99, '2030-01-01')")
     result = banger(daemon, "vm", "list")
     assert result.returncode == 1
-    assert "has schema version 99, newer than this banger knows (1): upgrade banger" in result.stderr
+    latest = MIGRATIONS[-1][0]
+    assert f"has schema version 99, newer than this banger knows ({latest}): upgrade banger" in result.stderr
 
 
 def test_ten_concurrent_creates_get_unique_names_addresses_and_macs(daemon: DaemonHarness) -> None:
@@ -389,3 +392,25 @@ def test_backend_that_cannot_attach_the_network_is_refused_up_front(daemon: Daem
         "use --network with a tap backend (e.g. --network bridge)"
     )
     assert daemon.client().vms.list() == []
+
+
+def test_host_access_is_stored_shown_and_refused_where_it_cannot_apply(daemon: DaemonHarness) -> None:
+    prepare(daemon)
+    banger(daemon, "vm", "create", "--name", "closed", "--backend", "fakevmm", "--no-start", check=True)
+    opened = banger(daemon, "vm", "create", "--name", "open", "--backend", "fakevmm", "--host-access", "--no-start")
+    assert opened.returncode == 0 and "network usernet with host access," in opened.stderr
+    assert daemon.client().vms.get("closed")["host_access"] is False
+    assert daemon.client().vms.get("open")["host_access"] is True
+    assert daemon.client().vms.get("open")["spec_sources"]["host_access"] == "flag"
+    shown = banger(daemon, "vm", "show", "open", check=True).stdout
+    assert re.search(r"^host access\s+yes$", shown, re.M)
+    assert re.search(r"^host access\s+no \(isolated\)$", banger(daemon, "vm", "show", "closed").stdout, re.M)
+
+    bridged = banger(daemon, "vm", "create", "--name", "br", "--network", "bridge", "--host-access", "--no-start")
+    assert bridged.returncode == 1 and bridged.stderr.strip().splitlines()[-1] == (
+        "banger: error: --host-access only applies to user-mode networking (--network usernet): "
+        "a bridge guest never reaches the host's 127.0.0.1"
+    )
+    with pytest.raises(BangerError, match='host_access: expected true or false, got "yes"'):
+        daemon.client().vms.create(name="typo", backend="fakevmm", start=False, host_access="yes")
+    assert sorted(vm["name"] for vm in daemon.client().vms.list()) == ["closed", "open"]

@@ -33,24 +33,38 @@ def test_a_newer_banger_upgrades_an_older_database(tmp_path: Path) -> None:
             "VALUES ('debian-bookworm', '1', 'debootstrap', 'ab', 1, '2026-01-01')"
         )
     old.close()
-    newer = (*MIGRATIONS, (2, ("ALTER TABLE images ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT 0",)))
+    latest = MIGRATIONS[-1][0]
+    newer = (*MIGRATIONS, (latest + 1, ("ALTER TABLE images ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT 0",)))
     upgraded = Database(path, migrations=newer)
-    assert upgraded.version_before == 1 and upgraded.applied == [2]
+    assert upgraded.version_before == latest and upgraded.applied == [latest + 1]
     with upgraded.engine.connect() as conn:
         row = conn.exec_driver_sql("SELECT name, pinned FROM images").one()
     assert tuple(row) == ("debian-bookworm", 0)
 
 
+def test_vms_created_before_host_access_existed_come_back_isolated(tmp_path: Path) -> None:
+    path = tmp_path / "banger.db"
+    Database(path, migrations=MIGRATIONS[:1]).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO vms (id, name, image, kernel, backend, network, vcpus, memory_mib, disk_size, mac, state,"
+            " created_at) VALUES ('ab', 'old', 'img', 'k', 'qemu', 'usernet', 1, 512, 1, 'm', 'stopped', '2026-01-01')"
+        )
+    Database(path).close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT host_access FROM vms WHERE name = 'old'").fetchone() == (0,)
+
+
 def test_a_failing_migration_is_rolled_back(tmp_path: Path) -> None:
     path = tmp_path / "banger.db"
     Database(path).close()
-    broken = (*MIGRATIONS, (2, ("ALTER TABLE images ADD COLUMN ok INTEGER", "THIS IS NOT SQL")))
+    broken = (*MIGRATIONS, (MIGRATIONS[-1][0] + 1, ("ALTER TABLE images ADD COLUMN ok INTEGER", "THIS IS NOT SQL")))
     with pytest.raises(Exception, match="syntax error"):
         Database(path, migrations=broken)
     with sqlite3.connect(path) as conn:
         columns = [r[1] for r in conn.execute("PRAGMA table_info(images)")]
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
-    assert "ok" not in columns and versions == [1]
+    assert "ok" not in columns and versions == [v for v, _ in MIGRATIONS]
 
 
 @pytest.mark.parametrize(

@@ -423,13 +423,18 @@ class NicSpec:
     """How the VMM should attach the VM's NIC.
 
     ``kind == "tap"``: attach to the existing tap ``tap_name``.
-    ``kind == "user"``: QEMU user-mode networking with ``forwards``.
+    ``kind == "user"``: QEMU user-mode networking with ``forwards``. Unless
+    ``host_access`` is True the guest is isolated (QEMU ``restrict=on``): it can
+    open no connection at all, because QEMU's NAT has no per-destination filter
+    and maps every address of the guest's subnet (``10.0.2.2``, ...) to the
+    host's ``127.0.0.1``. ``forwards`` reach the guest either way.
     """
 
     kind: Literal["tap", "user"]
     mac: str
     tap_name: str | None = None
     forwards: tuple[PortForward, ...] = ()
+    host_access: bool = False
 
 
 @dataclass(frozen=True)
@@ -451,12 +456,16 @@ class NicRequest:
         vm_name: DNS label of the VM.
         mac: MAC address allocated by the core.
         guest_ip: IPv4 address allocated by the core from the configured CIDR.
+        host_access: the user asked (``--host-access``) that the guest may
+            reach the host's own services; only user-mode NICs honour it (a
+            bridged guest never reaches the host's ``127.0.0.1``).
     """
 
     vm_id: str
     vm_name: str
     mac: str
     guest_ip: str
+    host_access: bool = False
 
 
 @dataclass(frozen=True)

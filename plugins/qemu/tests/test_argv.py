@@ -106,7 +106,17 @@ def test_user_nic_with_forwards(make_spec, run_dir: Path) -> None:
     forwards = (PortForward("127.0.0.1", 2222, 22), PortForward("127.0.0.1", 8053, 53, "udp"))
     spec = make_spec(nic=NicSpec(kind="user", mac="52:54:00:aa:bb:cc", forwards=forwards))
     argv = build_argv(spec, opts(run_dir))
-    assert pairs(argv, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:127.0.0.1:8053-:53"]
+    # Isolated unless asked otherwise: slirp would hand the guest the host's 127.0.0.1 as 10.0.2.2.
+    assert pairs(argv, "-netdev") == [
+        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:127.0.0.1:8053-:53"
+    ]
+
+
+def test_user_nic_with_host_access_is_not_restricted(make_spec, run_dir: Path) -> None:
+    forward = PortForward("127.0.0.1", 2222, 22)
+    nic = NicSpec(kind="user", mac="52:54:00:aa:bb:cc", forwards=(forward,), host_access=True)
+    argv = build_argv(make_spec(nic=nic), opts(run_dir))
+    assert pairs(argv, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"]
 
 
 @pytest.mark.parametrize(

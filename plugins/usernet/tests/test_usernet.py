@@ -26,6 +26,12 @@ def test_attach_forwards_ssh_on_loopback_only(plugin_context: PluginContext) -> 
     assert a.guest == SLIRP_GUEST and a.dns_address is None
     assert a.state == {"ssh_port": str(a.ssh_port)}
     assert driver.dns_link() is None
+    assert a.nic.host_access is False, "isolated unless the VM asked for host access"
+
+
+def test_host_access_request_reaches_the_nic(plugin_context: PluginContext) -> None:
+    request = NicRequest(vm_id="ab12", vm_name="vm-a", mac="52:54:00:00:00:01", guest_ip="", host_access=True)
+    assert UsernetDriver(plugin_context).attach(request).nic.host_access is True
 
 
 def test_free_loopback_port_is_bindable() -> None:

@@ -102,7 +102,9 @@ def _nic_args(nic: NicSpec, machine: Machine) -> list[str]:
                 if not 0 < port < 65536:
                     raise ValueError(f"invalid port {port} in forward {fwd}: use 1-65535")
             forwards.append(f",hostfwd={fwd.protocol}:{address}:{fwd.host_port}-:{fwd.guest_port}")
-        netdev = "user,id=net0" + "".join(forwards)
+        # restrict=on: the guest opens no connection at all (10.0.2.2 would be the host's 127.0.0.1);
+        # the forwards still reach it. Only an explicit host_access lifts it.
+        netdev = "user,id=net0" + ("" if nic.host_access else ",restrict=on") + "".join(forwards)
     return ["-netdev", netdev, "-device", f"{_device(machine, 'net')},netdev=net0,mac={nic.mac}"]
 
 

@@ -4,6 +4,13 @@ Nothing on the host changes and nothing listens beyond 127.0.0.1. The guest
 sees QEMU's fixed slirp network (10.0.2.0/24: gateway .2, DNS .3, guest .15),
 so guest addresses are not unique across VMs and ``*.vm`` names cannot point
 at them: ``dns_address`` is None.
+
+The guest is isolated unless the VM was created with ``--host-access``: QEMU's
+NAT turns a connection to ``10.0.2.2`` (or any other address of the slirp
+subnet) into one to the host's ``127.0.0.1``, where databases, dev servers and
+bangerd's own helpers listen, and QEMU 7.2 has no way to filter destinations.
+So the only safe default is QEMU's ``restrict=on``: no connection leaves the
+guest, while the ssh forward still reaches it.
 """
 
 from __future__ import annotations
@@ -51,7 +58,12 @@ class UsernetDriver:
         port = free_loopback_port()
         return NetAttachment(
             backend="usernet",
-            nic=NicSpec(kind="user", mac=request.mac, forwards=(PortForward(LOOPBACK, port, GUEST_SSH_PORT),)),
+            nic=NicSpec(
+                kind="user",
+                mac=request.mac,
+                forwards=(PortForward(LOOPBACK, port, GUEST_SSH_PORT),),
+                host_access=request.host_access,
+            ),
             guest=SLIRP_GUEST,
             ssh_host=LOOPBACK,
             ssh_port=port,

@@ -29,7 +29,8 @@ def _check(ctx: PluginContext) -> Iterable[CheckResult]:
     yield CheckResult(
         "usernet",
         "ok",
-        "user-mode networking needs no privileges; ssh is forwarded on 127.0.0.1 only (QEMU backend only)",
+        "user-mode networking needs no privileges; ssh is forwarded on 127.0.0.1 only (QEMU backend only); "
+        "guests are isolated from the host's loopback and every network unless created with --host-access",
     )
 
 
