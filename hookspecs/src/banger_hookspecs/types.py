@@ -423,11 +423,12 @@ class NicSpec:
     """How the VMM should attach the VM's NIC.
 
     ``kind == "tap"``: attach to the existing tap ``tap_name``.
-    ``kind == "user"``: QEMU user-mode networking with ``forwards``. Unless
-    ``host_access`` is True the guest is isolated (QEMU ``restrict=on``): it can
-    open no connection at all, because QEMU's NAT has no per-destination filter
-    and maps every address of the guest's subnet (``10.0.2.2``, ...) to the
-    host's ``127.0.0.1``. ``forwards`` reach the guest either way.
+    ``kind == "user"``: user-mode networking with ``forwards``. Unless
+    ``host_access`` is True the guest must not reach the host's ``127.0.0.1``,
+    which QEMU's NAT maps every address of the guest's subnet (``10.0.2.2``,
+    ...) to with no per-destination filter: the VMM backend then uses passt
+    with ``--no-map-gw`` when installed (egress, no host loopback), else QEMU's
+    ``restrict=on`` (no connection at all). ``forwards`` reach the guest either way.
     """
 
     kind: Literal["tap", "user"]

@@ -218,3 +218,28 @@ def test_q35_fallback_boots_and_powers_off(plugin_context: PluginContext, guest_
     finally:
         qemu.kill(proc)
     assert not is_same_process(proc.pid, proc.start_time)
+
+
+def test_isolated_user_nic_runs_on_passt_which_goes_with_the_vm(
+    driver: QemuDriver, plugin_context: PluginContext, guest_spec, run_dir: Path
+) -> None:
+    port = _free_port()
+    nic = NicSpec(kind="user", mac="52:54:00:12:34:58", forwards=(PortForward("127.0.0.1", port, 22),))
+    proc = driver.launch(guest_spec(nic=nic), RecordingProgress())
+    passt_pid, passt_start = int(proc.extra["passt_pid"]), int(proc.extra["passt_start_time"])
+    assert is_same_process(passt_pid, passt_start)
+    assert Path(f"/proc/{passt_pid}/cmdline").read_bytes().split(b"\0")[0] == b"/usr/bin/passt"
+    assert f"addr.path={run_dir}/passt.sock" in Path(f"/proc/{proc.pid}/cmdline").read_text()
+    assert _listeners(port) == ["0100007F"]  # passt holds the ssh forward, on 127.0.0.1 only
+    # A driver that did not start it (the daemon restarted) still ends and reaps passt with the VM.
+    QemuDriver(plugin_context).kill(proc)
+    assert not is_same_process(proc.pid, proc.start_time)
+    assert not Path(f"/proc/{passt_pid}").exists()  # gone and reaped: no zombie
+    assert not (run_dir / "passt.sock").exists()
+
+
+def test_host_access_user_nic_stays_on_qemu_slirp(driver: QemuDriver, guest_spec) -> None:
+    nic = NicSpec(kind="user", mac="52:54:00:12:34:59", host_access=True)
+    proc = driver.launch(guest_spec(nic=nic), RecordingProgress())
+    assert "passt_pid" not in proc.extra
+    assert "user,id=net0" in Path(f"/proc/{proc.pid}/cmdline").read_text()

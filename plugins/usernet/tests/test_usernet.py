@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+from pathlib import Path
+
+import pytest
 
 from banger_core.plugins import get_plugin_manager
 from banger_hookspecs import NicRequest, PluginContext
 from banger_usernet.driver import SLIRP_GUEST, UsernetDriver, free_loopback_port
+from banger_usernet.plugin import _check
 
 
 def test_registered_through_the_entry_point(banger_env: dict[str, str]) -> None:
@@ -38,3 +43,17 @@ def test_free_loopback_port_is_bindable() -> None:
     port = free_loopback_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_doctor_says_to_install_passt_when_it_is_missing(
+    plugin_context: PluginContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    (result,) = _check(plugin_context)
+    assert result.status == "warn"
+    assert result.hint == "install passt for guest internet without host-loopback access: apt-get install passt"
+
+    (tmp_path / "passt").symlink_to(shutil.which("passt", path="/usr/bin:/bin") or "/usr/bin/passt")
+    (result,) = _check(plugin_context)
+    assert result.status == "ok"
+    assert "internet egress through passt but not the host's 127.0.0.1" in result.summary

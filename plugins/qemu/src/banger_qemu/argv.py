@@ -35,6 +35,8 @@ class QemuOptions:
         tsc_khz: host TSC frequency; passed to microvm guests under TCG.
         vsock: True when ``/dev/vhost-vsock`` exists (vhost-vsock needs it).
         qmp_socket: where QEMU listens for QMP.
+        passt_socket: the VM's passt socket: an isolated user-mode NIC connects
+            there (``-netdev stream``) instead of running QEMU's slirp with no egress.
     """
 
     binary: str
@@ -43,6 +45,7 @@ class QemuOptions:
     tsc_khz: int | None
     vsock: bool
     qmp_socket: Path
+    passt_socket: Path | None = None
 
 
 def option_value(value: str | Path, what: str) -> str:
@@ -85,13 +88,16 @@ def kernel_cmdline(spec: VmSpec, opts: QemuOptions) -> str:
     return " ".join([spec.cmdline.strip(), *extra]).strip()
 
 
-def _nic_args(nic: NicSpec, machine: Machine) -> list[str]:
+def _nic_args(nic: NicSpec, machine: Machine, passt_socket: Path | None) -> list[str]:
     if not _MAC_RE.match(nic.mac):
         raise ValueError(f"invalid MAC address {nic.mac!r}: expected six lowercase hex pairs like 52:54:00:12:34:56")
     if nic.kind == "tap":
         if not nic.tap_name or not _TAP_RE.match(nic.tap_name):
             raise ValueError(f"invalid tap name {nic.tap_name!r}: 1-15 characters of A-Z, a-z, 0-9, '_', '.', '-'")
         netdev = f"tap,id=net0,ifname={nic.tap_name},script=no,downscript=no"
+    elif passt_socket is not None and not nic.host_access:
+        # passt carries the forwards itself and maps no guest address to host loopback.
+        netdev = f"stream,id=net0,server=off,addr.type=unix,addr.path={option_value(passt_socket, 'passt socket path')}"
     else:
         forwards = []
         for fwd in nic.forwards:
@@ -167,7 +173,7 @@ def build_argv(spec: VmSpec, opts: QemuOptions) -> list[str]:
         drive += ",readonly=on" if disk.read_only else ",discard=unmap,detect-zeroes=unmap"
         argv += ["-drive", drive, "-device", f"{_device(opts.machine, 'blk')},drive=disk{index}"]
     if spec.nic is not None:
-        argv += _nic_args(spec.nic, opts.machine)
+        argv += _nic_args(spec.nic, opts.machine, opts.passt_socket)
     if spec.vsock_cid is not None and opts.vsock:
         kind = "vhost-vsock-device" if opts.machine == "microvm" else "vhost-vsock-pci"
         argv += ["-device", f"{kind},guest-cid={int(spec.vsock_cid)}"]

@@ -21,6 +21,7 @@ from banger_hookspecs.process import (
     wait_gone,
 )
 from banger_qemu.argv import Accel, Machine, QemuOptions, build_argv
+from banger_qemu.passt import PASST_SOCKET, PasstError, find_passt, start_passt, stop_passt, uses_passt
 from banger_qemu.probe import find_binary, qemu_version
 from banger_qemu.qmp import QmpClient, QmpError
 
@@ -91,6 +92,7 @@ class QemuDriver(VmmDriver):
             tsc_khz=self.ctx.host.tsc_khz,
             vsock=VHOST_VSOCK.exists(),
             qmp_socket=spec.run_dir / QMP_SOCKET,
+            passt_socket=spec.run_dir / PASST_SOCKET if uses_passt(spec.nic, find_passt()) else None,
         )
 
     # ------------------------------------------------------------------ launching
@@ -104,7 +106,7 @@ class QemuDriver(VmmDriver):
             ValueError: ``spec`` has a value QEMU must not see.
         """
         opts = self.options(spec)
-        if len(str(opts.qmp_socket)) > MAX_SOCKET_PATH:
+        if max(len(str(opts.qmp_socket)), len(str(opts.passt_socket or ""))) > MAX_SOCKET_PATH:
             raise QemuLaunchError(
                 f"run directory {spec.run_dir} is too long for a Unix socket path: use a shorter runtime_dir"
             )
@@ -114,6 +116,17 @@ class QemuDriver(VmmDriver):
             progress.log(f"{VHOST_VSOCK} is missing: the VM gets no vsock device")
         progress.log(" ".join(argv))
         remove_stale_socket(opts.qmp_socket)
+        extra = {"log": str(spec.run_dir / QEMU_LOG), "serial_log": str(spec.serial_log), "machine": opts.machine}
+        passt: subprocess.Popen[bytes] | None = None
+        binary = find_passt()
+        if opts.passt_socket is not None and spec.nic is not None and binary is not None:
+            progress.step("starting passt (guest egress without host loopback)")
+            try:
+                passt, passt_start, _ = start_passt(binary, spec.nic, spec.run_dir)
+            except PasstError as exc:
+                raise QemuLaunchError(f"VM {spec.name} failed to start: {exc}") from exc
+            self._children[passt.pid] = passt
+            extra |= {"passt_pid": str(passt.pid), "passt_start_time": str(passt_start)}
         log_path = spec.run_dir / QEMU_LOG
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
@@ -128,7 +141,6 @@ class QemuDriver(VmmDriver):
                 umask=0o077,
             )
         self._children[popen.pid] = popen
-        extra = {"log": str(log_path), "serial_log": str(spec.serial_log), "machine": opts.machine}
         try:
             self._wait_running(popen, opts.qmp_socket, spec.name, extra)
             proc_stat = read_proc_stat(popen.pid)
@@ -139,6 +151,7 @@ class QemuDriver(VmmDriver):
             popen.wait()
             self._children.pop(popen.pid, None)
             remove_stale_socket(opts.qmp_socket)
+            self._stop_passt(extra, spec.run_dir)
             raise
         return VmProcess(BACKEND, popen.pid, proc_stat.start_time, str(opts.qmp_socket), extra)
 
@@ -210,6 +223,13 @@ class QemuDriver(VmmDriver):
         self._poll_children()
         if not is_same_process(proc.pid, proc.start_time):
             remove_stale_socket(Path(proc.control_socket))
+            # passt serves only this QEMU: once it is gone, so is passt (also after a daemon restart).
+            self._stop_passt(proc.extra, Path(proc.control_socket).parent)
+
+    def _stop_passt(self, extra: Mapping[str, str], run_dir: Path) -> None:
+        if "passt_pid" in extra:
+            stop_passt(int(extra["passt_pid"]), int(extra["passt_start_time"]), run_dir / PASST_SOCKET)
+            self._poll_children()
 
     def _poll_children(self) -> None:
         for pid, popen in list(self._children.items()):

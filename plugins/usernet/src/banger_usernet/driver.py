@@ -5,12 +5,14 @@ sees QEMU's fixed slirp network (10.0.2.0/24: gateway .2, DNS .3, guest .15),
 so guest addresses are not unique across VMs and ``*.vm`` names cannot point
 at them: ``dns_address`` is None.
 
-The guest is isolated unless the VM was created with ``--host-access``: QEMU's
-NAT turns a connection to ``10.0.2.2`` (or any other address of the slirp
-subnet) into one to the host's ``127.0.0.1``, where databases, dev servers and
-bangerd's own helpers listen, and QEMU 7.2 has no way to filter destinations.
-So the only safe default is QEMU's ``restrict=on``: no connection leaves the
-guest, while the ssh forward still reaches it.
+The guest never reaches the host's loopback unless the VM was created with
+``--host-access``: QEMU's NAT turns a connection to ``10.0.2.2`` (or any other
+address of the slirp subnet) into one to the host's ``127.0.0.1``, where
+databases, dev servers and bangerd's own helpers listen, and QEMU 7.2 has no
+way to filter destinations. So the QEMU backend runs an isolated user NIC on
+passt (``--no-map-gw``: egress, no host loopback) when it is installed, else
+with QEMU's ``restrict=on`` (no connection leaves the guest); the ssh forward
+reaches the guest either way.
 """
 
 from __future__ import annotations

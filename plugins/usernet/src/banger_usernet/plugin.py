@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
 
 from banger_hookspecs import CheckResult, DoctorCheck, NetworkBackend, NetworkDriver, PluginContext, hookimpl
@@ -26,12 +27,22 @@ def banger_network_backends() -> Iterable[NetworkBackend]:
 
 
 def _check(ctx: PluginContext) -> Iterable[CheckResult]:
-    yield CheckResult(
-        "usernet",
-        "ok",
-        "user-mode networking needs no privileges; ssh is forwarded on 127.0.0.1 only (QEMU backend only); "
-        "guests are isolated from the host's loopback and every network unless created with --host-access",
-    )
+    base = "user-mode networking needs no privileges; ssh is forwarded on 127.0.0.1 only (QEMU backend only); "
+    if shutil.which("passt") is not None:
+        yield CheckResult(
+            "usernet",
+            "ok",
+            base + "guests get internet egress through passt but not the host's 127.0.0.1 "
+            "unless created with --host-access",
+        )
+    else:
+        yield CheckResult(
+            "usernet",
+            "warn",
+            base + "passt is not installed, so guests have no network egress unless created with "
+            "--host-access (which also exposes the host's 127.0.0.1)",
+            hint="install passt for guest internet without host-loopback access: apt-get install passt",
+        )
 
 
 @hookimpl
