@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from banger_core.buildinfo import build_info
+from banger_core.crashpoint import crash_point
 from banger_core.errors import BangerError, NotFound
 from banger_core.images import Store, image_dict
 from banger_core.progress import EventProgress
@@ -219,17 +220,21 @@ class Daemon:
 
     # -- VM cleanup for abandoned creates and --rm sessions -------------------
 
-    def delete_later(self, name: str, why: str) -> None:
-        """Delete VM ``name`` in the background (force), logging why."""
+    def delete_later(self, vm_id: str, name: str, why: str) -> None:
+        """Delete VM ``vm_id`` in the background (force), logging why.
+
+        By id, never by name: by the time this runs the VM may have been
+        deleted and its name given to a new VM, which must be left alone.
+        """
 
         async def go() -> None:
             from banger_core.progress import NullProgress
 
-            log.info("deleting VM %s: %s", name, why)
+            log.info("deleting VM %s (id %s): %s", name, vm_id, why)
             try:
-                await self.run_blocking(lambda: self.vms.delete(name, NullProgress(), force=True))
+                await self.run_blocking(lambda: self.vms.delete_by_id(vm_id, NullProgress(), force=True))
             except NotFound:
-                pass
+                log.info("VM %s (id %s) was already deleted", name, vm_id)
             except Exception:
                 log.exception("deleting VM %s", name)
 
@@ -320,11 +325,11 @@ async def vm_get(d: Daemon, request: Request) -> Response:
 @handler
 async def vm_create(d: Daemon, request: Request) -> Response:
     req = CreateRequest.from_json(await read_json(request))
-    created: list[str] = []
+    created: list[tuple[str, str]] = []
 
     def work(progress: EventProgress) -> Any:
-        def record(name: str) -> None:
-            created.append(name)
+        def record(vm_id: str, name: str) -> None:
+            created.append((vm_id, name))
             progress.event({"event": "created", "name": name})
 
         return d.vms.create(req, progress, on_record=record)
@@ -333,14 +338,15 @@ async def vm_create(d: Daemon, request: Request) -> Response:
         # Ctrl-C or a killed CLI during creation: undo what was created, once it settles.
         def settle(_: asyncio.Task[Any]) -> None:
             if created:
-                d.delete_later(created[0], "its creating client went away")
+                d.delete_later(*created[0], "its creating client went away")
 
         task.add_done_callback(settle)
 
     def hold(vm: dict[str, Any]) -> Callable[[], None] | None:
         if not req.remove_on_exit:
             return None
-        return lambda: d.delete_later(vm["name"], "its --rm session ended")
+        crash_point("session:held")
+        return lambda: d.delete_later(vm["id"], vm["name"], "its --rm session ended")
 
     return d.stream(work, on_abandon=abandoned, hold=hold)
 
