@@ -53,6 +53,7 @@ from banger_hookspecs import (
     VmSpec,
 )
 from banger_hookspecs.boot import READY_MARKER
+from banger_hookspecs.process import wait_gone
 
 log = logging.getLogger("banger.vms")
 
@@ -65,6 +66,8 @@ TRANSITIONS: dict[str, set[str]] = {
     "error": {"starting", "stopped"},
 }
 STOP_TIMEOUT = 20.0
+#: How long a VMM that its backend killed or stopped gets to exit before we stop waiting to reap it.
+REAP_TIMEOUT = 5.0
 MIN_DISK = 1 << 30
 MAX_DISK = 2 << 40
 SERIAL_TAIL_LINES = 15
@@ -174,6 +177,17 @@ def process_from_dict(data: dict[str, Any]) -> VmProcess:
         control_socket=str(data["control_socket"]),
         extra=dict(data.get("extra", {})),
     )
+
+
+def _reap(proc: VmProcess) -> None:
+    """Collect a stopped VMM's exit status, whichever backend started it.
+
+    VMM processes are the daemon's children (until a daemon restart), and a
+    backend may not wait for them: without this each stopped VM would stay a
+    ``<defunct>`` entry under bangerd for the daemon's lifetime. Only that exact
+    process (pid + start time) is collected, so other subprocesses keep theirs.
+    """
+    wait_gone(proc.pid, proc.start_time, REAP_TIMEOUT)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -659,6 +673,7 @@ class VmService:
                 self.rt.vmm(vm.backend).kill(proc)
             except Exception:
                 log.exception("killing %s after a failed start", vm.name)
+            _reap(proc)
         if attachment is not None:
             try:
                 self.rt.network(vm.network).detach(attachment)
@@ -742,6 +757,7 @@ class VmService:
             else:
                 progress.step("shutting down the guest")
                 vmm.stop(proc, STOP_TIMEOUT)
+            _reap(proc)
         self._release_network(vm, handles)
         vm = self._set_state(vm.id, "stopped", last_error=reason)
         progress.step(f"{vm.name} stopped")
