@@ -53,6 +53,7 @@ from banger_hookspecs import (
     VmSpec,
 )
 from banger_hookspecs.boot import READY_MARKER
+from banger_hookspecs.logpump import rotated
 from banger_hookspecs.process import wait_gone
 
 log = logging.getLogger("banger.vms")
@@ -626,6 +627,7 @@ class VmService:
             self._write_handles(vm.id, {"net": _jsonable(attachment)})
             serial = self.serial_log(vm.id)
             serial.write_bytes(b"")
+            rotated(serial).unlink(missing_ok=True)  # this boot's console only
             spec = VmSpec(
                 vm_id=vm.id,
                 name=vm.name,
@@ -689,7 +691,7 @@ class VmService:
         timeout = float(self.rt.config["ssh_ready_timeout"])
         deadline = time.monotonic() + timeout
         target = self._target(vm, attachment.ssh_host, attachment.ssh_port)
-        serial = self.serial_log(vm.id)
+        marker = guest.MarkerWatch(self.serial_log(vm.id), READY_MARKER.encode())
         checks = 0
         while time.monotonic() < deadline:
             # Poll briskly (a boot under KVM takes about a second), check the VMM every 2 s.
@@ -698,7 +700,7 @@ class VmService:
                     f"VM {vm.name}'s {vm.backend} process exited during boot: {self._why_dead(vm, proc)}"
                 )
             checks += 1
-            if self._marker_seen(serial) or banner_ready(attachment.ssh_host, attachment.ssh_port, timeout=0.5):
+            if marker.seen() or banner_ready(attachment.ssh_host, attachment.ssh_port, timeout=0.5):
                 probe = subprocess.run(
                     [*target.argv(connect_timeout=5), "true"], capture_output=True, timeout=30, check=False
                 )
@@ -720,14 +722,6 @@ class VmService:
             tail = ""
         lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
         return " | ".join(lines[-SERIAL_TAIL_LINES:]) if lines else f"last serial lines: {self.serial_tail(vm.id)}"
-
-    @staticmethod
-    def _marker_seen(serial: Path) -> bool:
-        try:
-            with open(serial, "rb") as fh:
-                return READY_MARKER.encode() in fh.read()
-        except OSError:
-            return False
 
     # -- stop --------------------------------------------------------------
 

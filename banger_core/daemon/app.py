@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,6 +31,7 @@ from banger_core.images import Store, image_dict
 from banger_core.progress import EventProgress
 from banger_core.runtime import Runtime
 from banger_core.vms import CreateRequest, VmService
+from banger_hookspecs.logpump import rotated
 
 log = logging.getLogger("banger.api")
 NDJSON = "application/x-ndjson"
@@ -391,23 +393,40 @@ async def vm_logs(d: Daemon, request: Request) -> Response:
     path = vm["serial_log"]
 
     async def body() -> AsyncIterator[bytes]:
+        # The console log is capped and rotated (banger_hookspecs.logpump): the older part comes first.
+        older = rotated(Path(path))
+        if older.exists():
+            with open(older, "rb") as old_part:
+                while chunk := await anyio.to_thread.run_sync(old_part.read, 65536):
+                    yield chunk
         try:
             fh = open(path, "rb")  # noqa: SIM115 -- closed in finally across awaits
         except FileNotFoundError:
             return
         try:
             while True:
-                chunk = await anyio.to_thread.run_sync(lambda: fh.read(65536))
+                chunk = await anyio.to_thread.run_sync(fh.read, 65536)
                 if chunk:
                     yield chunk
                     continue
                 if not follow:
                     return
                 await asyncio.sleep(LOG_FOLLOW_INTERVAL)
+                if _replaced(path, fh.fileno()):  # rotated: go on with the new file
+                    fh.close()
+                    fh = open(path, "rb")  # noqa: SIM115
         finally:
             fh.close()
 
     return StreamingResponse(body(), media_type="application/octet-stream")
+
+
+def _replaced(path: str, fd: int) -> bool:
+    """True when ``path`` now names another file than the open ``fd`` (a rotation happened)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 # -- images and kernels -----------------------------------------------------
