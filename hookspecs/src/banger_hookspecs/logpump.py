@@ -53,27 +53,32 @@ def pump(source: int, path: Path, max_bytes: int) -> None:
         path: the log file (appended to: the caller truncates it at boot).
         max_bytes: size at which ``path`` is rotated to ``path.1``.
     """
-    out = open(path, "ab")  # noqa: SIM115 -- reopened on every rotation
+    out = _open_log(path)
     try:
-        size = out.tell()
+        size = os.fstat(out).st_size
         while True:
             data = os.read(source, CHUNK)
             if not data:
                 return
             while data:
-                room = max_bytes - size
-                if room <= 0:
-                    out.close()
+                if size >= max_bytes:
+                    os.close(out)
                     os.replace(path, rotated(path))
-                    out = open(path, "ab")  # noqa: SIM115
+                    out = _open_log(path)
                     size = 0
-                    room = max_bytes
-                piece, data = data[:room], data[room:]
-                out.write(piece)
-                out.flush()
-                size += len(piece)
+                piece, data = data[: max_bytes - size], data[max_bytes - size :]
+                try:
+                    size += os.write(out, piece)
+                except OSError:
+                    # Disk full (or the like): this output is dropped, but the pipe keeps
+                    # being drained so the VMM never blocks on its console.
+                    continue
     finally:
-        out.close()
+        os.close(out)
+
+
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 def start_log_pump(path: Path, max_bytes: int = SERIAL_LOG_MAX_BYTES) -> int:
