@@ -529,6 +529,15 @@ def test_banger_web_opens_the_link_or_says_why_not(daemon: DaemonHarness, tmp_pa
     assert done.returncode == 0, done.stderr
     assert opened.read_text() == done.stdout
     assert done.stdout.startswith(f"http://127.0.0.1:{port}/login#code=")
+    # No token to sign with (here: removed; for another user: unreadable): one line, no link.
+    token_file = daemon.runtime / "web-token"
+    token_file.unlink()
+    missing = subprocess.run([BIN / "banger", "web"], env=daemon.env, capture_output=True, text=True)
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr == (
+        f"banger: error: cannot read the web UI's token {token_file}: No such file or directory; "
+        "run banger web as the user bangerd runs as\n"
+    )
 
 
 # -- bad settings: the API still starts, the log and doctor say why --------------
@@ -572,6 +581,9 @@ def test_port_in_use_is_logged_and_the_api_runs(daemon: DaemonHarness) -> None:
         assert daemon.client().daemon.status()["web_ui"] == line
         status = subprocess.run([BIN / "banger", "daemon", "status"], env=daemon.env, capture_output=True, text=True)
         assert f"  web UI {line}\n" in status.stdout
+        web = subprocess.run([BIN / "banger", "web"], env=daemon.env, capture_output=True, text=True)
+        assert (web.returncode, web.stdout) == (1, "")
+        assert web.stderr == f"banger: error: the web UI is {line} (see docs/web-ui.md)\n"
 
 
 def test_web_ui_is_off_by_default(daemon: DaemonHarness) -> None:
