@@ -71,6 +71,8 @@ class Daemon:
         self.dns_server: Any = None
         #: the web UI's URL, "off", or "not started: <why>" (set by daemon.web; shown by `daemon status`).
         self.web_ui = "off"
+        #: the web UI's URL while it is served (for `banger web`), else None.
+        self.web_url: str | None = None
         self.vms.on_change.append(self.refresh_ssh_config)
         self.vms.on_change.append(self.refresh_dns_table)
 
@@ -293,6 +295,7 @@ async def daemon_status(d: Daemon, request: Request) -> Response:
             "running_vms": sum(1 for vm in vms if vm["state"] == "running"),
             "web_ui": d.web_ui,
             "config": d.config_watch.describe(),
+            "web_url": d.web_url,
         }
     )
 
