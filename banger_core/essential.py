@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from banger_core.config import ConfigError
 from banger_core.defaults import effective_defaults
 from banger_core.webaddr import web_listen
+from banger_core.weblogin import token_path
 from banger_hookspecs import (
     CheckResult,
     ConfigOption,
@@ -57,7 +58,7 @@ def banger_config_options() -> Iterable[ConfigOption]:
             "web_listen_addr", "str", help='serve the web UI at IP:PORT, e.g. "127.0.0.1:7777" (off when unset)'
         ),
         ConfigOption(
-            "web_allow_remote", "bool", False, help="allow a non-loopback web_listen_addr; the UI then needs a token"
+            "web_allow_remote", "bool", False, help="allow a non-loopback web_listen_addr (the UI always needs a login)"
         ),
         ConfigOption(
             "log_level", "str", "info", choices=("debug", "info", "warning", "error"), help="daemon log level"
@@ -155,11 +156,11 @@ def _web_ui_check(ctx: PluginContext) -> CheckResult:
         return CheckResult("web-ui", "fail", f"not served: {exc}", hint="fix web_listen_addr in config.toml")
     if listen is None:
         return CheckResult("web-ui", "info", 'off (set web_listen_addr = "127.0.0.1:7777" to turn it on)')
-    login = f"; log in with the token in {ctx.runtime_dir / 'web-token'}" if listen.remote else ""
     return CheckResult(
         "web-ui",
         "ok",
-        f"bangerd serves it at {listen.url}{login}",
+        f"bangerd serves it at {listen.url}; log in with `banger web --open` (or the token in "
+        f"{token_path(ctx.runtime_dir)})",
         hint="`banger daemon status` says whether it started",
     )
 

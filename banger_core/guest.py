@@ -297,3 +297,43 @@ def known_hosts_line(host_patterns: Sequence[str], identity: GuestIdentity) -> s
         if not pattern or any(ch.isspace() or ch == "," for ch in pattern):
             raise GuestSetupError(f"invalid known_hosts host pattern {pattern!r}")
     return f"{','.join(host_patterns)} {identity.host_key_public}\n"
+
+
+class MarkerWatch:
+    """Looks for ``marker`` in a growing console log, reading every byte once.
+
+    Readiness polls several times a second while a guest boots: re-reading the
+    whole log each time costs O(size) per poll. This keeps the offset reached
+    and reads only what was appended; a log that was rotated or truncated (a
+    different inode, or shorter than the offset) is read from its start. The
+    last ``len(marker) - 1`` bytes are kept, so a marker split across two reads
+    is still found.
+    """
+
+    def __init__(self, path: Path, marker: bytes) -> None:
+        self.path = path
+        self.marker = marker
+        self.bytes_read = 0
+        self._inode: int | None = None
+        self._offset = 0
+        self._carry = b""
+
+    def seen(self) -> bool:
+        """True once the marker has appeared in the log (since the last rotation)."""
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115 -- closed below
+        except OSError:
+            return False
+        with fh:
+            info = os.fstat(fh.fileno())
+            if info.st_ino != self._inode or info.st_size < self._offset:
+                self._inode, self._offset, self._carry = info.st_ino, 0, b""
+            fh.seek(self._offset)
+            data = fh.read()
+        self._offset += len(data)
+        self.bytes_read += len(data)
+        window = self._carry + data
+        if self.marker in window:
+            return True
+        self._carry = window[-(len(self.marker) - 1) :] if len(self.marker) > 1 else b""
+        return False

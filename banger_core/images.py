@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from banger_core.crashpoint import crash_point
 from banger_core.errors import BangerError, Conflict, NotFound, Unavailable
 from banger_core.names import validate_image_name
 from banger_core.runtime import Runtime
@@ -36,6 +37,8 @@ from banger_hookspecs.boot import BOOT_PROTOCOL
 
 log = logging.getLogger("banger.images")
 PULL_AGAIN = ", then pull again"
+#: ``.old-NAME``: the previous copy of ``NAME`` while a pull swaps in the new one.
+OLD_PREFIX = ".old-"
 
 
 def image_dict(image: Image, rootfs: Path) -> dict[str, Any]:
@@ -363,12 +366,47 @@ class Store:
 
     @staticmethod
     def _replace_dir(staging: Path, final: Path) -> None:
-        """Move ``staging`` to ``final``; an older copy is removed only after the swap."""
+        """Move ``staging`` to ``final``; an older copy is set aside as ``.old-NAME`` and removed after the swap.
+
+        Two renames cannot be one atomic step, so a crash between them leaves
+        ``final`` missing and ``.old-NAME`` complete: :meth:`recover` puts it
+        back at the next daemon start. The name is fixed (no pid) for that.
+        """
+        crash_point("pull:staged")
         final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        old = None
+        old = final.with_name(f"{OLD_PREFIX}{final.name}")
+        if old.exists():  # a superseded copy a crash left behind (recover restores it when final is missing)
+            shutil.rmtree(old)
+        moved_aside = False
         if final.exists():
-            old = final.with_name(f".old-{final.name}-{os.getpid()}")
             os.replace(final, old)
+            moved_aside = True
+        crash_point("pull:swapping")
         os.replace(staging, final)
-        if old is not None:
+        crash_point("pull:replaced")
+        if moved_aside:
             shutil.rmtree(old, ignore_errors=True)
+
+    def recover(self) -> None:
+        """At daemon start: finish what a crashed pull left in the image and kernel directories.
+
+        ``.staging-*`` (a pull in progress) is removed: nothing refers to it.
+        ``.old-NAME`` is put back as ``NAME`` when ``NAME`` is missing (the crash
+        hit between the two renames of :meth:`_replace_dir`, and the database
+        row still describes it), and removed otherwise (the swap was done).
+        """
+        for parent in (self.rt.layout.images, self.rt.layout.kernels):
+            if not parent.is_dir():
+                continue
+            for entry in sorted(parent.iterdir()):
+                if entry.name.startswith(".staging-"):
+                    log.warning("removing %s, left by an interrupted pull", entry)
+                    shutil.rmtree(entry, ignore_errors=True)
+                elif entry.name.startswith(OLD_PREFIX):
+                    final = parent / entry.name[len(OLD_PREFIX) :]
+                    if final.exists():
+                        log.warning("removing %s, superseded by %s before a crash", entry, final)
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        log.warning("restoring %s from %s: a pull was interrupted while swapping it", final, entry)
+                        os.replace(entry, final)

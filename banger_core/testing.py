@@ -11,7 +11,9 @@ Enable it with ``pytest_plugins = ["banger_core.testing"]`` in a ``conftest.py``
   fake site), never a shared global;
 * ``plugin_context`` — a real :class:`~banger_hookspecs.PluginContext` whose
   directories live in ``tmp_path`` (config: defaults, host ops: unprivileged);
-* :class:`RecordingProgress` — a ``Progress`` that remembers what it was told.
+* :class:`RecordingProgress` — a ``Progress`` that remembers what it was told;
+* :func:`mint_tls` — a throwaway CA and a certificate for ``127.0.0.1`` it signs
+  (with the ``openssl`` CLI), to serve real HTTPS on loopback.
 
 Example::
 
@@ -30,9 +32,12 @@ from __future__ import annotations
 
 import importlib
 import re
+import ssl
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +165,75 @@ class RecordingProgress:
 
     def log(self, message: str) -> None:
         self.lines.append(message)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files from :func:`mint_tls`: the CA clients must trust, and the server's certificate and key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def mint_tls(directory: Path) -> TlsFiles:
+    """A new CA (valid two days) in ``directory`` and a server certificate for ``127.0.0.1`` signed by it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    ca_key = directory / "ca.key"
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            *new_key,
+            "-keyout",
+            ca_key,
+            "-out",
+            files.ca,
+            "-subj",
+            f"/CN=banger test CA {directory.name}",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-CA",
+            files.ca,
+            "-CAkey",
+            ca_key,
+            *new_key,
+            "-keyout",
+            files.key,
+            "-out",
+            files.cert,
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return files
 
 
 def make_plugin_context(env: dict[str, str], config_overrides: dict[str, Any] | None = None) -> PluginContext:

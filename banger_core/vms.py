@@ -31,6 +31,7 @@ from sqlmodel import col, select
 
 from banger_core import guest
 from banger_core.config import bridge_addresses, format_size, parse_size
+from banger_core.crashpoint import crash_point
 from banger_core.defaults import effective_defaults
 from banger_core.errors import BangerError, Conflict, NotFound, OperationFailed, Unavailable
 from banger_core.images import Store
@@ -53,6 +54,8 @@ from banger_hookspecs import (
     VmSpec,
 )
 from banger_hookspecs.boot import READY_MARKER
+from banger_hookspecs.logpump import rotated
+from banger_hookspecs.process import wait_gone
 
 log = logging.getLogger("banger.vms")
 
@@ -65,9 +68,14 @@ TRANSITIONS: dict[str, set[str]] = {
     "error": {"starting", "stopped"},
 }
 STOP_TIMEOUT = 20.0
+#: How long a VMM that its backend killed or stopped gets to exit before we stop waiting to reap it.
+REAP_TIMEOUT = 5.0
 MIN_DISK = 1 << 30
 MAX_DISK = 2 << 40
 SERIAL_TAIL_LINES = 15
+WORK_DISK = "work.ext4"
+#: A VM directory being removed; reconcile finishes the job.
+DELETING_PREFIX = ".deleting-"
 
 
 def _requested_size(value: object) -> int | None:
@@ -178,6 +186,17 @@ def process_from_dict(data: dict[str, Any]) -> VmProcess:
     )
 
 
+def _reap(proc: VmProcess) -> None:
+    """Collect a stopped VMM's exit status, whichever backend started it.
+
+    VMM processes are the daemon's children (until a daemon restart), and a
+    backend may not wait for them: without this each stopped VM would stay a
+    ``<defunct>`` entry under bangerd for the daemon's lifetime. Only that exact
+    process (pid + start time) is collected, so other subprocesses keep theirs.
+    """
+    wait_gone(proc.pid, proc.start_time, REAP_TIMEOUT)
+
+
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(asdict(obj), default=str))
 
@@ -216,6 +235,13 @@ class VmService:
             vm = s.exec(select(Vm).where(Vm.name == name)).first()
         if vm is None:
             raise NotFound(f"no VM named {name!r}: `banger vm list` shows the VMs")
+        return vm
+
+    def _get_by_id(self, vm_id: str) -> Vm:
+        with self.rt.database.session() as s:
+            vm = s.get(Vm, vm_id)
+        if vm is None:
+            raise NotFound(f"VM {vm_id} no longer exists")
         return vm
 
     def _set_state(self, vm_id: str, state: str, **fields: Any) -> Vm:
@@ -459,12 +485,14 @@ class VmService:
     # -- create ------------------------------------------------------------
 
     def create(
-        self, req: CreateRequest, progress: Progress, *, on_record: Callable[[str], None] | None = None
+        self, req: CreateRequest, progress: Progress, *, on_record: Callable[[str, str], None] | None = None
     ) -> dict[str, Any]:
         """Create a VM (record, disks) and, unless ``req.start`` is False, boot it.
 
-        ``on_record(name)`` is called as soon as the record exists, so a caller
-        can clean up if its client goes away mid-way.
+        ``on_record(vm_id, name)`` is called as soon as the record exists, so a
+        caller can clean up (by id: the name may be reused) if its client goes
+        away mid-way. A ``--rm`` VM that fails to boot loses its remove-on-exit
+        mark: it is kept for inspection, also across a daemon restart.
         """
         if req.name is not None:
             validate_vm_name(req.name)
@@ -483,18 +511,32 @@ class VmService:
         )
         vm = self._insert(req, values, sources)
         if on_record is not None:
-            on_record(vm.name)
+            on_record(vm.id, vm.name)
+        crash_point("create:recorded")
         try:
             progress.step("creating disks")
             self._create_disks(vm, progress, sync_entries)
         except BaseException:
             self._discard(vm)
             raise
+        crash_point("create:disks")
         self.rt.pm.call_event("banger_vm_created", vm=info(vm))
         self._changed()
-        if req.start:
+        if not req.start:
+            return self.get(vm.name)
+        try:
             return self.start(vm.name, progress)
-        return self.get(vm.name)
+        except BaseException:
+            if req.remove_on_exit:
+                self._keep_for_inspection(vm.id)
+            raise
+
+    def _keep_for_inspection(self, vm_id: str) -> None:
+        with self.rt.database.session() as s:
+            row = s.get(Vm, vm_id)
+            if row is not None and row.state == "error":
+                row.remove_on_exit = False
+                s.add(row)
 
     def _insert(self, req: CreateRequest, values: dict[str, Any], sources: dict[str, str]) -> Vm:
         with self._alloc_lock, self.rt.database.session() as s:
@@ -554,8 +596,11 @@ class VmService:
                 from banger_core.filesync import stage
 
                 stage(sync_entries, staging_dir, lambda warning: progress.step(f"file_sync: {warning}"))
-            guest.create_work_disk(root / "work.ext4", vm.disk_size, staging_dir)
+            partial = root / ".work.ext4.partial"
+            guest.create_work_disk(partial, vm.disk_size, staging_dir)
         self.rt.keys.pin(f"{vm.name}.vm", identity.host_key_public)
+        # Last and atomic: a work disk in place means the create finished (reconcile relies on it).
+        os.replace(partial, root / WORK_DISK)
 
     def _discard(self, vm: Vm) -> None:
         """Undo a create that failed half way: no record, no files, no pinned key."""
@@ -563,9 +608,22 @@ class VmService:
         self._changed()
 
     def _forget(self, vm: Vm) -> None:
-        """Remove a (stopped) VM's disks, sockets, pinned host key, handles and record."""
-        shutil.rmtree(self.rt.layout.vm_dir(vm.id), ignore_errors=True)
+        """Remove a (stopped) VM's disks, sockets, pinned host key, handles and record.
+
+        The directory is first renamed to ``.deleting-<id>`` (atomic), so a
+        crash mid-removal never leaves a VM with half its disks: reconcile
+        finishes ``.deleting-*`` directories and drops records whose directory
+        is gone. The record goes last.
+        """
+        vm_dir = self.rt.layout.vm_dir(vm.id)
+        doomed = vm_dir.with_name(f"{DELETING_PREFIX}{vm.id}")
+        try:
+            os.replace(vm_dir, doomed)
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(doomed, ignore_errors=True)
         shutil.rmtree(self.rt.layout.vm_run_dir(vm.id), ignore_errors=True)
+        crash_point("delete:files-removed")
         self.rt.keys.unpin(f"{vm.name}.vm")
         with self.rt.database.session() as s:
             row = s.get(Vm, vm.id)
@@ -608,6 +666,7 @@ class VmService:
             self._write_handles(vm.id, {"net": _jsonable(attachment)})
             serial = self.serial_log(vm.id)
             serial.write_bytes(b"")
+            rotated(serial).unlink(missing_ok=True)  # this boot's console only
             spec = VmSpec(
                 vm_id=vm.id,
                 name=vm.name,
@@ -617,7 +676,7 @@ class VmService:
                 disks=(
                     Disk(rootfs, True, "image"),
                     Disk(root / "overlay.ext4", False, "overlay"),
-                    Disk(root / "work.ext4", False, "work"),
+                    Disk(root / WORK_DISK, False, "work"),
                 ),
                 vcpus=vm.vcpus,
                 memory_mib=vm.memory_mib,
@@ -629,6 +688,7 @@ class VmService:
             progress.step(f"booting ({vm.backend})")
             proc = vmm.launch(spec, progress)
             self._write_handles(vm.id, {"net": _jsonable(attachment), "vmm": _jsonable(proc)})
+            crash_point("start:launched")
             progress.step("waiting for ssh")
             self._wait_ready(vm, proc, attachment)
         except BaseException as exc:
@@ -654,6 +714,7 @@ class VmService:
                 self.rt.vmm(vm.backend).kill(proc)
             except Exception:
                 log.exception("killing %s after a failed start", vm.name)
+            _reap(proc)
         if attachment is not None:
             try:
                 self.rt.network(vm.network).detach(attachment)
@@ -669,7 +730,7 @@ class VmService:
         timeout = float(self.rt.config["ssh_ready_timeout"])
         deadline = time.monotonic() + timeout
         target = self._target(vm, attachment.ssh_host, attachment.ssh_port)
-        serial = self.serial_log(vm.id)
+        marker = guest.MarkerWatch(self.serial_log(vm.id), READY_MARKER.encode())
         checks = 0
         while time.monotonic() < deadline:
             # Poll briskly (a boot under KVM takes about a second), check the VMM every 2 s.
@@ -678,7 +739,7 @@ class VmService:
                     f"VM {vm.name}'s {vm.backend} process exited during boot: {self._why_dead(vm, proc)}"
                 )
             checks += 1
-            if self._marker_seen(serial) or banner_ready(attachment.ssh_host, attachment.ssh_port, timeout=0.5):
+            if marker.seen() or banner_ready(attachment.ssh_host, attachment.ssh_port, timeout=0.5):
                 probe = subprocess.run(
                     [*target.argv(connect_timeout=5), "true"], capture_output=True, timeout=30, check=False
                 )
@@ -700,14 +761,6 @@ class VmService:
             tail = ""
         lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
         return " | ".join(lines[-SERIAL_TAIL_LINES:]) if lines else f"last serial lines: {self.serial_tail(vm.id)}"
-
-    @staticmethod
-    def _marker_seen(serial: Path) -> bool:
-        try:
-            with open(serial, "rb") as fh:
-                return READY_MARKER.encode() in fh.read()
-        except OSError:
-            return False
 
     # -- stop --------------------------------------------------------------
 
@@ -737,6 +790,7 @@ class VmService:
             else:
                 progress.step("shutting down the guest")
                 vmm.stop(proc, STOP_TIMEOUT)
+            _reap(proc)
         self._release_network(vm, handles)
         vm = self._set_state(vm.id, "stopped", last_error=reason)
         progress.step(f"{vm.name} stopped")
@@ -763,14 +817,19 @@ class VmService:
     # -- delete ------------------------------------------------------------
 
     def delete(self, name: str, progress: Progress, *, force: bool = False) -> dict[str, Any]:
-        vm = self._get(name)
-        with self._vm_lock(vm.id):
-            vm = self._get(name)
+        return self.delete_by_id(self._get(name).id, progress, force=force)
+
+    def delete_by_id(self, vm_id: str, progress: Progress, *, force: bool = False) -> dict[str, Any]:
+        """Delete exactly the VM ``vm_id``: cleanups use this, as a new VM may have taken the old one's name."""
+        with self._vm_lock(vm_id):
+            vm = self._get_by_id(vm_id)
+            name = vm.name
             if vm.state in ("running", "starting", "stopping") or self._read_handles(vm.id):
                 if not force:
                     raise Conflict(f"VM {name} is {vm.state}: stop it first, or pass --force to stop and delete it")
                 self._halt(vm, progress, force=True)
-                vm = self._get(name)
+                vm = self._get_by_id(vm_id)
+            crash_point("delete:halted")
             progress.step("removing disks")
             snapshot = info(vm)
             self._forget(vm)
@@ -784,7 +843,9 @@ class VmService:
     # -- reconcile ---------------------------------------------------------
 
     def reconcile(self) -> dict[str, list[str]]:
-        """At daemon start: adopt live VMs, demote dead ones (keeping their disks)."""
+        """At daemon start: finish what a crash interrupted, adopt live VMs, demote dead ones (keeping their disks)."""
+        self.store.recover()
+        removed = self._remove_leftovers()
         adopted: list[str] = []
         demoted: list[str] = []
         with self.rt.database.read() as s:
@@ -824,7 +885,50 @@ class VmService:
             log.warning("VM %s marked stopped: %s", vm.name, reason)
             self.rt.pm.call_event("banger_vm_stopped", vm=info(self._get(vm.name)))
         self._changed()
-        return {"adopted": adopted, "demoted": demoted}
+        return {"adopted": adopted, "demoted": demoted, "removed": removed}
+
+    def _remove_leftovers(self) -> list[str]:
+        """Delete what no one can want any more; return the names of the VMs removed.
+
+        * ``.deleting-*`` directories: a delete was removing them.
+        * ``--rm`` VMs: their session was a connection to the previous daemon,
+          so it is over; the VM goes, as its owner asked (VMM killed if alive).
+        * a created/stopped/error record whose directory is gone: a create
+          crashed before making it, or a delete after removing it (a delete
+          halts the VM first, so a live VM is never in this case).
+        * a ``created`` record without its work disk: the create never finished
+          (the work disk is put in place last, atomically).
+
+        Anything else keeps its disks, whatever its bookkeeping says.
+        """
+        for leftover in sorted(self.rt.layout.vms.glob(f"{DELETING_PREFIX}*")):
+            log.warning("finishing the interrupted removal of %s", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        removed: list[str] = []
+        with self.rt.database.session() as s:
+            vms = s.exec(select(Vm)).all()
+        for vm in vms:
+            vm_dir = self.rt.layout.vm_dir(vm.id)
+            if vm.remove_on_exit:
+                why = "it was a --rm VM whose session ended with the previous daemon"
+            elif vm.state in ("created", "stopped", "error") and not vm_dir.exists():
+                why = "its directory is gone: a create or a delete was interrupted"
+            elif vm.state == "created" and not (vm_dir / WORK_DISK).exists():
+                why = "its create was interrupted before its disks were complete"
+            else:
+                continue
+            handles = self._read_handles(vm.id) or {}
+            if handles.get("vmm"):
+                try:
+                    self.rt.vmm(vm.backend).kill(process_from_dict(handles["vmm"]))
+                except Exception as exc:
+                    log.warning("killing %s: %s", vm.name, exc)
+            self._release_network(vm, handles)
+            self._forget(vm)
+            log.warning("VM %s (id %s) deleted: %s", vm.name, vm.id, why)
+            removed.append(vm.name)
+            self.rt.pm.call_event("banger_vm_deleted", vm=info(vm))
+        return removed
 
     def check_alive(self) -> list[str]:
         """Mark running VMs whose VMM died (guest powered off, crash) as stopped; return their names."""

@@ -18,11 +18,10 @@ EXAMPLE = "127.0.0.1:7777"
 
 @dataclass(frozen=True)
 class WebListen:
-    """A validated listen address; ``remote`` means clients must log in with the token."""
+    """A validated listen address (a non-loopback one only when ``web_allow_remote`` is set)."""
 
     host: str
     port: int
-    remote: bool
 
     @property
     def loopback(self) -> bool:
@@ -64,10 +63,9 @@ def web_listen(config: Mapping[str, Any]) -> WebListen | None:
     if not text:
         return None
     host, port = _split(text)
-    remote = bool(config.get("web_allow_remote"))
-    if not ipaddress.ip_address(host).is_loopback and not remote:
+    if not ipaddress.ip_address(host).is_loopback and not config.get("web_allow_remote"):
         raise ConfigError(
             f"web_listen_addr {text!r} is not a loopback address: use {EXAMPLE} (reach it from elsewhere "
-            "with ssh -L 7777:127.0.0.1:7777), or set web_allow_remote = true (a login token is then required)"
+            "with ssh -L 7777:127.0.0.1:7777), or set web_allow_remote = true to serve it on other interfaces"
         )
-    return WebListen(host, port, remote)
+    return WebListen(host, port)

@@ -26,6 +26,7 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("banger_core.cli.doctor_cmd", "Check this host can run VMs, and say what to fix."),
     "plugins": ("banger_core.cli.plugins_cmd", "List and inspect plugins."),
     "version": ("banger_core.cli.version_cmd", "Print version, commit and build time."),
+    "web": ("banger_core.cli.web_cmd", "Print (or open) a login link for the web UI."),
 }
 
 

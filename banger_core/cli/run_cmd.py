@@ -228,18 +228,24 @@ class _SkipSpec:
 def _plan_workspace(app: App, path: Path, include_untracked: bool, ref: str | None) -> tuple[Any, Any]:
     from banger_hookspecs import WorkspaceOptions
 
+    driver = _claiming_syncer(app, path, "pass a git repository (`git init` makes one), or omit PATH for a bare VM")
+    try:
+        plan = driver.plan(path, WorkspaceOptions(include_untracked=include_untracked, ref=ref))
+    except ValueError as exc:
+        raise BangerError(str(exc)) from None
+    return driver, plan
+
+
+def _claiming_syncer(app: App, path: Path, fix: str) -> Any:
+    """The first workspace syncer (by name) that claims directory ``path``; ``fix`` ends the error otherwise."""
     if not path.is_dir():
-        raise BangerError(f"{path} is not a directory: pass a git repository (or nothing for a bare VM)")
+        raise BangerError(f"{path} is not a directory: {fix}")
     ctx = app.plugin_context()
     for _name, provided in sorted(app.pm.providers("banger_workspace_syncers").items()):
         driver = provided.value.factory(ctx)
         if driver.claims(path):
-            try:
-                plan = driver.plan(path, WorkspaceOptions(include_untracked=include_untracked, ref=ref))
-            except ValueError as exc:
-                raise BangerError(str(exc)) from None
-            return driver, plan
-    raise BangerError(f"{path} is not a git repository: run `git init` there, or omit PATH for a bare VM")
+            return driver
+    raise BangerError(f"{path} is not a git repository: {fix}")
 
 
 def _session(
@@ -348,14 +354,7 @@ def workspace_sync(
 
 
 def _round_trip_driver(app: App, path: Path) -> Any:
-    if not path.is_dir():
-        raise BangerError(f"{path} is not a directory: pass the repository the workspace was shipped from")
-    ctx = app.plugin_context()
-    for _name, provided in sorted(app.pm.providers("banger_workspace_syncers").items()):
-        driver = provided.value.factory(ctx)
-        if driver.claims(path):
-            return driver
-    raise BangerError(f"{path} is not a git repository: pass the repository the workspace was shipped from")
+    return _claiming_syncer(app, path, "pass the repository the workspace was shipped from")
 
 
 @workspace_cli.command(name="pull")

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from banger_core.buildinfo import build_info
+from banger_core.crashpoint import crash_point
 from banger_core.daemon.bodies import ImagePull, KernelPull, query_flags, read_body, refuse_body
 from banger_core.daemon.config_watch import ConfigWatch
 from banger_core.errors import BangerError, NotFound, RequestTooLarge
@@ -32,6 +34,7 @@ from banger_core.progress import EventProgress
 from banger_core.runtime import Runtime
 from banger_core.validation import parse_body
 from banger_core.vms import CreateRequest, VmService
+from banger_hookspecs.logpump import rotated
 
 log = logging.getLogger("banger.api")
 NDJSON = "application/x-ndjson"
@@ -68,6 +71,8 @@ class Daemon:
         self.dns_server: Any = None
         #: the web UI's URL, "off", or "not started: <why>" (set by daemon.web; shown by `daemon status`).
         self.web_ui = "off"
+        #: the web UI's URL while it is served (for `banger web`), else None.
+        self.web_url: str | None = None
         self.vms.on_change.append(self.refresh_ssh_config)
         self.vms.on_change.append(self.refresh_dns_table)
 
@@ -227,17 +232,21 @@ class Daemon:
 
     # -- VM cleanup for abandoned creates and --rm sessions -------------------
 
-    def delete_later(self, name: str, why: str) -> None:
-        """Delete VM ``name`` in the background (force), logging why."""
+    def delete_later(self, vm_id: str, name: str, why: str) -> None:
+        """Delete VM ``vm_id`` in the background (force), logging why.
+
+        By id, never by name: by the time this runs the VM may have been
+        deleted and its name given to a new VM, which must be left alone.
+        """
 
         async def go() -> None:
             from banger_core.progress import NullProgress
 
-            log.info("deleting VM %s: %s", name, why)
+            log.info("deleting VM %s (id %s): %s", name, vm_id, why)
             try:
-                await self.run_blocking(lambda: self.vms.delete(name, NullProgress(), force=True))
+                await self.run_blocking(lambda: self.vms.delete_by_id(vm_id, NullProgress(), force=True))
             except NotFound:
-                pass
+                log.info("VM %s (id %s) was already deleted", name, vm_id)
             except Exception:
                 log.exception("deleting VM %s", name)
 
@@ -286,6 +295,7 @@ async def daemon_status(d: Daemon, request: Request) -> Response:
             "running_vms": sum(1 for vm in vms if vm["state"] == "running"),
             "web_ui": d.web_ui,
             "config": d.config_watch.describe(),
+            "web_url": d.web_url,
         }
     )
 
@@ -316,11 +326,11 @@ async def vm_get(d: Daemon, request: Request) -> Response:
 @handler
 async def vm_create(d: Daemon, request: Request) -> Response:
     req = CreateRequest.from_json(await read_body(request))
-    created: list[str] = []
+    created: list[tuple[str, str]] = []
 
     def work(progress: EventProgress) -> Any:
-        def record(name: str) -> None:
-            created.append(name)
+        def record(vm_id: str, name: str) -> None:
+            created.append((vm_id, name))
             progress.event({"event": "created", "name": name})
 
         return d.vms.create(req, progress, on_record=record)
@@ -329,14 +339,15 @@ async def vm_create(d: Daemon, request: Request) -> Response:
         # Ctrl-C or a killed CLI during creation: undo what was created, once it settles.
         def settle(_: asyncio.Task[Any]) -> None:
             if created:
-                d.delete_later(created[0], "its creating client went away")
+                d.delete_later(*created[0], "its creating client went away")
 
         task.add_done_callback(settle)
 
     def hold(vm: dict[str, Any]) -> Callable[[], None] | None:
         if not req.remove_on_exit:
             return None
-        return lambda: d.delete_later(vm["name"], "its --rm session ended")
+        crash_point("session:held")
+        return lambda: d.delete_later(vm["id"], vm["name"], "its --rm session ended")
 
     return d.stream(work, on_abandon=abandoned, hold=hold)
 
@@ -398,23 +409,40 @@ async def vm_logs(d: Daemon, request: Request) -> Response:
     path = vm["serial_log"]
 
     async def body() -> AsyncIterator[bytes]:
+        # The console log is capped and rotated (banger_hookspecs.logpump): the older part comes first.
+        older = rotated(Path(path))
+        if older.exists():
+            with open(older, "rb") as old_part:
+                while chunk := await anyio.to_thread.run_sync(old_part.read, 65536):
+                    yield chunk
         try:
             fh = open(path, "rb")  # noqa: SIM115 -- closed in finally across awaits
         except FileNotFoundError:
             return
         try:
             while True:
-                chunk = await anyio.to_thread.run_sync(lambda: fh.read(65536))
+                chunk = await anyio.to_thread.run_sync(fh.read, 65536)
                 if chunk:
                     yield chunk
                     continue
                 if not follow:
                     return
                 await asyncio.sleep(LOG_FOLLOW_INTERVAL)
+                if _replaced(path, fh.fileno()):  # rotated: go on with the new file
+                    fh.close()
+                    fh = open(path, "rb")  # noqa: SIM115
         finally:
             fh.close()
 
     return StreamingResponse(body(), media_type="application/octet-stream")
+
+
+def _replaced(path: str, fd: int) -> bool:
+    """True when ``path`` now names another file than the open ``fd`` (a rotation happened)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 # -- images and kernels -----------------------------------------------------

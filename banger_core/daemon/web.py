@@ -8,10 +8,13 @@ the serial log is the API's own streaming handler.
 Threat model: a TCP port is reachable by any local user and by any web page
 the user visits. So: no state change on GET; every POST must come from our
 own origin (``Origin``, else ``Sec-Fetch-Site``) and carry a CSRF token; the
-``Host`` header must name the loopback listen address (DNS rebinding); with
-``web_allow_remote`` a login with the daemon's token (constant-time compare)
-gives a session cookie. Everything shown is HTML-escaped: VM names and
-serial-log lines are guest-influenced, and the log is set as text by JS.
+``Host`` header must name the loopback listen address (DNS rebinding); and
+every request needs a login, loopback included: a session cookie from
+``/login`` (with a ``banger web`` link or the daemon's token, compared in
+constant time) or the token as a bearer header. The token is in a 0600 file
+in the 0700 runtime dir, so only the daemon's owner can log in, as with the
+API socket. Everything shown is HTML-escaped: VM names and serial-log lines
+are guest-influenced, and the log is set as text by JS.
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ from banger_core.doctor import run_checks
 from banger_core.errors import BangerError
 from banger_core.progress import NullProgress
 from banger_core.webaddr import WebListen, web_listen
+from banger_core.weblogin import CodeRefused, check_login_code, token_path
 
 log = logging.getLogger("banger.web")
 STATIC = Path(__file__).with_name("static")
-TOKEN_FILE = "web-token"  # noqa: S105 -- the file name, not a secret
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; "
@@ -81,9 +84,11 @@ class WebGuard:
     """The per-daemon secrets and the checks every request goes through."""
 
     listen: WebListen
-    token: str | None  # set when a login is required
+    token: str
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     sessions: set[str] = field(default_factory=set)
+    #: nonce -> expiry of the login codes already used (each works once), pruned as they expire.
+    used_codes: dict[str, int] = field(default_factory=dict)
 
     @property
     def allowed_hosts(self) -> set[str] | None:
@@ -103,9 +108,7 @@ class WebGuard:
         return f"banger_session_{self.listen.port}"
 
     def session(self, request: Request) -> str | None:
-        """The caller's session id, ``""`` when no login is required, ``None`` when not logged in."""
-        if self.token is None:
-            return ""
+        """The caller's session id, ``""`` for a bearer token (no cookie), ``None`` when not logged in."""
         cookie = request.cookies.get(self.cookie_name, "")
         if cookie and any(hmac.compare_digest(cookie, known) for known in self.sessions):
             return cookie
@@ -115,8 +118,24 @@ class WebGuard:
         return None
 
     def token_matches(self, candidate: str) -> bool:
-        assert self.token is not None
         return hmac.compare_digest(candidate.encode(), self.token.encode())
+
+    def use_login_code(self, code: str) -> None:
+        """Accept a ``banger web`` link's code once; ``CodeRefused`` says why not."""
+        now = time.time()
+        self.used_codes = {nonce: expires for nonce, expires in self.used_codes.items() if expires >= now}
+        nonce, expires = check_login_code(self.token, code, now)
+        if nonce in self.used_codes:
+            raise CodeRefused("this login link was used already: run `banger web` for a new one")
+        self.used_codes[nonce] = expires
+
+    def new_session(self) -> Response:
+        """Log the browser in: a fresh session id in an HttpOnly, SameSite=Strict cookie."""
+        session = secrets.token_urlsafe(32)
+        self.sessions.add(session)
+        response = RedirectResponse("/", status_code=303, headers=SECURITY_HEADERS)
+        response.set_cookie(self.cookie_name, session, httponly=True, samesite="strict", path="/")
+        return response
 
     def csrf_token(self, session: str) -> str:
         return hmac.new(self.secret, f"csrf:{session}".encode(), hashlib.sha256).hexdigest()
@@ -439,26 +458,30 @@ async def login(request: Request) -> Response:
     guard: WebGuard = request.app.state.guard
     try:
         guard.check_host(request)
-        if guard.token is None:
-            return RedirectResponse("/", status_code=303)
         message = ""
         if request.method == "POST":
             guard.check_same_origin(request)
-            candidate = (await read_form(request)).get("token", "")
-            if guard.token_matches(candidate.strip()):
-                session = secrets.token_urlsafe(32)
-                guard.sessions.add(session)
-                response = RedirectResponse("/", status_code=303, headers=SECURITY_HEADERS)
-                response.set_cookie(guard.cookie_name, session, httponly=True, samesite="strict", path="/")
-                return response
-            message = '<p class="error">Wrong token.</p>'
+            form = await read_form(request)
+            if "code" in form:
+                try:
+                    guard.use_login_code(form["code"].strip())
+                    return guard.new_session()
+                except CodeRefused as exc:
+                    message = f'<p class="error">{esc(exc)}</p>'
+            elif guard.token_matches(form.get("token", "").strip()):
+                return guard.new_session()
+            else:
+                message = '<p class="error">Wrong token.</p>'
     except Refused as exc:
         return page("Refused", f'<p class="error">{esc(exc)}</p>', status=exc.status)
     body = (
-        f"{message}<p>This UI needs the daemon's token: it is in <code>{esc(request.app.state.token_path)}</code> "
-        "on the host running bangerd (a new one at each daemon start).</p>"
+        f"{message}<p>Run <code>banger web</code> on the host running bangerd, as its user, for a login link "
+        f"(<code>banger web --open</code> opens it). Or paste the daemon's token from "
+        f"<code>{esc(request.app.state.token_file)}</code> (a new one at each daemon start):</p>"
         '<form method="post" action="/login" class="login"><input type="password" name="token" id="token" '
         'autocomplete="current-password" required autofocus> <button type="submit">Log in</button></form>'
+        # app.js fills this from the link's #code=... fragment (which browsers never send) and submits it.
+        '<form method="post" action="/login" id="link-login" hidden><input type="hidden" name="code"></form>'
     )
     return page("Log in", body, status=401 if message else 200)
 
@@ -481,7 +504,7 @@ def static_file(name: str, media_type: str) -> Callable[[Request], Awaitable[Res
     return endpoint
 
 
-def create_web_app(daemon: Daemon, guard: WebGuard, token_path: Path) -> Starlette:
+def create_web_app(daemon: Daemon, guard: WebGuard, token_file: Path) -> Starlette:
     routes = [
         Route("/", vm_list_page, methods=["GET"]),
         Route("/vms/{name}", vm_page, methods=["GET"]),
@@ -499,7 +522,7 @@ def create_web_app(daemon: Daemon, guard: WebGuard, token_path: Path) -> Starlet
     app = Starlette(routes=routes)
     app.state.daemon = daemon
     app.state.guard = guard
-    app.state.token_path = token_path
+    app.state.token_file = token_file
     return app
 
 
@@ -541,7 +564,7 @@ def _bind(listen: WebListen) -> socket.socket:
 
 def _write_token(path: Path) -> str:
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # EXCL: never through a planted symlink
     with os.fdopen(fd, "w") as fh:
         os.fchmod(fd, 0o600)
         fh.write(token + "\n")
@@ -572,12 +595,11 @@ async def start_web_ui(daemon: Daemon) -> WebUi | None:
     except OSError as exc:
         _not_started(daemon, f"web_listen_addr {listen.netloc!r}: {exc.strerror or exc}")
         return None
-    token_path = daemon.rt.layout.runtime_dir / TOKEN_FILE
-    token_path.unlink(missing_ok=True)  # a token from an earlier daemon must not keep working
-    token = _write_token(token_path) if listen.remote else None
-    guard = WebGuard(listen, token)
+    token_file = token_path(daemon.rt.layout.runtime_dir)
+    token_file.unlink(missing_ok=True)  # a token from an earlier daemon must not keep working
+    guard = WebGuard(listen, _write_token(token_file))
     config = uvicorn.Config(
-        create_web_app(daemon, guard, token_path),
+        create_web_app(daemon, guard, token_file),
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -588,7 +610,7 @@ async def start_web_ui(daemon: Daemon) -> WebUi | None:
     server = _WebServer(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     task.add_done_callback(_log_crash)
-    login = f" (log in with the token in {token_path})" if token else ""
-    daemon.web_ui = listen.url + login
+    daemon.web_url = listen.url
+    daemon.web_ui = f"{listen.url} (log in: banger web --open)"
     log.info("web UI on %s", daemon.web_ui)
     return WebUi(server, task)

@@ -128,3 +128,15 @@ def test_remove_stale_socket_removes_only_sockets(tmp_path: Path) -> None:
     remove_stale_socket(tmp_path / "missing.sock")
     assert not sock_path.exists()
     assert regular.read_text() == "keep me"
+
+
+def test_reaping_a_recycled_pid_never_steals_another_childs_exit_status() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"])
+    stat = read_proc_stat(child.pid)
+    assert stat is not None
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+    # Some other process's start time: this zombie is not the VMM we mean, leave it to its own waiter.
+    assert not is_same_process(child.pid, stat.start_time + 1)
+    wait_gone(child.pid, stat.start_time + 1, 0.1)
+    assert read_proc_stat(child.pid).zombie  # type: ignore[union-attr]
+    assert child.wait() == 7

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_reaping import zombie_children
 from tests.support.e2e import BIN, E2E
 
 #: Every file in the workspace but git's own: nothing of banger's may be among them.
@@ -114,6 +115,9 @@ def test_exit_code_propagates_and_rm_leaves_nothing(e2e: E2E) -> None:
     assert result.stdout == "out\n" and "err\n" in result.stderr
     assert "deleted (--rm)" in result.stderr
     assert e2e.vms() == []
+    # Its QEMU was collected: no `qemu-system-x86 <defunct>` stays under the daemon.
+    daemon_pid = e2e.pid()
+    assert daemon_pid is not None and zombie_children(daemon_pid) == []
 
 
 def test_interactive_session_under_a_real_terminal(e2e: E2E, tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """The opt-in web UI for real: a bangerd serving it on 127.0.0.1, driven by headless Chromium and httpx.
 
+Every client logs in the way the owner does: with the link `banger web` prints.
+
 VMs run under the fake VMM plugin (a real child process adopted by the daemon),
 so no guest boots. Chromium runs with every non-loopback request sent to a
 dead proxy on loopback (no background traffic leaves the machine).
@@ -9,6 +11,7 @@ Set BANGER_SCREENSHOTS=DIR to save the pages as PNGs (docs/images/ holds them).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -19,6 +22,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from banger_core.weblogin import CODE_LIFETIME, make_login_code
 from tests.support import banger_fake
 from tests.support.daemon import DaemonHarness
 
@@ -54,6 +59,19 @@ def daemon_log(h: DaemonHarness) -> str:
     return (h.state / "logs" / "bangerd.log").read_text()
 
 
+def login_link(h: DaemonHarness) -> str:
+    """What the owner gets from `banger web`: http://HOST:PORT/login#code=..."""
+    done = subprocess.run([BIN / "banger", "web"], env=h.env, capture_output=True, text=True, check=True)
+    assert done.stderr == f"(the link logs in once, within {CODE_LIFETIME} s)\n"
+    return done.stdout.strip()
+
+
+def post_login(http: httpx.Client, base: str, link: str) -> httpx.Response:
+    """What the login page's script does with the link: POST the fragment's code."""
+    assert link.startswith(base + "/login#code=")
+    return http.post("/login", data={"code": link.partition("#code=")[2]}, headers={"Origin": base})
+
+
 @dataclass
 class WebSetup:
     harness: DaemonHarness
@@ -63,6 +81,17 @@ class WebSetup:
     def vm_state(self, name: str) -> str:
         state: str = self.harness.client().vms.get(name)["state"]
         return state
+
+    @contextlib.contextmanager
+    def http(self) -> Iterator[httpx.Client]:
+        """An HTTP client logged in through a `banger web` link."""
+        with httpx.Client(base_url=self.base) as http:
+            assert post_login(http, self.base, login_link(self.harness)).status_code == 303
+            yield http
+
+    def log_in(self, browser: webdriver.Chrome) -> None:
+        browser.get(login_link(self.harness))
+        wait_title(browser, "Virtual machines · banger")
 
 
 def add_running_vm(h: DaemonHarness, name: str, sock_dir: Path, pids: list[int], ssh_port: int) -> str:
@@ -114,7 +143,9 @@ def web(daemon: DaemonHarness, tmp_path: Path) -> Iterator[WebSetup]:
         }
         daemon.client().vms.create(name="idle", backend="fakevmm", start=False)
         assert daemon.client().vms.get("web1")["state"] == "running"
-        assert daemon.client().daemon.status()["web_ui"] == f"http://127.0.0.1:{port}/"
+        status = daemon.client().daemon.status()
+        assert status["web_ui"] == f"http://127.0.0.1:{port}/ (log in: banger web --open)"
+        assert status["web_url"] == f"http://127.0.0.1:{port}/"
         yield WebSetup(daemon, f"http://127.0.0.1:{port}", sockets)
     finally:
         daemon.stop()
@@ -176,7 +207,8 @@ def rows(driver: webdriver.Chrome, key: int = 0) -> dict[str, list[str]]:
 
 
 def test_pages_show_the_daemons_data(web: WebSetup, browser: webdriver.Chrome) -> None:
-    browser.get(web.base + "/")
+    web.log_in(browser)
+    assert browser.current_url == web.base + "/"
     assert browser.title == "Virtual machines · banger"
     vms = rows(browser)
     assert set(vms) == {"web1", "builder", "idle"}
@@ -208,7 +240,7 @@ def test_pages_show_the_daemons_data(web: WebSetup, browser: webdriver.Chrome) -
 
 
 def test_stop_asks_first_and_then_stops(web: WebSetup, browser: webdriver.Chrome) -> None:
-    browser.get(web.base + "/")
+    web.log_in(browser)
     row = browser.find_element(By.XPATH, "//tr[td/a[text()='web1']]")
     row.find_element(By.LINK_TEXT, "Stop").click()
     wait_title(browser, "Stop web1? · banger")
@@ -225,6 +257,7 @@ def test_stop_asks_first_and_then_stops(web: WebSetup, browser: webdriver.Chrome
 
 
 def test_cancel_leaves_the_vm_alone(web: WebSetup, browser: webdriver.Chrome) -> None:
+    web.log_in(browser)
     browser.get(web.base + "/vms/builder/delete")
     browser.find_element(By.LINK_TEXT, "Cancel").click()
     wait_title(browser, "VM builder · banger")
@@ -245,6 +278,7 @@ def test_serial_log_is_followed_live_and_shown_as_text(web: WebSetup, browser: w
         "[  OK  ] Reached target multi-user.target - Multi-User System.",
     ]
     serial.write_text("\n".join([*boot, EVIL_LOG_LINE]) + "\n")
+    web.log_in(browser)
     browser.get(web.base + "/vms/web1")
     log = browser.find_element(By.ID, "serial-log")
     WebDriverWait(browser, 20).until(lambda d: "& done" in log.text)
@@ -268,7 +302,7 @@ def csrf_from(page: str) -> str:
 
 
 def test_cross_origin_and_tokenless_posts_are_refused(web: WebSetup) -> None:
-    with httpx.Client(base_url=web.base) as http:
+    with web.http() as http:
         confirm = http.get("/vms/web1/stop")
         assert confirm.status_code == 200
         csrf = csrf_from(confirm.text)
@@ -303,7 +337,7 @@ def test_cross_origin_and_tokenless_posts_are_refused(web: WebSetup) -> None:
 
 
 def test_delete_and_a_failing_start_go_through_the_services(web: WebSetup) -> None:
-    with httpx.Client(base_url=web.base) as http:
+    with web.http() as http:
         csrf = csrf_from(http.get("/vms/idle/delete").text)
         deleted = http.post("/vms/idle/delete", data={"csrf": csrf}, headers={"Origin": web.base})
         assert deleted.status_code == 303 and deleted.headers["location"] == "/"
@@ -320,7 +354,7 @@ def test_delete_and_a_failing_start_go_through_the_services(web: WebSetup) -> No
 
 
 def test_errors_are_pages_and_names_are_escaped(web: WebSetup) -> None:
-    with httpx.Client(base_url=web.base) as http:
+    with web.http() as http:
         missing = http.get("/vms/%3Cscript%3Ex")
         assert missing.status_code in (400, 404) and "<script>x" not in missing.text
         assert "&lt;script&gt;x" in missing.text or "invalid" in missing.text.lower()
@@ -332,21 +366,85 @@ def test_errors_are_pages_and_names_are_escaped(web: WebSetup) -> None:
         assert page.headers["x-frame-options"] == "DENY"
 
 
-# -- remote mode: a login with the daemon's token -------------------------------
+# -- login: required on loopback too; links from `banger web`, the token --------
+
+NOBODY = 65534
 
 
-def test_allow_remote_requires_the_token(daemon: DaemonHarness) -> None:
+def test_without_a_login_nothing_is_shown_or_done(web: WebSetup) -> None:
+    with httpx.Client(base_url=web.base) as http:
+        for path in ("/", "/vms/web1", "/vms/web1/logs?follow=1", "/vms/web1/stop", "/images", "/plugins", "/doctor"):
+            shown = http.get(path)
+            assert (shown.status_code, shown.headers.get("location")) == (303, "/login"), path
+        login = http.get("/login")
+        assert login.status_code == 200 and "banger web" in login.text and "web1" not in login.text
+        stop = http.post("/vms/web1/stop", headers={"Origin": web.base, "Sec-Fetch-Site": "same-origin"})
+        assert stop.status_code == 401 and "log in first" in stop.text
+        assert web.vm_state("web1") == "running"
+
+
+def test_only_the_daemons_user_can_read_the_token(web: WebSetup) -> None:
+    token_file = web.harness.runtime / "web-token"
+    info = token_file.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o600, os.getuid())
+    assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
+    # Another local user: cannot read the token, and the port alone gets it the login page only.
+    probe = (
+        "import sys, urllib.request\n"
+        "try:\n"
+        "    open(sys.argv[1]).read()\n"
+        "except PermissionError as exc:\n"
+        "    print('token: denied')\n"
+        "page = urllib.request.urlopen(sys.argv[2]).read().decode()\n"
+        "print('page:', 'web1' in page, 'Log in' in page)\n"
+    )
+    other = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", probe, str(token_file), web.base + "/"],
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert other.stdout == "token: denied\npage: False True\n", other.stderr
+
+
+def test_a_login_link_works_once(web: WebSetup) -> None:
+    link = login_link(web.harness)
+    token = (web.harness.runtime / "web-token").read_text().strip()
+    with httpx.Client(base_url=web.base) as http:
+        assert post_login(http, web.base, link).headers["location"] == "/"
+        assert http.get("/").status_code == 200
+    with httpx.Client(base_url=web.base) as http:
+        again = post_login(http, web.base, link)
+        assert again.status_code == 401 and "this login link was used already" in again.text
+        assert not http.cookies and http.get("/").status_code == 303
+        refused = {
+            "expired": make_login_code(token, now=time.time() - CODE_LIFETIME - 1),
+            "not from this daemon": make_login_code("another daemon's token"),
+            "not a login link": "1.2",
+        }
+        for why, code in refused.items():
+            answer = http.post("/login", data={"code": code}, headers={"Origin": web.base})
+            assert answer.status_code == 401 and why in answer.text, why
+        cross_site = http.post(
+            "/login", data={"code": make_login_code(token)}, headers={"Origin": "http://evil.example"}
+        )
+        assert cross_site.status_code == 403 and not http.cookies
+
+
+def test_the_token_logs_in_and_a_restart_revokes_it(daemon: DaemonHarness) -> None:
     port = free_port()
-    write_config(daemon, f'web_listen_addr = "127.0.0.1:{port}"\nweb_allow_remote = true\n')
+    write_config(daemon, f'web_listen_addr = "127.0.0.1:{port}"\n')
     daemon.client().vms.list()
     token_file = daemon.runtime / "web-token"
-    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()
     base = f"http://127.0.0.1:{port}"
+    link = login_link(daemon)
     with httpx.Client(base_url=base) as http:
-        assert http.get("/").status_code == 303 and http.get("/").headers["location"] == "/login"
-        assert http.get("/doctor").status_code == 303
-        assert http.post("/vms/x/stop", headers={"Origin": base}).status_code == 401
         wrong = http.post("/login", data={"token": token[:-1] + "x"}, headers={"Origin": base})
         assert wrong.status_code == 401 and "Wrong token" in wrong.text
         assert http.post("/login", data={"token": token}, headers={"Origin": "http://evil.example"}).status_code == 403
@@ -356,32 +454,90 @@ def test_allow_remote_requires_the_token(daemon: DaemonHarness) -> None:
         assert http.get("/").status_code == 200
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
         assert http.get("/plugins").status_code == 200
-    # A new daemon, a new token: the old one stops working.
+    # A new daemon, a new token: the old token and an unused old link stop working.
     daemon.stop()
     daemon.client().vms.list()
     assert token_file.read_text().strip() != token
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
         assert http.get("/").status_code == 303
+        stale = post_login(http, base, link)
+        assert stale.status_code == 401 and "not from this daemon" in stale.text
+
+
+def test_allow_remote_changes_where_not_who(daemon: DaemonHarness) -> None:
+    """web_allow_remote only permits a non-loopback address (not listened on here); the login is the same."""
+    port = free_port()
+    write_config(daemon, f'web_listen_addr = "127.0.0.1:{port}"\nweb_allow_remote = true\n')
+    daemon.client().vms.list()
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base) as http:
+        assert http.get("/").headers["location"] == "/login"
+        assert post_login(http, base, login_link(daemon)).status_code == 303
+        assert http.get("/").status_code == 200
 
 
 def test_login_in_the_browser(daemon: DaemonHarness, browser: webdriver.Chrome) -> None:
     port = free_port()
-    write_config(daemon, f'web_listen_addr = "127.0.0.1:{port}"\nweb_allow_remote = true\n')
+    write_config(daemon, f'web_listen_addr = "127.0.0.1:{port}"\n')
     daemon.client().vms.list()
     token = (daemon.runtime / "web-token").read_text().strip()
-    browser.get(f"http://127.0.0.1:{port}/doctor")
+    base = f"http://127.0.0.1:{port}"
+    browser.get(base + "/doctor")
     assert browser.title == "Log in · banger"
     assert str(daemon.runtime / "web-token") in browser.find_element(By.TAG_NAME, "main").text
     browser.find_element(By.ID, "token").send_keys("not the token\n")
     WebDriverWait(browser, 20).until(lambda d: "Wrong token." in d.find_element(By.TAG_NAME, "main").text)
     browser.find_element(By.ID, "token").send_keys(token + "\n")
     wait_title(browser, "Virtual machines · banger")
-    browser.find_element(By.LINK_TEXT, "Doctor").click()
-    wait_title(browser, "Doctor · banger")
     browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
     wait_title(browser, "Log in · banger")
-    browser.get(f"http://127.0.0.1:{port}/")
+    browser.get(base + "/")
     assert browser.title == "Log in · banger"
+    # The owner's one click: the link logs in, and its code leaves the address bar.
+    link = login_link(daemon)
+    browser.get(link)
+    wait_title(browser, "Virtual machines · banger")
+    assert browser.current_url == base + "/"
+    browser.back()  # the history entry of the link was rewritten to plain /login
+    assert browser.current_url == base + "/login"
+    browser.get(base + "/")
+    wait_title(browser, "Virtual machines · banger")
+    browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
+    wait_title(browser, "Log in · banger")
+    browser.get(link)
+    WebDriverWait(browser, 20).until(lambda d: "used already" in d.find_element(By.TAG_NAME, "main").text)
+    assert browser.title == "Log in · banger"
+
+
+def test_banger_web_opens_the_link_or_says_why_not(daemon: DaemonHarness, tmp_path: Path) -> None:
+    off = subprocess.run([BIN / "banger", "web"], env=daemon.env, capture_output=True, text=True)
+    assert (off.returncode, off.stdout) == (1, "")
+    assert off.stderr == (
+        'banger: error: the web UI is off: set web_listen_addr = "127.0.0.1:7777" in config.toml, '
+        "then `banger daemon stop`\n"
+    )
+    port = free_port()
+    write_config(daemon, f'web_listen_addr = "127.0.0.1:{port}"\n')
+    daemon.stop()
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {opened}\n')
+    browser.chmod(0o700)
+    done = subprocess.run(
+        [BIN / "banger", "web", "--open"], env={**daemon.env, "BROWSER": str(browser)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert opened.read_text() == done.stdout
+    assert done.stdout.startswith(f"http://127.0.0.1:{port}/login#code=")
+    # No token to sign with (here: removed; for another user: unreadable): one line, no link.
+    token_file = daemon.runtime / "web-token"
+    token_file.unlink()
+    missing = subprocess.run([BIN / "banger", "web"], env=daemon.env, capture_output=True, text=True)
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr == (
+        f"banger: error: cannot read the web UI's token {token_file}: No such file or directory; "
+        "run banger web as the user bangerd runs as\n"
+    )
 
 
 # -- bad settings: the API still starts, the log and doctor say why --------------
@@ -425,6 +581,9 @@ def test_port_in_use_is_logged_and_the_api_runs(daemon: DaemonHarness) -> None:
         assert daemon.client().daemon.status()["web_ui"] == line
         status = subprocess.run([BIN / "banger", "daemon", "status"], env=daemon.env, capture_output=True, text=True)
         assert f"  web UI {line}\n" in status.stdout
+        web = subprocess.run([BIN / "banger", "web"], env=daemon.env, capture_output=True, text=True)
+        assert (web.returncode, web.stdout) == (1, "")
+        assert web.stderr == f"banger: error: the web UI is {line} (see docs/web-ui.md)\n"
 
 
 def test_web_ui_is_off_by_default(daemon: DaemonHarness) -> None:

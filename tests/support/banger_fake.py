@@ -32,6 +32,10 @@ from banger_hookspecs import (
     VmSpec,
     hookimpl,
 )
+from banger_hookspecs.logpump import SERIAL_LOG_MAX_BYTES, start_log_pump
+
+#: Console output of a ``chatty*`` fake VM: more than two serial log files' worth.
+CHATTY_BYTES = 2 * SERIAL_LOG_MAX_BYTES + 12345
 
 
 def sha256(path: Path) -> str:
@@ -105,7 +109,12 @@ class FakeVmm:
 
     def launch(self, spec: VmSpec, progress: Progress) -> VmProcess:
         sock = str(spec.run_dir / "ctl.sock")
-        proc = spawn(sock)
+        # Like the real backends: the console goes through the capped log pump.
+        serial = start_log_pump(spec.serial_log)
+        try:
+            proc = spawn(sock, stdout=serial, chatter=CHATTY_BYTES if spec.name.startswith("chatty") else 0)
+        finally:
+            os.close(serial)
         return VmProcess("fakevmm", proc, start_time(proc) or 0, sock)
 
     def is_running(self, proc: VmProcess) -> bool:
@@ -119,13 +128,16 @@ class FakeVmm:
             os.kill(proc.pid, signal.SIGKILL)
 
 
-def spawn(control_socket: str) -> int:
-    """Start a stand-in VMM process (own session, like a real one) and wait until it answers."""
+def spawn(control_socket: str, stdout: int = subprocess.DEVNULL, chatter: int = 0) -> int:
+    """Start a stand-in VMM process (own session, like a real one) and wait until it answers.
+
+    ``chatter`` bytes of console output go to ``stdout`` first (VMs named ``chatty*``).
+    """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.fake_vmm", control_socket],
+        [sys.executable, "-m", "tests.support.fake_vmm", control_socket, str(chatter)],
         start_new_session=True,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.DEVNULL,
     )
     for _ in range(100):

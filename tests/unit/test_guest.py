@@ -189,3 +189,26 @@ def test_host_pattern_refuses_bad_ports() -> None:
         guest.host_pattern("127.0.0.1", 0)
     with pytest.raises(GuestSetupError):
         guest.host_pattern("[::1]", 22)
+
+
+def test_marker_watch_reads_each_byte_once_and_follows_a_rotation(tmp_path: Path) -> None:
+    from banger_core.guest import MarkerWatch
+
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"boot noise\n" * 100_000)  # 1.1 MB before the marker
+    watch = MarkerWatch(log, b"BANGER-READY")
+    assert not watch.seen() and watch.bytes_read == 1_100_000
+    assert not watch.seen() and watch.bytes_read == 1_100_000  # nothing new: nothing read
+    with log.open("ab") as fh:
+        fh.write(b"more BANGER-RE")
+    assert not watch.seen() and watch.bytes_read == 1_100_014
+    with log.open("ab") as fh:
+        fh.write(b"ADY\n")  # the marker, split across two reads
+    assert watch.seen() and watch.bytes_read == 1_100_018
+
+    rotated_watch = MarkerWatch(log, b"BANGER-READY")
+    log.write_bytes(b"x" * 50)
+    assert not rotated_watch.seen()
+    log.rename(tmp_path / "serial.log.1")  # the pump rotates: a new, shorter file
+    log.write_bytes(b"BANGER-READY\n")
+    assert rotated_watch.seen() and rotated_watch.bytes_read == 63

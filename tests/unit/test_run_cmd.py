@@ -53,7 +53,8 @@ def test_not_a_git_repo_is_one_clear_line(banger_env: dict[str, str], tmp_path: 
     result = invoke_cli(["vm", "run", "--dry-run", str(plain)], banger_env)
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"banger: error: {plain} is not a git repository: run `git init` there, or omit PATH for a bare VM"
+        f"banger: error: {plain} is not a git repository: "
+        "pass a git repository (`git init` makes one), or omit PATH for a bare VM"
     )
 
 

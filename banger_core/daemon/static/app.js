@@ -1,5 +1,6 @@
-// banger web UI: follows a VM's serial log. The log is guest output: it is
-// only ever set as text (textContent), never parsed as HTML.
+// banger web UI: follows a VM's serial log, and sends a login link's code.
+// The log is guest output: it is only ever set as text (textContent), never
+// parsed as HTML.
 "use strict";
 
 const LOG_KEEP_CHARS = 200000;
@@ -36,3 +37,19 @@ async function followLog(pre, status) {
 
 const pre = document.getElementById("serial-log");
 if (pre) followLog(pre, document.getElementById("log-status"));
+
+// A `banger web` login link: /login#code=... The fragment never reaches the
+// server by itself; take it out of the address bar (and the history entry),
+// then POST it. Also on hashchange: opening the link while this page is shown
+// only changes the fragment, without a reload.
+function logInWithLinkCode() {
+  const form = document.getElementById("link-login");
+  const code = /^#code=([A-Za-z0-9._-]+)$/.exec(window.location.hash);
+  if (!form || !code) return;
+  history.replaceState(null, "", window.location.pathname);
+  form.elements.code.value = code[1];
+  form.submit();
+}
+
+logInWithLinkCode();
+window.addEventListener("hashchange", logInWithLinkCode);

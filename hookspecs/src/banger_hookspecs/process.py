@@ -75,8 +75,17 @@ def read_proc_stat(pid: int, proc: Path = Path("/proc")) -> ProcStat | None:
     return ProcStat(state=rest[0], start_time=int(rest[19]))
 
 
-def reap(pid: int) -> None:
-    """Collect ``pid``'s exit status if it is our exited child, so it leaves no zombie."""
+def reap(pid: int, start_time: int | None = None) -> None:
+    """Collect ``pid``'s exit status if it is our exited child, so it leaves no zombie.
+
+    With ``start_time``, only a zombie that started then is collected: a child
+    that merely reuses a recycled pid (say one a ``subprocess.run`` elsewhere in
+    the daemon waits for) keeps its exit status for its own waiter.
+    """
+    if start_time is not None:
+        stat = read_proc_stat(pid)
+        if stat is None or not stat.zombie or stat.start_time != start_time:
+            return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
@@ -91,7 +100,7 @@ def is_same_process(pid: int, start_time: int) -> bool:
     """
     stat = read_proc_stat(pid)
     if stat is not None and stat.zombie:
-        reap(pid)
+        reap(pid, start_time)
         return False
     return stat is not None and stat.start_time == start_time
 
@@ -138,7 +147,7 @@ def wait_gone(pid: int, start_time: int, timeout: float) -> bool:
         if fd is not None:
             # A pidfd becomes readable when the process exits, child or not.
             select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-    reap(pid)
+    reap(pid, start_time)
     return not is_same_process(pid, start_time)
 
 

@@ -589,7 +589,8 @@ class VmSpec:
         nic: the NIC, or None for no network.
         vsock_cid: guest CID for vsock, or None.
         run_dir: per-VM directory (0700) for sockets, pid files and config files.
-        serial_log: file that receives the serial console.
+        serial_log: file that receives the serial console; write it through
+            :func:`banger_hookspecs.logpump.start_log_pump` so it stays capped.
     """
 
     vm_id: str

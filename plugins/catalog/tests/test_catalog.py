@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from banger_catalog.catalog import EMBEDDED, load_catalog, parse_catalog
+from banger_catalog.download import download_lock, fetch_bundle
 from banger_catalog.errors import CatalogError
+from banger_core.testing import RecordingProgress, mint_tls
 from banger_hookspecs import SourceUnavailable
 
 pytestmark = pytest.mark.unit
@@ -146,3 +153,48 @@ def test_oversized_catalog_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b" " * (4 << 20) + b"{}")
     with pytest.raises(CatalogError, match="larger than"):
         load_catalog(str(path))
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_https_catalog_and_bundle_verified_against_the_system_trust_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Certificates are checked against the host's trust store, which ``SSL_CERT_FILE`` extends here."""
+    tls = mint_tls(tmp_path / "tls")
+    site = tmp_path / "site"
+    site.mkdir()
+    bundle = b"pretend bundle bytes" * 100
+    (site / "b.tar.zst").write_bytes(bundle)
+    entry = _entry(url="b.tar.zst", sha256=hashlib.sha256(bundle).hexdigest(), size=len(bundle))
+    (site / "catalog.json").write_bytes(_catalog(entry))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(site)))
+    server.socket = tls.server_context().wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/catalog.json"
+    try:
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca))
+        catalog = load_catalog(url, timeout=10)
+        (published,) = catalog.entries
+        assert published.url == url.replace("catalog.json", "b.tar.zst")
+        with download_lock(tmp_path / "downloads"):
+            path = fetch_bundle(published, tmp_path / "downloads", RecordingProgress(), "test", timeout=10)
+        assert path.read_bytes() == bundle
+        monkeypatch.delenv("SSL_CERT_FILE")  # the test CA is in no store now: refused in one line
+        with pytest.raises(SourceUnavailable, match=r"^catalog https://127\.0\.0\.1:\d+/catalog\.json is unreachable"):
+            load_catalog(url, timeout=10)
+        os.remove(path)
+        with (
+            download_lock(tmp_path / "downloads"),
+            pytest.raises(SourceUnavailable, match=r"^test: cannot download .*CERTIFICATE_VERIFY_FAILED"),
+        ):
+            fetch_bundle(published, tmp_path / "downloads", RecordingProgress(), "test", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

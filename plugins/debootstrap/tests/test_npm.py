@@ -7,10 +7,12 @@ import hashlib
 import io
 import json
 import os
+import ssl
 import stat
 import tarfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,7 +20,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from banger_core.testing import RecordingProgress
+from banger_core.testing import RecordingProgress, TlsFiles, mint_tls
+from banger_debootstrap import npm
 from banger_debootstrap.build import install_npm_binary
 from banger_debootstrap.npm import DEFAULT_REGISTRY, NpmError, extract_member, fetch, registry_url
 from banger_debootstrap.recipe import NpmBinary
@@ -69,15 +72,16 @@ class Registry:
     requests: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-def registry() -> Iterator[Registry]:
-    """An npm-registry-shaped HTTP server on 127.0.0.1: ``/<scope>%2f<name>`` metadata, ``/-/`` tarballs."""
+@contextmanager
+def serve_registry(tls: ssl.SSLContext | None = None) -> Iterator[Registry]:
+    """An npm-registry-shaped HTTP(S) server on 127.0.0.1: ``/<scope>%2f<name>`` metadata, ``/-/`` tarballs."""
     state = Registry(url="")
+    scheme = "https" if tls else "http"
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.requests.append(self.path)
-            host = f"http://127.0.0.1:{self.server.server_address[1]}"
+            host = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
             if unquote(self.path) == f"/{PACKAGE}" and "%2F" in self.path.upper():
                 dist = {"integrity": state.published, "tarball": f"{host}/{PACKAGE}/-/tool-{VERSION}.tgz"}
                 body = json.dumps({"name": PACKAGE, "versions": {VERSION: {"dist": dist}}}).encode()
@@ -98,7 +102,9 @@ def registry() -> Iterator[Registry]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    if tls:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -107,6 +113,35 @@ def registry() -> Iterator[Registry]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def registry() -> Iterator[Registry]:
+    with serve_registry() as state:
+        yield state
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TlsFiles:
+    return mint_tls(tmp_path / "tls")
+
+
+@pytest.fixture
+def tls_registry(tls: TlsFiles) -> Iterator[Registry]:
+    with serve_registry(tls.server_context()) as state:
+        yield state
+
+
+@pytest.fixture
+def npm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME whose ``.npmrc`` the test writes, and no TLS or npm settings left in the environment."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in list(os.environ):
+        if name in ("SSL_CERT_FILE", "SSL_CERT_DIR") or name.lower().startswith("npm_config_"):
+            monkeypatch.delenv(name)
+    return home
 
 
 def test_good_tarball_is_verified_cached_by_digest_and_reused_offline(registry: Registry, tmp_path: Path) -> None:
@@ -231,3 +266,50 @@ def test_registry_url_order(tmp_path: Path) -> None:
     assert registry_url(None, {}, [tmp_path / "missing"]) == DEFAULT_REGISTRY == "https://registry.npmjs.org/"
     with pytest.raises(NpmError, match="npm_registry 'ftp://x' is not an http"):
         registry_url("ftp://x", {}, [])
+
+
+def test_https_registry_signed_by_npms_cafile_is_trusted_without_ssl_cert_file(
+    tls_registry: Registry, tls: TlsFiles, npm_home: Path, tmp_path: Path
+) -> None:
+    """A TLS-intercepting proxy's CA, known to npm through ``cafile=``: the fetch trusts it as npm does."""
+    (npm_home / ".npmrc").write_text(f"fund=false\ncafile = {tls.ca}\nregistry={tls_registry.url}\n")
+    registry = registry_url(None)
+    assert registry == tls_registry.url
+    path = fetch(spec_for(GOOD), registry, tmp_path / "npm", RecordingProgress())
+    assert path.read_bytes() == GOOD and len(tls_registry.requests) == 2
+
+
+def test_https_registry_from_an_unknown_ca_is_refused_in_one_line(
+    tls_registry: Registry, npm_home: Path, tmp_path: Path
+) -> None:
+    other_ca = mint_tls(tmp_path / "other").ca
+    for npmrc in ("", f"cafile={other_ca}\n"):  # the system trust store, then a cafile of another CA
+        (npm_home / ".npmrc").write_text(npmrc)
+        with pytest.raises(SourceUnavailable) as caught:
+            fetch(spec_for(GOOD), tls_registry.url, tmp_path / "npm", RecordingProgress())
+        message = str(caught.value)
+        assert "\n" not in message and message.startswith(f"cannot reach {tls_registry.url}")
+        assert "CERTIFICATE_VERIFY_FAILED" in message and message.endswith(
+            "set cafile= in your npmrc to the CA that signs it)"
+        )
+    assert tls_registry.requests == [] and os.listdir(tmp_path / "npm") == []
+
+
+def test_tls_context_settings(tls: TlsFiles, tmp_path: Path) -> None:
+    npmrc = tmp_path / "npmrc"
+    npmrc.write_text("strict-ssl=false\ncafile=/nonexistent/ca.pem\n")
+    lines: list[str] = []
+    with pytest.raises(
+        NpmError, match=r"^npm's cafile /nonexistent/ca.pem cannot be used \(No such file or directory\): fix"
+    ):
+        npm.tls_context(lines.append, {}, [npmrc])
+    assert lines == [
+        "ignoring npm's strict-ssl=false: banger always verifies the registry (set cafile= to trust a proxy's CA)"
+    ]
+    with pytest.raises(NpmError, match="holds no PEM certificate"):
+        npm.tls_context(lines.append, {"npm_config_cafile": str(npmrc)}, [])
+    # npm's precedence: the environment, then the npmrc files in order; a cafile replaces the system store.
+    context = npm.tls_context(lines.append, {"NPM_CONFIG_CAFILE": str(tls.ca)}, [npmrc])
+    assert [cert["subject"] for cert in context.get_ca_certs()] == [((("commonName", "banger test CA tls"),),)]
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert npm.tls_context(lines.append, {}, []).get_ca_certs() == ssl.create_default_context().get_ca_certs()

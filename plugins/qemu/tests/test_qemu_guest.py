@@ -114,6 +114,21 @@ def test_guest_runs_and_powers_off_on_the_acpi_power_button(
     assert "reboot: Power down" in spec.serial_log.read_text(errors="replace")
 
 
+def test_the_console_goes_through_the_capping_pump_not_into_the_file(
+    driver: QemuDriver, guest_spec, serial_waiter, markers
+) -> None:
+    """A `-chardev file` grows without limit; QEMU must write into the log pump's pipe instead."""
+    spec = guest_spec()
+    proc = driver.launch(spec, RecordingProgress())
+    try:
+        serial_waiter(spec.serial_log, markers[0])
+        fds = [os.readlink(fd) for fd in Path(f"/proc/{proc.pid}/fd").iterdir()]
+        assert str(spec.serial_log) not in fds
+        assert any(target.startswith("pipe:") for target in fds)
+    finally:
+        driver.kill(proc)
+
+
 def test_stop_falls_back_to_sigterm_when_the_guest_ignores_the_power_button(
     driver: QemuDriver, guest_spec, serial_waiter, markers, caplog: pytest.LogCaptureFixture
 ) -> None:

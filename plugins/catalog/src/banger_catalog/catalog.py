@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -120,10 +121,18 @@ def load_catalog(catalog_url: str | None, *, timeout: float = 30.0) -> Catalog:
     return parse_catalog(raw, f"catalog {path}", base=path.as_uri())
 
 
+def system_trust() -> ssl.SSLContext:
+    """The host's trust store (OpenSSL's default paths, ``SSL_CERT_FILE``/``SSL_CERT_DIR``), not certifi's.
+
+    A TLS-intercepting proxy's CA is installed there, so whatever curl and apt trust, banger trusts.
+    """
+    return ssl.create_default_context()
+
+
 def _fetch(url: str, timeout: float) -> bytes:
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=True) as client,
+            httpx.Client(timeout=timeout, follow_redirects=True, verify=system_trust()) as client,
             client.stream("GET", url) as response,
         ):
             if response.status_code != 200:

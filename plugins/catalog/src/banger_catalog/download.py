@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from banger_catalog.catalog import CatalogEntry
+from banger_catalog.catalog import CatalogEntry, system_trust
 from banger_catalog.errors import BundleError
 from banger_hookspecs import Progress, SourceUnavailable
 
@@ -82,7 +82,7 @@ def fetch_bundle(entry: CatalogEntry, downloads: Path, progress: Progress, label
             pass  # deleted; download it again
     progress.step(f"downloading {label} ({_human(entry.size)})")
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-    with httpx.Client(timeout=timeout, follow_redirects=True, headers=headers) as client:
+    with httpx.Client(timeout=timeout, follow_redirects=True, headers=headers, verify=system_trust()) as client:
         for _ in range(ATTEMPTS):
             if _attempt(client, entry, partial, progress, label):
                 break

@@ -7,6 +7,12 @@ kept: verified tarballs are cached by digest (``npm/<sha512>.tgz`` in the
 plugin's cache), so a rebuild needs no registry. The tarball is treated as
 hostile: bounded download and unpacked sizes, every entry name checked, only
 the named member read, and only if it is a regular file.
+
+TLS is verified as npm would on this host: against npm's ``cafile=`` when one
+is configured (e.g. the CA of a TLS-intercepting proxy), else against the host's
+system trust store (which honours ``SSL_CERT_FILE``/``SSL_CERT_DIR``), never
+against a bundle shipped with a Python package. ``strict-ssl=false`` is not
+honoured: it is ignored with a log line.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import json
 import os
 import secrets
 import shutil
+import ssl
 import tarfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO
 from urllib.parse import quote, urlsplit
@@ -35,6 +42,8 @@ TARBALL_MAX = 256 << 20
 UNPACKED_MAX = 1 << 30
 TIMEOUT = 60.0
 CHUNK = 1 << 20
+#: npm's user and global config files, in npm's order of precedence.
+NPMRC_FILES = (Path("~/.npmrc"), Path("/etc/npmrc"), Path("/usr/etc/npmrc"))
 
 
 class NpmError(RuntimeError):
@@ -46,10 +55,23 @@ def _http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def _npm_settings(key: str, environ: Mapping[str, str], npmrc_files: Sequence[Path]) -> Iterator[str]:
+    """The values npm's config gives ``key``, most binding first: ``npm_config_<key>``, then each npmrc."""
+    for name, value in environ.items():
+        if name.lower() == f"npm_config_{key.replace('-', '_')}" and value.strip():
+            yield value.strip()
+    for path in npmrc_files:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            for line in path.expanduser().read_text().splitlines():
+                name, _, value = line.partition("=")
+                if name.strip() == key and value.strip():
+                    yield value.strip()
+
+
 def registry_url(
     override: str | None,
     environ: Mapping[str, str] = os.environ,
-    npmrc_files: Sequence[Path] = (Path("~/.npmrc"), Path("/etc/npmrc"), Path("/usr/etc/npmrc")),
+    npmrc_files: Sequence[Path] = NPMRC_FILES,
 ) -> str:
     """The npm registry: the ``npm_registry`` config key, else npm's own setting, else the public one.
 
@@ -63,16 +85,45 @@ def registry_url(
         if not _http_url(override):
             raise NpmError(f"npm_registry {override!r} is not an http(s):// URL: fix it in config.toml")
         return override
-    for key, value in environ.items():
-        if key.lower() == "npm_config_registry" and _http_url(value):
-            return value
-    for path in npmrc_files:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            for line in path.expanduser().read_text().splitlines():
-                key, _, value = line.partition("=")
-                if key.strip() == "registry" and _http_url(value.strip()):
-                    return value.strip()
-    return DEFAULT_REGISTRY
+    return next((url for url in _npm_settings("registry", environ, npmrc_files) if _http_url(url)), DEFAULT_REGISTRY)
+
+
+def tls_context(
+    log: Callable[[str], None],
+    environ: Mapping[str, str] = os.environ,
+    npmrc_files: Sequence[Path] = NPMRC_FILES,
+) -> ssl.SSLContext:
+    """What registry certificates are checked against: npm's ``cafile=``, else the system trust store.
+
+    Like npm, a ``cafile`` replaces the default trust rather than adding to it.
+    ``strict-ssl=false`` is logged and ignored: a tarball is pinned by its
+    integrity, but its metadata and the transport still deserve verification.
+
+    Raises:
+        NpmError: the configured ``cafile`` cannot be read or holds no certificate.
+    """
+    if next(_npm_settings("strict-ssl", environ, npmrc_files), "true").lower() == "false":
+        log("ignoring npm's strict-ssl=false: banger always verifies the registry (set cafile= to trust a proxy's CA)")
+    cafile = next(_npm_settings("cafile", environ, npmrc_files), None)
+    if cafile is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=os.path.expanduser(cafile))
+    except ssl.SSLError:
+        reason = "it holds no PEM certificate"
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    raise NpmError(f"npm's cafile {cafile} cannot be used ({reason}): fix or remove cafile= in your npmrc")
+
+
+def _untrusted(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused by a server certificate that failed verification."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _get(client: httpx.Client, url: str, what: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
@@ -80,7 +131,8 @@ def _get(client: httpx.Client, url: str, what: str, headers: Mapping[str, str] |
     try:
         response = client.send(client.build_request("GET", url, headers=headers), stream=True)
     except httpx.HTTPError as exc:
-        raise SourceUnavailable(f"cannot reach {url} for {what}: {exc}") from None
+        hint = " (set cafile= in your npmrc to the CA that signs it)" if _untrusted(exc) else ""
+        raise SourceUnavailable(f"cannot reach {url} for {what}: {exc}{hint}") from None
     if response.status_code != 200:
         response.close()
         raise SourceUnavailable(f"{url} answered HTTP {response.status_code} for {what}")
@@ -148,8 +200,9 @@ def fetch(spec: NpmBinary, registry: str, cache_dir: Path, progress: Progress) -
     """The verified tarball of ``spec``: from the cache, or from ``registry`` (then cached).
 
     Raises:
-        SourceUnavailable: the registry cannot be reached or does not answer 200.
-        NpmError: the registry publishes another integrity, or the tarball does not match it.
+        SourceUnavailable: the registry cannot be reached, is not trusted (see :func:`tls_context`),
+            or does not answer 200.
+        NpmError: npm's cafile is unusable, the registry publishes another integrity, or the tarball does not match it.
     """
     cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cached = cache_dir / f"{spec.sha512}.tgz"
@@ -158,7 +211,7 @@ def fetch(spec: NpmBinary, registry: str, cache_dir: Path, progress: Progress) -
         return cached
     partial = cache_dir / f".{spec.sha512[:16]}.{os.getpid()}.{secrets.token_hex(4)}.partial"
     try:
-        with httpx.Client(timeout=TIMEOUT, follow_redirects=True) as client:
+        with httpx.Client(timeout=TIMEOUT, follow_redirects=True, verify=tls_context(progress.log)) as client:
             progress.log(f"fetching {spec.package}@{spec.version} from {registry}")
             tarball = _published(client, registry, spec)
             _download(client, tarball, spec, partial, progress)

@@ -14,6 +14,7 @@ from banger_firecracker.jail import API_SOCKET_IN_JAIL, Jail, jailer_argv, prepa
 from banger_firecracker.payloads import GuestFiles, check_spec, configuration_calls
 from banger_firecracker.probe import MIN_VERSION, TESTED_SERIES, binary_version, find_binary, show
 from banger_hookspecs import Availability, PluginContext, Progress, VmmDriver, VmProcess, VmSpec
+from banger_hookspecs.logpump import start_log_pump
 from banger_hookspecs.process import (
     MAX_SOCKET_PATH,
     format_log_tails,
@@ -131,18 +132,23 @@ class FirecrackerDriver(VmmDriver):
                 remove_stale_socket(path)
             progress.step("starting Firecracker" + (" in the jailer" if jail else ""))
             progress.log(" ".join(argv))
-            with spec.serial_log.open("wb") as serial, log_path.open("ab") as log:
-                popen = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=serial,  # the guest's serial console
-                    stderr=log,
-                    start_new_session=True,  # the VM survives the daemon
-                    close_fds=True,
-                    cwd=spec.run_dir,
-                    # Jailed: the socket Firecracker binds is usable by the daemon's group at once, no chmod race.
-                    umask=0o007 if jail else 0o077,
-                )
+            spec.serial_log.write_bytes(b"")
+            serial = start_log_pump(spec.serial_log)  # capped: the guest may print forever
+            try:
+                with log_path.open("ab") as log:
+                    popen = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=serial,  # the guest's serial console
+                        stderr=log,
+                        start_new_session=True,  # the VM survives the daemon
+                        close_fds=True,
+                        cwd=spec.run_dir,
+                        # Jailed: the socket Firecracker binds is usable by the daemon's group at once, no chmod race.
+                        umask=0o007 if jail else 0o077,
+                    )
+            finally:
+                os.close(serial)
         except BaseException:
             self._cleanup_files(extra)
             raise

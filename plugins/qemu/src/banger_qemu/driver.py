@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
 from banger_hookspecs import Availability, PluginContext, Progress, VmmDriver, VmProcess, VmSpec
+from banger_hookspecs.logpump import start_log_pump
 from banger_hookspecs.process import (
     MAX_SOCKET_PATH,
     format_log_tails,
@@ -110,7 +113,17 @@ class QemuDriver(VmmDriver):
             raise QemuLaunchError(
                 f"run directory {spec.run_dir} is too long for a Unix socket path: use a shorter runtime_dir"
             )
-        argv = build_argv(spec, opts)
+        # The console goes through a pipe to a size-capping pump (a `-chardev file` grows forever);
+        # QEMU opens the pipe's write end, inherited as an fd, by its /proc path.
+        spec.serial_log.write_bytes(b"")
+        serial = start_log_pump(spec.serial_log)
+        try:
+            return self._launch(spec, opts, serial, progress)
+        finally:
+            os.close(serial)
+
+    def _launch(self, spec: VmSpec, opts: QemuOptions, serial: int, progress: Progress) -> VmProcess:
+        argv = build_argv(replace(spec, serial_log=Path(f"/proc/self/fd/{serial}")), opts)
         progress.step(f"starting QEMU ({opts.machine}, {opts.accel.upper()})")
         if spec.vsock_cid is not None and not opts.vsock:
             progress.log(f"{VHOST_VSOCK} is missing: the VM gets no vsock device")
@@ -139,6 +152,7 @@ class QemuDriver(VmmDriver):
                 close_fds=True,
                 cwd=spec.run_dir,
                 umask=0o077,
+                pass_fds=(serial,),
             )
         self._children[popen.pid] = popen
         try:
