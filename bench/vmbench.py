@@ -28,7 +28,8 @@ USERNET = GuestNetConfig(address="10.0.2.15", prefix=24, gateway="10.0.2.2", dns
 def isolated_env(root: Path) -> dict[str, str]:
     """A throw-away banger environment sharing the test cache (the golden image is built once)."""
     cache = Path(os.environ.get("BANGER_TEST_CACHE", "/var/tmp/banger-test-cache")) / "xdg-cache"
-    return testing.isolated_env(root, cache_home=cache)
+    # Benchmarks run in the host's namespace: their guests open no outbound connection.
+    return testing.isolated_env(root, cache_home=cache, config="usernet_egress = false\n")
 
 
 def free_port() -> int:

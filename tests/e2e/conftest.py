@@ -322,7 +322,8 @@ def qemu_argv(
         "-device",
         "virtio-blk-device,drive=work",
         "-netdev",
-        f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+        # restrict=on: these guests run in the host's namespace and must send nothing off the machine.
+        f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device",
         "virtio-net-device,netdev=net0",
     ]

@@ -130,8 +130,11 @@ def e2e_config_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# usernet_egress = false: the shared session's guests run in the host's network namespace, where
+# nothing may leave the machine (tests of egress run in a namespace of their own).
 E2E_CONFIG = """\
 ssh_ready_timeout = 420
+usernet_egress = false
 
 [[file_sync]]
 host = "~/dotfiles/gitconfig"

@@ -428,7 +428,10 @@ class NicSpec:
     which QEMU's NAT maps every address of the guest's subnet (``10.0.2.2``,
     ...) to with no per-destination filter: the VMM backend then uses passt
     with ``--no-map-gw`` when installed (egress, no host loopback), else QEMU's
-    ``restrict=on`` (no connection at all). ``forwards`` reach the guest either way.
+    ``restrict=on`` (no connection at all). ``egress`` False asks for the
+    latter even where passt is installed (config ``usernet_egress = false``:
+    a guest that opens no connection at all). ``forwards`` reach the guest
+    either way.
     """
 
     kind: Literal["tap", "user"]
@@ -436,6 +439,7 @@ class NicSpec:
     tap_name: str | None = None
     forwards: tuple[PortForward, ...] = ()
     host_access: bool = False
+    egress: bool = True
 
 
 @dataclass(frozen=True)

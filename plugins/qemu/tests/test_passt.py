@@ -65,6 +65,8 @@ def test_only_isolated_user_nics_use_passt() -> None:
     assert not uses_passt(NicSpec(kind="user", mac=MAC), None)  # not installed: slirp with restrict=on
     assert not uses_passt(NicSpec(kind="user", mac=MAC, host_access=True), "/usr/bin/passt")
     assert not uses_passt(NicSpec(kind="tap", mac=MAC, tap_name="tap0"), "/usr/bin/passt")
+    # usernet_egress = false: no connection at all, which is QEMU's restrict=on, even with passt installed.
+    assert not uses_passt(NicSpec(kind="user", mac=MAC, egress=False), "/usr/bin/passt")
     assert not uses_passt(None, "/usr/bin/passt")
 
 

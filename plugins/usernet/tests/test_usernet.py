@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 from pathlib import Path
@@ -57,3 +58,17 @@ def test_doctor_says_to_install_passt_when_it_is_missing(
     (result,) = _check(plugin_context)
     assert result.status == "ok"
     assert "internet egress through passt but not the host's 127.0.0.1" in result.summary
+
+
+def test_usernet_egress_false_asks_for_a_nic_that_opens_no_connection(
+    plugin_context: PluginContext, banger_env: dict[str, str]
+) -> None:
+    request = NicRequest(vm_id="ab12", vm_name="vm-a", mac="52:54:00:00:00:01", guest_ip="")
+    assert UsernetDriver(plugin_context).attach(request).nic.egress is True  # the default
+    closed = dataclasses.replace(plugin_context, config={**plugin_context.config, "usernet_egress": False})
+    assert UsernetDriver(closed).attach(request).nic.egress is False
+    (result,) = _check(closed)
+    assert result.status == "ok" and "guests open no outbound connection" in result.summary
+    # The key is declared, so config.toml may set it.
+    options = get_plugin_manager(banger_env).hook.banger_config_options()
+    assert any(option.key == "usernet_egress" and option.type == "bool" for group in options for option in group)

@@ -47,8 +47,9 @@ def uses_passt(nic: NicSpec | None, passt: str | None) -> bool:
     """True when ``nic`` is an isolated user-mode NIC and passt is installed.
 
     With ``host_access`` the guest is meant to reach host loopback: QEMU's slirp does exactly that.
+    Without ``egress`` it is meant to reach nothing: QEMU's ``restrict=on`` does that.
     """
-    return passt is not None and nic is not None and nic.kind == "user" and not nic.host_access
+    return passt is not None and nic is not None and nic.kind == "user" and nic.egress and not nic.host_access
 
 
 def passt_argv(binary: str, nic: NicSpec, socket_path: Path, uid: int, gid: int) -> list[str]:

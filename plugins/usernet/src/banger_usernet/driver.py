@@ -65,6 +65,7 @@ class UsernetDriver:
                 mac=request.mac,
                 forwards=(PortForward(LOOPBACK, port, GUEST_SSH_PORT),),
                 host_access=request.host_access,
+                egress=bool(self.ctx.config.get("usernet_egress", True)),
             ),
             guest=SLIRP_GUEST,
             ssh_host=LOOPBACK,

@@ -5,7 +5,15 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable
 
-from banger_hookspecs import CheckResult, DoctorCheck, NetworkBackend, NetworkDriver, PluginContext, hookimpl
+from banger_hookspecs import (
+    CheckResult,
+    ConfigOption,
+    DoctorCheck,
+    NetworkBackend,
+    NetworkDriver,
+    PluginContext,
+    hookimpl,
+)
 
 
 def _make_driver(ctx: PluginContext) -> NetworkDriver:
@@ -26,9 +34,28 @@ def banger_network_backends() -> Iterable[NetworkBackend]:
     ]
 
 
+@hookimpl
+def banger_config_options() -> Iterable[ConfigOption]:
+    return [
+        ConfigOption(
+            "usernet_egress",
+            "bool",
+            True,
+            help="usernet guests created without --host-access: true = internet through passt when it is "
+            "installed (never the host's 127.0.0.1); false = no outbound connection at all (QEMU restrict=on)",
+        )
+    ]
+
+
 def _check(ctx: PluginContext) -> Iterable[CheckResult]:
     base = "user-mode networking needs no privileges; ssh is forwarded on 127.0.0.1 only (QEMU backend only); "
-    if shutil.which("passt") is not None:
+    if not ctx.config.get("usernet_egress", True):
+        yield CheckResult(
+            "usernet",
+            "ok",
+            base + "usernet_egress = false: guests open no outbound connection unless created with --host-access",
+        )
+    elif shutil.which("passt") is not None:
         yield CheckResult(
             "usernet",
             "ok",
