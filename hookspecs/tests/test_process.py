@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,32 @@ def test_reaping_a_recycled_pid_never_steals_another_childs_exit_status() -> Non
     wait_gone(child.pid, stat.start_time + 1, 0.1)
     assert read_proc_stat(child.pid).zombie  # type: ignore[union-attr]
     assert child.wait() == 7
+
+
+# The main thread ends first (pthread_exit) while another thread lives on for a moment, as QEMU's
+# threads do when it is killed: the process shows as a zombie before it can be reaped.
+THREADS_OUTLIVE_MAIN = """
+import ctypes, threading, time
+threading.Thread(target=lambda: time.sleep(1.5)).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_wait_gone_reaps_a_multithreaded_child_whose_main_thread_exited_first() -> None:
+    child = subprocess.Popen([sys.executable, "-c", THREADS_OUTLIVE_MAIN])
+    try:
+        start = read_proc_stat(child.pid)
+        assert start is not None
+        for _ in range(200):  # bounded: until the main thread has exited
+            stat = read_proc_stat(child.pid)
+            if stat is not None and stat.zombie:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the child's main thread never exited")
+        assert wait_gone(child.pid, start.start_time, 10.0)
+        assert not Path(f"/proc/{child.pid}").exists(), "still a <defunct> entry: it was never reaped"
+    finally:
+        if Path(f"/proc/{child.pid}").exists():
+            child.kill()
+            child.wait()

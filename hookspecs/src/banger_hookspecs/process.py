@@ -143,10 +143,21 @@ def wait_gone(pid: int, start_time: int, timeout: float) -> bool:
         True if the process is gone (or was never there), False on timeout.
     """
     deadline = time.monotonic() + timeout
-    with _pidfd(pid, start_time) as fd:
-        if fd is not None:
-            # A pidfd becomes readable when the process exits, child or not.
-            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # gone already
+        fd = None
+    if fd is not None:
+        try:
+            stat = read_proc_stat(pid)
+            # A zombie is waited for too: a multi-threaded process (QEMU) shows as a zombie as soon
+            # as its main thread exits, but can be reaped only once its other threads are gone. The
+            # pidfd (opened before this check, so it pins this exact process) turns readable then,
+            # child or not.
+            if stat is not None and stat.start_time == start_time:
+                select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(fd)
     reap(pid, start_time)
     return not is_same_process(pid, start_time)
 
