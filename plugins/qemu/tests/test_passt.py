@@ -11,7 +11,15 @@ import pytest
 from banger_hookspecs import NicSpec, PortForward
 from banger_hookspecs.process import is_same_process, read_proc_stat
 from banger_qemu.argv import QemuOptions, build_argv
-from banger_qemu.passt import PasstError, find_passt, passt_argv, start_passt, stop_passt, uses_passt
+from banger_qemu.passt import (
+    PasstError,
+    find_passt,
+    has_default_route,
+    passt_argv,
+    start_passt,
+    stop_passt,
+    uses_passt,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -124,3 +132,24 @@ def test_passt_that_cannot_start_raises_with_its_log(tmp_path: Path) -> None:
     finally:
         taken.close()
     assert not (run_dir / "passt.sock").exists()
+
+
+ROUTES_HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        (ROUTES_HEADER + "eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n", True),
+        (ROUTES_HEADER + "eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n", False),  # no default
+        (ROUTES_HEADER + "eth0\t00000000\t0100A8C0\t0002\t0\t0\t0\t00000000\t0\t0\t0\n", False),  # not up
+        (ROUTES_HEADER, False),  # an offline host or a namespace with no way out
+    ],
+)
+def test_passt_is_used_only_where_it_has_a_default_route(tmp_path: Path, table: str, expected: bool) -> None:
+    routes = tmp_path / "route"
+    routes.write_text(table)
+    assert has_default_route(routes) is expected
+    # passt refuses to start without one, so the VM would fail to start: restrict=on instead.
+    assert (find_passt(routes) is not None) is expected
+    assert not has_default_route(tmp_path / "absent")

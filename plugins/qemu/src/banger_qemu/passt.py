@@ -38,9 +38,28 @@ class PasstError(Exception):
     """passt exited or never created its socket."""
 
 
-def find_passt() -> str | None:
-    """The ``passt`` binary on PATH, or None."""
-    return shutil.which("passt")
+def find_passt(routes: Path = Path("/proc/net/route")) -> str | None:
+    """The ``passt`` binary on PATH, or None when it is absent or would have nothing to carry.
+
+    passt refuses to start without an IPv4 default route ("External interface not
+    usable"): on an offline host (or a namespace with no way out) the guest gets
+    QEMU's ``restrict=on`` instead, which is what it would have anyway: no egress.
+    """
+    return shutil.which("passt") if has_default_route(routes) else None
+
+
+def has_default_route(routes: Path = Path("/proc/net/route")) -> bool:
+    """True if this network namespace has an IPv4 default route that is up."""
+    try:
+        lines = routes.read_text().splitlines()[1:]  # the first line names the columns
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        # Iface Destination Gateway Flags ...: destination 0.0.0.0, flag RTF_UP (0x1)
+        if len(fields) > 3 and fields[1] == "00000000" and int(fields[3], 16) & 0x1:
+            return True
+    return False
 
 
 def uses_passt(nic: NicSpec | None, passt: str | None) -> bool:
