@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns import NetNamespace, temporary_netns
-from tests.support.e2e import E2E, GOLDEN, make_env
+from tests.support.e2e import E2E, GOLDEN, make_env, pids_whose_cmdline
 
 GREETING = b"host-side-service\n"
 OUTSIDE = "198.18.0.1"
@@ -112,17 +112,9 @@ def probe(e2e: E2E, vm: str, address: str, port: int) -> str:
 def passt_pids(e2e: E2E) -> list[int]:
     """passt processes serving this session's VMs (their socket lives under its runtime dir)."""
     needle = e2e.env["XDG_RUNTIME_DIR"].encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if Path(cmdline.split(b"\0")[0].decode(errors="replace")).name == "passt" and needle in cmdline:
-            pids.append(int(proc.name))
-    return pids
+    return pids_whose_cmdline(
+        lambda cmd: Path(cmd.split(b"\0")[0].decode(errors="replace")).name == "passt" and needle in cmd
+    )
 
 
 def test_default_guest_has_egress_but_not_host_loopback(lab: Lab) -> None:

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,9 +99,8 @@ class E2E(DaemonHarness):
                 pass
 
 
-def vmm_pids(state_dir: Path) -> list[int]:
-    """VMM processes whose command line mentions ``state_dir`` (only ever this session's)."""
-    needle = str(state_dir).encode()
+def pids_whose_cmdline(match: Callable[[bytes], bool]) -> list[int]:
+    """Processes whose NUL-separated command line satisfies ``match`` (vanished ones are skipped)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -110,9 +109,15 @@ def vmm_pids(state_dir: Path) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if needle in cmdline and (b"qemu-system" in cmdline or b"firecracker" in cmdline):
+        if match(cmdline):
             pids.append(int(proc.name))
     return pids
+
+
+def vmm_pids(state_dir: Path) -> list[int]:
+    """VMM processes whose command line mentions ``state_dir`` (only ever this session's)."""
+    needle = str(state_dir).encode()
+    return pids_whose_cmdline(lambda cmd: needle in cmd and (b"qemu-system" in cmd or b"firecracker" in cmd))
 
 
 def make_env(root: Path, config: str = "") -> dict[str, str]:
