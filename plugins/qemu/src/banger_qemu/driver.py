@@ -24,9 +24,17 @@ from banger_hookspecs.process import (
     wait_gone,
 )
 from banger_qemu.argv import Accel, Machine, QemuOptions, build_argv
-from banger_qemu.passt import PASST_SOCKET, PasstError, find_passt, start_passt, stop_passt, uses_passt
+from banger_qemu.passt import (
+    PASST_SOCKET,
+    PasstError,
+    find_passt,
+    start_passt,
+    stop_passt,
+    uses_passt,
+)
 from banger_qemu.probe import find_binary, qemu_version
 from banger_qemu.qmp import QmpClient, QmpError
+from banger_qemu.spawn import spawn_detached
 
 BACKEND = "qemu"
 QMP_SOCKET = "qmp.sock"
@@ -141,19 +149,7 @@ class QemuDriver(VmmDriver):
             self._children[passt.pid] = passt
             extra |= {"passt_pid": str(passt.pid), "passt_start_time": str(passt_start)}
         log_path = spec.run_dir / QEMU_LOG
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Own session: the VM survives the daemon and its terminal's signals.
-                start_new_session=True,
-                close_fds=True,
-                cwd=spec.run_dir,
-                umask=0o077,
-                pass_fds=(serial,),
-            )
+        popen = spawn_detached(argv, log_path, spec.run_dir, pass_fds=(serial,))
         self._children[popen.pid] = popen
         try:
             self._wait_running(popen, opts.qmp_socket, spec.name, extra)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from banger_hookspecs import GuestNetConfig, NicSpec
 from banger_hookspecs.process import is_same_process, read_proc_stat, remove_stale_socket, terminate
+from banger_qemu.spawn import spawn_detached
 
 PASST_SOCKET = "passt.sock"
 PASST_LOG = "passt.log"
@@ -128,17 +129,7 @@ def start_passt(binary: str, nic: NicSpec, run_dir: Path) -> tuple[subprocess.Po
     remove_stale_socket(socket_path)
     argv = passt_argv(binary, nic, socket_path, os.getuid(), os.getgid())
     log_path = run_dir / PASST_LOG
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # like QEMU: survives the daemon and its terminal's signals
-            close_fds=True,
-            cwd=run_dir,
-            umask=0o077,
-        )
+    popen = spawn_detached(argv, log_path, run_dir)
     deadline = time.monotonic() + SOCKET_TIMEOUT
     while time.monotonic() < deadline:
         if popen.poll() is not None:
