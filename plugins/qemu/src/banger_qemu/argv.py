@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from banger_hookspecs import NicSpec, VmSpec
+from banger_hookspecs import NicSpec, PortForward, VmSpec
 
 Machine = Literal["microvm", "q35"]
 Accel = Literal["kvm", "tcg"]
@@ -88,6 +88,21 @@ def kernel_cmdline(spec: VmSpec, opts: QemuOptions) -> str:
     return " ".join([spec.cmdline.strip(), *extra]).strip()
 
 
+def forward_address(fwd: PortForward) -> ipaddress.IPv4Address:
+    """The host address of a user-mode forward (slirp's or passt's), with its ports checked.
+
+    Raises:
+        ValueError: not an IPv4 address, or a port outside 1-65535.
+    """
+    address = ipaddress.ip_address(fwd.host_address)  # raises ValueError on anything else
+    if not isinstance(address, ipaddress.IPv4Address):
+        raise ValueError(f"user networking forwards IPv4 only, got {fwd.host_address}")
+    for port in (fwd.host_port, fwd.guest_port):
+        if not 0 < port < 65536:
+            raise ValueError(f"invalid port {port} in forward {fwd}: use 1-65535")
+    return address
+
+
 def _nic_args(nic: NicSpec, machine: Machine, passt_socket: Path | None) -> list[str]:
     if not _MAC_RE.match(nic.mac):
         raise ValueError(f"invalid MAC address {nic.mac!r}: expected six lowercase hex pairs like 52:54:00:12:34:56")
@@ -101,12 +116,7 @@ def _nic_args(nic: NicSpec, machine: Machine, passt_socket: Path | None) -> list
     else:
         forwards = []
         for fwd in nic.forwards:
-            address = ipaddress.ip_address(fwd.host_address)  # raises ValueError on anything else
-            if address.version != 4:
-                raise ValueError(f"QEMU user networking forwards IPv4 only, got {fwd.host_address}")
-            for port in (fwd.host_port, fwd.guest_port):
-                if not 0 < port < 65536:
-                    raise ValueError(f"invalid port {port} in forward {fwd}: use 1-65535")
+            address = forward_address(fwd)
             forwards.append(f",hostfwd={fwd.protocol}:{address}:{fwd.host_port}-:{fwd.guest_port}")
         # restrict=on: the guest opens no connection at all (10.0.2.2 would be the host's 127.0.0.1);
         # the forwards still reach it. Only an explicit host_access lifts it.

@@ -16,7 +16,6 @@ closes the connection.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from banger_hookspecs import GuestNetConfig, NicSpec
 from banger_hookspecs.process import is_same_process, read_proc_stat, remove_stale_socket, terminate
+from banger_qemu.argv import forward_address
 from banger_qemu.spawn import spawn_detached
 
 PASST_SOCKET = "passt.sock"
@@ -102,12 +102,7 @@ def passt_argv(binary: str, nic: NicSpec, socket_path: Path, uid: int, gid: int)
     ]
     specs: dict[str, list[str]] = {"tcp": [], "udp": []}
     for fwd in nic.forwards:
-        address = ipaddress.ip_address(fwd.host_address)  # raises ValueError on anything else
-        if address.version != 4:
-            raise ValueError(f"user networking forwards IPv4 only, got {fwd.host_address}")
-        for port in (fwd.host_port, fwd.guest_port):
-            if not 0 < port < 65536:
-                raise ValueError(f"invalid port {port} in forward {fwd}: use 1-65535")
+        address = forward_address(fwd)
         # One option per forward: each binds its own host address.
         specs[fwd.protocol].append(f"{address}/{fwd.host_port}:{fwd.guest_port}")
     for option, protocol in (("--tcp-ports", "tcp"), ("--udp-ports", "udp")):
