@@ -7,7 +7,7 @@ into a staging dir), then measures, in the same run:
 
 * baseline ``sha256sum`` of the rootfs (reads every byte: the least a verified export does);
 * baseline ``zstd -T0 -3`` of the rootfs (what compressing it costs with the reference tool);
-* ``write_bundle`` (banger_core.bundles), without and with a digest recorded in the source
+* ``write_bundle`` (banger_core.common.bundles), without and with a digest recorded in the source
   manifest, and ``extract_bundle`` (banger_catalog.bundle).
 
 Prints median seconds, ratios to the baselines, the bundle size, and how much disk the
@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from banger_catalog.bundle import extract_bundle
-from banger_core.bundles import write_bundle
-from banger_core.progress import NullProgress
+from banger_core.common.bundles import write_bundle
+from banger_core.common.progress import NullProgress
 
 DEFAULT_SOURCES = ["/usr/share/doc", "/usr/share/locale", "/usr/lib/gcc", "/usr/lib/python3"]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from dnslib import DNSRecord
 
-from banger_core.dns import DnsServer
+from banger_core.daemon.dns import DnsServer
 
 WARMUP_QUERIES = 200
 RECV_TIMEOUT = 1.0

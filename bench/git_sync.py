@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from banger_core.progress import NullProgress
+from banger_core.common.progress import NullProgress
 from banger_git.syncer import GitSyncer
 from banger_hookspecs import GuestResult, WorkspaceOptions
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from git_sync import build_repo  # noqa: E402
 from vmbench import bench_env  # noqa: E402
 
-from banger_core.ssh import SshTarget  # noqa: E402
+from banger_core.common.ssh import SshTarget  # noqa: E402
 
 BANGER = str(Path(sys.executable).parent / "banger")
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from banger_core import guest, testing
+from banger_core import testing
 from banger_core.client import Client
-from banger_core.ssh import SshKeys, SshTarget, banner_ready
+from banger_core.common.ssh import SshKeys, SshTarget, banner_ready
+from banger_core.daemon import guest
 from banger_core.testing import make_plugin_context
 from banger_hookspecs import Disk, GuestNetConfig, NicSpec, PortForward, VmSpec
 

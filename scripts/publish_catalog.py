@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.catalog import CATALOG_FORMAT, parse_catalog
 from banger_catalog.errors import BundleError, CatalogError
-from banger_core.progress import NullProgress
+from banger_core.common.progress import NullProgress
 
 EMBEDDED_CATALOG = Path(__file__).resolve().parent.parent / "plugins/catalog/src/banger_catalog/catalog.json"
 

@@ -11,7 +11,7 @@ import sys
 
 def main() -> None:
     if sys.argv[1:] == ["--version"]:
-        from banger_core.buildinfo import build_info
+        from banger_core.common.buildinfo import build_info
 
         print(build_info().line("banger"))
         return

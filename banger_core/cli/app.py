@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from banger_core.cli.output import warn
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 
 if TYPE_CHECKING:
-    from banger_core.config import Config
-    from banger_core.plugins import PluginManager
+    from banger_core.common.config import Config
+    from banger_core.common.plugins import PluginManager
     from banger_hookspecs import PluginContext
 
 #: Core command modules, imported lazily; each defines ``cli`` (a click command).
@@ -45,7 +45,7 @@ class App:
     @property
     def pm(self) -> PluginManager:
         if self._pm is None:
-            from banger_core.plugins import get_plugin_manager
+            from banger_core.common.plugins import get_plugin_manager
 
             self._pm = get_plugin_manager(self.env)
             self.report_failed_plugins()
@@ -61,7 +61,7 @@ class App:
     @property
     def config(self) -> Config:
         if self._config is None:
-            from banger_core.config import load_config
+            from banger_core.common.config import load_config
 
             self._config = load_config(self.pm, self.env)
             for line in self._config.warnings:
@@ -69,8 +69,8 @@ class App:
         return self._config
 
     def plugin_context(self) -> PluginContext:
-        from banger_core.context import make_context
-        from banger_core.hostops import host_ops_for_current_user
+        from banger_core.common.context import make_context
+        from banger_core.host.hostops import host_ops_for_current_user
 
         return make_context(self.config, host_ops_for_current_user(self.config), env=self.env)
 
@@ -148,7 +148,7 @@ class RootGroup(click.Group):
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from banger_core.buildinfo import build_info
+    from banger_core.common.buildinfo import build_info
 
     click.echo(build_info().line("banger"))
     ctx.exit()

@@ -11,7 +11,7 @@ import click
 
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.output import print_json, table
-from banger_core.config import Config, display_path
+from banger_core.common.config import Config, display_path
 
 
 @click.group(name="config")

@@ -34,7 +34,7 @@ def _client(app: App, autostart: bool, socket: Path | None = None) -> Client:
 @pass_app
 def status(app: App, as_json: bool) -> None:
     """Is the daemon running? Its pid, version, socket, log file and VM counts. Exits 1 if not running."""
-    from banger_core import instance, paths
+    from banger_core.common import instance, paths
 
     client = _client(app, autostart=False)
     if not client.ping():
@@ -90,7 +90,7 @@ KILL_GRACE = 5.0
 
 
 def _stop(app: App) -> None:
-    from banger_core import instance, paths
+    from banger_core.common import instance, paths
     from banger_hookspecs.process import read_proc_stat, signal_process, wait_gone
 
     client = _client(app, autostart=False)
@@ -139,7 +139,7 @@ def _stop(app: App) -> None:
 
 def _request_shutdown(client: Client) -> bool:
     """Ask the daemon to shut down; False when it does not answer."""
-    from banger_core.errors import BangerError
+    from banger_core.common.errors import BangerError
 
     try:
         client.daemon.shutdown()
@@ -154,7 +154,7 @@ def _request_shutdown(client: Client) -> bool:
 @pass_app
 def logs(app: App, lines: int, follow: bool) -> None:
     """Print the daemon's log file (works whether or not it runs)."""
-    from banger_core.config import load_config
+    from banger_core.common.config import load_config
 
     log_file = Path(load_config(app.pm, app.env)["state_dir"]) / "logs" / "bangerd.log"
     if not log_file.exists():

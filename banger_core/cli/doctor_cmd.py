@@ -9,7 +9,7 @@ import click
 
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.output import print_json
-from banger_core.doctor import run_checks
+from banger_core.common.doctor import run_checks
 
 _MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "info": "info"}
 

@@ -9,8 +9,8 @@ import click
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import ProgressPrinter, get_client
 from banger_core.cli.output import print_json, table
-from banger_core.config import format_size
-from banger_core.errors import BangerError
+from banger_core.common.config import format_size
+from banger_core.common.errors import BangerError
 
 
 @click.group(name="image")
@@ -96,8 +96,8 @@ def export(app: App, name: str, output: Path | None, force: bool) -> None:
 
 
 def export_bundle(app: App, kind: str, source: Path, output: Path, force: bool) -> None:
-    from banger_core.bundles import write_bundle
-    from banger_core.progress import EventProgress
+    from banger_core.common.bundles import write_bundle
+    from banger_core.common.progress import EventProgress
 
     printer = ProgressPrinter(app.verbose)
     try:

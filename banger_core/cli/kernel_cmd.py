@@ -68,7 +68,7 @@ def export(app: App, ref: str, output: Path | None, force: bool) -> None:
 
     kernels = {k["ref"]: k for k in get_client(app).kernels.list()}
     if ref not in kernels:
-        from banger_core.errors import NotFound
+        from banger_core.common.errors import NotFound
 
         raise NotFound(f"kernel {ref!r} is not pulled: run `banger kernel pull {ref}`")
     export_bundle(app, "kernel", Path(kernels[ref]["path"]), output or Path(f"{ref}.tar.zst"), force)

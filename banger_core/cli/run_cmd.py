@@ -16,8 +16,8 @@ import click
 from banger_core.cli.app import App
 from banger_core.cli.common import ProgressPrinter, get_client
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
-from banger_core.errors import BangerError
-from banger_core.progress import EventProgress
+from banger_core.common.errors import BangerError
+from banger_core.common.progress import EventProgress
 
 TOOLING_LOG = "/root/.cache/banger/vm-run-tooling-{repo}.log"
 MISE_FILES = (".mise.toml", "mise.toml", ".tool-versions")
@@ -26,7 +26,7 @@ TOOLING_START_TIMEOUT = 60.0
 
 
 def spec_line(plan: dict[str, Any]) -> str:
-    from banger_core.config import format_size
+    from banger_core.common.config import format_size
 
     v, s = plan["values"], plan["sources"]
     access = " with host access" if v.get("host_access") else ""
@@ -176,7 +176,7 @@ def _pull_back(
 
 
 def _pull(app: App, client: Any, driver: Any, name: str, root: Path, workdir: str, branch: str, force: bool) -> str:
-    from banger_core.ssh import SshGuestShell, SshTarget
+    from banger_core.common.ssh import SshGuestShell, SshTarget
     from banger_hookspecs import WorkspaceRoundTrip
 
     if not isinstance(driver, WorkspaceRoundTrip):
@@ -193,7 +193,7 @@ def _pull(app: App, client: Any, driver: Any, name: str, root: Path, workdir: st
 
 def _wait_deleted(client: Any, name: str, timeout: float = 60.0) -> None:
     """The daemon deletes an --rm VM once its session closes; report when it is really gone."""
-    from banger_core.errors import NotFound
+    from banger_core.common.errors import NotFound
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -257,7 +257,7 @@ def _session(
     command: list[str],
     printer: ProgressPrinter,
 ) -> int:
-    from banger_core.ssh import SshGuestShell, SshTarget
+    from banger_core.common.ssh import SshGuestShell, SshTarget
 
     target = SshTarget(**client.vms.ssh_target(vm["name"]))
     if workspace is not None and workdir is not None:
@@ -336,7 +336,7 @@ def workspace_sync(
 
     Only files banger shipped are ever deleted in the guest; files you created there stay.
     """
-    from banger_core.ssh import SshGuestShell, SshTarget
+    from banger_core.common.ssh import SshGuestShell, SshTarget
 
     driver, plan = _plan_workspace(app, path, include_untracked, ref)
     if dry_run:
@@ -390,7 +390,7 @@ def workspace_diff(app: App, name: str, path: Path, guest_path: str | None) -> N
 
     Nothing changes in PATH's repository (git may keep the guest's objects until its next gc).
     """
-    from banger_core.ssh import SshGuestShell, SshTarget
+    from banger_core.common.ssh import SshGuestShell, SshTarget
     from banger_hookspecs import WorkspaceRoundTrip
 
     driver = _round_trip_driver(app, path)

@@ -19,7 +19,7 @@ def cli(app: App, action: str | None) -> None:
     banger never edits ~/.ssh/config on its own: --install adds the Include
     inside marker lines at the top, --uninstall removes exactly those lines.
     """
-    from banger_core import sshconfig
+    from banger_core.common import sshconfig
 
     if action == "install":
         changed = sshconfig.install(app.env)

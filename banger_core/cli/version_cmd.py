@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from banger_core.buildinfo import build_info
+from banger_core.common.buildinfo import build_info
 
 
 @click.command(name="version")

@@ -13,7 +13,7 @@ from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import ProgressPrinter, get_client
 from banger_core.cli.output import print_json, table
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 
 if TYPE_CHECKING:
     from banger_core.client import Client
@@ -37,7 +37,7 @@ def _mib(value: int) -> str:
 
 
 def _gib(value: int) -> str:
-    from banger_core.config import format_size
+    from banger_core.common.config import format_size
 
     return format_size(value)
 
@@ -210,7 +210,7 @@ def ssh(ctx: click.Context, name: str) -> None:
     Uses banger's key and its own known_hosts, with the VM's host key pinned
     when the VM was created (never StrictHostKeyChecking=no).
     """
-    from banger_core.ssh import SshTarget
+    from banger_core.common.ssh import SshTarget
 
     app: App = ctx.ensure_object(App)
     target = SshTarget(**get_client(app).vms.ssh_target(name))

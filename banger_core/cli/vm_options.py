@@ -32,7 +32,7 @@ class SizeParam(click.ParamType[int, Any]):
         self.default_unit = default_unit
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        from banger_core.config import parse_size
+        from banger_core.common.config import parse_size
 
         try:
             size = parse_size(value, default_unit=self.default_unit)

@@ -17,9 +17,9 @@ def cli(app: App, open_browser: bool) -> None:
     Only the user bangerd runs as can make one: the link is signed with the
     daemon's token, which is in a file only that user can read.
     """
-    from banger_core import paths
     from banger_core.client import Client
-    from banger_core.weblogin import CODE_LIFETIME, make_login_code, token_path
+    from banger_core.common import paths
+    from banger_core.common.weblogin import CODE_LIFETIME, make_login_code, token_path
 
     info = Client(app.env).daemon.status()
     url = info.get("web_url")

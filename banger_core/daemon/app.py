@@ -24,16 +24,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from banger_core.buildinfo import build_info
-from banger_core.crashpoint import crash_point
+from banger_core.api.validation import parse_body
+from banger_core.common.buildinfo import build_info
+from banger_core.common.errors import BangerError, NotFound, RequestTooLarge
+from banger_core.common.progress import EventProgress
 from banger_core.daemon.bodies import ImagePull, KernelPull, query_flags, read_body, refuse_body
 from banger_core.daemon.config_watch import ConfigWatch
-from banger_core.errors import BangerError, NotFound, RequestTooLarge
-from banger_core.images import Store, image_dict
-from banger_core.progress import EventProgress
-from banger_core.runtime import Runtime
-from banger_core.validation import parse_body
-from banger_core.vms import CreateRequest, VmService
+from banger_core.daemon.crashpoint import crash_point
+from banger_core.daemon.images import Store, image_dict
+from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.vms import CreateRequest, VmService
 from banger_hookspecs.logpump import rotated
 
 log = logging.getLogger("banger.api")
@@ -81,7 +81,7 @@ class Daemon:
 
     def refresh_ssh_config(self) -> None:
         """Rewrite ~/.config/banger/ssh_config (called after every VM state change)."""
-        from banger_core import sshconfig
+        from banger_core.common import sshconfig
 
         text = sshconfig.render(self.rt.keys.key, self.rt.keys.known_hosts, self.vms.all())
         path = sshconfig.generated_path(self.rt.env)
@@ -97,8 +97,8 @@ class Daemon:
         A VM needing a network backend that failed here fails to start with
         that backend's own error, which names the fix.
         """
-        from banger_core.dns import DnsServer, listen_addresses
-        from banger_core.progress import NullProgress
+        from banger_core.common.progress import NullProgress
+        from banger_core.daemon.dns import DnsServer, listen_addresses
 
         await self.run_blocking(self.refresh_ssh_config)
         await self.run_blocking(self.refresh_dns_table)
@@ -240,7 +240,7 @@ class Daemon:
         """
 
         async def go() -> None:
-            from banger_core.progress import NullProgress
+            from banger_core.common.progress import NullProgress
 
             log.info("deleting VM %s (id %s): %s", name, vm_id, why)
             try:

@@ -4,7 +4,7 @@ Every body is read through :func:`read_body`, which refuses more than
 :data:`MAX_BODY` bytes with 413 twice over: by the declared Content-Length
 before reading anything, and by counting while reading (a chunked body
 declares none). It never holds more than the cap, so a 400 MB body costs the
-daemon nothing. Bodies are then parsed strictly (:mod:`banger_core.validation`);
+daemon nothing. Bodies are then parsed strictly (:mod:`banger_core.api.validation`);
 routes without a body refuse one, and query flags take exactly ``1/true/yes``
 or ``0/false/no``: a typo is a 400, never a silently ignored ``force``.
 """
@@ -17,8 +17,8 @@ from typing import ClassVar
 from pydantic import ConfigDict
 from starlette.requests import ClientDisconnect, Request
 
-from banger_core.errors import InvalidRequest, RequestTooLarge
-from banger_core.validation import STRICT
+from banger_core.api.validation import STRICT
+from banger_core.common.errors import InvalidRequest, RequestTooLarge
 
 #: Bodies are a handful of names and numbers; 1 MiB leaves room for growth and none for abuse.
 MAX_BODY = 1 << 20

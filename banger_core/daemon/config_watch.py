@@ -20,8 +20,8 @@ import logging
 import time
 from typing import Any
 
-from banger_core.config import Config, ConfigError, display_path, file_stamp, load_config
-from banger_core.runtime import Runtime
+from banger_core.common.config import Config, ConfigError, display_path, file_stamp, load_config
+from banger_core.daemon.runtime import Runtime
 
 log = logging.getLogger("banger.config")
 

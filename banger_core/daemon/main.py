@@ -2,7 +2,7 @@
 
 Start-up order: umask 077 → private state and runtime dirs → the
 single-instance locks, held until the process is gone (one daemon per state
-dir, see :mod:`banger_core.instance`) → state database (a broken one stops us
+dir, see :mod:`banger_core.common.instance`) → state database (a broken one stops us
 here, untouched) → reconcile VMs → host network setup → DNS server → API
 socket (0600). SIGTERM/SIGINT stop the API and leave running VMs running: they
 live in their own sessions and are adopted by the next daemon.
@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from banger_core.buildinfo import build_info
-from banger_core.errors import BangerError
-from banger_core.instance import AlreadyHeld, hold_for_life
-from banger_core.layout import MAX_SOCKET_PATH, Layout
-from banger_core.paths import ensure_private_dir
+from banger_core.common.buildinfo import build_info
+from banger_core.common.errors import BangerError
+from banger_core.common.instance import AlreadyHeld, hold_for_life
+from banger_core.common.paths import ensure_private_dir
+from banger_core.daemon.layout import MAX_SOCKET_PATH, Layout
 
 log = logging.getLogger("banger.daemon")
 LOG_MAX_BYTES = 5 << 20
@@ -88,8 +88,8 @@ async def serve(env: dict[str, str], foreground: bool) -> int:
     import uvicorn
 
     from banger_core.daemon.app import Daemon, create_app
+    from banger_core.daemon.runtime import Runtime
     from banger_core.daemon.web import start_web_ui
-    from banger_core.runtime import Runtime
 
     rt = Runtime(env)
     ensure_private_dir(rt.layout.state_dir, "state_dir")

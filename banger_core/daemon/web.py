@@ -42,13 +42,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from banger_core.config import ConfigError
+from banger_core.common.config import ConfigError
+from banger_core.common.doctor import run_checks
+from banger_core.common.errors import BangerError
+from banger_core.common.progress import NullProgress
+from banger_core.common.webaddr import WebListen, web_listen
+from banger_core.common.weblogin import CodeRefused, check_login_code, token_path
 from banger_core.daemon.app import Daemon, vm_logs
-from banger_core.doctor import run_checks
-from banger_core.errors import BangerError
-from banger_core.progress import NullProgress
-from banger_core.webaddr import WebListen, web_listen
-from banger_core.weblogin import CodeRefused, check_login_code, token_path
 
 log = logging.getLogger("banger.web")
 STATIC = Path(__file__).with_name("static")

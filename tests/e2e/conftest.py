@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from banger_core import guest, hostfacts
+from banger_core.common import hostfacts
+from banger_core.daemon import guest
 from banger_core.testing import make_plugin_context
 from banger_hookspecs import GuestNetConfig, ImageArtifact, KernelArtifact, PluginContext, SourceUnavailable
 
@@ -341,7 +342,7 @@ def launch_tcg_vm(
     cmdline_extra: Sequence[str] = (),
     mangle_cmdline: Callable[[str], str] | None = None,
 ) -> TcgVm:
-    """Create a VM's identity and disks with :mod:`banger_core.guest` and boot it under QEMU TCG."""
+    """Create a VM's identity and disks with :mod:`banger_core.daemon.guest` and boot it under QEMU TCG."""
     directory.mkdir(parents=True)
     identity = guest.new_identity(name)
     guest.create_overlay_disk(directory / "overlay.ext4", 4 << 30, identity)

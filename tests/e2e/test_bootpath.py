@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_core import guest
+from banger_core.daemon import guest
 from banger_debootstrap.build import sha256_file
 from banger_hookspecs import ImageArtifact, KernelArtifact, boot
 

@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from banger_core.cli.app import App
 from banger_core.cli.vm_cmd import _lifecycle
+from banger_core.common.errors import InvalidRequest, NotFound, RequestTooLarge
 from banger_core.daemon.app import _vm_op
-from banger_core.errors import InvalidRequest, NotFound, RequestTooLarge
 from tests.support.daemon import DaemonHarness
 
 BIN = Path(sys.executable).parent

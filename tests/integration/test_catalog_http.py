@@ -34,7 +34,7 @@ import zstandard
 
 from banger_catalog.drivers import CatalogImageSource, CatalogKernelProvider
 from banger_catalog.errors import BundleError
-from banger_core.bundles import write_bundle
+from banger_core.common.bundles import write_bundle
 from banger_core.testing import RecordingProgress, make_plugin_context
 from banger_hookspecs import PluginContext, SourceUnavailable
 

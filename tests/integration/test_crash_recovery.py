@@ -1,7 +1,7 @@
 """Crash recovery: SIGKILL bangerd at each step of create / pull / delete / ``--rm`` session.
 
 Each test starts a real daemon with ``BANGER_TESTING=1 BANGER_TEST_CRASH_AT=<step>``
-(:mod:`banger_core.crashpoint`), so it kills itself exactly there, then lets
+(:mod:`banger_core.daemon.crashpoint`), so it kills itself exactly there, then lets
 the next CLI call start a clean daemon and checks what reconcile made of the
 leftovers: nothing half-made is left behind, nothing the user may still want
 is deleted.

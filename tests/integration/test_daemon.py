@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from banger_core.client import DaemonUnavailable
-from banger_core.errors import BangerError, Conflict, NotFound
-from banger_core.state.db import MIGRATIONS
+from banger_core.common.errors import BangerError, Conflict, NotFound
+from banger_core.daemon.state.db import MIGRATIONS
 from tests.support import banger_fake
 from tests.support.daemon import DaemonHarness
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 from tests.integration.test_daemon import prepare
 from tests.support.daemon import DaemonHarness
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from banger_bridge.network import BridgeError, BridgeNetwork
-from banger_core import netops
-from banger_core.hostops import host_ops_for_current_user
-from banger_core.netops import HostOpError, NetlinkHostOps
+from banger_core.host import netops
+from banger_core.host.hostops import host_ops_for_current_user
+from banger_core.host.netops import HostOpError, NetlinkHostOps
 from banger_core.testing import RecordingProgress, make_plugin_context
 from banger_hookspecs import NetAttachment, NicRequest
 from tests.netns import NetNamespace, require_root, temporary_netns

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from banger_core import paths
-from banger_core.errors import BangerError
+from banger_core.common import paths
+from banger_core.common.errors import BangerError
 from tests.support.daemon import DaemonHarness
 
 BIN = Path(sys.executable).parent

@@ -34,7 +34,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from banger_core.weblogin import CODE_LIFETIME, make_login_code
+from banger_core.common.weblogin import CODE_LIFETIME, make_login_code
 from tests.support import banger_fake
 from tests.support.daemon import DaemonHarness
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from banger_core import instance, paths
 from banger_core.client import Client
+from banger_core.common import instance, paths
 from banger_core.testing import FakeSite
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ pytest.importorskip("banger_catalog", reason="the catalog plugin is not installe
 from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.errors import BundleError
 from banger_catalog.manifest import parse_manifest
-from banger_core.bundles import MANIFEST_LIMIT, BundleWriteError, _iter_extents, write_bundle
+from banger_core.common.bundles import MANIFEST_LIMIT, BundleWriteError, _iter_extents, write_bundle
 from banger_core.testing import RecordingProgress
 
 pytestmark = [pytest.mark.unit, pytest.mark.builtins]

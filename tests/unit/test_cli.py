@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.buildinfo import BuildInfo, build_info, commit_from_checkout
+from banger_core.common.buildinfo import BuildInfo, build_info, commit_from_checkout
 from banger_core.testing import invoke_cli
 
 REPO = Path(__file__).resolve().parents[2]

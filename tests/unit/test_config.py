@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.config import MAX_SIZE, ConfigError, file_stamp, format_size, load_config, parse_size
-from banger_core.plugins import get_plugin_manager
+from banger_core.common.config import MAX_SIZE, ConfigError, file_stamp, format_size, load_config, parse_size
+from banger_core.common.plugins import get_plugin_manager
 from banger_core.testing import invoke_cli
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from banger_core.defaults import effective_defaults, host_defaults
+from banger_core.common.defaults import effective_defaults, host_defaults
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import struct
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 
-from banger_core.dns import DnsServer, RateLimitedLog, VmZone, listen_addresses
+from banger_core.daemon.dns import DnsServer, RateLimitedLog, VmZone, listen_addresses
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from banger_core.errors import BangerError
-from banger_core.filesync import FileSyncError, SyncEntry, stage, validate_entries
+from banger_core.common.errors import BangerError
+from banger_core.daemon.filesync import FileSyncError, SyncEntry, stage, validate_entries
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from banger_core import guest
-from banger_core.guest import GuestSetupError
+from banger_core.daemon import guest
+from banger_core.daemon.guest import GuestSetupError
 from banger_hookspecs import GuestNetConfig, boot
 
 pytestmark = pytest.mark.unit
@@ -192,7 +192,7 @@ def test_host_pattern_refuses_bad_ports() -> None:
 
 
 def test_marker_watch_reads_each_byte_once_and_follows_a_rotation(tmp_path: Path) -> None:
-    from banger_core.guest import MarkerWatch
+    from banger_core.daemon.guest import MarkerWatch
 
     log = tmp_path / "serial.log"
     log.write_bytes(b"boot noise\n" * 100_000)  # 1.1 MB before the marker

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.config import load_config
-from banger_core.plugins import PluginError, get_plugin_manager
+from banger_core.common.config import load_config
+from banger_core.common.plugins import PluginError, get_plugin_manager
 from banger_core.testing import FakeSite, invoke_cli
 from banger_hookspecs import VmInfo
 

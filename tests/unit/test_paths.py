@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from banger_core import paths
-from banger_core.config import ConfigError, load_config
-from banger_core.errors import BangerError
-from banger_core.layout import Layout
-from banger_core.plugins import get_plugin_manager
+from banger_core.common import paths
+from banger_core.common.config import ConfigError, load_config
+from banger_core.common.errors import BangerError
+from banger_core.common.plugins import get_plugin_manager
+from banger_core.daemon.layout import Layout
 
 
 def mode(path: Path) -> int:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from banger_core.plugins import PluginError, get_plugin_manager
+from banger_core.common.plugins import PluginError, get_plugin_manager
 from banger_core.testing import FakeSite, invoke_cli
 
 pytestmark = pytest.mark.builtins

@@ -9,7 +9,7 @@ import pytest
 
 from banger_core.cli import run_cmd
 from banger_core.cli.run_cmd import guest_workdir, remote_command
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 from banger_core.testing import invoke_cli
 
 

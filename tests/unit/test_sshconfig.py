@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from banger_core import sshconfig
-from banger_core.errors import BangerError
+from banger_core.common import sshconfig
+from banger_core.common.errors import BangerError
 from banger_core.testing import invoke_cli
 
 USER_CONFIG = "Host github.com\n    User git\n\n# trailing comment without newline"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.names import InvalidName, generate_vm_name, validate_vm_name
-from banger_core.state.db import MIGRATIONS, Database, StateError
+from banger_core.common.names import InvalidName, generate_vm_name, validate_vm_name
+from banger_core.daemon.state.db import MIGRATIONS, Database, StateError
 
 
 def test_fresh_database_gets_every_migration_wal_and_0600(tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_concurrent_read_then_write_sessions_wait_instead_of_failing(tmp_path: P
     import time
     from datetime import UTC, datetime
 
-    from banger_core.state.models import Image
+    from banger_core.daemon.state.models import Image
 
     db = Database(tmp_path / "banger.db")
     with db.session() as s:
@@ -155,7 +155,7 @@ def test_a_read_returns_while_a_writer_holds_the_write_lock(tmp_path: Path) -> N
 
     from sqlmodel import select
 
-    from banger_core.state.models import Image
+    from banger_core.daemon.state.models import Image
 
     path = tmp_path / "banger.db"
     db = Database(path)
@@ -184,7 +184,7 @@ def test_a_read_returns_while_a_writer_holds_the_write_lock(tmp_path: Path) -> N
 def test_a_read_session_cannot_write(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from banger_core.state.models import Image
+    from banger_core.daemon.state.models import Image
 
     db = Database(tmp_path / "banger.db")
     with pytest.raises(Exception, match="attempt to write a readonly database"), db.read() as s:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from banger_core.errors import NotFound
-from banger_core.images import Store
-from banger_core.runtime import Runtime
+from banger_core.common.errors import NotFound
+from banger_core.daemon.images import Store
+from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.vms import CreateRequest, VmService
 from banger_core.testing import FakeSite, RecordingProgress
-from banger_core.vms import CreateRequest, VmService
 from tests.support.daemon import install_fake_plugin
 
 #: A hang guard, not a measurement.

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from banger_core.config import ConfigError
-from banger_core.webaddr import WebListen, web_listen
+from banger_core.common.config import ConfigError
+from banger_core.common.webaddr import WebListen, web_listen
 
 
 def test_unset_means_off() -> None:

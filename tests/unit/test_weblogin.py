@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from banger_core.weblogin import CODE_LIFETIME, CodeRefused, check_login_code, make_login_code
+from banger_core.common.weblogin import CODE_LIFETIME, CodeRefused, check_login_code, make_login_code
 
 pytestmark = pytest.mark.unit
 TOKEN = "the-daemons-token"

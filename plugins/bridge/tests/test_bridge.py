@@ -16,7 +16,7 @@ import pytest
 
 from banger_bridge.network import BridgeError, BridgeNetwork, tap_name_for
 from banger_bridge.upstream import upstream_nameserver
-from banger_core.plugins import PluginManager
+from banger_core.common.plugins import PluginManager
 from banger_core.testing import RecordingProgress, make_plugin_context
 from banger_hookspecs import NicRequest, PluginContext
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.plugins import PluginManager
+from banger_core.common.plugins import PluginManager
 from banger_git.syncer import GitSyncer
 from banger_hookspecs import PluginContext, WorkspaceOptions
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.plugins import PluginManager
+from banger_core.common.plugins import PluginManager
 from banger_resolved.router import ResolvedError, ResolvedRouter
 
 pytestmark = pytest.mark.unit

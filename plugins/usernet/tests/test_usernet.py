@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.plugins import get_plugin_manager
+from banger_core.common.plugins import get_plugin_manager
 from banger_hookspecs import NicRequest, PluginContext
 from banger_usernet.driver import SLIRP_GUEST, UsernetDriver, free_loopback_port
 from banger_usernet.plugin import _check

@@ -44,7 +44,7 @@ from typing import Any, cast
 
 from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSRecord
 
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 
 #: ``name -> IPv4 address or None``; called in the event loop on every query, so it must not block.
 Lookup = Callable[[str], str | None]

@@ -6,8 +6,8 @@
 ...     print(vm["state"], vm["ssh"])
 ...     client.vms.delete("scratch", force=True)
 
-Errors come back as the daemon raised them (:class:`~banger_core.errors.NotFound`,
-:class:`~banger_core.errors.Conflict`, ...) carrying the daemon's one-line message.
+Errors come back as the daemon raised them (:class:`~banger_core.common.errors.NotFound`,
+:class:`~banger_core.common.errors.Conflict`, ...) carrying the daemon's one-line message.
 The daemon is started on first use when none answers (``autostart=True``).
 """
 
@@ -27,8 +27,8 @@ from urllib.parse import quote
 
 import httpx
 
-from banger_core import paths
-from banger_core.errors import ERRORS_BY_NAME, BangerError, OperationFailed, Unavailable
+from banger_core.common import paths
+from banger_core.common.errors import ERRORS_BY_NAME, BangerError, OperationFailed, Unavailable
 
 Event = dict[str, Any]
 ProgressCallback = Callable[[Event], None]
@@ -143,7 +143,7 @@ class Client:
         (reconcile runs before it listens) or shutting down: give it the
         start-up time to answer or to go away before calling it wedged.
         """
-        from banger_core.instance import LOCK_NAME, lock_holder
+        from banger_core.common.instance import LOCK_NAME, lock_holder
 
         deadline = time.monotonic() + START_TIMEOUT
         while True:

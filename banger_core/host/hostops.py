@@ -1,7 +1,7 @@
 """Privileged host operations (see :class:`banger_hookspecs.HostOps`).
 
 :func:`host_ops_for_current_user` picks the implementation: netlink and
-nftables in-process when the daemon runs as root (:mod:`banger_core.netops`),
+nftables in-process when the daemon runs as root (:mod:`banger_core.host.netops`),
 otherwise :class:`UnprivilegedHostOps`, whose every mutation explains how to
 get the privilege.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import NoReturn
 
-from banger_core.config import Config
-from banger_core.errors import BangerError
+from banger_core.common.config import Config
+from banger_core.common.errors import BangerError
 from banger_hookspecs import HostOps
 
 
@@ -62,12 +62,12 @@ def host_ops_for_current_user(config: Config) -> HostOps:
             the privileged implementation accepts).
 
     Returns:
-        :class:`~banger_core.netops.NetlinkHostOps` when the effective uid is 0,
+        :class:`~banger_core.host.netops.NetlinkHostOps` when the effective uid is 0,
         else :class:`UnprivilegedHostOps`.
     """
     if os.geteuid() == 0:
         # Imported here: pyroute2 is heavy and the CLI never needs it.
-        from banger_core.netops import NetlinkHostOps
+        from banger_core.host.netops import NetlinkHostOps
 
         return NetlinkHostOps(config)
     return UnprivilegedHostOps()

@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-from banger_core.plugins import PluginManager, get_plugin_manager
+from banger_core.common.plugins import PluginManager, get_plugin_manager
 from banger_hookspecs import PluginContext
 
 
@@ -238,9 +238,9 @@ def mint_tls(directory: Path) -> TlsFiles:
 
 def make_plugin_context(env: dict[str, str], config_overrides: dict[str, Any] | None = None) -> PluginContext:
     """A real context for ``env`` (see ``banger_env``), config defaults plus overrides."""
-    from banger_core.config import load_config
-    from banger_core.context import make_context
-    from banger_core.hostops import UnprivilegedHostOps
+    from banger_core.common.config import load_config
+    from banger_core.common.context import make_context
+    from banger_core.host.hostops import UnprivilegedHostOps
 
     config = load_config(get_plugin_manager(env), env)
     for key, value in (config_overrides or {}).items():

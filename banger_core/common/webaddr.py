@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from banger_core.config import ConfigError
+from banger_core.common.config import ConfigError
 
 EXAMPLE = "127.0.0.1:7777"
 

@@ -28,7 +28,7 @@ from typing import IO, Any, Literal, cast
 
 import zstandard
 
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 from banger_hookspecs import Progress
 
 __all__ = [

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 
 
 def home(env: Mapping[str, str]) -> Path:

@@ -29,18 +29,18 @@ from pydantic import BeforeValidator, ConfigDict
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from banger_core import guest
-from banger_core.config import bridge_addresses, format_size, parse_size
-from banger_core.crashpoint import crash_point
-from banger_core.defaults import effective_defaults
-from banger_core.errors import BangerError, Conflict, NotFound, OperationFailed, Unavailable
-from banger_core.images import Store
-from banger_core.names import generate_vm_name, new_vm_id, validate_image_name, validate_vm_name
-from banger_core.progress import NullProgress
-from banger_core.runtime import Runtime
-from banger_core.ssh import SshTarget, banner_ready, close_master
-from banger_core.state.models import Image, Kernel, Vm
-from banger_core.validation import STRICT, parse_body
+from banger_core.api.validation import STRICT, parse_body
+from banger_core.common.config import bridge_addresses, format_size, parse_size
+from banger_core.common.defaults import effective_defaults
+from banger_core.common.errors import BangerError, Conflict, NotFound, OperationFailed, Unavailable
+from banger_core.common.names import generate_vm_name, new_vm_id, validate_image_name, validate_vm_name
+from banger_core.common.progress import NullProgress
+from banger_core.common.ssh import SshTarget, banner_ready, close_master
+from banger_core.daemon import guest
+from banger_core.daemon.crashpoint import crash_point
+from banger_core.daemon.images import Store
+from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.state.models import Image, Kernel, Vm
 from banger_hookspecs import (
     Disk,
     GuestNetConfig,
@@ -102,7 +102,7 @@ class CreateRequest:
 
     @classmethod
     def from_json(cls, raw: bytes) -> CreateRequest:
-        """A request body, strictly typed (see :mod:`banger_core.validation`); ``disk_size`` comes back in bytes."""
+        """A request body, strictly typed (see validation); ``disk_size`` comes back in bytes."""
         return parse_body(cls, raw)
 
 
@@ -580,7 +580,7 @@ class VmService:
         entries = self.rt.config.get("file_sync") or []
         if not entries:
             return []
-        from banger_core.filesync import validate_entries
+        from banger_core.daemon.filesync import validate_entries
 
         return list(validate_entries(entries, Path(self.rt.env.get("HOME", "/root"))))
 
@@ -593,7 +593,7 @@ class VmService:
             staging_dir = Path(staging)
             guest.stage_authorized_keys(staging_dir, self.rt.keys.public_key())
             if sync_entries:
-                from banger_core.filesync import stage
+                from banger_core.daemon.filesync import stage
 
                 stage(sync_entries, staging_dir, lambda warning: progress.step(f"file_sync: {warning}"))
             partial = root / ".work.ext4.partial"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from banger_core.plugins import PluginManager
+from banger_core.common.plugins import PluginManager
 from banger_hookspecs import PluginContext
 
 

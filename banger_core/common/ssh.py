@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 from banger_hookspecs import GuestResult
 
 SSH_USER = "root"

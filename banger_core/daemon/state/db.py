@@ -18,7 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 
 BUSY_TIMEOUT_MS = 30_000
 

@@ -11,10 +11,10 @@ import shutil
 import sys
 from collections.abc import Iterable
 
-from banger_core.config import ConfigError
-from banger_core.defaults import effective_defaults
-from banger_core.webaddr import web_listen
-from banger_core.weblogin import token_path
+from banger_core.common.config import ConfigError
+from banger_core.common.defaults import effective_defaults
+from banger_core.common.webaddr import web_listen
+from banger_core.common.weblogin import token_path
 from banger_hookspecs import (
     CheckResult,
     ConfigOption,

@@ -27,11 +27,11 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from banger_core.crashpoint import crash_point
-from banger_core.errors import BangerError, Conflict, NotFound, Unavailable
-from banger_core.names import validate_image_name
-from banger_core.runtime import Runtime
-from banger_core.state.models import Image, Kernel, Vm
+from banger_core.common.errors import BangerError, Conflict, NotFound, Unavailable
+from banger_core.common.names import validate_image_name
+from banger_core.daemon.crashpoint import crash_point
+from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.state.models import Image, Kernel, Vm
 from banger_hookspecs import ImageArtifact, KernelArtifact, Progress, SourceUnavailable
 from banger_hookspecs.boot import BOOT_PROTOCOL
 

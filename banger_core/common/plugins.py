@@ -3,7 +3,7 @@
 Registration order:
 
 1. the hook specifications (``banger_hookspecs.specs``);
-2. the core's essential plugin (``banger_core.essential``), always;
+2. the core's essential plugin (``banger_core.common.essential``), always;
 3. every entry point in group ``banger`` — builtins and third-party plugins
    alike — unless ``BANGER_NO_PLUGINS=1`` or named in ``BANGER_DISABLE_PLUGINS``.
 
@@ -26,7 +26,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import pluggy
 
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 from banger_hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, specs
 
 log = logging.getLogger("banger.plugins")
@@ -274,7 +274,7 @@ def get_plugin_manager(
         load_entry_points: False loads only the essential plugin (and ``extra``).
         extra: ``(name, plugin)`` pairs registered as external plugins (tests).
     """
-    from banger_core import essential
+    from banger_core.common import essential
 
     manager = PluginManager()
     manager.register_plugin(

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 
 DEFAULT_FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700

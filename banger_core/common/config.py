@@ -1,7 +1,7 @@
 """``config.toml``: typed, every key optional, unknown keys are errors.
 
 Keys are declared by ``banger_config_options`` hooks (the core declares its
-own in :mod:`banger_core.essential`), so a third-party plugin's keys are
+own in :mod:`banger_core.common.essential`), so a third-party plugin's keys are
 validated exactly like the core's. Every effective value remembers where it
 came from, for ``banger config show``.
 """
@@ -19,9 +19,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from banger_core import paths
-from banger_core.errors import BangerError
-from banger_core.plugins import PluginManager
+from banger_core.common import paths
+from banger_core.common.errors import BangerError
+from banger_core.common.plugins import PluginManager
 from banger_hookspecs import ConfigOption
 
 _SIZE_RE = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE | re.ASCII)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from banger_core.instance import LOCK_NAME
-from banger_core.names import validate_image_name
+from banger_core.common.instance import LOCK_NAME
+from banger_core.common.names import validate_image_name
 
 _VM_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 #: sun_path is 108 bytes; leave room for the longest per-VM socket name.
@@ -26,7 +26,7 @@ class Layout:
         self.ssh = state_dir / "ssh"
         self.log_file = state_dir / "logs" / "bangerd.log"
         self.socket = runtime_dir / "bangerd.sock"
-        #: Held by the daemon for its whole life (see :mod:`banger_core.instance`): one daemon per
+        #: Held by the daemon for its whole life (see :mod:`banger_core.common.instance`): one daemon per
         #: state dir, and one per runtime dir so two state dirs never fight over one socket.
         self.state_lock = state_dir / LOCK_NAME
         self.runtime_lock = runtime_dir / LOCK_NAME

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from banger_core.errors import BangerError
+from banger_core.common.errors import BangerError
 from banger_hookspecs import GuestNetConfig, boot
 
 MKFS_EXT4 = "/usr/sbin/mkfs.ext4"

@@ -3,7 +3,7 @@
 Strict, because the API's callers are programs and a lenient guess is a bug
 waiting: ``"false"`` is not a boolean (it used to boot a VM), ``true`` is not
 an integer, ``2.0`` is not a vCPU count. A wrong type, an unknown field or
-invalid JSON becomes one :class:`~banger_core.errors.InvalidRequest` line that
+invalid JSON becomes one :class:`~banger_core.common.errors.InvalidRequest` line that
 names the field: ``vcpus: expected an integer, got true``.
 
 A request dataclass opts in with ``__pydantic_config__: ClassVar[ConfigDict] = STRICT``.
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from banger_core.errors import InvalidRequest
+from banger_core.common.errors import InvalidRequest
 
 STRICT = ConfigDict(strict=True, extra="forbid")
 _EXPECTED = {

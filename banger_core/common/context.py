@@ -7,8 +7,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from banger_core import hostfacts
-from banger_core.config import Config
+from banger_core.common import hostfacts
+from banger_core.common.config import Config
 from banger_hookspecs import HostOps, PluginContext
 
 

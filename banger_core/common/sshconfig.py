@@ -13,8 +13,8 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from banger_core import paths
-from banger_core.errors import BangerError
+from banger_core.common import paths
+from banger_core.common.errors import BangerError
 
 BEGIN = "# >>> banger (managed by `banger ssh-config --install`; remove with --uninstall) >>>"
 END = "# <<< banger <<<"
@@ -29,7 +29,7 @@ def user_ssh_config(env: Mapping[str, str]) -> Path:
 
 
 def include_line(env: Mapping[str, str]) -> str:
-    from banger_core.config import display_path
+    from banger_core.common.config import display_path
 
     return f"Include {display_path(generated_path(env), env)}"
 

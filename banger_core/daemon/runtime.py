@@ -8,14 +8,14 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from banger_core.config import Config, load_config
-from banger_core.context import make_context
-from banger_core.errors import Unavailable
-from banger_core.hostops import host_ops_for_current_user
-from banger_core.layout import Layout
-from banger_core.plugins import PluginManager, get_plugin_manager
-from banger_core.ssh import SshKeys
-from banger_core.state.db import Database
+from banger_core.common.config import Config, load_config
+from banger_core.common.context import make_context
+from banger_core.common.errors import Unavailable
+from banger_core.common.plugins import PluginManager, get_plugin_manager
+from banger_core.common.ssh import SshKeys
+from banger_core.daemon.layout import Layout
+from banger_core.daemon.state.db import Database
+from banger_core.host.hostops import host_ops_for_current_user
 from banger_hookspecs import PluginContext
 
 log = logging.getLogger("banger.runtime")

@@ -30,8 +30,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from banger_core.config import ConfigError, bridge_addresses
-from banger_core.errors import BangerError
+from banger_core.common.config import ConfigError, bridge_addresses
+from banger_core.common.errors import BangerError
 
 BRIDGE_PREFIX = "banger"
 TAP_PREFIX = "bgr"

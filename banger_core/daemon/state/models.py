@@ -1,7 +1,7 @@
 """Tables of banger's state database: durable intent only.
 
 Transient handles (pids, sockets, taps) live in each VM's ``handles.json``.
-Columns here must match the migrations in :mod:`banger_core.state.db`.
+Columns here must match the migrations in :mod:`banger_core.daemon.state.db`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Code both sides of the socket share: errors, names, paths, config, plugin manager, bundle format."""

@@ -1,0 +1,1 @@
+"""Privileged host operations (bridge, tap, nftables, forwarding): the daemon calls them through HostOps."""
