@@ -110,7 +110,7 @@ class Daemon:
             dns_link = driver.dns_link()
         except Exception as exc:
             log.warning("network backend %s is not ready: %s", name, exc)
-        binds = listen_addresses(self.rt.config, dns_link)
+        binds = listen_addresses(dns_link, self.rt.config["dns_port"], self.rt.config.get("dns_loopback_port"))
         if binds:
             # A lambda, not the bound .get: the table object is replaced on every change.
             server = DnsServer(lambda vm_name: self.dns_table.get(vm_name), logger=logging.getLogger("banger.dns"))
