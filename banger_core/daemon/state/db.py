@@ -215,10 +215,5 @@ class Database:
         with _committing(self.reader) as session:
             yield session
 
-    def schema_version(self) -> int:
-        with self.reader.connect() as conn:
-            row = conn.exec_driver_sql("SELECT MAX(version) FROM schema_migrations").first()
-            return int(row[0]) if row and row[0] is not None else 0
-
     def close(self) -> None:
         self.engine.dispose()
