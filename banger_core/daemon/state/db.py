@@ -12,10 +12,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine
 
 from banger_core.common.errors import BangerError
@@ -120,7 +119,7 @@ def preflight(path: Path, latest: int) -> int:
     return version
 
 
-def _configure(dbapi_conn: Any, _record: Any) -> None:
+def _configure(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     # pysqlite commits implicitly before DDL; take transaction control ourselves
     # (see _begin) so a migration's statements are applied all or nothing.
     dbapi_conn.isolation_level = None
@@ -136,7 +135,7 @@ def _configure(dbapi_conn: Any, _record: Any) -> None:
 READ_ONLY = "banger_read_only"
 
 
-def _begin(conn: Any) -> None:
+def _begin(conn: Connection) -> None:
     if conn.get_execution_options().get(READ_ONLY):
         # A deferred transaction reads a WAL snapshot and takes no lock a writer
         # holds, so reads never queue behind a write; query_only makes SQLite
