@@ -239,8 +239,7 @@ def mint_tls(directory: Path) -> TlsFiles:
 def make_plugin_context(env: dict[str, str], config_overrides: dict[str, Any] | None = None) -> PluginContext:
     """A real context for ``env`` (see ``banger_env``), config defaults plus overrides."""
     from banger_core.common.config import load_config
-    from banger_core.common.context import make_context
-    from banger_core.host.hostops import UnprivilegedHostOps
+    from banger_core.common.context import UnprivilegedHostOps, make_context
 
     config = load_config(get_plugin_manager(env), env)
     for key, value in (config_overrides or {}).items():
