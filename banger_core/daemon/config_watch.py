@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TypedDict
 
 from banger_core.common.config import Config, ConfigError, display_path, file_stamp, load_config
 from banger_core.daemon.runtime import Runtime
@@ -29,19 +28,6 @@ log = logging.getLogger("banger.config")
 LIVE_KEYS = frozenset(
     {"default_image", "default_kernel", "vmm_backend", "vm_defaults", "file_sync", "ssh_ready_timeout"}
 )
-
-
-class RunningConfig(TypedDict):
-    """The config the daemon runs with, as ``GET /v1/daemon`` reports it under ``config``."""
-
-    path: str
-    #: sha256 of the file as loaded (None: there was no file).
-    sha256: str | None
-    #: The file's mtime when loaded, in seconds.
-    mtime: float | None
-    loaded_at: float
-    #: Why the file on disk is not applied (None: it is).
-    problem: str | None
 
 
 class ConfigWatch:
@@ -90,7 +76,7 @@ class ConfigWatch:
         log.info("config reloaded from %s: %s", current.path, ", ".join(changed) or "no value changed")
         return None
 
-    def describe(self) -> RunningConfig:
+    def describe(self) -> dict[str, object]:
         """What the daemon runs with, for ``GET /v1/daemon`` and ``banger config show``."""
         try:
             self.check()
