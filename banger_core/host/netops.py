@@ -52,32 +52,6 @@ class HostOpError(BangerError):
     """A privileged host operation failed; the message says what to do."""
 
 
-class _NetlinkMessage(Protocol):
-    """The part of a pyroute2 message (link, address, route) banger reads; pyroute2 has no type hints."""
-
-    def __getitem__(self, key: str) -> int: ...
-
-    def get(self, key: str | tuple[str, ...]) -> object: ...
-
-    def get_nested(self, *keys: str) -> object: ...
-
-
-class _IPRoute(Protocol):
-    """The part of pyroute2's ``IPRoute`` banger calls."""
-
-    def link_lookup(self, *, ifname: str) -> list[int]: ...
-
-    def get_links(self, *indices: int) -> Sequence[_NetlinkMessage]: ...
-
-    def link(self, command: str, **attributes: object) -> object: ...
-
-    def get_addr(self, *, index: int, family: int) -> Iterable[_NetlinkMessage]: ...
-
-    def addr(self, command: str, **attributes: object) -> object: ...
-
-    def get_routes(self, *, family: int) -> Iterable[_NetlinkMessage]: ...
-
-
 def validate_ifname(name: str, prefix: str, what: str) -> str:
     """Return ``name`` if it is a valid interface name starting with ``prefix``.
 
@@ -105,6 +79,32 @@ def _validate_uid(uid: int) -> int:
     if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid <= _UID_MAX:
         raise ValueError(f"invalid owner uid {uid!r}: expected an integer between 0 and {_UID_MAX}")
     return uid
+
+
+class _NetlinkMessage(Protocol):
+    """The part of a pyroute2 message (link, address, route) banger reads; pyroute2 has no type hints."""
+
+    def __getitem__(self, key: str) -> int: ...
+
+    def get(self, key: str | tuple[str, ...]) -> object: ...
+
+    def get_nested(self, *keys: str) -> object: ...
+
+
+class _IPRoute(Protocol):
+    """The part of pyroute2's ``IPRoute`` banger calls."""
+
+    def link_lookup(self, *, ifname: str) -> list[int]: ...
+
+    def get_links(self, *indices: int) -> Sequence[_NetlinkMessage]: ...
+
+    def link(self, command: str, **attributes: object) -> object: ...
+
+    def get_addr(self, *, index: int, family: int) -> Iterable[_NetlinkMessage]: ...
+
+    def addr(self, command: str, **attributes: object) -> object: ...
+
+    def get_routes(self, *, family: int) -> Iterable[_NetlinkMessage]: ...
 
 
 def _link_kind(link: _NetlinkMessage) -> str | None:
