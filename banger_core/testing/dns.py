@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from types import TracebackType
 
-from banger_core.daemon.dns import DnsServer, DnsServerError
+from banger_core.daemon.dns import DnsServer
 
 
 class DnsServerThread:
@@ -40,11 +40,12 @@ class DnsServerThread:
         self._error: BaseException | None = None
 
     def start(self, timeout: float = 10.0) -> list[tuple[str, int]]:
-        """Start listening; returns the addresses, or raises what :meth:`DnsServer.start` raised."""
+        """Start listening; returns the addresses, or raises what :meth:`DnsServer.start` raised
+        (``TimeoutError`` if it did not return within ``timeout`` seconds)."""
         self._thread = threading.Thread(target=self._run, name="banger-dns", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise DnsServerError(f"the DNS server did not start within {timeout} s")
+            raise TimeoutError(f"the DNS server did not start within {timeout} s")
         if self._error is not None:
             self._thread.join(timeout)
             raise self._error

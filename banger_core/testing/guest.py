@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from banger_core.daemon.guest import GuestIdentity, GuestSetupError
+from banger_core.daemon.guest import GuestIdentity
 
 
 def host_pattern(host: str, port: int = 22) -> str:
     """known_hosts host pattern for ``host`` on ``port`` (``[127.0.0.1]:2222`` unless port 22)."""
     if not host or any(ch.isspace() or ch in ",[]" for ch in host):
-        raise GuestSetupError(f"invalid host name for known_hosts: {host!r}")
+        raise ValueError(f"invalid host name for known_hosts: {host!r}")
     if not 0 < port < 65536:
-        raise GuestSetupError(f"invalid ssh port {port}")
+        raise ValueError(f"invalid ssh port {port}")
     return host if port == 22 else f"[{host}]:{port}"
 
 
@@ -33,8 +33,8 @@ def known_hosts_line(host_patterns: Sequence[str], identity: GuestIdentity) -> s
         ``"web.vm,[127.0.0.1]:2222 ssh-ed25519 AAAA...\\n"``.
     """
     if not host_patterns:
-        raise GuestSetupError("known_hosts line needs at least one host pattern")
+        raise ValueError("known_hosts line needs at least one host pattern")
     for pattern in host_patterns:
         if not pattern or any(ch.isspace() or ch == "," for ch in pattern):
-            raise GuestSetupError(f"invalid known_hosts host pattern {pattern!r}")
+            raise ValueError(f"invalid known_hosts host pattern {pattern!r}")
     return f"{','.join(host_patterns)} {identity.host_key_public}\n"

@@ -179,16 +179,16 @@ def test_known_hosts_line_is_understood_by_ssh_keygen(identity: guest.GuestIdent
 
 @pytest.mark.parametrize("pattern", ["", "a b", "a,b"])
 def test_known_hosts_line_refuses_bad_patterns(identity: guest.GuestIdentity, pattern: str) -> None:
-    with pytest.raises(GuestSetupError):
+    with pytest.raises(ValueError):
         known_hosts_line([pattern], identity)
-    with pytest.raises(GuestSetupError):
+    with pytest.raises(ValueError):
         known_hosts_line([], identity)
 
 
 def test_host_pattern_refuses_bad_ports() -> None:
-    with pytest.raises(GuestSetupError):
+    with pytest.raises(ValueError):
         host_pattern("127.0.0.1", 0)
-    with pytest.raises(GuestSetupError):
+    with pytest.raises(ValueError):
         host_pattern("[::1]", 22)
 
 
