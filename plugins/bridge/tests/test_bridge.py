@@ -287,7 +287,7 @@ def test_upstream_nameserver_skips_what_a_guest_cannot_reach(tmp_path: Path) -> 
 
 
 def test_registered_as_the_bridge_network_backend(plugin_manager: PluginManager) -> None:
-    provided = plugin_manager.providers("banger_network_backends")["bridge"]
+    provided = plugin_manager.network_backends()["bridge"]
 
     assert provided.plugin.dist == "banger-bridge"
     assert provided.value.factory is BridgeNetwork

@@ -165,7 +165,7 @@ def test_instructions_name_the_commands(router: ResolvedRouter) -> None:
 
 
 def test_registered_as_the_resolved_dns_router(plugin_manager: PluginManager) -> None:
-    provided = plugin_manager.providers("banger_dns_routers")["resolved"]
+    provided = plugin_manager.dns_routers()["resolved"]
 
     assert provided.plugin.dist == "banger-resolved"
     assert isinstance(provided.value.factory(None), ResolvedRouter)
