@@ -509,9 +509,6 @@ class NetworkDriver(Protocol):
     def detach(self, attachment: NetAttachment) -> None:
         """Release what :meth:`attach` made (idempotent; called on stop and reconcile)."""
 
-    def teardown_host(self) -> None:
-        """Remove everything :meth:`setup_host` made (``system uninstall``)."""
-
     def dns_link(self) -> tuple[str, str] | None:
         """``(link name, address)`` where the ``.vm`` DNS server should listen, if any."""
 
@@ -541,9 +538,6 @@ class DnsRouterDriver(Protocol):
 
     def route(self, link: str, server: str, domain: str) -> None:
         """Route ``~domain`` to ``server`` on ``link``."""
-
-    def unroute(self, link: str, server: str, domain: str) -> None:
-        """Undo :meth:`route`."""
 
     def instructions(self, link: str, server: str, domain: str) -> str:
         """Human-readable description of what routing does or must be done by hand."""
