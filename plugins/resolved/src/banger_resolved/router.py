@@ -19,11 +19,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from banger_hookspecs.names import DNS_LABEL
+
 RESOLVED_RUNTIME = Path("/run/systemd/resolve")
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_DOMAIN_RE = re.compile(rf"{DNS_LABEL}(?:\.{DNS_LABEL})*")
 
 
 class ResolvedError(Exception):
@@ -56,7 +57,7 @@ def _server(server: str) -> str:
 
 
 def _domain(domain: str) -> str:
-    if not isinstance(domain, str) or len(domain) > 253 or not _DOMAIN_RE.match(domain):
+    if not isinstance(domain, str) or len(domain) > 253 or not _DOMAIN_RE.fullmatch(domain):
         raise ValueError(f"invalid domain {domain!r}: expected lowercase DNS labels like vm")
     return domain
 
