@@ -1,8 +1,9 @@
 """Write image and kernel bundles: a zstd-compressed tar stream, ``manifest.json`` first.
 
 ``banger image export`` calls :func:`write_bundle`; the ``catalog`` plugin reads
-bundles (the two sides share only the format, described in docs/bundles.md, and
-``tests/unit/test_bundles.py`` checks that they agree).
+bundles. The format is the contract's (:mod:`banger_hookspecs.bundle`, described
+in docs/bundles.md): the writer checks each manifest with the reader's own
+:func:`~banger_hookspecs.bundle.parse_manifest` before writing a byte.
 
 A rootfs is a sparse ext4 file of about 1 GB apparent size. The writer reads
 only its data extents (holes are fed to the hash and the compressor as zeros
@@ -16,7 +17,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import stat
 import tarfile
 import tempfile
@@ -24,36 +24,26 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, cast
 
 import zstandard
 
 from banger_core.common.errors import BangerError
 from banger_hookspecs import Progress
+from banger_hookspecs.bundle import (
+    BUNDLE_FORMAT,
+    MANIFEST_LIMIT,
+    MANIFEST_NAME,
+    PAYLOAD_FILES,
+    SHA256_RE,
+    BundleKind,
+    ManifestError,
+    parse_manifest,
+)
+from banger_hookspecs.names import IMAGE_NAME_RULE, is_image_name
 
-__all__ = [
-    "BUNDLE_FORMAT",
-    "MANIFEST_LIMIT",
-    "MANIFEST_NAME",
-    "PAYLOAD_FILES",
-    "BundleInfo",
-    "BundleKind",
-    "BundleWriteError",
-    "write_bundle",
-]
+__all__ = ["BundleInfo", "BundleWriteError", "write_bundle"]
 
-BundleKind = Literal["image", "kernel"]
-
-#: Version of the bundle format written here (``format`` in the manifest).
-BUNDLE_FORMAT = 1
-MANIFEST_NAME = "manifest.json"
-#: The payload of each kind of bundle, in the order it is written.
-PAYLOAD_FILES: Mapping[str, tuple[str, ...]] = {"image": ("rootfs.ext4",), "kernel": ("vmlinux", "initrd")}
-#: Readers refuse a larger manifest.json, so the writer never produces one.
-MANIFEST_LIMIT = 64 * 1024
-
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 _ZEROS = bytes(_CHUNK)
 _PROGRESS_EVERY = 16 << 20
@@ -145,6 +135,13 @@ def write_bundle(
             f"manifest.json of {source_dir} would be {len(manifest_bytes)} bytes, over the {MANIFEST_LIMIT} byte "
             "limit readers accept: shorten its metadata"
         )
+    try:
+        parse_manifest(manifest_bytes, kind)  # what every reader will check: never write a bundle it refuses
+    except ManifestError as exc:
+        raise BundleWriteError(
+            f"{source_dir / MANIFEST_NAME}: the bundle manifest made from it {exc}, which readers refuse: "
+            f"fix that field or rebuild the {kind}"
+        ) from None
 
     label = manifest.get("name") or manifest.get("ref")
     progress.step(f"exporting {kind} {label} to {out_path.name}")
@@ -191,11 +188,11 @@ def _read_source_manifest(kind: str, source_dir: Path) -> dict[str, Any]:
         value = data.get(field_name)
         if not isinstance(value, str) or not value:
             raise BundleWriteError(f"{path} lacks a {field_name!r} string: rebuild the {kind}")
-    if not _NAME_RE.match(data[key]):
-        raise BundleWriteError(f"{path} has an invalid {key} {data[key]!r}: use a-z, 0-9, '.', '_' and '-'")
+    if not is_image_name(data[key]):
+        raise BundleWriteError(f"{path} has an invalid {key} {data[key]!r}: {IMAGE_NAME_RULE}")
     if kind == "image":
         kernel_ref = data.get("kernel_ref")
-        if kernel_ref is not None and not (isinstance(kernel_ref, str) and _NAME_RE.match(kernel_ref)):
+        if kernel_ref is not None and not is_image_name(kernel_ref):
             raise BundleWriteError(f"{path} has an invalid kernel_ref {kernel_ref!r}: rebuild the image")
     else:
         boot_protocol = data.get("boot_protocol")
@@ -224,7 +221,7 @@ def _recorded_sha256(source: Mapping[str, Any], kind: str, name: str) -> str | N
     elif kind == "image":
         candidates.append(top)
     for value in candidates:
-        if isinstance(value, str) and _SHA256_RE.match(value):
+        if isinstance(value, str) and SHA256_RE.fullmatch(value):
             return value
     return None
 

@@ -21,8 +21,9 @@ pytest.importorskip("banger_catalog", reason="the catalog plugin is not installe
 from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.errors import BundleError
 from banger_catalog.manifest import parse_manifest
-from banger_core.common.bundles import MANIFEST_LIMIT, BundleWriteError, _iter_extents, write_bundle
+from banger_core.common.bundles import BundleWriteError, _iter_extents, write_bundle
 from banger_core.testing import RecordingProgress
+from banger_hookspecs.bundle import MANIFEST_LIMIT
 
 pytestmark = [pytest.mark.unit, pytest.mark.builtins]
 
@@ -221,6 +222,50 @@ def test_bad_source_directory_is_a_clear_error(case: str, match: str, image_dir:
         write_bundle("image", image_dir, out_dir / "x.tar.zst", RecordingProgress())
     assert "\n" not in str(info.value)
     assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"version": "recipe 1f2e"}, "has an invalid version 'recipe 1f2e'"),
+        ({"version": "v" * 129}, "has an invalid version"),
+        ({"created": "2025-03-01T12:00:00Z" + " " * 60}, "has an invalid created time"),
+    ],
+)
+def test_a_manifest_readers_would_refuse_is_never_written(
+    fields: dict[str, str], problem: str, image_dir: Path, tmp_path: Path
+) -> None:
+    # Before the writer checked with the reader's own parse_manifest, these bundles were
+    # written and then refused by every catalog pull.
+    source = {"name": "debian-bookworm", "version": "1", "kernel_ref": "generic-6.1", **fields}
+    _write_manifest(image_dir, **source)
+    out = tmp_path / "x.tar.zst"
+
+    with pytest.raises(BundleWriteError) as info:
+        write_bundle("image", image_dir, out, RecordingProgress())
+
+    message = str(info.value)
+    assert message.startswith(f"{image_dir / 'manifest.json'}: the bundle manifest made from it {problem}")
+    assert message.endswith(", which readers refuse: fix that field or rebuild the image")
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+@pytest.mark.parametrize("name", ["debian.", "debian-", "a..b", "debian\n"])
+def test_image_names_outside_the_one_name_rule_are_refused_by_writer_and_reader(
+    name: str, image_dir: Path, tmp_path: Path
+) -> None:
+    _write_manifest(image_dir, name=name, version="1")
+    with pytest.raises(BundleWriteError, match="invalid name"):
+        write_bundle("image", image_dir, tmp_path / "x.tar.zst", RecordingProgress())
+    manifest = {
+        "format": 1,
+        "kind": "image",
+        "name": name,
+        "version": "1",
+        "files": {"rootfs.ext4": {"sha256": "0" * 64, "size": 1}},
+    }
+    with pytest.raises(BundleError, match="has an invalid name"):
+        parse_manifest(json.dumps(manifest).encode(), "image", "test")
 
 
 def test_kernel_needs_a_boot_protocol(kernel_dir: Path, tmp_path: Path) -> None:

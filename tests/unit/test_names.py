@@ -95,7 +95,7 @@ def test_errors_state_the_one_rule() -> None:
 
 
 #: The rules' own patterns, as they were written out in several modules before.
-RULE_FRAGMENTS = ("[a-z0-9-]{0,61}[a-z0-9]", "[a-z0-9._-]{0,62}[a-z0-9]")
+RULE_FRAGMENTS = ("[a-z0-9-]{0,61}[a-z0-9]", "[a-z0-9._-]{0,62}[a-z0-9]", "[a-z0-9][a-z0-9._-]{0,63}")
 
 
 def test_no_module_writes_a_name_rule_of_its_own() -> None:

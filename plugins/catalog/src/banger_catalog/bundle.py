@@ -26,14 +26,9 @@ from typing import IO, Any, cast
 import zstandard
 
 from banger_catalog.errors import BundleError
-from banger_catalog.manifest import (
-    MANIFEST_LIMIT,
-    MANIFEST_NAME,
-    PAYLOAD_FILES,
-    BundleManifest,
-    parse_manifest,
-)
+from banger_catalog.manifest import parse_manifest
 from banger_hookspecs import Progress
+from banger_hookspecs.bundle import MANIFEST_LIMIT, MANIFEST_NAME, PAYLOAD_FILES, BundleManifest
 
 _CHUNK = 1 << 20
 #: Granularity of holes in extracted files (a multiple of every filesystem block size in use).
