@@ -93,7 +93,7 @@ def test_image_round_trip(image_dir: Path, tmp_path: Path) -> None:
     assert (info.path, info.size, info.sha256) == (out, len(data), hashlib.sha256(data).hexdigest())
     assert len(data) < len(rootfs) // 100, "zeros compress to almost nothing"
     assert _members(out) == ["manifest.json", "rootfs.ext4"]
-    assert info.manifest == {
+    assert json.loads(info.manifest.raw) == {
         "format": 1,
         "kind": "image",
         "name": "debian-bookworm",
@@ -110,7 +110,7 @@ def test_image_round_trip(image_dir: Path, tmp_path: Path) -> None:
     dest = tmp_path / "pulled"
     manifest = extract_bundle(out, "image", dest, RecordingProgress(), "test")
     assert (dest / "rootfs.ext4").read_bytes() == rootfs
-    assert json.loads((dest / "manifest.json").read_bytes()) == info.manifest
+    assert json.loads((dest / "manifest.json").read_bytes()) == json.loads(info.manifest.raw)
     assert (manifest.name, manifest.kernel_ref, manifest.version) == ("debian-bookworm", "generic-6.1", "recipe-1f2e")
     # Extraction keeps the rootfs sparse: ~160 KiB of data in a 64 MiB file.
     assert (dest / "rootfs.ext4").stat().st_blocks * 512 < 2 * MIB
@@ -120,7 +120,7 @@ def test_kernel_round_trip(kernel_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "generic-6.1.tar.zst"
     info = write_bundle("kernel", kernel_dir, out, RecordingProgress())
     assert _members(out) == ["manifest.json", "vmlinux", "initrd"]
-    assert (info.manifest["ref"], info.manifest["boot_protocol"]) == ("generic-6.1", 1)
+    assert (info.manifest.name, info.manifest.boot_protocol) == ("generic-6.1", 1)
     dest = tmp_path / "pulled"
     manifest = extract_bundle(out, "kernel", dest, RecordingProgress(), "test")
     for name in ("vmlinux", "initrd"):
@@ -150,7 +150,7 @@ def test_artifact_shaped_manifests_are_understood(kernel_dir: Path, tmp_path: Pa
     )
     progress = RecordingProgress()
     info = write_bundle("kernel", kernel_dir, tmp_path / "k.tar.zst", progress)
-    assert {n: f["sha256"] for n, f in info.manifest["files"].items()} == digests
+    assert {n: f.sha256 for n, f in info.manifest.files.items()} == digests
     assert not any(step.startswith("hashing") for step in progress.steps)
 
 
@@ -310,7 +310,7 @@ def test_extent_reader_matches_plain_read(layout: list[tuple[int, int]], tmp_pat
 
 def test_manifest_written_is_what_the_reader_validates(image_dir: Path, tmp_path: Path) -> None:
     info = write_bundle("image", image_dir, tmp_path / "b.tar.zst", RecordingProgress())
-    raw = json.dumps(info.manifest).encode()
+    raw = info.manifest.raw
     assert parse_manifest(raw, "image", "test").files["rootfs.ext4"].size == 64 * MIB
 
 
@@ -320,7 +320,7 @@ def test_bundles_made_by_gnu_tar(flags: list[str], accepted: bool, image_dir: Pa
         pytest.skip("needs GNU tar and the zstd program (apt: tar zstd)")
     # The hand-made recipe of docs/bundles.md: a bundle manifest, then tar --zstd.
     info = write_bundle("image", image_dir, tmp_path / "ours.tar.zst", RecordingProgress())
-    (image_dir / "manifest.json").write_text(json.dumps(info.manifest))
+    (image_dir / "manifest.json").write_bytes(info.manifest.raw)
     bundle = tmp_path / "gnu.tar.zst"
     subprocess.run(
         ["tar", "--zstd", *flags, "-cf", str(bundle), "-C", str(image_dir), "manifest.json", "rootfs.ext4"], check=True
