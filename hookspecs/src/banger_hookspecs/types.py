@@ -196,6 +196,7 @@ class PluginContext:
         host: facts about the host (KVM kind, TSC frequency, CPUs, memory).
     """
 
+    # Any: each value has the type its ConfigOption declares, known only at runtime.
     config: Mapping[str, Any]
     state_dir: Path
     cache_dir: Path
@@ -237,7 +238,7 @@ class ConfigOption:
 
     key: str
     type: ConfigType
-    default: Any = None
+    default: object = None
     help: str = ""
     choices: tuple[str, ...] = ()
     fields: tuple[ConfigOption, ...] = ()
@@ -306,7 +307,7 @@ class ImageArtifact:
     kernel_ref: str | None
     sha256: str
     size: int
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,7 @@ class KernelArtifact:
     initrd: Path
     boot_protocol: int
     sha256: Mapping[str, str]
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, object] = field(default_factory=dict)
 
 
 class KernelProviderDriver(Protocol):
