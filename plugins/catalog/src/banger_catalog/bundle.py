@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, cast
+from typing import IO, cast
 
 import zstandard
 
@@ -45,7 +45,7 @@ _PROGRESS_EVERY = 16 << 20
 class _BudgetReader:
     """Decompressed bytes for tarfile, never more than ``limit`` in total."""
 
-    def __init__(self, raw: Any, limit: int, label: str) -> None:
+    def __init__(self, raw: IO[bytes], limit: int, label: str) -> None:
         self._raw = raw
         self.limit = limit
         self.consumed = 0

@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -191,7 +190,7 @@ def parse_catalog(raw: bytes, location: str, *, base: str | None) -> Catalog:
     return Catalog(location=location, entries=tuple(entries))
 
 
-def _parse_entry(item: Mapping[str, Any], where: str, base: str | None) -> CatalogEntry:
+def _parse_entry(item: Mapping[str, object], where: str, base: str | None) -> CatalogEntry:
     name = item.get("name")
     if not is_image_name(name):
         raise CatalogError(f"{where} has an invalid name {name!r}: {IMAGE_NAME_RULE}")
@@ -209,18 +208,19 @@ def _parse_entry(item: Mapping[str, Any], where: str, base: str | None) -> Catal
     kernel_ref = item.get("kernel_ref")
     if kernel_ref is not None and not is_image_name(kernel_ref):
         raise CatalogError(f"{where} has an invalid kernel_ref {kernel_ref!r}")
+    kind: BundleKind = "image" if item.get("kind") == "image" else "kernel"  # the caller skipped other kinds
     return CatalogEntry(
         name=name,
-        kind=item["kind"],
+        kind=kind,
         description=description,
         url=_resolve_url(item.get("url"), where, base),
         sha256=sha256,
         size=size,
-        kernel_ref=kernel_ref if item["kind"] == "image" else None,
+        kernel_ref=kernel_ref if kind == "image" else None,
     )
 
 
-def _resolve_url(value: Any, where: str, base: str | None) -> str:
+def _resolve_url(value: object, where: str, base: str | None) -> str:
     if not isinstance(value, str) or not value or len(value) > 2048 or any(c.isspace() for c in value):
         raise CatalogError(f"{where} has an invalid url")
     url: str = value
