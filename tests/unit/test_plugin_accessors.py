@@ -14,6 +14,7 @@ from banger_core.common.plugins import (
     IMAGE_SOURCES,
     KERNEL_PROVIDERS,
     NETWORK_BACKENDS,
+    VM_EVENTS,
     VMM_BACKENDS,
     WORKSPACE_SYNCERS,
     PluginManager,
@@ -96,6 +97,7 @@ VM = VmInfo("0" * 16, "happy-otter", "running", "img", "k", "qemu", "usernet", 1
 def test_every_provider_hook_of_the_specs_has_an_accessor() -> None:
     provider_hooks = {name for name in dir(specs) if name.startswith("banger_") and not name.startswith("banger_vm_")}
     assert {hook.name for _, hook, _, _ in ACCESSORS} == provider_hooks - {"banger_cli_commands"}
+    assert {name for name in dir(specs) if name.startswith("banger_vm_")} == VM_EVENTS
 
 
 @pytest.mark.parametrize(("accessor", "hook", "registration", "name"), ACCESSORS, ids=lambda v: getattr(v, "name", ""))
