@@ -84,15 +84,13 @@ class RootGroup(click.Group):
     def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
         app = ctx.ensure_object(App)
         commands: dict[str, click.Command] = {}
-        for impl in app.pm.hook.banger_cli_commands.get_hookimpls():
-            try:
-                provided = list(impl.function() or ())
-            except Exception as exc:  # a broken plugin must not break the CLI
-                warn(f"banger: warning: plugin {impl.plugin_name}: banger_cli_commands raised: {exc}")
+        for plugin_name, provided in app.pm.cli_commands():
+            if isinstance(provided, Exception):  # a broken plugin must not break the CLI
+                warn(f"banger: warning: plugin {plugin_name}: banger_cli_commands raised: {provided}")
                 continue
             for command in provided:
                 if command.name in CORE_COMMANDS or command.name in commands or command.name is None:
-                    warn(f"banger: warning: plugin {impl.plugin_name}: command {command.name!r} clashes, ignored")
+                    warn(f"banger: warning: plugin {plugin_name}: command {command.name!r} clashes, ignored")
                     continue
                 commands[command.name] = command
         return commands

@@ -241,7 +241,7 @@ def _claiming_syncer(app: App, path: Path, fix: str) -> Any:
     if not path.is_dir():
         raise BangerError(f"{path} is not a directory: {fix}")
     ctx = app.plugin_context()
-    for _name, provided in sorted(app.pm.providers("banger_workspace_syncers").items()):
+    for _name, provided in sorted(app.pm.workspace_syncers().items()):
         driver = provided.value.factory(ctx)
         if driver.claims(path):
             return driver

@@ -243,7 +243,7 @@ def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Pa
     """Read and validate the config file (missing file = all defaults)."""
     path = path or paths.config_file(env)
     shown = display_path(path, env)
-    provided = pm.providers("banger_config_options")
+    provided = pm.config_options()
     options = {key: p.value for key, p in provided.items()}
     owners = {key: p.plugin.name for key, p in provided.items()}
 

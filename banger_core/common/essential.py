@@ -75,9 +75,6 @@ class ManualDnsRouter:
     def route(self, link: str, server: str, domain: str) -> None:
         return None
 
-    def unroute(self, link: str, server: str, domain: str) -> None:
-        return None
-
     def instructions(self, link: str, server: str, domain: str) -> str:
         return (
             f"banger does not change your resolver on this host. To resolve *.{domain} names, "
