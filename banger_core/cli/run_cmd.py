@@ -15,6 +15,7 @@ import click
 
 from banger_core.cli.app import App
 from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.completion import complete_vms
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
 from banger_core.common.progress import EventProgress
@@ -314,7 +315,7 @@ def workspace_cli() -> None:
 
 
 @workspace_cli.command(name="sync")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("path", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
 @click.option("--include-untracked", is_flag=True, help="Also copy untracked files that git does not ignore.")
@@ -358,7 +359,7 @@ def _round_trip_driver(app: App, path: Path) -> Any:
 
 
 @workspace_cli.command(name="pull")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("path", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--branch", help="The host branch to put the guest's work on (default banger/NAME).")
 @click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
@@ -381,7 +382,7 @@ def workspace_pull(app: App, name: str, path: Path, branch: str | None, guest_pa
 
 
 @workspace_cli.command(name="diff")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("path", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
 @click.pass_obj
