@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,9 @@ from banger_core.cli.completion import complete_vms
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
 from banger_core.common.progress import EventProgress
+
+if TYPE_CHECKING:
+    from banger_core.client import Client
 
 TOOLING_LOG = "/root/.cache/banger/vm-run-tooling-{repo}.log"
 MISE_FILES = (".mise.toml", "mise.toml", ".tool-versions")
@@ -37,6 +40,13 @@ def spec_line(plan: dict[str, Any]) -> str:
         f"network {v['network']} ({s['network']}){access}, image {v['image']} ({s['image']}), "
         f"kernel {v['kernel']} ({s['kernel']})"
     )
+
+
+def pull_missing_image(client: Client, plan: dict[str, Any], printer: ProgressPrinter) -> None:
+    """Pull the image a create with ``plan`` boots when the store lacks it (as `docker run`/`create` do)."""
+    if not plan["values"]["image_present"]:
+        client.images.pull(plan["values"]["image"], progress=printer)
+        printer.done()
 
 
 def guest_workdir(guest_path: str | None, repo: Path) -> str:
@@ -113,9 +123,7 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
     body = spec_body(**spec)
     planned = client.vms.plan(**body)
     click.echo(spec_line(planned), err=True)
-    if not planned["values"]["image_present"]:
-        client.images.pull(planned["values"]["image"], progress=printer)
-        printer.done()
+    pull_missing_image(client, planned, printer)
     quiet_spec = _SkipSpec(printer)
     name_holder: dict[str, str] = {}
 

@@ -121,9 +121,13 @@ def show(app: App, name: str, as_json: bool) -> None:
 @pass_app
 def create(app: App, /, no_start: bool, as_json: bool, **kw: Any) -> None:
     """Create a VM (and boot it, unless --no-start); it keeps running until `banger vm stop`."""
+    from banger_core.cli.run_cmd import pull_missing_image
+
     printer = ProgressPrinter(app.verbose)
     body = {**spec_body(**kw), "start": not no_start}
-    vm = get_client(app).vms.create(progress=printer, **body)
+    client = get_client(app)
+    pull_missing_image(client, client.vms.plan(**spec_body(**kw)), printer)
+    vm = client.vms.create(progress=printer, **body)
     printer.done()
     if as_json:
         print_json(vm)
