@@ -22,7 +22,7 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "kernel": ("banger_core.cli.kernel_cmd", "Pull, list and delete kernels."),
     "daemon": ("banger_core.cli.daemon_cmd", "Inspect, stop and restart the background daemon."),
     "ssh-config": ("banger_core.cli.sshconfig_cmd", "Make `ssh NAME.vm` reach banger's VMs."),
-    "config": ("banger_core.cli.config_cmd", "Show the effective configuration."),
+    "config": ("banger_core.cli.config_cmd", "Show, explain and edit the configuration."),
     "doctor": ("banger_core.cli.doctor_cmd", "Check this host can run VMs, and say what to fix."),
     "plugins": ("banger_core.cli.plugins_cmd", "List and inspect plugins."),
     "version": ("banger_core.cli.version_cmd", "Print version, commit and build time."),

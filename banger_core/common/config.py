@@ -38,6 +38,15 @@ class ConfigError(BangerError):
     """A config problem, as one line naming the file, the key and what is expected."""
 
 
+#: Other names a key is accepted under (the original banger's spellings): alias -> key.
+#: An alias whose key no active plugin declares stays unknown, under the name the file uses.
+ALIASES: dict[str, str] = {"default_image_name": "default_image", "default_dns": "guest_dns"}
+
+
+def aliases_of(key: str) -> list[str]:
+    return sorted(alias for alias, target in ALIASES.items() if target == key)
+
+
 def parse_size(value: object, *, default_unit: str = "") -> int:
     """``"16G"`` → bytes (binary units); a number without a unit counts in ``default_unit`` (bytes, or ``"m"``).
 
@@ -84,6 +93,14 @@ _TYPE_WORDS = {
     "table": "a table",
     "list[table]": "an array of tables ([[...]])",
 }
+
+
+def type_text(option: ConfigOption) -> str:
+    """What a value of ``option`` must be, in words: ``a string: one of microvm, q35``."""
+    words = _TYPE_WORDS[option.type]
+    if option.choices:
+        words += f": one of {', '.join(option.choices)}"
+    return words
 
 
 def _coerce(option: ConfigOption, value: Any, where: str, env: Mapping[str, str]) -> Any:
@@ -177,17 +194,21 @@ class Config(Mapping[str, Any]):
         return len(self.data)
 
     def rows(self) -> list[dict[str, Any]]:
-        """Rows for ``banger config show``: key, value, source, plugin, help."""
+        """Rows for ``banger config show``: key, value, source, plugin, help, type, default, aliases."""
         rows = []
         for key in sorted(self.options):
             value = self.data.get(key)
+            option = self.options[key]
             rows.append(
                 {
                     "key": key,
                     "value": _jsonable(value),
                     "source": self.sources.get(key, "default"),
                     "plugin": self.owners.get(key, ""),
-                    "help": self.options[key].help,
+                    "help": option.help,
+                    "type": option.type,
+                    "default": _jsonable(option.default),
+                    "aliases": aliases_of(key),
                 }
             )
         return rows
@@ -239,8 +260,14 @@ def display_path(path: Path, env: Mapping[str, str] = os.environ) -> str:
     return text
 
 
-def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Path | None = None) -> Config:
-    """Read and validate the config file (missing file = all defaults)."""
+def load_config(
+    pm: PluginManager, env: Mapping[str, str] = os.environ, path: Path | None = None, *, content: bytes | None = None
+) -> Config:
+    """Read and validate the config file (missing file = all defaults).
+
+    With ``content``, validate that text as if it were the file at ``path``
+    (``banger config edit`` checks an edit before it replaces the file).
+    """
     path = path or paths.config_file(env)
     shown = display_path(path, env)
     provided = pm.providers("banger_config_options")
@@ -251,12 +278,13 @@ def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Pa
     digest: str | None = None
     stamp: FileStamp | None = None
     try:
-        with path.open("rb") as fh:
-            # Stamped before reading: a change made while we read shows up as a newer stamp later.
-            stamp = _stamp(os.fstat(fh.fileno()))
-            content = fh.read()
+        if content is None:
+            with path.open("rb") as fh:
+                # Stamped before reading: a change made while we read shows up as a newer stamp later.
+                stamp = _stamp(os.fstat(fh.fileno()))
+                content = fh.read()
         digest = hashlib.sha256(content).hexdigest()
-        raw = tomllib.loads(content.decode())
+        raw = _resolve_aliases(tomllib.loads(content.decode()), options, shown)
     except FileNotFoundError:
         pass
     except UnicodeDecodeError:
@@ -302,6 +330,22 @@ def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Pa
         digest=digest,
         stamp=stamp,
     )
+
+
+def _resolve_aliases(raw: dict[str, Any], options: Mapping[str, ConfigOption], shown: str) -> dict[str, Any]:
+    """``raw`` with each alias of a declared key renamed to that key; both set differently is an error."""
+    resolved = dict(raw)
+    for alias, key in ALIASES.items():
+        if alias not in resolved or key not in options:
+            continue
+        value = resolved.pop(alias)
+        if key in resolved and resolved[key] != value:
+            raise ConfigError(
+                f"{shown}: {alias} = {value!r} and {key} = {resolved[key]!r} set the same key "
+                f"({alias} is another name for {key}): keep one"
+            )
+        resolved[key] = value
+    return resolved
 
 
 def _stamp(st: os.stat_result) -> FileStamp:
