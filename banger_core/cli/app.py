@@ -49,7 +49,8 @@ class App:
             from banger_core.common.plugins import get_plugin_manager
 
             self._pm = get_plugin_manager(self.env)
-            self.report_failed_plugins()
+            if "_BANGER_COMPLETE" not in self.env:  # on Tab the report would land inside the command line
+                self.report_failed_plugins()
         return self._pm
 
     def report_failed_plugins(self) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from banger_core.cli.completion import query_names
+from banger_core.testing import FakeSite
 from tests.support.daemon import DaemonHarness
 
 BIN = Path(sys.executable).parent
@@ -130,3 +131,33 @@ def test_an_unknown_shell_is_a_usage_error(banger_env: dict[str, str]) -> None:
     result = subprocess.run([BIN / "banger", "completion", "tcsh"], env=banger_env, capture_output=True, text=True)
     assert result.returncode == 2 and result.stdout == ""
     assert "'tcsh' is not one of 'bash', 'fish', 'zsh'" in result.stderr
+
+
+def test_a_broken_plugin_does_not_print_on_tab(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
+    """Load failures are for commands to report: on Tab they would land in the middle of the command line."""
+    banger_site.add_plugin("broken", "broken-banger", "0.9", source="import no_such_module_anywhere\n")
+    env = {**banger_env, "PYTHONPATH": str(banger_site.root)}
+    assert bash_complete(env, "banger", "vm", "create", "--backend", "q") == ["qemu"]
+    assert bash_complete(env, "banger", "co") == ["completion", "config"]
+    # A command still reports it.
+    listing = subprocess.run([BIN / "banger", "plugins", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert "Error while loading banger plugin broken" in listing.stderr
+
+
+def test_completing_names_imports_no_http_client_library(daemon: DaemonHarness) -> None:
+    """Every Tab press pays the imports: names come over plain http.client, never through httpx."""
+    daemon.client().images.pull("fake-tiny")
+    probe = (
+        "import sys\n"
+        "from banger_core.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('httpx' in sys.modules, file=sys.stderr)\n"
+    )
+    env = {**daemon.env, "_BANGER_COMPLETE": "bash_complete", "COMP_WORDS": "banger image delete ", "COMP_CWORD": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, "banger"], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout == "plain,fake-tiny\n" and result.stderr == "False\n"
