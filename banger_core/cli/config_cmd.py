@@ -14,7 +14,7 @@ import click
 
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.output import print_json
-from banger_core.common.config import Config, display_path, type_text
+from banger_core.common.config import Config, ConfigRow, JsonValue, display_path, type_text
 from banger_core.common.errors import BangerError
 from banger_hookspecs import ConfigOption
 
@@ -62,7 +62,7 @@ def show(app: App, as_json: bool) -> None:
         click.echo("\n".join(_explain(row, config.options[row["key"]])))
 
 
-def _toml(value: Any) -> str:
+def _toml(value: JsonValue) -> str:
     """A value as it would be written in config.toml."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -73,7 +73,7 @@ def _toml(value: Any) -> str:
     return json.dumps(value)
 
 
-def _explain(row: Mapping[str, Any], option: ConfigOption) -> list[str]:
+def _explain(row: ConfigRow, option: ConfigOption) -> list[str]:
     """The lines `config show` prints for one key."""
     plugin = f", plugin {row['plugin']}" if row["plugin"] not in ("core", "") else ""
     if row["value"] is None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from banger_core.common import paths
 from banger_core.common.errors import BangerError
@@ -36,6 +36,23 @@ _SIZE_FORMS = {
 
 class ConfigError(BangerError):
     """A config problem, as one line naming the file, the key and what is expected."""
+
+
+#: A value JSON can hold (``banger config show --json``).
+JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+class ConfigRow(TypedDict):
+    """One key as ``banger config show`` reports it."""
+
+    key: str
+    value: JsonValue
+    source: str
+    plugin: str
+    help: str
+    type: str
+    default: JsonValue
+    aliases: list[str]
 
 
 #: Other names a key is accepted under (the original banger's spellings): alias -> key.
@@ -103,7 +120,7 @@ def type_text(option: ConfigOption) -> str:
     return words
 
 
-def _coerce(option: ConfigOption, value: Any, where: str, env: Mapping[str, str]) -> Any:
+def _coerce(option: ConfigOption, value: object, where: str, env: Mapping[str, str]) -> object:
     """Validate one value; ``where`` names it in errors (``key 'x' in [t]``)."""
     expected = _TYPE_WORDS[option.type]
 
@@ -152,9 +169,9 @@ def _coerce(option: ConfigOption, value: Any, where: str, env: Mapping[str, str]
     raise ConfigError(f"{where}: unsupported option type {kind}")
 
 
-def _table(option: ConfigOption, value: dict[str, Any], where: str, env: Mapping[str, str]) -> dict[str, Any]:
+def _table(option: ConfigOption, value: dict[str, object], where: str, env: Mapping[str, str]) -> dict[str, object]:
     fields = {f.key: f for f in option.fields}
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key, item in value.items():
         if key not in fields:
             known = ", ".join(sorted(fields))
@@ -193,9 +210,9 @@ class Config(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self.data)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[ConfigRow]:
         """Rows for ``banger config show``: key, value, source, plugin, help, type, default, aliases."""
-        rows = []
+        rows: list[ConfigRow] = []
         for key in sorted(self.options):
             value = self.data.get(key)
             option = self.options[key]
@@ -214,14 +231,14 @@ class Config(Mapping[str, Any]):
         return rows
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
+def _jsonable(value: object) -> JsonValue:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
-    return value
+    return str(value)  # a Path
 
 
 def bridge_addresses(config: Mapping[str, Any]) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]:
@@ -274,7 +291,7 @@ def load_config(
     options = {key: p.value for key, p in provided.items()}
     owners = {key: p.plugin.name for key, p in provided.items()}
 
-    raw: dict[str, Any] = {}
+    raw: dict[str, object] = {}
     digest: str | None = None
     stamp: FileStamp | None = None
     try:
@@ -332,7 +349,7 @@ def load_config(
     )
 
 
-def _resolve_aliases(raw: dict[str, Any], options: Mapping[str, ConfigOption], shown: str) -> dict[str, Any]:
+def _resolve_aliases(raw: dict[str, object], options: Mapping[str, ConfigOption], shown: str) -> dict[str, object]:
     """``raw`` with each alias of a declared key renamed to that key; both set differently is an error."""
     resolved = dict(raw)
     for alias, key in ALIASES.items():
