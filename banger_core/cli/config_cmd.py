@@ -36,7 +36,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
 def show(app: App, as_json: bool) -> None:
-    """Print every config key: its value, where that came from, what it does, what it takes and its default.
+    """Explain every key: value, source, meaning, type and default.
 
     Keys are declared by the core and by plugins (a plugin's keys say so).
     Unset keys without a default show as unset.
@@ -107,7 +107,7 @@ def _sentence(text: str) -> str:
 @cli.command(name="edit")
 @pass_app
 def edit(app: App) -> None:
-    """Open config.toml in $EDITOR; the file is replaced only by an edit that validates.
+    """Edit config.toml in $EDITOR; only an edit that validates is saved.
 
     \b
     An invalid edit prints what is wrong and offers to edit again; declining
