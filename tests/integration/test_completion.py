@@ -48,6 +48,20 @@ def bash_complete(env: dict[str, str], *words: str) -> list[str]:
     return sorted(reply for reply in replies if reply)
 
 
+def fish_complete(env: dict[str, str], line: str) -> list[str]:
+    """What fish offers for ``line`` (its own ``complete -C``), names only, with the script loaded."""
+    result = subprocess.run(
+        ["fish", "-c", "banger completion fish | source; complete -C $argv[1]", line],
+        env=shell_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stderr == ""
+    return sorted(entry.split("\t", 1)[0] for entry in result.stdout.splitlines())
+
+
 def test_bash_completes_commands_flags_and_live_names(daemon: DaemonHarness) -> None:
     client = daemon.client()
     client.images.pull("fake-tiny")
@@ -69,6 +83,10 @@ def test_bash_completes_commands_flags_and_live_names(daemon: DaemonHarness) -> 
     assert "fakevmm" in bash_complete(daemon.env, "banger", "vm", "run", "--backend", "")
     assert bash_complete(daemon.env, "banger", "vm", "create", "--backend", "fake") == ["fakevmm"]
     assert bash_complete(daemon.env, "banger", "image", "pull", "--source", "fa") == ["fake"]
+    # fish runs the same completion through its own script (zsh's is checked for syntax below).
+    assert fish_complete(daemon.env, "banger vm show ") == ["alpha", "beta"]
+    assert fish_complete(daemon.env, "banger vm create --image f") == ["fake-tiny"]
+    assert fish_complete(daemon.env, "banger vm s") == ["show", "ssh", "start", "stop"]
 
 
 def test_with_no_daemon_names_complete_to_nothing_and_no_daemon_starts(daemon: DaemonHarness) -> None:
@@ -77,6 +95,7 @@ def test_with_no_daemon_names_complete_to_nothing_and_no_daemon_starts(daemon: D
     assert bash_complete(daemon.env, "banger", "kernel", "export", "") == []
     # Commands and flags need no daemon.
     assert bash_complete(daemon.env, "banger", "vm", "st") == ["start", "stop"]
+    assert fish_complete(daemon.env, "banger image delete ") == []
     assert daemon.pid() is None
     assert not (daemon.runtime / "bangerd.sock").exists()
     assert not (daemon.state / "bangerd.start.lock").exists()
@@ -161,3 +180,11 @@ def test_completing_names_imports_no_http_client_library(daemon: DaemonHarness) 
         [sys.executable, "-c", probe, "banger"], env=env, capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout == "plain,fake-tiny\n" and result.stderr == "False\n"
+
+
+def test_zsh_registers_its_completion_function(banger_env: dict[str, str]) -> None:
+    script = 'autoload -U compinit; compinit -u -D; eval "$(banger completion zsh)"; print -r -- $_comps[banger]'
+    result = subprocess.run(
+        ["zsh", "-f", "-c", script], env=shell_env(banger_env), capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout == "_banger_completion\n" and result.stderr == ""
