@@ -18,7 +18,11 @@ def keyed(tmp_path: Path) -> Iterator[E2E]:
     """A daemon of its own (ssh_key_path is read at start) whose config names a key that does not exist yet."""
     if os.geteuid() != 0:
         pytest.skip("e2e tests build the golden image with debootstrap, which needs root")
-    env = make_env(tmp_path, E2E_CONFIG + 'ssh_key_path = "~/.ssh/id_banger"\n')
+    dotfiles = tmp_path / "home" / "dotfiles"  # E2E_CONFIG's file_sync entry copies this file
+    dotfiles.mkdir(parents=True)
+    (dotfiles / "gitconfig").write_text("[user]\n\tname = e2e\n")
+    # Top-level keys first: E2E_CONFIG ends inside a [[file_sync]] table.
+    env = make_env(tmp_path, 'ssh_key_path = "~/.ssh/id_banger"\n' + E2E_CONFIG)
     harness = E2E(env=env, root=tmp_path)
     try:
         harness.banger("image", "pull", GOLDEN, check=True, timeout=3600)
