@@ -120,7 +120,10 @@ def show(app: App, name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the VM as JSON when done.")
 @pass_app
 def create(app: App, /, no_start: bool, as_json: bool, **kw: Any) -> None:
-    """Create a VM (and boot it, unless --no-start); it keeps running until `banger vm stop`."""
+    """Create a VM and boot it (unless --no-start); a missing image is pulled first.
+
+    It keeps running until `banger vm stop`.
+    """
     from banger_core.cli.run_cmd import pull_missing_image
 
     printer = ProgressPrinter(app.verbose)
