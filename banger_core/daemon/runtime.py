@@ -66,7 +66,7 @@ class Runtime:
             self.config, host_ops_for_current_user(self.config), env=self.env, logger=logging.getLogger("banger")
         )
         self.layout = Layout(self.ctx.state_dir, self.ctx.runtime_dir)
-        self.keys = SshKeys(self.layout.ssh)
+        self.keys = SshKeys(self.layout.ssh, self.config.get("ssh_key_path"))
         self._drivers: dict[tuple[str, str], object] = {}
         self._drivers_lock = threading.Lock()
         self.db: Database | None = None
