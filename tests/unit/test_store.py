@@ -12,7 +12,7 @@ import pytest
 from banger_core.common.errors import NotFound
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
-from banger_core.daemon.vms import CreateRequest, VmService
+from banger_core.daemon.vm import CreateRequest, VmService
 from banger_core.testing import FakeSite, RecordingProgress
 from tests.support.daemon import install_fake_plugin
 

@@ -1,0 +1,136 @@
+"""Spec resolution: a create request's effective values and where each came from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from banger_core.common.config import format_size, parse_size
+from banger_core.common.defaults import effective_defaults
+from banger_core.common.errors import BangerError, Conflict, Unavailable
+from banger_core.common.names import validate_image_name
+from banger_core.daemon.images import Store
+from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.vm.views import CreateRequest
+
+MIN_DISK = 1 << 30
+MAX_DISK = 2 << 40
+
+
+def _config_source(config: Any, key: str) -> str:
+    return "default" if config.sources.get(key) == "default" else "config"
+
+
+def resolve(
+    rt: Runtime, store: Store, req: CreateRequest, *, image_may_be_missing: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Effective spec values and where each came from (flag, config, image, host heuristic).
+
+    With ``image_may_be_missing`` (planning before an automatic pull) an
+    image that is not pulled yet is fine and its kernel is reported as
+    coming from the image once pulled.
+    """
+    config = rt.config
+    defaults = effective_defaults(config.get("vm_defaults"), rt.ctx.host.cpus, rt.ctx.host.memory_mib)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    flags = {
+        "vcpus": req.vcpus,
+        "memory_mib": req.memory_mib,
+        "disk_size": parse_size(req.disk_size) if req.disk_size is not None else None,
+    }
+    for key, flag in flags.items():
+        values[key], sources[key] = (flag, "flag") if flag is not None else defaults[key]
+    if not isinstance(values["vcpus"], int) or not 1 <= values["vcpus"] <= 64:
+        raise BangerError(f"vCPUs must be between 1 and 64, got {values['vcpus']}")
+    if not isinstance(values["memory_mib"], int) or not 128 <= values["memory_mib"] <= 1 << 20:
+        raise BangerError(f"memory must be between 128 and 1048576 MiB, got {values['memory_mib']}")
+    if not MIN_DISK <= values["disk_size"] <= MAX_DISK:
+        raise BangerError(
+            f"disk size must be between 1G and 2T, got {format_size(values['disk_size'])}: pass e.g. --disk-size 8G"
+        )
+
+    if req.image:
+        values["image"], sources["image"] = validate_image_name(req.image), "flag"
+    else:
+        values["image"], sources["image"] = config["default_image"], _config_source(config, "default_image")
+    image = None
+    if not image_may_be_missing or store.has_image(values["image"]):
+        image = store.get_image(values["image"])
+    values["image_present"] = image is not None
+    if req.kernel:
+        values["kernel"], sources["kernel"] = validate_image_name(req.kernel, "kernel"), "flag"
+    elif config.get("default_kernel"):
+        values["kernel"], sources["kernel"] = config["default_kernel"], "config"
+    elif image is None:
+        values["kernel"], sources["kernel"] = "the image's", "known once pulled"
+    elif image.kernel_ref:
+        values["kernel"], sources["kernel"] = image.kernel_ref, "image"
+    else:
+        raise BangerError(f"image {image.name} names no kernel: pass --kernel or set default_kernel")
+    if image is not None:
+        store.get_kernel(values["kernel"])
+
+    network = req.network or config["network_backend"]
+    sources["network"] = "flag" if req.network else _config_source(config, "network_backend")
+    values["network"] = network
+    rt.network(network)  # its settings (cidr for a bridge) are checked here, before anything exists
+    values["host_access"], sources["host_access"] = host_access(rt, req.host_access, network)
+
+    backend, why = select_backend(rt, req.backend, network)
+    values["backend"], sources["backend"] = backend, why
+    return values, sources
+
+
+def host_access(rt: Runtime, requested: bool, network: str) -> tuple[bool, str]:
+    """``--host-access``: honoured by user-mode NICs only, refused elsewhere rather than ignored."""
+    if not requested:
+        return False, "default"
+    if nic_kind(rt, network) != "user":
+        raise BangerError(
+            f"--host-access only applies to user-mode networking (--network usernet): a {network} guest "
+            "never reaches the host's 127.0.0.1"
+        )
+    return True, "flag"
+
+
+def select_backend(rt: Runtime, requested: str | None, network: str) -> tuple[str, str]:
+    """``(backend, why)``: explicit flag or config, else ``auto`` (most preferred usable).
+
+    Only backends that can attach ``network``'s kind of NIC qualify:
+    Firecracker has no user-mode networking, so with ``usernet`` auto picks QEMU.
+    """
+    kind = nic_kind(rt, network)
+    backends = rt.pm.providers("banger_vmm_backends")
+    configured = rt.config["vmm_backend"]
+    explicit = requested or (configured if configured != "auto" else None)
+    if explicit:
+        registration = rt.pm.provider("banger_vmm_backends", explicit, kind="VMM backend").value
+        if kind not in registration.nic_kinds:
+            raise Conflict(
+                f"VMM backend {explicit} cannot attach {network} NICs ({kind}): "
+                f"use --network with a {'/'.join(registration.nic_kinds)} backend (e.g. --network bridge)"
+            )
+        availability = rt.vmm(explicit).availability()
+        if not availability.usable:
+            raise Unavailable(f"VMM backend {explicit} cannot run VMs here: {availability.reason}")
+        return explicit, "flag" if requested else "config"
+    candidates = []
+    reasons = []
+    for name in sorted(backends):
+        if kind not in backends[name].value.nic_kinds:
+            reasons.append(f"{name}: cannot attach {network} NICs")
+            continue
+        availability = rt.vmm(name).availability()
+        reasons.append(f"{name}: {availability.reason}")
+        if availability.usable:
+            candidates.append((availability.preference, name, availability.reason))
+    if not candidates:
+        why = "; ".join(reasons) or "none installed"
+        raise Unavailable(f"no VMM backend can run VMs here with network {network} ({why}): see `banger doctor`")
+    _, name, reason = max(candidates)
+    return name, f"auto: {reason}"
+
+
+def nic_kind(rt: Runtime, network: str) -> str:
+    """The kind of NIC (``tap`` or ``user``) network backend ``network`` gives a VM."""
+    return str(rt.pm.provider("banger_network_backends", network, kind="network backend").value.nic_kind)
