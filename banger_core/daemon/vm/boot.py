@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from banger_core.api.state import VmState
 from banger_core.common.errors import BangerError, OperationFailed
 from banger_core.common.ssh import SshTarget, banner_ready, close_master
 from banger_core.daemon import guest
@@ -90,7 +91,7 @@ class Power:
         self.store.get_image(vm.image)
         vmm = self.rt.vmm(vm.backend)
         net = self.rt.network(vm.network)
-        vm = self.records.set_state(vm.id, "starting", last_error=None)
+        vm = self.records.set_state(vm.id, VmState.STARTING, {"last_error": None})
         attachment: NetAttachment | None = None
         proc: VmProcess | None = None
         root = self.rt.layout.vm_dir(vm.id)
@@ -136,7 +137,7 @@ class Power:
             if isinstance(exc, BangerError):
                 raise type(exc)(message) from exc
             raise OperationFailed(message) from exc
-        vm = self.records.set_state(vm.id, "running", started_at=datetime.now(UTC))
+        vm = self.records.set_state(vm.id, VmState.RUNNING, {"started_at": datetime.now(UTC)})
         progress.step(f"{vm.name} is running")
         self.rt.pm.call_event("banger_vm_started", vm=info(vm))
 
@@ -161,7 +162,7 @@ class Power:
             except Exception:
                 log.exception("detaching %s after a failed start", vm.name)
         self.handles.drop(vm.id)
-        self.records.set_state(vm.id, "error", last_error=message)
+        self.records.set_state(vm.id, VmState.ERROR, {"last_error": message})
         return message
 
     def _wait_ready(self, vm: Vm, proc: VmProcess, attachment: NetAttachment) -> None:
@@ -203,8 +204,8 @@ class Power:
         return " | ".join(lines[-SERIAL_TAIL_LINES:]) if lines else f"last serial lines: {serial_tail(self.rt, vm.id)}"
 
     def halt(self, vm: Vm, progress: Progress, *, force: bool, reason: str | None = None) -> None:
-        if vm.state != "stopping":
-            vm = self.records.set_state(vm.id, "stopping")
+        if vm.state != VmState.STOPPING:
+            vm = self.records.set_state(vm.id, VmState.STOPPING)
         handles = self.handles.read(vm.id) or {}
         close_master(control_path(self.rt, vm.id))
         if handles.get("vmm"):
@@ -218,7 +219,7 @@ class Power:
                 vmm.stop(proc, STOP_TIMEOUT)
             reap(proc)
         self.release_network(vm)
-        vm = self.records.set_state(vm.id, "stopped", last_error=reason)
+        vm = self.records.set_state(vm.id, VmState.STOPPED, {"last_error": reason})
         progress.step(f"{vm.name} stopped")
         self.rt.pm.call_event("banger_vm_stopped", vm=info(vm))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from banger_core.api.state import ACTIVE, STARTABLE, VmState
 from banger_core.common.progress import NullProgress
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
@@ -45,7 +46,7 @@ class Reconciler:
         removed = self._remove_leftovers()
         adopted: list[str] = []
         demoted: list[str] = []
-        for vm in self.records.in_states("starting", "running", "stopping"):
+        for vm in self.records.in_states(*ACTIVE):
             handles = self.handles.read(vm.id) or {}
             alive = False
             if handles.get("vmm"):
@@ -53,7 +54,7 @@ class Reconciler:
                     alive = bool(self.rt.vmm(vm.backend).is_running(process_from_dict(handles["vmm"])))
                 except Exception as exc:
                     log.warning("cannot inspect %s: %s", vm.name, exc)
-            if alive and vm.state == "running":
+            if alive and vm.state == VmState.RUNNING:
                 adopted.append(vm.name)
                 log.info("adopted running VM %s (pid %s)", vm.name, handles["vmm"]["pid"])
                 continue
@@ -70,7 +71,7 @@ class Reconciler:
                     log.warning("killing %s: %s", vm.name, exc)
                 reason = f"the daemon stopped while it was {vm.state}; the VM was stopped"
             self.power.release_network(vm)
-            self.records.mark_stopped(vm.id, reason)
+            self.records.set_state(vm.id, VmState.STOPPED, {"last_error": reason})
             demoted.append(vm.name)
             log.warning("VM %s marked stopped: %s", vm.name, reason)
             self.rt.pm.call_event("banger_vm_stopped", vm=info(self.records.by_name(vm.name)))
@@ -97,9 +98,9 @@ class Reconciler:
             vm_dir = self.rt.layout.vm_dir(vm.id)
             if vm.remove_on_exit:
                 why = "it was a --rm VM whose session ended with the previous daemon"
-            elif vm.state in ("created", "stopped", "error") and not vm_dir.exists():
+            elif vm.state in STARTABLE and not vm_dir.exists():
                 why = "its directory is gone: a create or a delete was interrupted"
-            elif vm.state == "created" and not (vm_dir / WORK_DISK).exists():
+            elif vm.state == VmState.CREATED and not (vm_dir / WORK_DISK).exists():
                 why = "its create was interrupted before its disks were complete"
             else:
                 continue
@@ -119,7 +120,7 @@ class Reconciler:
     def check_alive(self) -> list[str]:
         """Mark running VMs whose VMM died (guest powered off, crash) as stopped; return their names."""
         gone: list[str] = []
-        for vm in self.records.in_states("running"):
+        for vm in self.records.in_states(VmState.RUNNING):
             handles = self.handles.read(vm.id) or {}
             if not handles.get("vmm"):
                 continue
@@ -128,7 +129,7 @@ class Reconciler:
                 continue  # an operation on it is in progress; it will settle the state
             try:
                 current = self.records.by_name(vm.name)
-                if current.state != "running":
+                if current.state != VmState.RUNNING:
                     continue
                 if self.rt.vmm(vm.backend).is_running(process_from_dict(handles["vmm"])):
                     continue

@@ -5,23 +5,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from datetime import datetime
+from typing import TypedDict
 
 from sqlmodel import col, select
 
-from banger_core.common.errors import Conflict, NotFound
+from banger_core.api.state import VmState, check_transition
+from banger_core.common.errors import NotFound
 from banger_core.common.names import validate_vm_name
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Vm
 
-TRANSITIONS: dict[str, set[str]] = {
-    "created": {"starting"},
-    "starting": {"running", "error", "stopped"},
-    "running": {"stopping", "stopped", "error"},
-    "stopping": {"stopped", "error"},
-    "stopped": {"starting"},
-    "error": {"starting", "stopped"},
-}
+
+class VmChanges(TypedDict, total=False):
+    """Fields a state change may set besides the state itself."""
+
+    last_error: str | None
+    started_at: datetime | None
 
 
 class VmRecords:
@@ -50,20 +50,23 @@ class VmRecords:
         with self.rt.database.read() as s:
             return s.exec(select(Vm).order_by(col(Vm.created_at))).all()
 
-    def in_states(self, *states: str) -> Sequence[Vm]:
+    def in_states(self, *states: VmState) -> Sequence[Vm]:
         with self.rt.database.read() as s:
             return s.exec(select(Vm).where(col(Vm.state).in_(states))).all()
 
-    def set_state(self, vm_id: str, state: str, **fields: Any) -> Vm:
+    def set_state(self, vm_id: str, state: VmState, changes: VmChanges | None = None) -> Vm:
+        """Move VM ``vm_id`` to ``state`` (checked against the transition table) and apply ``changes``."""
+        changes = changes or {}
         with self.rt.database.session() as s:
             vm = s.get(Vm, vm_id)
             if vm is None:
                 raise NotFound(f"VM {vm_id} vanished")
-            if state != vm.state and state not in TRANSITIONS.get(vm.state, set()):
-                raise Conflict(f"VM {vm.name} is {vm.state}; it cannot become {state}")
+            check_transition(vm.name, vm.state, state)
             vm.state = state
-            for key, value in fields.items():
-                setattr(vm, key, value)
+            if "last_error" in changes:
+                vm.last_error = changes["last_error"]
+            if "started_at" in changes:
+                vm.started_at = changes["started_at"]
             s.add(vm)
         self.changed()
         return vm
@@ -72,17 +75,8 @@ class VmRecords:
         """A ``--rm`` VM that failed to boot loses its remove-on-exit mark."""
         with self.rt.database.session() as s:
             row = s.get(Vm, vm_id)
-            if row is not None and row.state == "error":
+            if row is not None and row.state == VmState.ERROR:
                 row.remove_on_exit = False
-                s.add(row)
-
-    def mark_stopped(self, vm_id: str, reason: str) -> None:
-        """Reconcile's demotion of a VM whose process is gone (reported once, by the caller)."""
-        with self.rt.database.session() as s:
-            row = s.get(Vm, vm_id)
-            if row is not None:
-                row.state = "stopped"
-                row.last_error = reason
                 s.add(row)
 
     def delete(self, vm_id: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from banger_core.api.state import ACTIVE, STARTABLE, VmState
 from banger_core.common.config import bridge_addresses, format_size
 from banger_core.common.errors import Conflict, NotFound, OperationFailed
 from banger_core.common.names import generate_vm_name, new_vm_id, validate_vm_name
@@ -79,7 +80,7 @@ class VmService:
     def running_addresses(self) -> dict[str, str]:
         """``name -> address`` of running VMs with a routable address (for the .vm DNS server)."""
         out: dict[str, str] = {}
-        for vm in self.records.in_states("running"):
+        for vm in self.records.in_states(VmState.RUNNING):
             net = (self.handles.cache.get(vm.id) or {}).get("net") or {}
             if net.get("dns_address"):
                 out[vm.name] = net["dns_address"]
@@ -87,8 +88,8 @@ class VmService:
 
     def ssh_target(self, name: str) -> SshTarget:
         vm = self.records.by_name(name)
-        if vm.state != "running":
-            hint = f"start it: `banger vm start {name}`" if vm.state in ("stopped", "created", "error") else "wait"
+        if vm.state != VmState.RUNNING:
+            hint = f"start it: `banger vm start {name}`" if vm.state in STARTABLE else "wait"
             raise Conflict(f"VM {name} is {vm.state}, not running: {hint}")
         handles = self.handles.read(vm.id) or {}
         net = handles.get("net")
@@ -177,7 +178,7 @@ class VmService:
                 disk_size=values["disk_size"],
                 guest_ip=self._allocate_ip(values["network"], {r[1] for r in rows if r[1]}),
                 mac=alloc.new_mac({r[2] for r in rows}),
-                state="created",
+                state=VmState.CREATED,
                 created_at=datetime.now(UTC),
                 remove_on_exit=req.remove_on_exit,
                 host_access=values["host_access"],
@@ -216,9 +217,9 @@ class VmService:
         vm = self.records.by_name(name)
         with self.locks.hold(vm.id):
             vm = self.records.by_name(name)
-            if vm.state == "running":
+            if vm.state == VmState.RUNNING:
                 raise Conflict(f"VM {name} is already running")
-            if vm.state not in ("created", "stopped", "error"):
+            if vm.state not in STARTABLE:
                 raise Conflict(f"VM {name} is {vm.state}: wait for it, or `banger vm stop --force {name}`")
             self.power.boot(vm, progress)
         return self.get(name)
@@ -227,10 +228,10 @@ class VmService:
         vm = self.records.by_name(name)
         with self.locks.hold(vm.id):
             vm = self.records.by_name(name)
-            if vm.state in ("created", "stopped"):
+            if vm.state in (VmState.CREATED, VmState.STOPPED):
                 raise Conflict(f"VM {name} is not running ({vm.state})")
-            if vm.state == "error" and not self.handles.read(vm.id):
-                self.records.set_state(vm.id, "stopped")
+            if vm.state == VmState.ERROR and not self.handles.read(vm.id):
+                self.records.set_state(vm.id, VmState.STOPPED)
                 return self.get(name)
             self.power.halt(vm, progress, force=force)
         return self.get(name)
@@ -239,7 +240,7 @@ class VmService:
         vm = self.records.by_name(name)
         with self.locks.hold(vm.id):
             vm = self.records.by_name(name)
-            if vm.state in ("running", "starting", "stopping", "error"):
+            if vm.state in ACTIVE or vm.state == VmState.ERROR:
                 self.power.halt(vm, progress, force=False)
             self.power.boot(self.records.by_name(name), progress)
         return self.get(name)
@@ -254,7 +255,7 @@ class VmService:
         with self.locks.hold(vm_id):
             vm = self.records.by_id(vm_id)
             name = vm.name
-            if vm.state in ("running", "starting", "stopping") or self.handles.read(vm.id):
+            if vm.state in ACTIVE or self.handles.read(vm.id):
                 if not force:
                     raise Conflict(f"VM {name} is {vm.state}: stop it first, or pass --force to stop and delete it")
                 self.power.halt(vm, progress, force=True)
