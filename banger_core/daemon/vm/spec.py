@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from banger_core.common.backends import choose_backend
 from banger_core.common.config import format_size, parse_size
 from banger_core.common.defaults import effective_defaults
 from banger_core.common.errors import BangerError, Conflict, Unavailable
@@ -94,41 +95,34 @@ def host_access(rt: Runtime, requested: bool, network: str) -> tuple[bool, str]:
 
 
 def select_backend(rt: Runtime, requested: str | None, network: str) -> tuple[str, str]:
-    """``(backend, why)``: explicit flag or config, else ``auto`` (most preferred usable).
-
-    Only backends that can attach ``network``'s kind of NIC qualify:
-    Firecracker has no user-mode networking, so with ``usernet`` auto picks QEMU.
-    """
+    """``(backend, why)`` by the rule doctor shows (:func:`~banger_core.common.backends.choose_backend`)."""
     kind = nic_kind(rt, network)
-    backends = rt.pm.providers("banger_vmm_backends")
-    configured = rt.config["vmm_backend"]
-    explicit = requested or (configured if configured != "auto" else None)
-    if explicit:
-        registration = rt.pm.provider("banger_vmm_backends", explicit, kind="VMM backend").value
-        if kind not in registration.nic_kinds:
+    choice = choose_backend(
+        rt.pm,
+        network=network,
+        nic_kind=kind,
+        configured=str(rt.config["vmm_backend"]),
+        requested=requested,
+        availability=lambda name: rt.vmm(name).availability(),
+    )
+    if choice.explicit:
+        # An unknown name fails here, listing the known ones.
+        registration = rt.pm.provider("banger_vmm_backends", choice.explicit, kind="VMM backend").value
+        finding = choice.findings[0]
+        if not finding.compatible:
             raise Conflict(
-                f"VMM backend {explicit} cannot attach {network} NICs ({kind}): "
+                f"VMM backend {choice.explicit} cannot attach {network} NICs ({kind}): "
                 f"use --network with a {'/'.join(registration.nic_kinds)} backend (e.g. --network bridge)"
             )
-        availability = rt.vmm(explicit).availability()
-        if not availability.usable:
-            raise Unavailable(f"VMM backend {explicit} cannot run VMs here: {availability.reason}")
-        return explicit, "flag" if requested else "config"
-    candidates = []
-    reasons = []
-    for name in sorted(backends):
-        if kind not in backends[name].value.nic_kinds:
-            reasons.append(f"{name}: cannot attach {network} NICs")
-            continue
-        availability = rt.vmm(name).availability()
-        reasons.append(f"{name}: {availability.reason}")
-        if availability.usable:
-            candidates.append((availability.preference, name, availability.reason))
-    if not candidates:
-        why = "; ".join(reasons) or "none installed"
-        raise Unavailable(f"no VMM backend can run VMs here with network {network} ({why}): see `banger doctor`")
-    _, name, reason = max(candidates)
-    return name, f"auto: {reason}"
+        if not finding.usable:
+            raise Unavailable(f"VMM backend {choice.explicit} cannot run VMs here: {finding.reason}")
+        return choice.explicit, choice.why
+    chosen = choice.chosen
+    if chosen is None:
+        raise Unavailable(
+            f"no VMM backend can run VMs here with network {network} ({choice.reasons()}): see `banger doctor`"
+        )
+    return chosen.name, choice.why
 
 
 def nic_kind(rt: Runtime, network: str) -> str:
