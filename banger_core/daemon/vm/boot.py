@@ -18,7 +18,7 @@ from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Vm
 from banger_core.daemon.vm.disks import OVERLAY_DISK, WORK_DISK
-from banger_core.daemon.vm.handles import HandleStore, attachment_from_dict, jsonable, process_from_dict
+from banger_core.daemon.vm.handles import HandleStore, VmHandles
 from banger_core.daemon.vm.records import VmRecords
 from banger_core.daemon.vm.views import info
 from banger_hookspecs import Disk, NetAttachment, NicRequest, Progress, VmProcess, VmSpec
@@ -104,7 +104,7 @@ class Power:
                     vm_id=vm.id, vm_name=vm.name, mac=vm.mac, guest_ip=vm.guest_ip or "", host_access=vm.host_access
                 )
             )
-            self.handles.write(vm.id, {"net": jsonable(attachment)})
+            self.handles.write(vm.id, VmHandles(net=attachment))
             serial = serial_log(self.rt, vm.id)
             serial.write_bytes(b"")
             rotated(serial).unlink(missing_ok=True)  # this boot's console only
@@ -128,7 +128,7 @@ class Power:
             )
             progress.step(f"booting ({vm.backend})")
             proc = vmm.launch(spec, progress)
-            self.handles.write(vm.id, {"net": jsonable(attachment), "vmm": jsonable(proc)})
+            self.handles.write(vm.id, VmHandles(net=attachment, vmm=proc))
             crash_point("start:launched")
             progress.step("waiting for ssh")
             self._wait_ready(vm, proc, attachment)
@@ -206,10 +206,10 @@ class Power:
     def halt(self, vm: Vm, progress: Progress, *, force: bool, reason: str | None = None) -> None:
         if vm.state != VmState.STOPPING:
             vm = self.records.set_state(vm.id, VmState.STOPPING)
-        handles = self.handles.read(vm.id) or {}
+        handles = self.handles.read(vm.id)
         close_master(control_path(self.rt, vm.id))
-        if handles.get("vmm"):
-            proc = process_from_dict(handles["vmm"])
+        if handles is not None and handles.vmm is not None:
+            proc = handles.vmm
             vmm = self.rt.vmm(vm.backend)
             if force:
                 progress.step("killing the VM")
@@ -225,10 +225,10 @@ class Power:
 
     def release_network(self, vm: Vm) -> None:
         """Give back the VM's NIC (tap, forward) and forget its handles; never fatal."""
-        handles = self.handles.read(vm.id) or {}
-        if handles.get("net"):
+        handles = self.handles.read(vm.id)
+        if handles is not None and handles.net is not None:
             try:
-                self.rt.network(vm.network).detach(attachment_from_dict(handles["net"]))
+                self.rt.network(vm.network).detach(handles.net)
             except Exception as exc:
                 log.warning("detaching %s: %s", vm.name, exc)
         self.handles.drop(vm.id)

@@ -12,7 +12,7 @@ from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Vm
 from banger_core.daemon.vm.boot import Power
 from banger_core.daemon.vm.disks import WORK_DISK, finish_removals
-from banger_core.daemon.vm.handles import HandleStore, process_from_dict
+from banger_core.daemon.vm.handles import HandleStore
 from banger_core.daemon.vm.records import VmLocks, VmRecords
 from banger_core.daemon.vm.views import info
 
@@ -47,26 +47,27 @@ class Reconciler:
         adopted: list[str] = []
         demoted: list[str] = []
         for vm in self.records.in_states(*ACTIVE):
-            handles = self.handles.read(vm.id) or {}
+            handles = self.handles.read(vm.id)
+            proc = handles.vmm if handles is not None else None
             alive = False
-            if handles.get("vmm"):
+            if proc is not None:
                 try:
-                    alive = bool(self.rt.vmm(vm.backend).is_running(process_from_dict(handles["vmm"])))
+                    alive = bool(self.rt.vmm(vm.backend).is_running(proc))
                 except Exception as exc:
                     log.warning("cannot inspect %s: %s", vm.name, exc)
-            if alive and vm.state == VmState.RUNNING:
+            if proc is not None and alive and vm.state == VmState.RUNNING:
                 adopted.append(vm.name)
-                log.info("adopted running VM %s (pid %s)", vm.name, handles["vmm"]["pid"])
+                log.info("adopted running VM %s (pid %s)", vm.name, proc.pid)
                 continue
-            pid = handles.get("vmm", {}).get("pid")
+            pid = proc.pid if proc is not None else None
             reason = (
                 f"its {vm.backend} process (pid {pid}) was gone when the daemon started"
                 if pid
                 else "the daemon stopped while it was starting"
             )
-            if alive:  # starting/stopping when the daemon died: finish the job cleanly
+            if proc is not None and alive:  # starting/stopping when the daemon died: finish the job cleanly
                 try:
-                    self.rt.vmm(vm.backend).kill(process_from_dict(handles["vmm"]))
+                    self.rt.vmm(vm.backend).kill(proc)
                 except Exception as exc:
                     log.warning("killing %s: %s", vm.name, exc)
                 reason = f"the daemon stopped while it was {vm.state}; the VM was stopped"
@@ -104,10 +105,10 @@ class Reconciler:
                 why = "its create was interrupted before its disks were complete"
             else:
                 continue
-            handles = self.handles.read(vm.id) or {}
-            if handles.get("vmm"):
+            handles = self.handles.read(vm.id)
+            if handles is not None and handles.vmm is not None:
                 try:
-                    self.rt.vmm(vm.backend).kill(process_from_dict(handles["vmm"]))
+                    self.rt.vmm(vm.backend).kill(handles.vmm)
                 except Exception as exc:
                     log.warning("killing %s: %s", vm.name, exc)
             self.power.release_network(vm)
@@ -121,8 +122,9 @@ class Reconciler:
         """Mark running VMs whose VMM died (guest powered off, crash) as stopped; return their names."""
         gone: list[str] = []
         for vm in self.records.in_states(VmState.RUNNING):
-            handles = self.handles.read(vm.id) or {}
-            if not handles.get("vmm"):
+            handles = self.handles.read(vm.id)
+            proc = handles.vmm if handles is not None else None
+            if proc is None:
                 continue
             lock = self.locks.lock(vm.id)
             if not lock.acquire(blocking=False):
@@ -131,9 +133,8 @@ class Reconciler:
                 current = self.records.by_name(vm.name)
                 if current.state != VmState.RUNNING:
                     continue
-                if self.rt.vmm(vm.backend).is_running(process_from_dict(handles["vmm"])):
+                if self.rt.vmm(vm.backend).is_running(proc):
                     continue
-                proc = process_from_dict(handles["vmm"])
                 reason = f"its VMM process exited (guest power-off or crash): {self.power.why_dead(current, proc)}"
                 self.power.halt(current, NullProgress(), force=True, reason=reason)
                 gone.append(vm.name)

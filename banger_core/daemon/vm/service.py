@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import JsonValue
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
@@ -30,7 +31,7 @@ from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Image, Kernel, Vm
 from banger_core.daemon.vm import alloc, boot, disks, spec
 from banger_core.daemon.vm.boot import Power
-from banger_core.daemon.vm.handles import HandleStore
+from banger_core.daemon.vm.handles import HandleStore, VmHandles
 from banger_core.daemon.vm.reconcile import Reconciler
 from banger_core.daemon.vm.records import VmLocks, VmRecords
 from banger_core.daemon.vm.views import CreateRequest, info, vm_dict
@@ -69,11 +70,11 @@ class VmService:
     # -- queries -----------------------------------------------------------
 
     def all(self) -> list[dict[str, Any]]:
-        return [vm_dict(vm, self.handles.cache.get(vm.id)) for vm in self.records.all()]
+        return [vm_dict(vm, self._handles_json(self.handles.cache.get(vm.id))) for vm in self.records.all()]
 
     def get(self, name: str) -> dict[str, Any]:
         vm = self.records.by_name(name)
-        data = vm_dict(vm, self.handles.read(vm.id))
+        data = vm_dict(vm, self._handles_json(self.handles.read(vm.id)))
         data["serial_log"] = str(self.serial_log(vm.id))
         return data
 
@@ -81,21 +82,24 @@ class VmService:
         """``name -> address`` of running VMs with a routable address (for the .vm DNS server)."""
         out: dict[str, str] = {}
         for vm in self.records.in_states(VmState.RUNNING):
-            net = (self.handles.cache.get(vm.id) or {}).get("net") or {}
-            if net.get("dns_address"):
-                out[vm.name] = net["dns_address"]
+            handles = self.handles.cache.get(vm.id)
+            if handles is not None and handles.net is not None and handles.net.dns_address:
+                out[vm.name] = handles.net.dns_address
         return out
+
+    @staticmethod
+    def _handles_json(handles: VmHandles | None) -> dict[str, JsonValue] | None:
+        return handles.to_json() if handles is not None else None
 
     def ssh_target(self, name: str) -> SshTarget:
         vm = self.records.by_name(name)
         if vm.state != VmState.RUNNING:
             hint = f"start it: `banger vm start {name}`" if vm.state in STARTABLE else "wait"
             raise Conflict(f"VM {name} is {vm.state}, not running: {hint}")
-        handles = self.handles.read(vm.id) or {}
-        net = handles.get("net")
-        if not net:
+        handles = self.handles.read(vm.id)
+        if handles is None or handles.net is None:
             raise OperationFailed(f"VM {name} has no network handles: restart it (`banger vm restart {name}`)")
-        return boot.ssh_target(self.rt, vm, net["ssh_host"], int(net["ssh_port"]))
+        return boot.ssh_target(self.rt, vm, handles.net.ssh_host, handles.net.ssh_port)
 
     # -- spec resolution ---------------------------------------------------
 
