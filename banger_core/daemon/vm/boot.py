@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,6 +66,18 @@ def ssh_target(rt: Runtime, vm: Vm, host: str, port: int) -> SshTarget:
     )
 
 
+#: Whether banger's key gets into the guest's sshd at ``target`` (the last step of readiness).
+SshProbe = Callable[[SshTarget], bool]
+
+
+def ssh_login_works(target: SshTarget) -> bool:
+    """Run ``true`` in the guest over ssh: ready means sshd accepts banger's key, not merely that it listens."""
+    probe = subprocess.run([*target.argv(connect_timeout=5), "true"], capture_output=True, timeout=30, check=False)
+    if probe.returncode != 0:
+        log.debug("ssh probe of %s: %s", target.name, probe.stderr.decode(errors="replace").strip())
+    return probe.returncode == 0
+
+
 def reap(proc: VmProcess) -> None:
     """Collect a stopped VMM's exit status, whichever backend started it.
 
@@ -79,8 +92,11 @@ def reap(proc: VmProcess) -> None:
 class Power:
     """Boots and halts VMs; callers hold the VM's lock."""
 
-    def __init__(self, rt: Runtime, store: Store, records: VmRecords, handles: HandleStore) -> None:
+    def __init__(
+        self, rt: Runtime, store: Store, records: VmRecords, handles: HandleStore, ssh_probe: SshProbe
+    ) -> None:
         self.rt = rt
+        self.ssh_probe = ssh_probe
         self.store = store
         self.records = records
         self.handles = handles
@@ -180,13 +196,9 @@ class Power:
                     f"VM {vm.name}'s {vm.backend} process exited during boot: {self.why_dead(vm, proc)}"
                 )
             checks += 1
-            if marker.seen() or banner_ready(attachment.ssh_host, attachment.ssh_port, timeout=0.5):
-                probe = subprocess.run(
-                    [*target.argv(connect_timeout=5), "true"], capture_output=True, timeout=30, check=False
-                )
-                if probe.returncode == 0:
-                    return
-                log.debug("ssh probe of %s: %s", vm.name, probe.stderr.decode(errors="replace").strip())
+            sshd_up = marker.seen() or banner_ready(attachment.ssh_host, attachment.ssh_port, timeout=0.5)
+            if sshd_up and self.ssh_probe(target):
+                return
             time.sleep(0.2)
         raise OperationFailed(
             f"VM {vm.name} did not become ssh-ready within {timeout:.0f} s "

@@ -43,7 +43,8 @@ log = logging.getLogger("banger.vms")
 class VmService:
     """Create, start, stop, delete and reconcile VMs. Methods block: call them from threads."""
 
-    def __init__(self, rt: Runtime, store: Store) -> None:
+    def __init__(self, rt: Runtime, store: Store, *, ssh_probe: boot.SshProbe = boot.ssh_login_works) -> None:
+        """``ssh_probe`` is the readiness login (tests without a guest sshd pass their own)."""
         self.rt = rt
         self.store = store
         self.on_change: list[Callable[[], None]] = []
@@ -51,7 +52,7 @@ class VmService:
         self.handles = HandleStore(rt.layout)
         self.locks = VmLocks()
         self._alloc_lock = threading.Lock()
-        self.power = Power(rt, store, self.records, self.handles)
+        self.power = Power(rt, store, self.records, self.handles, ssh_probe)
         self.reconciler = Reconciler(rt, store, self.records, self.handles, self.power, self.locks, self._forget)
 
     def _changed(self) -> None:
