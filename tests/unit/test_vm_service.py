@@ -326,3 +326,28 @@ def test_a_name_is_taken_once(host: Host) -> None:
 def test_unnamed_vms_get_distinct_generated_names(host: Host) -> None:
     names = {host.vms.create(CreateRequest(start=False), RecordingProgress())["name"] for _ in range(3)}
     assert len(names) == 3
+
+
+def test_a_plan_says_each_value_and_where_it_came_from(host: Host) -> None:
+    values, sources = host.vms.resolve(CreateRequest(image="fake-later", vcpus=2), image_may_be_missing=True)
+    assert dict(values) == {
+        "vcpus": 2,
+        "memory_mib": values["memory_mib"],
+        "disk_size": values["disk_size"],
+        "image": "fake-later",
+        "image_present": False,
+        "kernel": "the image's",
+        "network": "fakeuser",
+        "host_access": False,
+        "backend": "bootvmm",
+    }
+    assert sources == {
+        "vcpus": "flag",
+        "memory_mib": "host",
+        "disk_size": "host",
+        "image": "flag",
+        "kernel": "known once pulled",
+        "network": "config",
+        "host_access": "default",
+        "backend": "config",
+    }

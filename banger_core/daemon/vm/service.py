@@ -106,7 +106,7 @@ class VmService:
 
     def resolve(
         self, req: CreateRequest, *, image_may_be_missing: bool = False
-    ) -> tuple[dict[str, Any], dict[str, str]]:
+    ) -> tuple[spec.SpecValues, dict[str, str]]:
         """Effective spec values and where each came from (see :func:`spec.resolve`)."""
         return spec.resolve(self.rt, self.store, req, image_may_be_missing=image_may_be_missing)
 
@@ -159,7 +159,7 @@ class VmService:
                 self.records.keep_for_inspection(vm.id)
             raise
 
-    def _insert(self, req: CreateRequest, values: dict[str, Any], sources: dict[str, str]) -> Vm:
+    def _insert(self, req: CreateRequest, values: spec.SpecValues, sources: dict[str, str]) -> Vm:
         with self._alloc_lock, self.rt.database.session() as s:
             rows = s.exec(select(Vm.name, Vm.guest_ip, Vm.mac)).all()
             names = {r[0] for r in rows}

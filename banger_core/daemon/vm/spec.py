@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from banger_core.common.backends import choose_backend
-from banger_core.common.config import format_size, parse_size
+from banger_core.common.config import Config, format_size, parse_size
 from banger_core.common.defaults import effective_defaults
 from banger_core.common.errors import BangerError, Conflict, Unavailable
 from banger_core.common.names import validate_image_name
@@ -17,13 +17,28 @@ MIN_DISK = 1 << 30
 MAX_DISK = 2 << 40
 
 
-def _config_source(config: Any, key: str) -> str:
+class SpecValues(TypedDict):
+    """A create's effective spec (the ``values`` of ``POST /v1/vms/plan``)."""
+
+    vcpus: int
+    memory_mib: int
+    disk_size: int
+    image: str
+    #: False only when planning before the automatic pull.
+    image_present: bool
+    kernel: str
+    network: str
+    host_access: bool
+    backend: str
+
+
+def _config_source(config: Config, key: str) -> str:
     return "default" if config.sources.get(key) == "default" else "config"
 
 
 def resolve(
     rt: Runtime, store: Store, req: CreateRequest, *, image_may_be_missing: bool = False
-) -> tuple[dict[str, Any], dict[str, str]]:
+) -> tuple[SpecValues, dict[str, str]]:
     """Effective spec values and where each came from (flag, config, image, host heuristic).
 
     With ``image_may_be_missing`` (planning before an automatic pull) an
@@ -32,53 +47,61 @@ def resolve(
     """
     config = rt.config
     defaults = effective_defaults(config.get("vm_defaults"), rt.ctx.host.cpus, rt.ctx.host.memory_mib)
-    values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    flags = {
-        "vcpus": req.vcpus,
-        "memory_mib": req.memory_mib,
-        "disk_size": parse_size(req.disk_size) if req.disk_size is not None else None,
-    }
-    for key, flag in flags.items():
-        values[key], sources[key] = (flag, "flag") if flag is not None else defaults[key]
-    if not isinstance(values["vcpus"], int) or not 1 <= values["vcpus"] <= 64:
-        raise BangerError(f"vCPUs must be between 1 and 64, got {values['vcpus']}")
-    if not isinstance(values["memory_mib"], int) or not 128 <= values["memory_mib"] <= 1 << 20:
-        raise BangerError(f"memory must be between 128 and 1048576 MiB, got {values['memory_mib']}")
-    if not MIN_DISK <= values["disk_size"] <= MAX_DISK:
+
+    def sized(key: str, flag: int | None) -> int:
+        value, sources[key] = (flag, "flag") if flag is not None else defaults[key]
+        return value
+
+    vcpus = sized("vcpus", req.vcpus)
+    memory_mib = sized("memory_mib", req.memory_mib)
+    disk_size = sized("disk_size", parse_size(req.disk_size) if req.disk_size is not None else None)
+    if not 1 <= vcpus <= 64:
+        raise BangerError(f"vCPUs must be between 1 and 64, got {vcpus}")
+    if not 128 <= memory_mib <= 1 << 20:
+        raise BangerError(f"memory must be between 128 and 1048576 MiB, got {memory_mib}")
+    if not MIN_DISK <= disk_size <= MAX_DISK:
         raise BangerError(
-            f"disk size must be between 1G and 2T, got {format_size(values['disk_size'])}: pass e.g. --disk-size 8G"
+            f"disk size must be between 1G and 2T, got {format_size(disk_size)}: pass e.g. --disk-size 8G"
         )
 
     if req.image:
-        values["image"], sources["image"] = validate_image_name(req.image), "flag"
+        image_name, sources["image"] = validate_image_name(req.image), "flag"
     else:
-        values["image"], sources["image"] = config["default_image"], _config_source(config, "default_image")
+        image_name, sources["image"] = str(config["default_image"]), _config_source(config, "default_image")
     image = None
-    if not image_may_be_missing or store.has_image(values["image"]):
-        image = store.get_image(values["image"])
-    values["image_present"] = image is not None
+    if not image_may_be_missing or store.has_image(image_name):
+        image = store.get_image(image_name)
     if req.kernel:
-        values["kernel"], sources["kernel"] = validate_image_name(req.kernel, "kernel"), "flag"
+        kernel, sources["kernel"] = validate_image_name(req.kernel, "kernel"), "flag"
     elif config.get("default_kernel"):
-        values["kernel"], sources["kernel"] = config["default_kernel"], "config"
+        kernel, sources["kernel"] = str(config["default_kernel"]), "config"
     elif image is None:
-        values["kernel"], sources["kernel"] = "the image's", "known once pulled"
+        kernel, sources["kernel"] = "the image's", "known once pulled"
     elif image.kernel_ref:
-        values["kernel"], sources["kernel"] = image.kernel_ref, "image"
+        kernel, sources["kernel"] = image.kernel_ref, "image"
     else:
         raise BangerError(f"image {image.name} names no kernel: pass --kernel or set default_kernel")
     if image is not None:
-        store.get_kernel(values["kernel"])
+        store.get_kernel(kernel)
 
-    network = req.network or config["network_backend"]
+    network = req.network or str(config["network_backend"])
     sources["network"] = "flag" if req.network else _config_source(config, "network_backend")
-    values["network"] = network
     rt.network(network)  # its settings (cidr for a bridge) are checked here, before anything exists
-    values["host_access"], sources["host_access"] = host_access(rt, req.host_access, network)
+    host_access_value, sources["host_access"] = host_access(rt, req.host_access, network)
 
-    backend, why = select_backend(rt, req.backend, network)
-    values["backend"], sources["backend"] = backend, why
+    backend, sources["backend"] = select_backend(rt, req.backend, network)
+    values = SpecValues(
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        disk_size=disk_size,
+        image=image_name,
+        image_present=image is not None,
+        kernel=kernel,
+        network=network,
+        host_access=host_access_value,
+        backend=backend,
+    )
     return values, sources
 
 
