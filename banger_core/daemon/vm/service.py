@@ -1,7 +1,6 @@
 """The VM lifecycle, independent of any backend: the operations the API and the web UI call.
 
-States: ``created -> starting -> running -> stopping -> stopped``, and ``error``
-(with ``last_error``). Every transition is committed to the database *before*
+States and their legal transitions: :mod:`banger_core.api.state`. Every transition is committed to the database *before*
 the side effects that could fail, so a crash at any point leaves a record that
 reconcile can make sense of. Operations on one VM serialize on a per-VM lock;
 operations on different VMs run in parallel.
@@ -13,7 +12,6 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import JsonValue
@@ -62,12 +60,6 @@ class VmService:
             except Exception:
                 log.exception("change callback failed")
 
-    def serial_log(self, vm_id: str) -> Path:
-        return boot.serial_log(self.rt, vm_id)
-
-    def serial_tail(self, vm_id: str, lines: int = boot.SERIAL_TAIL_LINES) -> str:
-        return boot.serial_tail(self.rt, vm_id, lines)
-
     # -- queries -----------------------------------------------------------
 
     def all(self) -> list[dict[str, Any]]:
@@ -76,7 +68,7 @@ class VmService:
     def get(self, name: str) -> dict[str, Any]:
         vm = self.records.by_name(name)
         data = vm_dict(vm, self._handles_json(self.handles.read(vm.id)))
-        data["serial_log"] = str(self.serial_log(vm.id))
+        data["serial_log"] = str(boot.serial_log(self.rt, vm.id))
         return data
 
     def running_addresses(self) -> dict[str, str]:
