@@ -33,7 +33,7 @@ from banger_core.daemon.config_watch import ConfigWatch
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store, image_dict
 from banger_core.daemon.runtime import Runtime
-from banger_core.daemon.vms import CreateRequest, VmService
+from banger_core.daemon.vm import CreateRequest, VmService
 from banger_hookspecs import DnsRouterDriver
 from banger_hookspecs.logpump import rotated
 
