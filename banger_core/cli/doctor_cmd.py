@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.output import print_json
-from banger_core.common.doctor import run_checks
+from banger_core.common.doctor import DoctorRow, run_checks
 
 _MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "info": "info"}
 
@@ -36,7 +35,7 @@ def cli(app: App, as_json: bool) -> None:
         sys.exit(1)
 
 
-def _print(rows: list[dict[str, Any]]) -> None:
+def _print(rows: list[DoctorRow]) -> None:
     width = max((len(r["name"]) for r in rows), default=4)
     for row in rows:
         click.echo(f"{_MARK[row['status']]:<4}  {row['name']:<{width}}  {row['summary']}")

@@ -9,15 +9,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from banger_core.cli.app import App
 from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.completion import complete_vms
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
 from banger_core.common.progress import EventProgress
+
+if TYPE_CHECKING:
+    from banger_core.client import Client
 
 TOOLING_LOG = "/root/.cache/banger/vm-run-tooling-{repo}.log"
 MISE_FILES = (".mise.toml", "mise.toml", ".tool-versions")
@@ -36,6 +40,13 @@ def spec_line(plan: dict[str, Any]) -> str:
         f"network {v['network']} ({s['network']}){access}, image {v['image']} ({s['image']}), "
         f"kernel {v['kernel']} ({s['kernel']})"
     )
+
+
+def pull_missing_image(client: Client, plan: dict[str, Any], printer: ProgressPrinter) -> None:
+    """Pull the image a create with ``plan`` boots when the store lacks it (as `docker run`/`create` do)."""
+    if not plan["values"]["image_present"]:
+        client.images.pull(plan["values"]["image"], progress=printer)
+        printer.done()
 
 
 def guest_workdir(guest_path: str | None, repo: Path) -> str:
@@ -112,9 +123,7 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
     body = spec_body(**spec)
     planned = client.vms.plan(**body)
     click.echo(spec_line(planned), err=True)
-    if not planned["values"]["image_present"]:
-        client.images.pull(planned["values"]["image"], progress=printer)
-        printer.done()
+    pull_missing_image(client, planned, printer)
     quiet_spec = _SkipSpec(printer)
     name_holder: dict[str, str] = {}
 
@@ -241,7 +250,7 @@ def _claiming_syncer(app: App, path: Path, fix: str) -> Any:
     if not path.is_dir():
         raise BangerError(f"{path} is not a directory: {fix}")
     ctx = app.plugin_context()
-    for _name, provided in sorted(app.pm.providers("banger_workspace_syncers").items()):
+    for _name, provided in sorted(app.pm.workspace_syncers().items()):
         driver = provided.value.factory(ctx)
         if driver.claims(path):
             return driver
@@ -314,7 +323,7 @@ def workspace_cli() -> None:
 
 
 @workspace_cli.command(name="sync")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("path", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
 @click.option("--include-untracked", is_flag=True, help="Also copy untracked files that git does not ignore.")
@@ -358,7 +367,7 @@ def _round_trip_driver(app: App, path: Path) -> Any:
 
 
 @workspace_cli.command(name="pull")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("path", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--branch", help="The host branch to put the guest's work on (default banger/NAME).")
 @click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
@@ -381,7 +390,7 @@ def workspace_pull(app: App, name: str, path: Path, branch: str | None, guest_pa
 
 
 @workspace_cli.command(name="diff")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("path", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
 @click.pass_obj

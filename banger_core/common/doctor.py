@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
+from banger_core.common.backends import BackendFinding, choose_backend
 from banger_core.common.plugins import PluginManager
-from banger_hookspecs import PluginContext
+from banger_hookspecs import Availability, PluginContext, VmmDriver
 
 
-def run_checks(pm: PluginManager, ctx: PluginContext) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for name, provided in sorted(pm.providers("banger_doctor_checks").items(), key=lambda kv: kv[0] != "core"):
+class DoctorRow(TypedDict):
+    """One line of ``banger doctor`` (and its ``--json``)."""
+
+    check: str
+    plugin: str
+    name: str
+    status: str
+    summary: str
+    hint: str | None
+    blocks_vm_run: bool
+
+
+def run_checks(pm: PluginManager, ctx: PluginContext) -> list[DoctorRow]:
+    rows: list[DoctorRow] = []
+    for name, provided in sorted(pm.doctor_checks().items(), key=lambda kv: kv[0] != "core"):
         try:
             results = list(provided.value.run(ctx))
         except Exception as exc:  # a broken check is a finding, not a crash
@@ -38,53 +51,56 @@ def run_checks(pm: PluginManager, ctx: PluginContext) -> list[dict[str, Any]]:
                     "blocks_vm_run": result.blocks_vm_run,
                 }
             )
-    return rows + backend_rows(pm, ctx)
+    return [*rows, backend_row(pm, ctx)]
 
 
-def backend_rows(pm: PluginManager, ctx: PluginContext) -> list[dict[str, Any]]:
-    """Which VMM backend `vm run` will use, and why; a failing row when none can run VMs."""
-    usable: list[tuple[int, str, str]] = []
-    reasons: list[str] = []
+def _line(finding: BackendFinding) -> str:
+    if not finding.compatible:
+        return f'{finding.line()} (set network_backend = "bridge" to use it)'
+    return finding.line()
+
+
+def backend_row(pm: PluginManager, ctx: PluginContext) -> DoctorRow:
+    """Which VMM backend `vm run` will use, and why (the daemon's own rule); a failing row when none can."""
     network = str(ctx.config.get("network_backend") or "usernet")
-    networks = pm.providers("banger_network_backends")
-    nic_kind = networks[network].value.nic_kind if network in networks else None
-    for name, provided in sorted(pm.providers("banger_vmm_backends").items()):
-        if nic_kind is not None and nic_kind not in provided.value.nic_kinds:
-            reasons.append(f'{name}: cannot attach {network} NICs (set network_backend = "bridge" to use it)')
-            continue
-        try:
-            availability = provided.value.factory(ctx).availability()
-        except Exception as exc:
-            reasons.append(f"{name}: {type(exc).__name__}: {exc}")
-            continue
-        reasons.append(f"{name}: {availability.reason}")
-        if availability.usable:
-            usable.append((availability.preference, name, availability.reason))
-    configured = str(ctx.config.get("vmm_backend") or "auto")
-    row: dict[str, Any] = {"check": "backends", "plugin": "core", "name": "vmm-backend", "blocks_vm_run": False}
-    if configured != "auto":
-        chosen = [u for u in usable if u[1] == configured]
-        if chosen:
-            return [{**row, "status": "ok", "summary": f"vmm_backend = {configured}: {chosen[0][2]}", "hint": None}]
-        why = next((r for r in reasons if r.startswith(f"{configured}:")), f"{configured}: not installed")
-        return [
-            {
-                **row,
-                "status": "fail",
-                "summary": f"vmm_backend = {configured} cannot run VMs here ({why})",
-                "hint": 'set vmm_backend = "auto" in config.toml, or fix the backend',
-                "blocks_vm_run": True,
-            }
-        ]
-    if not usable:
-        return [
-            {
-                **row,
-                "status": "fail",
-                "summary": "no VMM backend can run VMs here: " + ("; ".join(reasons) or "none installed"),
-                "hint": "install QEMU (apt-get install qemu-system-x86) or Firecracker",
-                "blocks_vm_run": True,
-            }
-        ]
-    _, name, reason = max(usable)
-    return [{**row, "status": "ok", "summary": f"auto picks {name}: {reason}", "hint": None}]
+    networks = pm.network_backends()
+
+    def availability(name: str) -> Availability:
+        driver: VmmDriver = pm.vmm_backends().require(name).value.factory(ctx)
+        return driver.availability()
+
+    choice = choose_backend(
+        pm,
+        network=network,
+        nic_kind=networks[network].value.nic_kind if network in networks else None,
+        configured=str(ctx.config.get("vmm_backend") or "auto"),
+        requested=None,
+        availability=availability,
+    )
+    chosen = choice.chosen
+    if chosen is not None:
+        head = f"vmm_backend = {chosen.name}" if choice.explicit else f"auto picks {chosen.name}"
+        return _backend_row("ok", f"{head}: {chosen.reason}", None)
+    if choice.explicit:
+        return _backend_row(
+            "fail",
+            f"vmm_backend = {choice.explicit} cannot run VMs here ({_line(choice.findings[0])})",
+            'set vmm_backend = "auto" in config.toml, or fix the backend',
+        )
+    return _backend_row(
+        "fail",
+        "no VMM backend can run VMs here: " + ("; ".join(map(_line, choice.findings)) or "none installed"),
+        "install QEMU (apt-get install qemu-system-x86) or Firecracker",
+    )
+
+
+def _backend_row(status: str, summary: str, hint: str | None) -> DoctorRow:
+    return {
+        "check": "backends",
+        "plugin": "core",
+        "name": "vmm-backend",
+        "status": status,
+        "summary": summary,
+        "hint": hint,
+        "blocks_vm_run": status == "fail",
+    }

@@ -33,7 +33,8 @@ from banger_core.daemon.config_watch import ConfigWatch
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store, image_dict
 from banger_core.daemon.runtime import Runtime
-from banger_core.daemon.vms import CreateRequest, VmService
+from banger_core.daemon.vm import CreateRequest, VmService
+from banger_hookspecs import DnsRouterDriver
 from banger_hookspecs.logpump import rotated
 
 log = logging.getLogger("banger.api")
@@ -131,17 +132,17 @@ class Daemon:
         except Exception as exc:
             log.warning("could not route *.vm to %s on %s: %s", address, link, exc)
 
-    def dns_router(self) -> Any:
+    def dns_router(self) -> DnsRouterDriver:
         """The configured DNS router, or for ``auto`` the detected one with the lowest priority."""
         configured = self.rt.config["dns_router"]
         if configured != "auto":
-            return self.rt.driver("banger_dns_routers", configured, "DNS router")
-        routers = self.rt.pm.providers("banger_dns_routers")
+            return self.rt.dns_router(configured)
+        routers = self.rt.pm.dns_routers()
         for router_name in sorted(routers, key=lambda n: (routers[n].value.priority, n)):
-            driver = self.rt.driver("banger_dns_routers", router_name, "DNS router")
+            driver = self.rt.dns_router(router_name)
             if driver.detect():
                 return driver
-        return self.rt.driver("banger_dns_routers", "manual", "DNS router")
+        return self.rt.dns_router("manual")
 
     async def stop_services(self) -> None:
         """Stop answering DNS; VMs, taps, the bridge and resolver routes stay for the next daemon."""

@@ -8,7 +8,7 @@ import pytest
 from banger_core.cli.vm_cmd import LIFECYCLE, _lifecycle
 from banger_core.common.errors import InvalidRequest
 from banger_core.daemon.app import VM_OPS, _vm_op
-from banger_core.daemon.vms import CreateRequest, VmService
+from banger_core.daemon.vm import CreateRequest, VmService
 
 
 def test_create_request_is_typed_and_sizes_come_back_in_bytes() -> None:

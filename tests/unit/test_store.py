@@ -12,7 +12,7 @@ import pytest
 from banger_core.common.errors import NotFound
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
-from banger_core.daemon.vms import CreateRequest, VmService
+from banger_core.daemon.vm import CreateRequest, VmService
 from banger_core.testing import FakeSite, RecordingProgress
 from tests.support.daemon import install_fake_plugin
 
@@ -58,6 +58,8 @@ def banger_image_sources():
 @pytest.fixture
 def runtime(banger_env: dict[str, str], banger_site: FakeSite) -> Iterator[tuple[Runtime, ModuleType]]:
     install_fake_plugin(banger_site)
+    # A network backend that exists without the builtin plugins (tox -e core has none).
+    banger_site.write_dist_info("banger-fakenet-testplugin", "0.0.1", {"fakenet": "tests.support.banger_fakenet"})
     module_name = banger_site.add_plugin("gated", "banger-gated-testplugin", source=GATED)
     rt = Runtime(banger_env)
     rt.open()
@@ -118,7 +120,7 @@ def test_a_create_racing_an_image_delete_is_refused(runtime: tuple[Runtime, Modu
     store = Store(rt)
     vms = VmService(rt, store)
     store.pull_image("fake-tiny", RecordingProgress())
-    request = CreateRequest(name="late", image="fake-tiny", backend="fakevmm", start=False)
+    request = CreateRequest(name="late", image="fake-tiny", backend="fakevmm", network="fakeuser", start=False)
     values, sources = vms.resolve(request)
     store.delete_image("fake-tiny")
     with pytest.raises(NotFound, match=r"^image 'fake-tiny' was deleted meanwhile: run `banger image pull fake-tiny`$"):

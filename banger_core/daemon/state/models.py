@@ -9,10 +9,25 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import JsonValue
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, String
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-VM_STATES = ("created", "starting", "running", "stopping", "stopped", "error")
+from banger_core.api.state import VmState
+
+
+class VmStateText(TypeDecorator[VmState]):
+    """A :class:`VmState` stored as its value, the same text as before the enum (``'running'``)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: VmState | None, dialect: Dialect) -> str | None:
+        return None if value is None else VmState(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> VmState | None:
+        return None if value is None else VmState(value)
 
 
 class Vm(SQLModel, table=True):
@@ -29,7 +44,7 @@ class Vm(SQLModel, table=True):
     disk_size: int
     guest_ip: str | None = Field(default=None, unique=True)
     mac: str = Field(unique=True)
-    state: str = "created"
+    state: VmState = Field(default=VmState.CREATED, sa_type=VmStateText, nullable=False)
     created_at: datetime
     started_at: datetime | None = None
     last_error: str | None = None

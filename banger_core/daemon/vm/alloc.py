@@ -1,0 +1,26 @@
+"""Guest addresses: a free IP in the bridge subnet for tap NICs, a unique locally administered MAC."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+
+from banger_core.common.errors import Conflict
+
+
+def allocate_ip(cidr: ipaddress.IPv4Network, bridge_ip: ipaddress.IPv4Address, used: set[str]) -> str:
+    """The first address of ``cidr`` that is neither the bridge's nor in ``used``."""
+    for host in cidr.hosts():
+        text = str(host)
+        if text not in used and host != bridge_ip:
+            return text
+    raise Conflict(f"no free guest address left in {cidr}: delete VMs or widen cidr")
+
+
+def new_mac(used: set[str]) -> str:
+    """A random MAC in QEMU's 52:54:00 prefix that no VM has yet."""
+    for _ in range(1000):
+        mac = "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+        if mac not in used:
+            return mac
+    raise Conflict("could not allocate a unique MAC address")

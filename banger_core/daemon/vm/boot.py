@@ -1,0 +1,246 @@
+"""Powering a VM on and off: network attach, VMM launch, readiness wait, halt, and what a dead VMM said."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from banger_core.api.state import VmState
+from banger_core.common.errors import BangerError, OperationFailed
+from banger_core.common.ssh import SshTarget, banner_ready, close_master
+from banger_core.daemon import guest
+from banger_core.daemon.crashpoint import crash_point
+from banger_core.daemon.images import Store
+from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.state.models import Vm
+from banger_core.daemon.vm.disks import OVERLAY_DISK, WORK_DISK
+from banger_core.daemon.vm.handles import HandleStore, VmHandles
+from banger_core.daemon.vm.records import VmRecords
+from banger_core.daemon.vm.views import info
+from banger_hookspecs import Disk, NetAttachment, NicRequest, Progress, VmProcess, VmSpec
+from banger_hookspecs.boot import READY_MARKER
+from banger_hookspecs.logpump import rotated
+from banger_hookspecs.process import wait_gone
+
+log = logging.getLogger("banger.vms")
+
+STOP_TIMEOUT = 20.0
+#: How long a VMM that its backend killed or stopped gets to exit before we stop waiting to reap it.
+REAP_TIMEOUT = 5.0
+SERIAL_TAIL_LINES = 15
+
+
+def serial_log(rt: Runtime, vm_id: str) -> Path:
+    return rt.layout.vm_dir(vm_id) / "serial.log"
+
+
+def serial_tail(rt: Runtime, vm_id: str, lines: int = SERIAL_TAIL_LINES) -> str:
+    try:
+        with open(serial_log(rt, vm_id), "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no serial output)"
+    tail = [ln.rstrip("\r") for ln in text.splitlines() if ln.strip()][-lines:]
+    return " | ".join(tail) if tail else "(no serial output)"
+
+
+def control_path(rt: Runtime, vm_id: str) -> Path:
+    return rt.layout.vm_run_dir(vm_id) / "ssh.sock"
+
+
+def ssh_target(rt: Runtime, vm: Vm, host: str, port: int) -> SshTarget:
+    return SshTarget(
+        name=vm.name,
+        host=host,
+        port=port,
+        key=str(rt.keys.key),
+        known_hosts=str(rt.keys.known_hosts),
+        control_path=str(control_path(rt, vm.id)),
+    )
+
+
+#: Whether banger's key gets into the guest's sshd at ``target`` (the last step of readiness).
+SshProbe = Callable[[SshTarget], bool]
+
+
+def ssh_login_works(target: SshTarget) -> bool:
+    """Run ``true`` in the guest over ssh: ready means sshd accepts banger's key, not merely that it listens."""
+    probe = subprocess.run([*target.argv(connect_timeout=5), "true"], capture_output=True, timeout=30, check=False)
+    if probe.returncode != 0:
+        log.debug("ssh probe of %s: %s", target.name, probe.stderr.decode(errors="replace").strip())
+    return probe.returncode == 0
+
+
+def reap(proc: VmProcess) -> None:
+    """Collect a stopped VMM's exit status, whichever backend started it.
+
+    VMM processes are the daemon's children (until a daemon restart), and a
+    backend may not wait for them: without this each stopped VM would stay a
+    ``<defunct>`` entry under bangerd for the daemon's lifetime. Only that exact
+    process (pid + start time) is collected, so other subprocesses keep theirs.
+    """
+    wait_gone(proc.pid, proc.start_time, REAP_TIMEOUT)
+
+
+class Power:
+    """Boots and halts VMs; callers hold the VM's lock."""
+
+    def __init__(
+        self, rt: Runtime, store: Store, records: VmRecords, handles: HandleStore, ssh_probe: SshProbe
+    ) -> None:
+        self.rt = rt
+        self.ssh_probe = ssh_probe
+        self.store = store
+        self.records = records
+        self.handles = handles
+
+    def boot(self, vm: Vm, progress: Progress) -> None:
+        vmlinux, initrd = self.store.kernel_files(vm.kernel)
+        rootfs = self.store.rootfs(vm.image)
+        self.store.get_image(vm.image)
+        vmm = self.rt.vmm(vm.backend)
+        net = self.rt.network(vm.network)
+        vm = self.records.set_state(vm.id, VmState.STARTING, {"last_error": None})
+        attachment: NetAttachment | None = None
+        proc: VmProcess | None = None
+        root = self.rt.layout.vm_dir(vm.id)
+        run_dir = self.rt.layout.vm_run_dir(vm.id)
+        try:
+            run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            progress.step("attaching network")
+            attachment = net.attach(
+                NicRequest(
+                    vm_id=vm.id, vm_name=vm.name, mac=vm.mac, guest_ip=vm.guest_ip or "", host_access=vm.host_access
+                )
+            )
+            self.handles.write(vm.id, VmHandles(net=attachment))
+            serial = serial_log(self.rt, vm.id)
+            serial.write_bytes(b"")
+            rotated(serial).unlink(missing_ok=True)  # this boot's console only
+            spec = VmSpec(
+                vm_id=vm.id,
+                name=vm.name,
+                kernel=vmlinux,
+                initrd=initrd,
+                cmdline=guest.kernel_cmdline(vm.name, attachment.guest),
+                disks=(
+                    Disk(rootfs, True, "image"),
+                    Disk(root / OVERLAY_DISK, False, "overlay"),
+                    Disk(root / WORK_DISK, False, "work"),
+                ),
+                vcpus=vm.vcpus,
+                memory_mib=vm.memory_mib,
+                nic=attachment.nic,
+                vsock_cid=None,
+                run_dir=run_dir,
+                serial_log=serial,
+            )
+            progress.step(f"booting ({vm.backend})")
+            proc = vmm.launch(spec, progress)
+            self.handles.write(vm.id, VmHandles(net=attachment, vmm=proc))
+            crash_point("start:launched")
+            progress.step("waiting for ssh")
+            self._wait_ready(vm, proc, attachment)
+        except BaseException as exc:
+            message = self._boot_failure(vm, exc, proc, attachment)
+            if isinstance(exc, BangerError):
+                raise type(exc)(message) from exc
+            raise OperationFailed(message) from exc
+        vm = self.records.set_state(vm.id, VmState.RUNNING, {"started_at": datetime.now(UTC)})
+        progress.step(f"{vm.name} is running")
+        self.rt.pm.call_event("banger_vm_started", vm=info(vm))
+
+    def _boot_failure(
+        self, vm: Vm, exc: BaseException, proc: VmProcess | None, attachment: NetAttachment | None
+    ) -> str:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            message = "start interrupted"
+        else:
+            message = str(exc) or type(exc).__name__
+        log.warning("VM %s failed to start: %s", vm.name, message)
+        close_master(control_path(self.rt, vm.id))
+        if proc is not None:
+            try:
+                self.rt.vmm(vm.backend).kill(proc)
+            except Exception:
+                log.exception("killing %s after a failed start", vm.name)
+            reap(proc)
+        if attachment is not None:
+            try:
+                self.rt.network(vm.network).detach(attachment)
+            except Exception:
+                log.exception("detaching %s after a failed start", vm.name)
+        self.handles.drop(vm.id)
+        self.records.set_state(vm.id, VmState.ERROR, {"last_error": message})
+        return message
+
+    def _wait_ready(self, vm: Vm, proc: VmProcess, attachment: NetAttachment) -> None:
+        """Ready = sshd accepts banger's key. The serial marker or an SSH banner says when to try."""
+        vmm = self.rt.vmm(vm.backend)
+        timeout = float(self.rt.config["ssh_ready_timeout"])
+        deadline = time.monotonic() + timeout
+        target = ssh_target(self.rt, vm, attachment.ssh_host, attachment.ssh_port)
+        marker = guest.MarkerWatch(serial_log(self.rt, vm.id), READY_MARKER.encode())
+        checks = 0
+        while time.monotonic() < deadline:
+            # Poll briskly (a boot under KVM takes about a second), check the VMM every 2 s.
+            if checks % 10 == 0 and not vmm.is_running(proc):
+                raise OperationFailed(
+                    f"VM {vm.name}'s {vm.backend} process exited during boot: {self.why_dead(vm, proc)}"
+                )
+            checks += 1
+            sshd_up = marker.seen() or banner_ready(attachment.ssh_host, attachment.ssh_port, timeout=0.5)
+            if sshd_up and self.ssh_probe(target):
+                return
+            time.sleep(0.2)
+        raise OperationFailed(
+            f"VM {vm.name} did not become ssh-ready within {timeout:.0f} s "
+            f"(raise ssh_ready_timeout if this host is slow); last serial lines: {serial_tail(self.rt, vm.id)}"
+        )
+
+    def why_dead(self, vm: Vm, proc: VmProcess) -> str:
+        """The VMM's own account of its death (log + console tail), one line."""
+        try:
+            tail = str(self.rt.vmm(vm.backend).log_tail(proc, SERIAL_TAIL_LINES) or "")
+        except Exception as exc:  # a backend without a useful log must not hide the error itself
+            log.debug("log_tail of %s failed: %s", vm.name, exc)
+            tail = ""
+        lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+        return " | ".join(lines[-SERIAL_TAIL_LINES:]) if lines else f"last serial lines: {serial_tail(self.rt, vm.id)}"
+
+    def halt(self, vm: Vm, progress: Progress, *, force: bool, reason: str | None = None) -> None:
+        if vm.state != VmState.STOPPING:
+            vm = self.records.set_state(vm.id, VmState.STOPPING)
+        handles = self.handles.read(vm.id)
+        close_master(control_path(self.rt, vm.id))
+        if handles is not None and handles.vmm is not None:
+            proc = handles.vmm
+            vmm = self.rt.vmm(vm.backend)
+            if force:
+                progress.step("killing the VM")
+                vmm.kill(proc)
+            else:
+                progress.step("shutting down the guest")
+                vmm.stop(proc, STOP_TIMEOUT)
+            reap(proc)
+        self.release_network(vm)
+        vm = self.records.set_state(vm.id, VmState.STOPPED, {"last_error": reason})
+        progress.step(f"{vm.name} stopped")
+        self.rt.pm.call_event("banger_vm_stopped", vm=info(vm))
+
+    def release_network(self, vm: Vm) -> None:
+        """Give back the VM's NIC (tap, forward) and forget its handles; never fatal."""
+        handles = self.handles.read(vm.id)
+        if handles is not None and handles.net is not None:
+            try:
+                self.rt.network(vm.network).detach(handles.net)
+            except Exception as exc:
+                log.warning("detaching %s: %s", vm.name, exc)
+        self.handles.drop(vm.id)
