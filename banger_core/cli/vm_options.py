@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import click
+
+if TYPE_CHECKING:
+    from banger_core.api.requests import VmOptions
 
 
 class CommandAfterDashes(click.Command):
@@ -72,15 +76,10 @@ def create_options(fn: Any) -> Any:
     return fn
 
 
-def spec_body(**kw: Any) -> dict[str, Any]:
-    return {
-        "name": kw.get("name"),
-        "image": kw.get("image"),
-        "kernel": kw.get("kernel"),
-        "backend": kw.get("backend"),
-        "network": kw.get("network"),
-        "vcpus": kw.get("vcpus"),
-        "memory_mib": kw.get("memory_mib"),
-        "disk_size": kw.get("disk_size"),
-        "host_access": bool(kw.get("host_access")),
-    }
+def spec_body(values: Mapping[str, object]) -> VmOptions:
+    """The values of :func:`create_options` as the SDK's spec keywords (click has checked their types)."""
+    from banger_core.api.requests import VmOptions
+
+    spec = {key: values.get(key) for key in VmOptions.__annotations__}
+    spec["host_access"] = bool(values.get("host_access"))
+    return cast("VmOptions", spec)

@@ -6,7 +6,7 @@ import re
 import secrets
 from collections.abc import Callable
 
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import BangerError, InvalidName
 
 VM_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 IMAGE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
@@ -136,10 +136,6 @@ NOUNS = [
     "yak",
     "zebra",
 ]
-
-
-class InvalidName(BangerError):
-    pass
 
 
 def validate_vm_name(name: object) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import pluggy
 
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import PluginError
 from banger_hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, specs
 
 log = logging.getLogger("banger.plugins")
@@ -50,10 +50,6 @@ ESSENTIAL_PLUGIN = "core"
 
 Status = Literal["active", "blocked", "failed"]
 Source = Literal["builtin", "external"]
-
-
-class PluginError(BangerError):
-    """A plugin problem the user must fix (conflicting names, unknown provider)."""
 
 
 @dataclass

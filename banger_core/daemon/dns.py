@@ -44,7 +44,7 @@ from typing import Any, cast
 
 from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSRecord
 
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import DnsServerError
 
 #: ``name -> IPv4 address or None``; called in the event loop on every query, so it must not block.
 Lookup = Callable[[str], str | None]
@@ -57,10 +57,6 @@ _CLASS_ANY = 255  # dnslib spells it '*'
 _VM_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 log = logging.getLogger("banger.dns")
-
-
-class DnsServerError(BangerError):
-    """The DNS server cannot listen where it was asked to; the message says why and what to do."""
 
 
 class RateLimitedLog:

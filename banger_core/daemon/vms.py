@@ -20,16 +20,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Any
 
-from pydantic import BeforeValidator, ConfigDict
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from banger_core.api.validation import STRICT, parse_body
+from banger_core.api.models import Deleted, RunPlan, SshEndpoint, VmDetail, VmView
+from banger_core.api.requests import CreateRequest
 from banger_core.common.config import bridge_addresses, format_size, parse_size
 from banger_core.common.defaults import effective_defaults
 from banger_core.common.errors import BangerError, Conflict, NotFound, OperationFailed, Unavailable
@@ -78,70 +78,50 @@ WORK_DISK = "work.ext4"
 DELETING_PREFIX = ".deleting-"
 
 
-def _requested_size(value: object) -> int | None:
-    """A create's ``disk_size``: bytes (an integer) or a size string, checked before anything is created."""
-    return None if value is None else parse_size(value)
-
-
-@dataclass(frozen=True)
-class CreateRequest:
-    """What a client asks for; None means "use the default" (config, then host heuristics)."""
-
-    name: str | None = None
-    image: str | None = None
-    kernel: str | None = None
-    backend: str | None = None
-    network: str | None = None
-    vcpus: int | None = None
-    memory_mib: int | None = None
-    disk_size: Annotated[int | str | None, BeforeValidator(_requested_size)] = None
-    start: bool = True
-    remove_on_exit: bool = False
-    __pydantic_config__: ClassVar[ConfigDict] = STRICT
-    host_access: bool = False
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> CreateRequest:
-        """A request body, strictly typed (see validation); ``disk_size`` comes back in bytes."""
-        return parse_body(cls, raw)
-
-
 def _config_source(config: Any, key: str) -> str:
     return "default" if config.sources.get(key) == "default" else "config"
 
 
-def vm_dict(vm: Vm, handles: dict[str, Any] | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": vm.id,
-        "name": vm.name,
-        "state": vm.state,
-        "image": vm.image,
-        "kernel": vm.kernel,
-        "backend": vm.backend,
-        "network": vm.network,
-        "vcpus": vm.vcpus,
-        "memory_mib": vm.memory_mib,
-        "disk_size": vm.disk_size,
-        "guest_ip": vm.guest_ip,
-        "mac": vm.mac,
-        "created_at": vm.created_at.isoformat(),
-        "started_at": vm.started_at.isoformat() if vm.started_at else None,
-        "last_error": vm.last_error,
-        "remove_on_exit": vm.remove_on_exit,
-        "host_access": vm.host_access,
-        "spec_sources": vm.spec_sources,
-        "pid": None,
-        "ssh": None,
-        "address": None,
-    }
+def vm_view(vm: Vm, handles: dict[str, Any] | None = None) -> VmView:
+    """The API's view of ``vm``; the live fields (pid, ssh, address) come from its handles while it runs."""
+    pid: int | None = None
+    ssh: SshEndpoint | None = None
+    address: str | None = None
     if handles and vm.state in ("starting", "running", "stopping"):
-        data["pid"] = handles.get("vmm", {}).get("pid")
+        pid = handles.get("vmm", {}).get("pid")
         net = handles.get("net")
         if net:
-            data["ssh"] = {"host": net["ssh_host"], "port": net["ssh_port"]}
+            ssh = SshEndpoint(host=net["ssh_host"], port=net["ssh_port"])
             # Where the guest is reachable: its own IP on a bridge, the forwarded port with usernet.
-            data["address"] = net.get("dns_address") or f"{net['ssh_host']}:{net['ssh_port']}"
-    return data
+            address = net.get("dns_address") or f"{net['ssh_host']}:{net['ssh_port']}"
+    return VmView(
+        id=vm.id,
+        name=vm.name,
+        state=vm.state,
+        image=vm.image,
+        kernel=vm.kernel,
+        backend=vm.backend,
+        network=vm.network,
+        vcpus=vm.vcpus,
+        memory_mib=vm.memory_mib,
+        disk_size=vm.disk_size,
+        guest_ip=vm.guest_ip,
+        mac=vm.mac,
+        created_at=vm.created_at,
+        started_at=vm.started_at,
+        last_error=vm.last_error,
+        remove_on_exit=vm.remove_on_exit,
+        host_access=vm.host_access,
+        spec_sources=vm.spec_sources,
+        pid=pid,
+        ssh=ssh,
+        address=address,
+    )
+
+
+def vm_detail(vm: Vm, handles: dict[str, Any] | None, serial_log: Path) -> VmDetail:
+    """:func:`vm_view` plus the path of the VM's console log."""
+    return VmDetail(**dict(vm_view(vm, handles)), serial_log=str(serial_log))
 
 
 def info(vm: Vm) -> VmInfo:
@@ -302,16 +282,14 @@ class VmService:
 
     # -- queries -----------------------------------------------------------
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[VmView]:
         with self.rt.database.read() as s:
             vms = s.exec(select(Vm).order_by(col(Vm.created_at))).all()
-        return [vm_dict(vm, self.handles.get(vm.id)) for vm in vms]
+        return [vm_view(vm, self.handles.get(vm.id)) for vm in vms]
 
-    def get(self, name: str) -> dict[str, Any]:
+    def get(self, name: str) -> VmDetail:
         vm = self._get(name)
-        data = vm_dict(vm, self._read_handles(vm.id))
-        data["serial_log"] = str(self.serial_log(vm.id))
-        return data
+        return vm_detail(vm, self._read_handles(vm.id), self.serial_log(vm.id))
 
     def running_addresses(self) -> dict[str, str]:
         """``name -> address`` of running VMs with a routable address (for the .vm DNS server)."""
@@ -485,30 +463,28 @@ class VmService:
     # -- create ------------------------------------------------------------
 
     def create(
-        self, req: CreateRequest, progress: Progress, *, on_record: Callable[[str, str], None] | None = None
-    ) -> dict[str, Any]:
+        self,
+        req: CreateRequest,
+        progress: Progress,
+        *,
+        on_record: Callable[[str, str], None] | None = None,
+        on_spec: Callable[[RunPlan], None] | None = None,
+    ) -> VmDetail:
         """Create a VM (record, disks) and, unless ``req.start`` is False, boot it.
 
         ``on_record(vm_id, name)`` is called as soon as the record exists, so a
         caller can clean up (by id: the name may be reused) if its client goes
-        away mid-way. A ``--rm`` VM that fails to boot loses its remove-on-exit
-        mark: it is kept for inspection, also across a daemon restart.
+        away mid-way. ``on_spec(plan)`` gets the resolved spec before anything
+        is made (the daemon streams it as a ``spec`` event). A ``--rm`` VM that
+        fails to boot loses its remove-on-exit mark: it is kept for inspection,
+        also across a daemon restart.
         """
         if req.name is not None:
             validate_vm_name(req.name)
         values, sources = self.resolve(req)
         sync_entries = self._file_sync_entries()
-        progress.step(
-            "spec: {vcpus} vCPU ({s[vcpus]}), {mem} MiB RAM ({s[memory_mib]}), {disk} disk ({s[disk_size]}), "
-            "backend {backend} ({s[backend]}), network {network}{access}, image {image} ({s[image]}), "
-            "kernel {kernel} ({s[kernel]})".format(
-                mem=values["memory_mib"],
-                disk=format_size(values["disk_size"]),
-                access=" with host access" if values["host_access"] else "",
-                s=sources,
-                **values,
-            )
-        )
+        if on_spec is not None:
+            on_spec(RunPlan.model_validate({"values": values, "sources": sources}))
         vm = self._insert(req, values, sources)
         if on_record is not None:
             on_record(vm.id, vm.name)
@@ -633,7 +609,7 @@ class VmService:
 
     # -- start -------------------------------------------------------------
 
-    def start(self, name: str, progress: Progress) -> dict[str, Any]:
+    def start(self, name: str, progress: Progress) -> VmDetail:
         vm = self._get(name)
         with self._vm_lock(vm.id):
             vm = self._get(name)
@@ -764,7 +740,7 @@ class VmService:
 
     # -- stop --------------------------------------------------------------
 
-    def stop(self, name: str, progress: Progress, *, force: bool = False) -> dict[str, Any]:
+    def stop(self, name: str, progress: Progress, *, force: bool = False) -> VmDetail:
         vm = self._get(name)
         with self._vm_lock(vm.id):
             vm = self._get(name)
@@ -805,7 +781,7 @@ class VmService:
                 log.warning("detaching %s: %s", vm.name, exc)
         self._drop_handles(vm.id)
 
-    def restart(self, name: str, progress: Progress) -> dict[str, Any]:
+    def restart(self, name: str, progress: Progress) -> VmDetail:
         vm = self._get(name)
         with self._vm_lock(vm.id):
             vm = self._get(name)
@@ -816,10 +792,10 @@ class VmService:
 
     # -- delete ------------------------------------------------------------
 
-    def delete(self, name: str, progress: Progress, *, force: bool = False) -> dict[str, Any]:
+    def delete(self, name: str, progress: Progress, *, force: bool = False) -> Deleted:
         return self.delete_by_id(self._get(name).id, progress, force=force)
 
-    def delete_by_id(self, vm_id: str, progress: Progress, *, force: bool = False) -> dict[str, Any]:
+    def delete_by_id(self, vm_id: str, progress: Progress, *, force: bool = False) -> Deleted:
         """Delete exactly the VM ``vm_id``: cleanups use this, as a new VM may have taken the old one's name."""
         with self._vm_lock(vm_id):
             vm = self._get_by_id(vm_id)
@@ -838,7 +814,7 @@ class VmService:
         self._changed()
         progress.step(f"{name} deleted")
         self.rt.pm.call_event("banger_vm_deleted", vm=snapshot)
-        return {"name": name, "deleted": True}
+        return Deleted(name=name)
 
     # -- reconcile ---------------------------------------------------------
 
