@@ -99,12 +99,12 @@ def export(app: App, name: str, output: Path | None, force: bool) -> None:
 
 
 def export_bundle(app: App, kind: str, source: Path, output: Path, force: bool) -> None:
+    from banger_core.api.events import EventSink
     from banger_core.common.bundles import write_bundle
-    from banger_core.common.progress import EventProgress
 
     printer = ProgressPrinter(app.verbose)
     try:
-        info = write_bundle(kind, source, output, EventProgress(printer), overwrite=force)  # type: ignore[arg-type]
+        info = write_bundle(kind, source, output, EventSink(printer), overwrite=force)  # type: ignore[arg-type]
     except Exception as exc:
         printer.done()
         raise BangerError(str(exc)) from exc

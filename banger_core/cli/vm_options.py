@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import click
 
 if TYPE_CHECKING:
     from banger_core.api.requests import VmOptions
+
+F = TypeVar("F", bound=Callable[..., object])
 
 
 class CommandAfterDashes(click.Command):
@@ -24,7 +26,7 @@ class CommandAfterDashes(click.Command):
         return super().parse_args(ctx, args)
 
 
-class SizeParam(click.ParamType[int, Any]):
+class SizeParam(click.ParamType[int, object]):
     """A size option parsed by the CLI itself, so a bad value fails before any request.
 
     ``--disk-size`` is in bytes unless a unit is given (16G); ``--memory`` in
@@ -35,7 +37,7 @@ class SizeParam(click.ParamType[int, Any]):
         self.name = name
         self.default_unit = default_unit
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
         from banger_core.common.config import parse_size
 
         try:
@@ -53,7 +55,7 @@ DISK_SIZE = SizeParam("size", default_unit="")
 MEMORY = SizeParam("memory", default_unit="m")
 
 
-def create_options(fn: Any) -> Any:
+def create_options(fn: F) -> F:
     """The VM spec flags shared by `vm create` and `vm run`."""
     options = [
         click.option("--name", help="VM name (a DNS label); default: a generated adjective-noun."),

@@ -79,8 +79,7 @@ class WebSetup:
     vmm_sockets: dict[str, str]
 
     def vm_state(self, name: str) -> str:
-        state: str = self.harness.client().vms.get(name)["state"]
-        return state
+        return self.harness.client().vms.get(name).state
 
     @contextlib.contextmanager
     def http(self) -> Iterator[httpx.Client]:
@@ -111,13 +110,13 @@ def add_running_vm(h: DaemonHarness, name: str, sock_dir: Path, pids: list[int],
         },
         "net": {
             "backend": "usernet",
-            "nic": {"kind": "user", "mac": vm["mac"], "forwards": []},
+            "nic": {"kind": "user", "mac": vm.mac, "forwards": []},
             "guest": {"address": "10.0.2.15", "prefix": 24, "gateway": "10.0.2.2", "dns": "10.0.2.3"},
             "ssh_host": "127.0.0.1",
             "ssh_port": ssh_port,
         },
     }
-    (h.state / "vms" / vm["id"] / "handles.json").write_text(json.dumps(handles))
+    (h.state / "vms" / vm.id / "handles.json").write_text(json.dumps(handles))
     with sqlite3.connect(h.state / "banger.db") as conn:
         conn.execute(
             "UPDATE vms SET state = 'running', created_at = datetime('now', '-1 hour'),"
@@ -142,10 +141,10 @@ def web(daemon: DaemonHarness, tmp_path: Path) -> Iterator[WebSetup]:
             for name, port in (("web1", 2201), ("builder", 2202))
         }
         daemon.client().vms.create(name="idle", backend="fakevmm", start=False)
-        assert daemon.client().vms.get("web1")["state"] == "running"
+        assert daemon.client().vms.get("web1").state == "running"
         status = daemon.client().daemon.status()
-        assert status["web_ui"] == f"http://127.0.0.1:{port}/ (log in: banger web --open)"
-        assert status["web_url"] == f"http://127.0.0.1:{port}/"
+        assert status.web_ui == f"http://127.0.0.1:{port}/ (log in: banger web --open)"
+        assert status.web_url == f"http://127.0.0.1:{port}/"
         yield WebSetup(daemon, f"http://127.0.0.1:{port}", sockets)
     finally:
         daemon.stop()
@@ -265,7 +264,7 @@ def test_cancel_leaves_the_vm_alone(web: WebSetup, browser: webdriver.Chrome) ->
 
 
 def test_serial_log_is_followed_live_and_shown_as_text(web: WebSetup, browser: webdriver.Chrome) -> None:
-    serial = Path(web.harness.client().vms.get("web1")["serial_log"])
+    serial = Path(web.harness.client().vms.get("web1").serial_log)
     serial.parent.mkdir(parents=True, exist_ok=True)
     boot = [
         "[    0.000000] Linux version 6.1.0-28-cloud-amd64 (debian-kernel@lists.debian.org)",
@@ -341,7 +340,7 @@ def test_delete_and_a_failing_start_go_through_the_services(web: WebSetup) -> No
         csrf = csrf_from(http.get("/vms/idle/delete").text)
         deleted = http.post("/vms/idle/delete", data={"csrf": csrf}, headers={"Origin": web.base})
         assert deleted.status_code == 303 and deleted.headers["location"] == "/"
-        assert "idle" not in {vm["name"] for vm in web.harness.client().vms.list()}
+        assert "idle" not in {vm.name for vm in web.harness.client().vms.list()}
         running = http.post("/vms/builder/delete", data={"csrf": csrf}, headers={"Origin": web.base})
         assert running.status_code == 409 and "VM builder is running: stop it first" in running.text
         forced = http.post("/vms/builder/delete", data={"csrf": csrf, "force": "1"}, headers={"Origin": web.base})
@@ -350,7 +349,7 @@ def test_delete_and_a_failing_start_go_through_the_services(web: WebSetup) -> No
         http.post("/vms/web1/stop", data={"csrf": csrf}, headers={"Origin": web.base})
         started = http.post("/vms/web1/start", data={"csrf": csrf}, headers={"Origin": web.base}, timeout=60)
         assert started.status_code == 500 and "ssh" in started.text
-        assert web.harness.client().vms.get("web1")["last_error"] in html.unescape(started.text)
+        assert (web.harness.client().vms.get("web1").last_error or "") in html.unescape(started.text)
 
 
 def test_errors_are_pages_and_names_are_escaped(web: WebSetup) -> None:
@@ -578,7 +577,7 @@ def test_port_in_use_is_logged_and_the_api_runs(daemon: DaemonHarness) -> None:
         assert daemon.client().vms.list() == []
         line = f"not started: web_listen_addr '127.0.0.1:{port}': Address already in use"
         assert f"web UI {line}" in daemon_log(daemon)
-        assert daemon.client().daemon.status()["web_ui"] == line
+        assert daemon.client().daemon.status().web_ui == line
         status = subprocess.run([BIN / "banger", "daemon", "status"], env=daemon.env, capture_output=True, text=True)
         assert f"  web UI {line}\n" in status.stdout
         web = subprocess.run([BIN / "banger", "web"], env=daemon.env, capture_output=True, text=True)
