@@ -9,9 +9,12 @@ one is a breaking change for SDK users and scripts. Routes serialize these with
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue, PlainSerializer
+
+#: A moment as the API has always written it: ``datetime.isoformat()`` (``...+00:00``, not pydantic's ``Z``).
+Timestamp = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")]
 
 
 class ApiModel(BaseModel):
@@ -42,8 +45,8 @@ class VmView(ApiModel):
     disk_size: int
     guest_ip: str | None
     mac: str
-    created_at: datetime
-    started_at: datetime | None
+    created_at: Timestamp
+    started_at: Timestamp | None
     last_error: str | None
     remove_on_exit: bool
     host_access: bool
@@ -137,7 +140,7 @@ class ImageView(ApiModel):
     kernel_ref: str | None
     sha256: str
     size: int
-    created_at: datetime
+    created_at: Timestamp
     path: str
     meta: dict[str, JsonValue]
 
@@ -170,7 +173,7 @@ class KernelView(ApiModel):
     boot_protocol: int
     #: SHA-256 of each kernel file, by file name.
     sha256: dict[str, str]
-    created_at: datetime
+    created_at: Timestamp
     path: str
     meta: dict[str, JsonValue]
 
