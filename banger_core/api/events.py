@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, JsonValue, TypeAdapter
 
@@ -92,7 +92,8 @@ StreamEvent = Annotated[
     StepEvent | ProgressEvent | LogEvent | CreatedEvent | SpecEvent | HeartbeatEvent | ResultEvent | ErrorEvent,
     Field(discriminator="event"),
 ]
-_KINDS = frozenset(("step", "progress", "log", "created", "spec", "heartbeat", "result", "error"))
+#: The ``event`` tags this side knows, read off the union so a new event type cannot be forgotten here.
+_KINDS = frozenset(member.model_fields["event"].default for member in get_args(get_args(StreamEvent)[0]))
 
 
 @functools.cache

@@ -28,7 +28,6 @@ from banger_core.api.events import (
     ErrorEvent,
     EventSink,
     HeartbeatEvent,
-    ProgressUpdate,
     ResultEvent,
     SpecEvent,
     StreamEvent,
@@ -224,10 +223,7 @@ class Daemon:
         def emit(event: StreamEvent | None) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-        def emit_update(event: ProgressUpdate) -> None:
-            emit(event)
-
-        progress = EventSink(emit_update, log)
+        progress = EventSink(emit, log)
         outcome: list[ResultT] = []
 
         async def run() -> None:
