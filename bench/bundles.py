@@ -98,7 +98,7 @@ def main() -> None:
         # does) spares the hash pass.
         info = write_bundle("image", image, bundle, NullProgress(), overwrite=True)
         recorded = json.loads((image / "manifest.json").read_text())
-        recorded["sha256"] = info.manifest["files"]["rootfs.ext4"]["sha256"]
+        recorded["sha256"] = info.manifest.files["rootfs.ext4"].sha256
         (image / "manifest.json").write_text(json.dumps(recorded))
         export_recorded = _median(
             args.runs, lambda: write_bundle("image", image, bundle, NullProgress(), overwrite=True)

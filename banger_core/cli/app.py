@@ -22,11 +22,12 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "kernel": ("banger_core.cli.kernel_cmd", "Pull, list and delete kernels."),
     "daemon": ("banger_core.cli.daemon_cmd", "Inspect, stop and restart the background daemon."),
     "ssh-config": ("banger_core.cli.sshconfig_cmd", "Make `ssh NAME.vm` reach banger's VMs."),
-    "config": ("banger_core.cli.config_cmd", "Show the effective configuration."),
+    "config": ("banger_core.cli.config_cmd", "Show, explain and edit the configuration."),
     "doctor": ("banger_core.cli.doctor_cmd", "Check this host can run VMs, and say what to fix."),
     "plugins": ("banger_core.cli.plugins_cmd", "List and inspect plugins."),
     "version": ("banger_core.cli.version_cmd", "Print version, commit and build time."),
     "web": ("banger_core.cli.web_cmd", "Print (or open) a login link for the web UI."),
+    "completion": ("banger_core.cli.completion", "Print the shell completion script for bash, zsh or fish."),
 }
 
 
@@ -48,7 +49,8 @@ class App:
             from banger_core.common.plugins import get_plugin_manager
 
             self._pm = get_plugin_manager(self.env)
-            self.report_failed_plugins()
+            if "_BANGER_COMPLETE" not in self.env:  # on Tab the report would land inside the command line
+                self.report_failed_plugins()
         return self._pm
 
     def report_failed_plugins(self) -> None:
@@ -84,15 +86,13 @@ class RootGroup(click.Group):
     def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
         app = ctx.ensure_object(App)
         commands: dict[str, click.Command] = {}
-        for impl in app.pm.hook.banger_cli_commands.get_hookimpls():
-            try:
-                provided = list(impl.function() or ())
-            except Exception as exc:  # a broken plugin must not break the CLI
-                warn(f"banger: warning: plugin {impl.plugin_name}: banger_cli_commands raised: {exc}")
+        for plugin_name, provided in app.pm.cli_commands():
+            if isinstance(provided, Exception):  # a broken plugin must not break the CLI
+                warn(f"banger: warning: plugin {plugin_name}: banger_cli_commands raised: {provided}")
                 continue
             for command in provided:
                 if command.name in CORE_COMMANDS or command.name in commands or command.name is None:
-                    warn(f"banger: warning: plugin {impl.plugin_name}: command {command.name!r} clashes, ignored")
+                    warn(f"banger: warning: plugin {plugin_name}: command {command.name!r} clashes, ignored")
                     continue
                 commands[command.name] = command
         return commands

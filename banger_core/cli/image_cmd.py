@@ -8,6 +8,7 @@ import click
 
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.completion import complete_image_sources, complete_images
 from banger_core.cli.output import print_models, table
 from banger_core.common.config import format_size
 from banger_core.common.errors import BangerError
@@ -55,7 +56,9 @@ def list_images(app: App, available: bool, as_json: bool) -> None:
 
 @cli.command(name="pull")
 @click.argument("ref")
-@click.option("--source", help="Use only this image source (catalog, debootstrap, ...).")
+@click.option(
+    "--source", shell_complete=complete_image_sources, help="Use only this image source (catalog, debootstrap, ...)."
+)
 @click.option("--force", is_flag=True, help="Pull again even if the image is present.")
 @click.option("--json", "as_json", is_flag=True, help="Print the image as JSON when done.")
 @pass_app
@@ -76,7 +79,7 @@ def pull(app: App, ref: str, source: str | None, force: bool, as_json: bool) -> 
 
 
 @cli.command(name="delete")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_images)
 @pass_app
 def delete(app: App, name: str) -> None:
     """Delete a pulled image (refused while VMs use it)."""
@@ -85,7 +88,7 @@ def delete(app: App, name: str) -> None:
 
 
 @cli.command(name="export")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_images)
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Bundle file (default: NAME.tar.zst)."
 )

@@ -8,6 +8,7 @@ import click
 
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.completion import complete_kernel_providers, complete_kernels
 from banger_core.cli.output import print_models, table
 
 
@@ -34,7 +35,9 @@ def list_kernels(app: App, as_json: bool) -> None:
 
 @cli.command(name="pull")
 @click.argument("ref")
-@click.option("--provider", help="Use only this kernel provider (catalog, debian, ...).")
+@click.option(
+    "--provider", shell_complete=complete_kernel_providers, help="Use only this kernel provider (catalog, debian, ...)."
+)
 @click.option("--force", is_flag=True, help="Pull again even if present.")
 @pass_app
 def pull(app: App, ref: str, provider: str | None, force: bool) -> None:
@@ -47,7 +50,7 @@ def pull(app: App, ref: str, provider: str | None, force: bool) -> None:
 
 
 @cli.command(name="delete")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_kernels)
 @pass_app
 def delete(app: App, ref: str) -> None:
     """Delete a pulled kernel (refused while VMs use it)."""
@@ -56,7 +59,7 @@ def delete(app: App, ref: str) -> None:
 
 
 @cli.command(name="export")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_kernels)
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Bundle file (default: REF.tar.zst)."
 )

@@ -15,12 +15,13 @@ import click
 
 from banger_core.cli.app import App
 from banger_core.cli.common import ProgressPrinter, get_client, ssh_target
+from banger_core.cli.completion import complete_vms
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
 
 if TYPE_CHECKING:
     from banger_core.api.events import ProgressUpdate
-    from banger_core.api.models import VmView
+    from banger_core.api.models import RunPlan, VmView
     from banger_core.client import Client
     from banger_core.common.ssh import SshTarget
     from banger_hookspecs import WorkspacePlan, WorkspaceSyncerDriver
@@ -28,10 +29,20 @@ if TYPE_CHECKING:
     #: The syncer that claimed a workspace and its plan (the files to ship).
     Workspace = tuple[WorkspaceSyncerDriver, WorkspacePlan]
 
+if TYPE_CHECKING:
+    from banger_core.client import Client
+
 TOOLING_LOG = "/root/.cache/banger/vm-run-tooling-{repo}.log"
 MISE_FILES = (".mise.toml", "mise.toml", ".tool-versions")
 #: Seconds to wait for the ssh call that starts `mise install` (it returns once mise is in the background).
 TOOLING_START_TIMEOUT = 60.0
+
+
+def pull_missing_image(client: Client, plan: RunPlan, printer: ProgressPrinter) -> None:
+    """Pull the image a create with ``plan`` boots when the store lacks it (as `docker run`/`create` do)."""
+    if not plan.values.image_present:
+        client.images.pull(plan.values.image, progress=printer)
+        printer.done()
 
 
 def guest_workdir(guest_path: str | None, repo: Path) -> str:
@@ -112,9 +123,7 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
     body = spec_body(spec)
     planned = client.vms.plan(**body)
     printer(SpecEvent(plan=planned))
-    if not planned.values.image_present:
-        client.images.pull(planned.values.image, progress=printer)
-        printer.done()
+    pull_missing_image(client, planned, printer)
     name_holder: dict[str, str] = {}
 
     def progress(event: ProgressUpdate) -> None:
@@ -232,7 +241,7 @@ def _claiming_syncer(app: App, path: Path, fix: str) -> WorkspaceSyncerDriver:
     if not path.is_dir():
         raise BangerError(f"{path} is not a directory: {fix}")
     ctx = app.plugin_context()
-    for _name, provided in sorted(app.pm.providers("banger_workspace_syncers").items()):
+    for _name, provided in sorted(app.pm.workspace_syncers().items()):
         driver: WorkspaceSyncerDriver = provided.value.factory(ctx)
         if driver.claims(path):
             return driver
@@ -306,7 +315,7 @@ def workspace_cli() -> None:
 
 
 @workspace_cli.command(name="sync")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("path", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
 @click.option("--include-untracked", is_flag=True, help="Also copy untracked files that git does not ignore.")
@@ -351,7 +360,7 @@ def _round_trip_driver(app: App, path: Path) -> WorkspaceSyncerDriver:
 
 
 @workspace_cli.command(name="pull")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("path", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--branch", help="The host branch to put the guest's work on (default banger/NAME).")
 @click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
@@ -374,7 +383,7 @@ def workspace_pull(app: App, name: str, path: Path, branch: str | None, guest_pa
 
 
 @workspace_cli.command(name="diff")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.argument("path", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--guest-path", help="Where the workspace is in the guest (default /root/<repo-name>).")
 @click.pass_obj

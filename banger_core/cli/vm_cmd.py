@@ -11,6 +11,7 @@ import click
 
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import ProgressPrinter, get_client, ssh_target
+from banger_core.cli.completion import complete_vms
 from banger_core.cli.output import print_models, table
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
@@ -83,7 +84,7 @@ def list_vms(app: App, as_json: bool) -> None:
 
 
 @cli.command(name="show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
 def show(app: App, name: str, as_json: bool) -> None:
@@ -126,9 +127,17 @@ def show(app: App, name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the VM as JSON when done.")
 @pass_app
 def create(app: App, /, no_start: bool, as_json: bool, **kw: object) -> None:
-    """Create a VM (and boot it, unless --no-start); it keeps running until `banger vm stop`."""
+    """Create a VM and boot it (unless --no-start); a missing image is pulled first.
+
+    It keeps running until `banger vm stop`.
+    """
+    from banger_core.cli.run_cmd import pull_missing_image
+
     printer = ProgressPrinter(app.verbose)
-    vm = get_client(app).vms.create(start=not no_start, progress=printer, **spec_body(kw))
+    spec = spec_body(kw)
+    client = get_client(app)
+    pull_missing_image(client, client.vms.plan(**spec), printer)
+    vm = client.vms.create(start=not no_start, progress=printer, **spec)
     printer.done()
     if as_json:
         print_models(vm)
@@ -153,7 +162,7 @@ def _lifecycle(op: str, doc: str, *, force_help: str | None = None) -> click.Com
         raise ValueError(f"unknown VM operation {op!r} (known: {', '.join(LIFECYCLE)})")
     run = LIFECYCLE[op]
 
-    @click.argument("names", nargs=-1, required=True, metavar="NAME...")
+    @click.argument("names", nargs=-1, required=True, metavar="NAME...", shell_complete=complete_vms)
     @pass_app
     def command(app: App, names: tuple[str, ...], force: bool = False) -> None:
         client = get_client(app)
@@ -193,7 +202,7 @@ cli.add_command(
 
 
 @cli.command(name="logs")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing as the console writes.")
 @pass_app
 def logs(app: App, name: str, follow: bool) -> None:
@@ -208,7 +217,7 @@ def logs(app: App, name: str, follow: bool) -> None:
 
 
 @cli.command(name="ssh", cls=CommandAfterDashes)
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vms)
 @click.pass_context
 def ssh(ctx: click.Context, name: str) -> None:
     """Open a shell in VM NAME, or run `-- CMD ...` there and exit with its status.

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import click
 
+from banger_core.cli.completion import complete_backends, complete_images, complete_kernels, complete_networks
+
 if TYPE_CHECKING:
     from banger_core.api.requests import VmOptions
 
@@ -59,10 +61,20 @@ def create_options(fn: F) -> F:
     """The VM spec flags shared by `vm create` and `vm run`."""
     options = [
         click.option("--name", help="VM name (a DNS label); default: a generated adjective-noun."),
-        click.option("--image", help="Image to boot (default: config default_image, debian-bookworm)."),
-        click.option("--kernel", help="Kernel ref (default: the image's own)."),
-        click.option("--backend", help="VMM backend: firecracker, qemu (default: auto)."),
-        click.option("--network", help="Network backend: usernet, bridge (default: config network_backend)."),
+        click.option(
+            "--image",
+            shell_complete=complete_images,
+            help="Image to boot (default: config default_image, debian-bookworm).",
+        ),
+        click.option("--kernel", shell_complete=complete_kernels, help="Kernel ref (default: the image's own)."),
+        click.option(
+            "--backend", shell_complete=complete_backends, help="VMM backend: firecracker, qemu (default: auto)."
+        ),
+        click.option(
+            "--network",
+            shell_complete=complete_networks,
+            help="Network backend: usernet, bridge (default: config network_backend).",
+        ),
         click.option("--vcpu", "vcpus", type=click.IntRange(1, 64), help="Virtual CPUs."),
         click.option("--memory", "memory_mib", type=MEMORY, help="Memory: MiB (2048) or a size (2G)."),
         click.option("--disk-size", type=DISK_SIZE, help="Writable disk size, e.g. 16G."),

@@ -1,8 +1,9 @@
 """Write image and kernel bundles: a zstd-compressed tar stream, ``manifest.json`` first.
 
 ``banger image export`` calls :func:`write_bundle`; the ``catalog`` plugin reads
-bundles (the two sides share only the format, described in docs/bundles.md, and
-``tests/unit/test_bundles.py`` checks that they agree).
+bundles. The format is the contract's (:mod:`banger_hookspecs.bundle`, described
+in docs/bundles.md): the writer checks each manifest with the reader's own
+:func:`~banger_hookspecs.bundle.parse_manifest` before writing a byte.
 
 A rootfs is a sparse ext4 file of about 1 GB apparent size. The writer reads
 only its data extents (holes are fed to the hash and the compressor as zeros
@@ -16,44 +17,35 @@ import errno
 import hashlib
 import json
 import os
-import re
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, cast
 
 import zstandard
 
 from banger_core.common.errors import BundleWriteError
 from banger_hookspecs import Progress
+from banger_hookspecs.bundle import (
+    BUNDLE_FORMAT,
+    MANIFEST_LIMIT,
+    MANIFEST_NAME,
+    PAYLOAD_FILES,
+    SHA256_RE,
+    BundleKind,
+    BundleManifest,
+    FileDigest,
+    ManifestError,
+    parse_manifest,
+)
+from banger_hookspecs.names import IMAGE_NAME_RULE, is_image_name
 
-__all__ = [
-    "BUNDLE_FORMAT",
-    "MANIFEST_LIMIT",
-    "MANIFEST_NAME",
-    "PAYLOAD_FILES",
-    "BundleInfo",
-    "BundleKind",
-    "BundleWriteError",
-    "write_bundle",
-]
+__all__ = ["BundleInfo", "BundleWriteError", "write_bundle"]
 
-BundleKind = Literal["image", "kernel"]
-
-#: Version of the bundle format written here (``format`` in the manifest).
-BUNDLE_FORMAT = 1
-MANIFEST_NAME = "manifest.json"
-#: The payload of each kind of bundle, in the order it is written.
-PAYLOAD_FILES: Mapping[str, tuple[str, ...]] = {"image": ("rootfs.ext4",), "kernel": ("vmlinux", "initrd")}
-#: Readers refuse a larger manifest.json, so the writer never produces one.
-MANIFEST_LIMIT = 64 * 1024
-
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 _ZEROS = bytes(_CHUNK)
 _PROGRESS_EVERY = 16 << 20
@@ -68,13 +60,13 @@ class BundleInfo:
         path: where it was written.
         sha256: hex digest of the bundle file (what a catalog entry records).
         size: size of the bundle file in bytes.
-        manifest: the manifest stored as its first member.
+        manifest: the manifest stored as its first member (``manifest.raw`` its bytes).
     """
 
     path: Path
     sha256: str
     size: int
-    manifest: Mapping[str, Any]
+    manifest: BundleManifest
 
 
 def write_bundle(
@@ -111,7 +103,7 @@ def write_bundle(
     Example:
         >>> info = write_bundle("image", store / "debian-bookworm", Path("debian-bookworm.tar.zst"),
         ...                     progress)  # doctest: +SKIP
-        >>> info.manifest["files"]["rootfs.ext4"]["size"]  # doctest: +SKIP
+        >>> info.manifest.files["rootfs.ext4"].size  # doctest: +SKIP
         1073741824
     """
     if kind not in PAYLOAD_FILES:
@@ -124,7 +116,7 @@ def write_bundle(
     if not out_path.parent.is_dir():
         raise BundleWriteError(f"cannot write {out_path}: directory {out_path.parent} does not exist")
 
-    files: dict[str, dict[str, Any]] = {}
+    files: dict[str, FileDigest] = {}
     for name in PAYLOAD_FILES[kind]:
         path = source_dir / name
         size = _payload_size(path)
@@ -132,24 +124,29 @@ def write_bundle(
         if recorded is None:
             progress.step(f"hashing {name}")
             recorded = _hash_file(path, size, progress)
-        files[name] = {"sha256": recorded, "size": size}
+        files[name] = FileDigest(sha256=recorded, size=size)
 
-    manifest = _bundle_manifest(kind, source, files)
-    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    manifest_bytes = json.dumps(_bundle_manifest(kind, source, files), indent=2, sort_keys=True).encode() + b"\n"
     if len(manifest_bytes) > MANIFEST_LIMIT:
         raise BundleWriteError(
             f"manifest.json of {source_dir} would be {len(manifest_bytes)} bytes, over the {MANIFEST_LIMIT} byte "
             "limit readers accept: shorten its metadata"
         )
+    try:
+        manifest = parse_manifest(manifest_bytes, kind)  # what every reader checks: never write a bundle it refuses
+    except ManifestError as exc:
+        raise BundleWriteError(
+            f"{source_dir / MANIFEST_NAME}: the bundle manifest made from it {exc}, which readers refuse: "
+            f"fix that field or rebuild the {kind}"
+        ) from None
 
-    label = manifest.get("name") or manifest.get("ref")
-    progress.step(f"exporting {kind} {label} to {out_path.name}")
+    progress.step(f"exporting {kind} {manifest.name} to {out_path.name}")
     fd, partial_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent)
     partial = Path(partial_name)
     try:
         with os.fdopen(fd, "wb") as raw:
             sink = _HashingWriter(raw)
-            _write_stream(sink, manifest, manifest_bytes, source_dir, files, progress)
+            _write_stream(sink, manifest, source_dir, progress)
             raw.flush()
             os.fchmod(raw.fileno(), 0o644)
             os.fsync(raw.fileno())
@@ -165,7 +162,7 @@ def write_bundle(
 # --------------------------------------------------------------------------
 
 
-def _read_source_manifest(kind: str, source_dir: Path) -> dict[str, Any]:
+def _read_source_manifest(kind: str, source_dir: Path) -> dict[str, object]:
     """Load and check the source dir's manifest.json (whatever wrote the dir: a pull or a build)."""
     path = source_dir / MANIFEST_NAME
     if not source_dir.is_dir():
@@ -177,7 +174,7 @@ def _read_source_manifest(kind: str, source_dir: Path) -> dict[str, Any]:
     if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
         raise BundleWriteError(f"{path} is not a manifest (not a regular file under 1 MiB): rebuild the {kind}")
     try:
-        data = json.loads(path.read_bytes())
+        data: object = json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleWriteError(f"{path} is not valid JSON ({exc}): rebuild the {kind}") from None
     if not isinstance(data, dict):
@@ -187,11 +184,11 @@ def _read_source_manifest(kind: str, source_dir: Path) -> dict[str, Any]:
         value = data.get(field_name)
         if not isinstance(value, str) or not value:
             raise BundleWriteError(f"{path} lacks a {field_name!r} string: rebuild the {kind}")
-    if not _NAME_RE.match(data[key]):
-        raise BundleWriteError(f"{path} has an invalid {key} {data[key]!r}: use a-z, 0-9, '.', '_' and '-'")
+    if not is_image_name(data[key]):
+        raise BundleWriteError(f"{path} has an invalid {key} {data[key]!r}: {IMAGE_NAME_RULE}")
     if kind == "image":
         kernel_ref = data.get("kernel_ref")
-        if kernel_ref is not None and not (isinstance(kernel_ref, str) and _NAME_RE.match(kernel_ref)):
+        if kernel_ref is not None and not is_image_name(kernel_ref):
             raise BundleWriteError(f"{path} has an invalid kernel_ref {kernel_ref!r}: rebuild the image")
     else:
         boot_protocol = data.get("boot_protocol")
@@ -203,14 +200,14 @@ def _read_source_manifest(kind: str, source_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _recorded_sha256(source: Mapping[str, Any], kind: str, name: str) -> str | None:
+def _recorded_sha256(source: Mapping[str, object], kind: str, name: str) -> str | None:
     """The digest of ``name`` the source manifest records, in any of the shapes banger writes.
 
     Bundle manifests record ``files[name].sha256``; artifact-shaped manifests
     record ``sha256`` (a string for an image's rootfs, a mapping by file name
     for a kernel).
     """
-    candidates: list[Any] = []
+    candidates: list[object] = []
     files = source.get("files")
     if isinstance(files, dict) and isinstance(files.get(name), dict):
         candidates.append(files[name].get("sha256"))
@@ -220,7 +217,7 @@ def _recorded_sha256(source: Mapping[str, Any], kind: str, name: str) -> str | N
     elif kind == "image":
         candidates.append(top)
     for value in candidates:
-        if isinstance(value, str) and _SHA256_RE.match(value):
+        if isinstance(value, str) and SHA256_RE.fullmatch(value):
             return value
     return None
 
@@ -235,16 +232,23 @@ def _payload_size(path: Path) -> int:
     return st.st_size
 
 
-def _bundle_manifest(kind: str, source: Mapping[str, Any], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _bundle_manifest(kind: str, source: Mapping[str, object], files: Mapping[str, FileDigest]) -> dict[str, object]:
+    """The bundle manifest as JSON data; :func:`write_bundle` checks it with ``parse_manifest``."""
     created = source.get("created")
     if not isinstance(created, str) or not created:
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    manifest: dict[str, Any] = {"format": BUNDLE_FORMAT, "kind": kind}
+    metadata = source.get("metadata")
+    manifest: dict[str, object] = {"format": BUNDLE_FORMAT, "kind": kind}
     if kind == "image":
         manifest.update(name=source["name"], kernel_ref=source.get("kernel_ref"))
     else:
         manifest.update(ref=source["ref"], boot_protocol=source["boot_protocol"])
-    manifest.update(version=source["version"], created=created, files=files, metadata=dict(source.get("metadata", {})))
+    manifest.update(
+        version=source["version"],
+        created=created,
+        files={name: {"sha256": f.sha256, "size": f.size} for name, f in files.items()},
+        metadata=metadata if isinstance(metadata, dict) else {},
+    )
     return manifest
 
 
@@ -256,7 +260,7 @@ def _bundle_manifest(kind: str, source: Mapping[str, Any], files: dict[str, dict
 class _HashingWriter:
     """A write-only file object that hashes and counts what passes through."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
         self.written = 0
@@ -322,16 +326,9 @@ def _hash_file(path: Path, size: int, progress: Progress) -> str:
     return digest.hexdigest()
 
 
-def _write_stream(
-    sink: _HashingWriter,
-    manifest: Mapping[str, Any],
-    manifest_bytes: bytes,
-    source_dir: Path,
-    files: Mapping[str, Mapping[str, Any]],
-    progress: Progress,
-) -> None:
-    mtime = _mtime(str(manifest["created"]))
-    total = sum(int(f["size"]) for f in files.values())
+def _write_stream(sink: _HashingWriter, manifest: BundleManifest, source_dir: Path, progress: Progress) -> None:
+    mtime = _mtime(manifest.created)
+    total = manifest.payload_size
     done = reported = 0
 
     def count(chunk: memoryview) -> None:
@@ -346,23 +343,16 @@ def _write_stream(
     with compressor.stream_writer(cast("IO[bytes]", sink), closefd=False) as zstd_out:
         # The tar framing is written by hand around tarfile's own headers: tarfile's stream
         # mode re-slices every write into 10 KiB records, which doubles the cost of an export.
-        written = _write_member(zstd_out, _member(MANIFEST_NAME, len(manifest_bytes), mtime), [manifest_bytes])
-        for name, entry in files.items():
-            size = int(entry["size"])
+        written = _write_member(zstd_out, _member(MANIFEST_NAME, len(manifest.raw), mtime), [manifest.raw])
+        for name, entry in manifest.files.items():
             digest = hashlib.sha256()
-
-            def chunks(fd: int, size: int = size, digest: Any = digest) -> Iterator[memoryview]:
-                for chunk in _iter_extents(fd, size):
-                    digest.update(chunk)
-                    count(chunk)
-                    yield chunk
-
             fd = os.open(source_dir / name, os.O_RDONLY | os.O_NOFOLLOW)
             try:
-                written += _write_member(zstd_out, _member(name, size, mtime), chunks(fd))
+                chunks = _observed(_iter_extents(fd, entry.size), digest.update, count)
+                written += _write_member(zstd_out, _member(name, entry.size, mtime), chunks)
             finally:
                 os.close(fd)
-            if digest.hexdigest() != entry["sha256"]:
+            if digest.hexdigest() != entry.sha256:
                 raise BundleWriteError(
                     f"{source_dir / name} does not match the sha256 its manifest records (changed since it was "
                     "built?): rebuild or re-pull it before exporting"
@@ -374,7 +364,15 @@ def _write_stream(
         progress.advance(0, 0)
 
 
-def _write_member(out: Any, info: tarfile.TarInfo, chunks: Iterable[bytes | memoryview]) -> int:
+def _observed(chunks: Iterable[memoryview], *observers: Callable[[memoryview], object]) -> Iterator[memoryview]:
+    """``chunks``, each shown to every observer (digest, progress count) on its way through."""
+    for chunk in chunks:
+        for observe in observers:
+            observe(chunk)
+        yield chunk
+
+
+def _write_member(out: IO[bytes], info: tarfile.TarInfo, chunks: Iterable[bytes | memoryview]) -> int:
     """Write one regular-file member (header, data, padding); return the bytes written."""
     header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     out.write(header)

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from banger_core.common import paths
 from banger_core.common.errors import ConfigError as ConfigError  # re-exported: config users import it from here
@@ -32,6 +32,32 @@ _SIZE_FORMS = {
     "": "a whole number of bytes (17179869184) or a number with a unit K, M, G or T (16G, 1.5G, 512MiB)",
     "m": "a whole number of MiB (2048) or a number with a unit K, M, G or T (2G, 1.5G, 512MiB)",
 }
+
+
+#: A value JSON can hold (``banger config show --json``).
+JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+class ConfigRow(TypedDict):
+    """One key as ``banger config show`` reports it."""
+
+    key: str
+    value: JsonValue
+    source: str
+    plugin: str
+    help: str
+    type: str
+    default: JsonValue
+    aliases: list[str]
+
+
+#: Other names a key is accepted under (the original banger's spellings): alias -> key.
+#: An alias whose key no active plugin declares stays unknown, under the name the file uses.
+ALIASES: dict[str, str] = {"default_image_name": "default_image", "default_dns": "guest_dns"}
+
+
+def aliases_of(key: str) -> list[str]:
+    return sorted(alias for alias, target in ALIASES.items() if target == key)
 
 
 def parse_size(value: object, *, default_unit: str = "") -> int:
@@ -82,7 +108,15 @@ _TYPE_WORDS = {
 }
 
 
-def _coerce(option: ConfigOption, value: Any, where: str, env: Mapping[str, str]) -> Any:
+def type_text(option: ConfigOption) -> str:
+    """What a value of ``option`` must be, in words: ``a string: one of microvm, q35``."""
+    words = _TYPE_WORDS[option.type]
+    if option.choices:
+        words += f": one of {', '.join(option.choices)}"
+    return words
+
+
+def _coerce(option: ConfigOption, value: object, where: str, env: Mapping[str, str]) -> object:
     """Validate one value; ``where`` names it in errors (``key 'x' in [t]``)."""
     expected = _TYPE_WORDS[option.type]
 
@@ -131,9 +165,9 @@ def _coerce(option: ConfigOption, value: Any, where: str, env: Mapping[str, str]
     raise ConfigError(f"{where}: unsupported option type {kind}")
 
 
-def _table(option: ConfigOption, value: dict[str, Any], where: str, env: Mapping[str, str]) -> dict[str, Any]:
+def _table(option: ConfigOption, value: dict[str, object], where: str, env: Mapping[str, str]) -> dict[str, object]:
     fields = {f.key: f for f in option.fields}
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key, item in value.items():
         if key not in fields:
             known = ", ".join(sorted(fields))
@@ -172,31 +206,35 @@ class Config(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self.data)
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Rows for ``banger config show``: key, value, source, plugin, help."""
-        rows = []
+    def rows(self) -> list[ConfigRow]:
+        """Rows for ``banger config show``: key, value, source, plugin, help, type, default, aliases."""
+        rows: list[ConfigRow] = []
         for key in sorted(self.options):
             value = self.data.get(key)
+            option = self.options[key]
             rows.append(
                 {
                     "key": key,
                     "value": _jsonable(value),
                     "source": self.sources.get(key, "default"),
                     "plugin": self.owners.get(key, ""),
-                    "help": self.options[key].help,
+                    "help": option.help,
+                    "type": option.type,
+                    "default": _jsonable(option.default),
+                    "aliases": aliases_of(key),
                 }
             )
         return rows
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
+def _jsonable(value: object) -> JsonValue:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
-    return value
+    return str(value)  # a Path
 
 
 def bridge_addresses(config: Mapping[str, Any]) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]:
@@ -235,24 +273,31 @@ def display_path(path: Path, env: Mapping[str, str] = os.environ) -> str:
     return text
 
 
-def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Path | None = None) -> Config:
-    """Read and validate the config file (missing file = all defaults)."""
+def load_config(
+    pm: PluginManager, env: Mapping[str, str] = os.environ, path: Path | None = None, *, content: bytes | None = None
+) -> Config:
+    """Read and validate the config file (missing file = all defaults).
+
+    With ``content``, validate that text as if it were the file at ``path``
+    (``banger config edit`` checks an edit before it replaces the file).
+    """
     path = path or paths.config_file(env)
     shown = display_path(path, env)
-    provided = pm.providers("banger_config_options")
+    provided = pm.config_options()
     options = {key: p.value for key, p in provided.items()}
     owners = {key: p.plugin.name for key, p in provided.items()}
 
-    raw: dict[str, Any] = {}
+    raw: dict[str, object] = {}
     digest: str | None = None
     stamp: FileStamp | None = None
     try:
-        with path.open("rb") as fh:
-            # Stamped before reading: a change made while we read shows up as a newer stamp later.
-            stamp = _stamp(os.fstat(fh.fileno()))
-            content = fh.read()
+        if content is None:
+            with path.open("rb") as fh:
+                # Stamped before reading: a change made while we read shows up as a newer stamp later.
+                stamp = _stamp(os.fstat(fh.fileno()))
+                content = fh.read()
         digest = hashlib.sha256(content).hexdigest()
-        raw = tomllib.loads(content.decode())
+        raw = _resolve_aliases(tomllib.loads(content.decode()), options, shown)
     except FileNotFoundError:
         pass
     except UnicodeDecodeError:
@@ -298,6 +343,22 @@ def load_config(pm: PluginManager, env: Mapping[str, str] = os.environ, path: Pa
         digest=digest,
         stamp=stamp,
     )
+
+
+def _resolve_aliases(raw: dict[str, object], options: Mapping[str, ConfigOption], shown: str) -> dict[str, object]:
+    """``raw`` with each alias of a declared key renamed to that key; both set differently is an error."""
+    resolved = dict(raw)
+    for alias, key in ALIASES.items():
+        if alias not in resolved or key not in options:
+            continue
+        value = resolved.pop(alias)
+        if key in resolved and resolved[key] != value:
+            raise ConfigError(
+                f"{shown}: {alias} = {value!r} and {key} = {resolved[key]!r} set the same key "
+                f"({alias} is another name for {key}): keep one"
+            )
+        resolved[key] = value
+    return resolved
 
 
 def _stamp(st: os.stat_result) -> FileStamp:

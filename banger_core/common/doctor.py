@@ -10,7 +10,7 @@ from banger_hookspecs import PluginContext
 
 def run_checks(pm: PluginManager, ctx: PluginContext) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for name, provided in sorted(pm.providers("banger_doctor_checks").items(), key=lambda kv: kv[0] != "core"):
+    for name, provided in sorted(pm.doctor_checks().items(), key=lambda kv: kv[0] != "core"):
         try:
             results = list(provided.value.run(ctx))
         except Exception as exc:  # a broken check is a finding, not a crash
@@ -46,9 +46,9 @@ def backend_rows(pm: PluginManager, ctx: PluginContext) -> list[dict[str, Any]]:
     usable: list[tuple[int, str, str]] = []
     reasons: list[str] = []
     network = str(ctx.config.get("network_backend") or "usernet")
-    networks = pm.providers("banger_network_backends")
+    networks = pm.network_backends()
     nic_kind = networks[network].value.nic_kind if network in networks else None
-    for name, provided in sorted(pm.providers("banger_vmm_backends").items()):
+    for name, provided in sorted(pm.vmm_backends().items()):
         if nic_kind is not None and nic_kind not in provided.value.nic_kinds:
             reasons.append(f'{name}: cannot attach {network} NICs (set network_backend = "bridge" to use it)')
             continue

@@ -25,9 +25,9 @@ from banger_hookspecs import (
 )
 
 VM_DEFAULT_FIELDS = (
-    ConfigOption("vcpu", "int", help="virtual CPUs"),
-    ConfigOption("memory_mib", "int", help="memory in MiB"),
-    ConfigOption("disk_size", "size", help="writable disk size, e.g. 16G"),
+    ConfigOption("vcpu", "int", help="virtual CPUs (default: a quarter of the host's CPUs, 2 to 4)"),
+    ConfigOption("memory_mib", "int", help="memory in MiB (default: an eighth of the host's memory, 512 MiB to 8 GiB)"),
+    ConfigOption("disk_size", "size", help="writable disk size, e.g. 16G (default 8G)"),
 )
 FILE_SYNC_FIELDS = (
     ConfigOption("host", "str", required=True, help="file or directory under your home"),
@@ -39,29 +39,77 @@ FILE_SYNC_FIELDS = (
 @hookimpl
 def banger_config_options() -> Iterable[ConfigOption]:
     return [
-        ConfigOption("state_dir", "path", help="images, kernels, VM disks and the database"),
-        ConfigOption("cache_dir", "path", help="downloads and build caches"),
-        ConfigOption("runtime_dir", "path", help="the daemon socket and per-VM sockets"),
-        ConfigOption("default_image", "str", "debian-bookworm", help="image for new VMs"),
-        ConfigOption("default_kernel", "str", help="kernel for new VMs (default: the image's own)"),
-        ConfigOption("vmm_backend", "str", "auto", help="VMM backend: auto or a backend name"),
-        ConfigOption("network_backend", "str", "usernet", help="network backend for new VMs"),
-        ConfigOption("dns_router", "str", "auto", help="how the host resolves *.vm: auto or a router name"),
-        ConfigOption("cidr", "str", "172.16.0.0/24", help="subnet guest IPs are allocated from"),
-        ConfigOption("bridge_ip", "str", "172.16.0.1", help="the host's address in cidr (guest gateway)"),
-        ConfigOption("dns_port", "int", 53, help="port of the .vm DNS server on the bridge address"),
-        ConfigOption("dns_loopback_port", "int", help="also serve .vm on 127.0.0.1 at this port (tests, debugging)"),
-        ConfigOption("ssh_ready_timeout", "int", 300, help="seconds to wait for a booting VM's sshd"),
-        ConfigOption("vm_defaults", "table", fields=VM_DEFAULT_FIELDS, help="defaults for new VMs"),
-        ConfigOption("file_sync", "list[table]", fields=FILE_SYNC_FIELDS, help="files copied into new VMs"),
         ConfigOption(
-            "web_listen_addr", "str", help='serve the web UI at IP:PORT, e.g. "127.0.0.1:7777" (off when unset)'
+            "state_dir", "path", help="Where images, kernels, VM disks and the database live (read at daemon start)."
+        ),
+        ConfigOption("cache_dir", "path", help="Where downloads and build caches go."),
+        ConfigOption(
+            "runtime_dir", "path", help="Where the daemon's socket and the per-VM sockets live (read at daemon start)."
         ),
         ConfigOption(
-            "web_allow_remote", "bool", False, help="allow a non-loopback web_listen_addr (the UI always needs a login)"
+            "ssh_key_path",
+            "path",
+            help="Private key banger uses to ssh into VMs (its .pub goes into each new VM); made with ssh-keygen "
+            "when missing. Unset: a key of banger's own under state_dir/ssh.",
         ),
         ConfigOption(
-            "log_level", "str", "info", choices=("debug", "info", "warning", "error"), help="daemon log level"
+            "default_image",
+            "str",
+            "debian-bookworm",
+            help="Image new VMs boot when no --image is given; pulled on first use "
+            "(`banger image list --available` lists them).",
+        ),
+        ConfigOption(
+            "default_kernel", "str", help="Kernel new VMs boot when no --kernel is given (unset: the image's own)."
+        ),
+        ConfigOption(
+            "vmm_backend",
+            "str",
+            "auto",
+            help="VMM backend for new VMs: auto (the best one usable here, see `banger doctor`) or a backend name.",
+        ),
+        ConfigOption(
+            "network_backend", "str", "usernet", help="Network for new VMs: usernet (no root) or bridge (root)."
+        ),
+        ConfigOption("dns_router", "str", "auto", help="How the host resolves *.vm names: auto or a DNS router name."),
+        ConfigOption(
+            "cidr", "str", "172.16.0.0/24", help="IPv4 subnet bridge-network guests get their addresses from."
+        ),
+        ConfigOption(
+            "bridge_ip", "str", "172.16.0.1", help="The host's address in cidr: the bridge guests' gateway and DNS."
+        ),
+        ConfigOption("dns_port", "int", 53, help="Port of banger's .vm DNS server on bridge_ip."),
+        ConfigOption(
+            "dns_loopback_port", "int", help="Also serve .vm names on 127.0.0.1 at this port (tests, debugging)."
+        ),
+        ConfigOption(
+            "ssh_ready_timeout",
+            "int",
+            300,
+            help="Seconds a booting VM gets to answer on ssh before it is called failed.",
+        ),
+        ConfigOption(
+            "vm_defaults", "table", fields=VM_DEFAULT_FIELDS, help="Sizes of new VMs when no flag gives them."
+        ),
+        ConfigOption(
+            "file_sync",
+            "list[table]",
+            fields=FILE_SYNC_FIELDS,
+            help="Files and directories from your home copied into every new VM (e.g. ~/.gitconfig).",
+        ),
+        ConfigOption(
+            "web_listen_addr",
+            "str",
+            help='Serve the web UI at IP:PORT, e.g. "127.0.0.1:7777" (unset: no web UI).',
+        ),
+        ConfigOption(
+            "web_allow_remote",
+            "bool",
+            False,
+            help="Allow a web_listen_addr that is not loopback (the UI always needs a login).",
+        ),
+        ConfigOption(
+            "log_level", "str", "info", choices=("debug", "info", "warning", "error"), help="The daemon's log level."
         ),
     ]
 
@@ -73,9 +121,6 @@ class ManualDnsRouter:
         return True
 
     def route(self, link: str, server: str, domain: str) -> None:
-        return None
-
-    def unroute(self, link: str, server: str, domain: str) -> None:
         return None
 
     def instructions(self, link: str, server: str, domain: str) -> str:

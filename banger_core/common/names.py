@@ -1,15 +1,15 @@
-"""VM names: DNS labels, validated before anything touches the filesystem."""
+"""VM and image names, validated before anything touches the filesystem.
+
+The rules themselves live in :mod:`banger_hookspecs.names` (plugins need them too).
+"""
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Callable
 
 from banger_core.common.errors import BangerError, InvalidName
-
-VM_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-IMAGE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+from banger_hookspecs.names import IMAGE_NAME_RULE, VM_NAME_RULE, is_image_name, is_vm_name
 
 ADJECTIVES = [
     "agile",
@@ -140,22 +140,16 @@ NOUNS = [
 
 def validate_vm_name(name: object) -> str:
     """Return ``name`` if it is a valid VM name (a DNS label), else raise with the rule."""
-    if not isinstance(name, str) or not VM_NAME_RE.match(name):
+    if not is_vm_name(name):
         shown = repr(name) if isinstance(name, str) and len(name) <= 80 else "given"
-        raise InvalidName(
-            f"invalid VM name {shown}: use 1-63 characters of a-z, 0-9 and '-', "
-            "not starting or ending with '-' (it becomes a DNS name)"
-        )
+        raise InvalidName(f"invalid VM name {shown}: {VM_NAME_RULE}")
     return name
 
 
 def validate_image_name(name: object, kind: str = "image") -> str:
-    if not isinstance(name, str) or not IMAGE_NAME_RE.match(name) or ".." in name:
+    if not is_image_name(name):
         shown = repr(name) if isinstance(name, str) and len(name) <= 80 else "given"
-        raise InvalidName(
-            f"invalid {kind} name {shown}: use 1-64 characters of a-z, 0-9, '.', '_' and '-', "
-            "starting and ending with a letter or digit"
-        )
+        raise InvalidName(f"invalid {kind} name {shown}: {IMAGE_NAME_RULE}")
     return name
 
 

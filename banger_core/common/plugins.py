@@ -5,7 +5,17 @@ Registration order:
 1. the hook specifications (``banger_hookspecs.specs``);
 2. the core's essential plugin (``banger_core.common.essential``), always;
 3. every entry point in group ``banger`` — builtins and third-party plugins
-   alike — unless ``BANGER_NO_PLUGINS=1`` or named in ``BANGER_DISABLE_PLUGINS``.
+   alike — sorted by entry-point name, unless ``BANGER_NO_PLUGINS=1`` or named
+   in ``BANGER_DISABLE_PLUGINS``.
+
+pluggy calls implementations in the reverse order (the last registered first),
+and banger walks them in that same order: providers are listed, lifecycle
+observers called and plugin commands added last-registered first. Providers
+are selected by name, never by this order.
+
+Every hook has one typed accessor (``pm.vmm_backends()``, ``pm.call_event(
+"banger_vm_started", vm)``, ...), so a misspelt hook is a mypy error rather
+than a user's traceback.
 
 A plugin that fails to import, declares a hook banger does not know, or has a
 hook implementation whose arguments do not match the spec is reported and
@@ -18,16 +28,33 @@ from __future__ import annotations
 import logging
 import os
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, TypedDict, TypeVar, cast, get_args
 
 import pluggy
+from pluggy import HookCaller, HookImpl
 
 from banger_core.common.errors import PluginError
-from banger_hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, specs
+from banger_hookspecs import (
+    ENTRY_POINT_GROUP,
+    PROJECT_NAME,
+    ConfigOption,
+    DnsRouter,
+    DoctorCheck,
+    ImageSource,
+    KernelProvider,
+    NetworkBackend,
+    VmInfo,
+    VmmBackend,
+    WorkspaceSyncer,
+    specs,
+)
+
+if TYPE_CHECKING:
+    import click
 
 log = logging.getLogger("banger.plugins")
 
@@ -52,6 +79,18 @@ Status = Literal["active", "blocked", "failed"]
 Source = Literal["builtin", "external"]
 
 
+class PluginRow(TypedDict):
+    """A :class:`PluginRecord` as ``banger plugins list --json`` prints it."""
+
+    name: str
+    version: str | None
+    source: Source
+    status: Status
+    hooks: list[str]
+    dist: str | None
+    error: str | None
+
+
 @dataclass
 class PluginRecord:
     """One row of ``banger plugins list``."""
@@ -69,7 +108,7 @@ class PluginRecord:
         dist = f"{self.dist or 'unknown'} {self.version or '?'}"
         return f"Error while loading banger plugin {self.name} ({dist}): {self.error}"
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> PluginRow:
         return {
             "name": self.name,
             "version": self.version,
@@ -82,14 +121,78 @@ class PluginRecord:
 
 
 P = TypeVar("P")
+#: Covariant: a ``ProviderHook[VmmBackend]`` is a ``ProviderHook[Registration[VmmDriver]]``.
+R_co = TypeVar("R_co", covariant=True)
 
 
 @dataclass(frozen=True)
-class Provided(Generic[P]):
+class Provided(Generic[R_co]):
     """A provider registration together with the plugin that registered it."""
 
-    value: P
+    value: R_co
     plugin: PluginRecord
+
+
+@dataclass(frozen=True)
+class ProviderHook(Generic[R_co]):
+    """A provider hook of the contract: its pluggy name, the registration type, what a user calls one.
+
+    The constants below are the only way to name a provider hook, so a misspelt
+    hook is a mypy error (and a name missing from the specs a ``ValueError`` at import).
+
+    Attributes:
+        name: the hook in :mod:`banger_hookspecs.specs` (``banger_image_sources``).
+        kind: what one registration is called in messages (``image source``).
+        registration: the value object every implementation returns.
+        key: the registration attribute that names it (``key`` for config options).
+    """
+
+    name: str
+    kind: str
+    registration: type[R_co]
+    key: Literal["name", "key"] = "name"
+
+    def __post_init__(self) -> None:
+        if not self.name.startswith("banger_") or not callable(getattr(specs, self.name, None)):
+            raise ValueError(f"{self.name!r} is not a hook of banger_hookspecs.specs")
+
+
+IMAGE_SOURCES = ProviderHook("banger_image_sources", "image source", ImageSource)
+KERNEL_PROVIDERS = ProviderHook("banger_kernel_providers", "kernel provider", KernelProvider)
+VMM_BACKENDS = ProviderHook("banger_vmm_backends", "VMM backend", VmmBackend)
+NETWORK_BACKENDS = ProviderHook("banger_network_backends", "network backend", NetworkBackend)
+DNS_ROUTERS = ProviderHook("banger_dns_routers", "DNS router", DnsRouter)
+WORKSPACE_SYNCERS = ProviderHook("banger_workspace_syncers", "workspace syncer", WorkspaceSyncer)
+DOCTOR_CHECKS = ProviderHook("banger_doctor_checks", "doctor check", DoctorCheck)
+CONFIG_OPTIONS = ProviderHook("banger_config_options", "config option", ConfigOption, key="key")
+
+#: The lifecycle hooks; each takes one ``vm: VmInfo``.
+VmEvent = Literal["banger_vm_created", "banger_vm_started", "banger_vm_stopped", "banger_vm_deleted"]
+VM_EVENTS: frozenset[str] = frozenset(get_args(VmEvent))
+
+
+class Providers(Mapping[str, Provided[R_co]]):
+    """The registrations of one provider hook by name (read-only)."""
+
+    def __init__(self, hook: ProviderHook[R_co], found: Mapping[str, Provided[R_co]]) -> None:
+        self.hook = hook
+        self._found = dict(found)
+
+    def __getitem__(self, name: str) -> Provided[R_co]:
+        return self._found[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._found)
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+    def require(self, name: str) -> Provided[R_co]:
+        """The registration named ``name``; an unknown name is an error listing the known ones."""
+        if name not in self._found:
+            known = ", ".join(sorted(self._found)) or "none installed"
+            raise PluginError(f"unknown {self.hook.kind} {name!r} (known: {known})")
+        return self._found[name]
 
 
 def _parse_disabled(env: Mapping[str, str]) -> set[str]:
@@ -108,11 +211,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(specs)
         self.records: dict[str, PluginRecord] = {}
-        self._provider_cache: dict[str, dict[str, Provided[Any]]] = {}
-
-    @property
-    def hook(self) -> Any:
-        return self.pm.hook
+        self._provider_cache: dict[str, Providers[object]] = {}
 
     # -- loading -----------------------------------------------------------
 
@@ -190,57 +289,112 @@ class PluginManager:
 
     # -- providers ---------------------------------------------------------
 
-    def providers(self, hook_name: str) -> dict[str, Provided[Any]]:
+    def providers(self, hook: ProviderHook[P]) -> Providers[P]:
         """All registrations of a provider hook by name; a name used twice is an error.
 
-        A plugin whose registration hook raises is marked failed and skipped.
+        A plugin whose registration hook raises, or returns something other than
+        the hook's registration type, is marked failed and skipped.
         """
-        if hook_name in self._provider_cache:
-            return self._provider_cache[hook_name]
-        caller = getattr(self.pm.hook, hook_name)
-        found: dict[str, Provided[Any]] = {}
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        cached = self._provider_cache.get(hook.name)
+        if cached is not None:
+            return cast("Providers[P]", cached)  # stored under this hook's name by the code below
+        found: dict[str, Provided[P]] = {}
+        for impl in self._hookimpls(hook.name):
             record = self.records.get(impl.plugin_name)
             if record is None or record.status != "active":
                 continue
             try:
-                items = list(impl.function() or ())
+                items = _returned(impl)
             except Exception as exc:
-                self._fail(record, f"{hook_name} raised: {_one_line(exc)}", traceback.format_exc())
+                self._fail(record, f"{hook.name} raised: {_one_line(exc)}", traceback.format_exc())
                 continue
-            for item in items:
-                name = item.key if hasattr(item, "key") else item.name
+            registrations = [item for item in items if isinstance(item, hook.registration)]
+            if len(registrations) != len(items):
+                wrong = next(type(item).__name__ for item in items if not isinstance(item, hook.registration))
+                self._fail(record, f"{hook.name} returned a {wrong}, not a {hook.registration.__name__}", None)
+                continue
+            for item in registrations:
+                name = str(getattr(item, hook.key))
                 if name in found:
                     other = found[name].plugin
-                    kind = hook_name.removeprefix("banger_").replace("_", " ").rstrip("s")
                     raise PluginError(
-                        f"{kind} {name!r} is registered by both {_describe(other)} and {_describe(record)}: "
+                        f"{hook.kind} {name!r} is registered by both {_describe(other)} and {_describe(record)}: "
                         f"uninstall one, or block one with BANGER_DISABLE_PLUGINS={record.name}"
                     )
                 found[name] = Provided(item, record)
-        self._provider_cache[hook_name] = found
-        return found
+        providers = Providers(hook, found)
+        self._provider_cache[hook.name] = providers
+        return providers
 
-    def provider(self, hook_name: str, name: str, *, kind: str) -> Provided[Any]:
-        """The registration named ``name``; unknown names list the known ones."""
-        found = self.providers(hook_name)
-        if name not in found:
-            known = ", ".join(sorted(found)) or "none installed"
-            raise PluginError(f"unknown {kind} {name!r} (known: {known})")
-        return found[name]
+    def image_sources(self) -> Providers[ImageSource]:
+        return self.providers(IMAGE_SOURCES)
 
-    def call_event(self, hook_name: str, **kwargs: Any) -> list[str]:
-        """Call a lifecycle hook; a failing observer is logged, never fatal. Returns errors."""
-        errors: list[str] = []
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in caller.get_hookimpls():
+    def kernel_providers(self) -> Providers[KernelProvider]:
+        return self.providers(KERNEL_PROVIDERS)
+
+    def vmm_backends(self) -> Providers[VmmBackend]:
+        return self.providers(VMM_BACKENDS)
+
+    def network_backends(self) -> Providers[NetworkBackend]:
+        return self.providers(NETWORK_BACKENDS)
+
+    def dns_routers(self) -> Providers[DnsRouter]:
+        return self.providers(DNS_ROUTERS)
+
+    def workspace_syncers(self) -> Providers[WorkspaceSyncer]:
+        return self.providers(WORKSPACE_SYNCERS)
+
+    def doctor_checks(self) -> Providers[DoctorCheck]:
+        return self.providers(DOCTOR_CHECKS)
+
+    def config_options(self) -> Providers[ConfigOption]:
+        return self.providers(CONFIG_OPTIONS)
+
+    def cli_commands(self) -> list[tuple[str, list[click.Command] | Exception]]:
+        """Each plugin's ``banger_cli_commands``, or the exception it raised (the CLI warns and goes on)."""
+        import click  # only the CLI asks; the daemon never imports click for this
+
+        out: list[tuple[str, list[click.Command] | Exception]] = []
+        for impl in self._hookimpls("banger_cli_commands"):
             try:
-                impl.function(**kwargs)
+                items = _returned(impl)
+                commands = [item for item in items if isinstance(item, click.Command)]
+                if len(commands) != len(items):
+                    raise TypeError("banger_cli_commands returned something that is not a click command")
             except Exception as exc:
-                msg = f"plugin {impl.plugin_name}: {hook_name} raised: {_one_line(exc)}"
+                out.append((impl.plugin_name, exc))
+                continue
+            out.append((impl.plugin_name, commands))
+        return out
+
+    def call_event(self, hook: VmEvent, vm: VmInfo) -> list[str]:
+        """Call a lifecycle hook; a failing observer is logged, never fatal. Returns errors."""
+        if hook not in VM_EVENTS:
+            raise ValueError(f"{hook!r} is not a lifecycle hook: use one of {', '.join(sorted(VM_EVENTS))}")
+        errors: list[str] = []
+        for impl in self._hookimpls(hook):
+            try:
+                impl.function(vm=vm)
+            except Exception as exc:
+                msg = f"plugin {impl.plugin_name}: {hook} raised: {_one_line(exc)}"
                 log.warning(msg, exc_info=True)
                 errors.append(msg)
         return errors
+
+    def _hookimpls(self, hook_name: str) -> list[HookImpl]:
+        """The implementations of ``hook_name`` in pluggy's call order: the last registered first."""
+        caller: HookCaller = getattr(self.pm.hook, hook_name)
+        return list(reversed(caller.get_hookimpls()))
+
+
+def _returned(impl: HookImpl) -> list[object]:
+    """What a registration hook implementation returned, as a list (None counts as nothing)."""
+    result = impl.function()
+    if result is None:
+        return []
+    if not isinstance(result, Iterable):
+        raise TypeError(f"returned a {type(result).__name__}, not an iterable of registrations")
+    return list(result)
 
 
 def _normalize(dist: str | None) -> str:

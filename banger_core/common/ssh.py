@@ -102,20 +102,31 @@ class SshTarget:
 
 
 class SshKeys:
-    """banger's client key pair and known_hosts file under ``state_dir/ssh``."""
+    """banger's client key pair and known_hosts file under ``state_dir/ssh``.
 
-    def __init__(self, directory: Path) -> None:
+    ``key`` (config ``ssh_key_path``) is a private key to use instead of
+    banger's own; its public half is ``<key>.pub``.
+    """
+
+    def __init__(self, directory: Path, key: Path | None = None) -> None:
         self.directory = directory
-        self.key = directory / "id_ed25519"
-        self.public_key_file = directory / "id_ed25519.pub"
+        self.key = key or directory / "id_ed25519"
+        self.public_key_file = self.key.with_name(self.key.name + ".pub")
         self.known_hosts = directory / "known_hosts"
         self._lock = directory / ".known_hosts.lock"
 
     def ensure(self) -> None:
-        """Create the key pair once (0600 in a 0700 dir)."""
+        """Create the key pair once (0600 in a 0700 dir); an existing key needs its ``.pub`` beside it."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.key.exists() and not (self.key.is_file() and self.public_key_file.is_file()):
+            problem = "is not a file" if not self.key.is_file() else f"has no public key {self.public_key_file}"
+            raise BangerError(
+                f"ssh key {self.key} {problem}: point ssh_key_path in config.toml at a private key "
+                f"with its .pub beside it (`ssh-keygen -y -f KEY > KEY.pub` makes one), or unset it"
+            )
         if not self.key.exists():
-            tmp = Path(tempfile.mkdtemp(dir=self.directory, prefix=".keygen-"))
+            self.key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=self.key.parent, prefix=".keygen-"))
             try:
                 subprocess.run(
                     ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "banger", "-f", str(tmp / "key")],

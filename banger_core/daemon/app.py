@@ -172,15 +172,13 @@ class Daemon:
         """The configured DNS router, or for ``auto`` the detected one with the lowest priority."""
         configured = self.rt.config["dns_router"]
         if configured != "auto":
-            chosen: DnsRouterDriver = self.rt.driver("banger_dns_routers", configured, "DNS router")
-            return chosen
-        routers = self.rt.pm.providers("banger_dns_routers")
+            return self.rt.dns_router(configured)
+        routers = self.rt.pm.dns_routers()
         for router_name in sorted(routers, key=lambda n: (routers[n].value.priority, n)):
-            detected: DnsRouterDriver = self.rt.driver("banger_dns_routers", router_name, "DNS router")
-            if detected.detect():
-                return detected
-        fallback: DnsRouterDriver = self.rt.driver("banger_dns_routers", "manual", "DNS router")
-        return fallback
+            driver = self.rt.dns_router(router_name)
+            if driver.detect():
+                return driver
+        return self.rt.dns_router("manual")
 
     async def stop_services(self) -> None:
         """Stop answering DNS; VMs, taps, the bridge and resolver routes stay for the next daemon."""

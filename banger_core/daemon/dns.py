@@ -34,7 +34,6 @@ import asyncio
 import errno
 import ipaddress
 import logging
-import re
 import socket
 import threading
 import time
@@ -45,6 +44,7 @@ from typing import Any, cast
 from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSRecord
 
 from banger_core.common.errors import DnsServerError
+from banger_hookspecs.names import is_vm_name
 
 #: ``name -> IPv4 address or None``; called in the event loop on every query, so it must not block.
 Lookup = Callable[[str], str | None]
@@ -54,7 +54,6 @@ TTL = 5
 EDNS_UDP_SIZE = 1232  # the DNS flag day 2020 size: never fragments
 _OPCODE_QUERY = 0
 _CLASS_ANY = 255  # dnslib spells it '*'
-_VM_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 log = logging.getLogger("banger.dns")
 
@@ -182,7 +181,7 @@ class VmZone:
             name = labels[0].decode("ascii")
         except UnicodeDecodeError:
             return None
-        if not _VM_LABEL_RE.match(name):
+        if not is_vm_name(name):
             return None
         try:
             found = self.lookup(name)

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from banger_core.common.errors import GuestSetupError
 from banger_hookspecs import GuestNetConfig, boot
+from banger_hookspecs.names import VM_NAME_RULE, is_vm_name
 
 MKFS_EXT4 = "/usr/sbin/mkfs.ext4"
 SSH_KEYGEN = "ssh-keygen"
-HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 #: Kernel arguments that keep the console quiet; each saves boot time under emulation.
 QUIET_ARGS = ("quiet", "loglevel=3", "systemd.show_status=0")
 #: Smallest disk mkfs.ext4 is asked to make (room for the journal and staged files).
@@ -61,10 +61,8 @@ class GuestIdentity:
 
 def validate_hostname(hostname: str) -> str:
     """Return ``hostname`` if it is a lowercase DNS label, else raise :class:`GuestSetupError`."""
-    if not isinstance(hostname, str) or not HOSTNAME_RE.match(hostname):
-        raise GuestSetupError(
-            f"invalid VM name {hostname!r}: use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
-        )
+    if not is_vm_name(hostname):
+        raise GuestSetupError(f"invalid VM name {hostname!r}: {VM_NAME_RULE}")
     return hostname
 
 

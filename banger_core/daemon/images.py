@@ -23,23 +23,42 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Protocol, TypeVar
 
 from sqlmodel import Session, select
 
 from banger_core.api.models import AvailableImage, ImagePulled, ImageView, KernelPulled, KernelView
 from banger_core.common.errors import BangerError, Conflict, NotFound, Unavailable
 from banger_core.common.names import validate_image_name
+from banger_core.common.plugins import IMAGE_SOURCES, Providers
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Image, Kernel, Vm
-from banger_hookspecs import ImageArtifact, KernelArtifact, Progress, SourceUnavailable
+from banger_hookspecs import (
+    ImageArtifact,
+    ImageSource,
+    KernelArtifact,
+    KernelProvider,
+    Progress,
+    SourceUnavailable,
+)
 from banger_hookspecs.boot import BOOT_PROTOCOL
 
 log = logging.getLogger("banger.images")
 PULL_AGAIN = ", then pull again"
 #: ``.old-NAME``: the previous copy of ``NAME`` while a pull swaps in the new one.
 OLD_PREFIX = ".old-"
+
+A_co = TypeVar("A_co", covariant=True)
+A = TypeVar("A")
+
+
+class _Puller(Protocol[A_co]):
+    """What image sources and kernel providers share: claim a ref, pull it into a directory."""
+
+    def claims(self, ref: str) -> bool: ...
+
+    def pull(self, ref: str, dest: Path, progress: Progress) -> A_co: ...
 
 
 def image_view(image: Image, rootfs: Path) -> ImageView:
@@ -116,9 +135,9 @@ class Store:
     def available(self) -> list[AvailableImage]:
         """What the image sources say they can provide."""
         out: list[AvailableImage] = []
-        for name in self.rt.pm.providers("banger_image_sources"):
+        for name in self.rt.pm.image_sources():
             try:
-                driver = self.rt.driver("banger_image_sources", name, "image source")
+                driver = self.rt.image_source(name)
                 out += [
                     AvailableImage(name=item.name, description=item.description, source=item.source)
                     for item in driver.available()
@@ -141,7 +160,7 @@ class Store:
                     with self.rt.database.read() as s:  # fail before a download that could not be used
                         self._refuse_if_in_use(s, ref, PULL_AGAIN)
                 artifact, used = self._pull_with_fallback(
-                    "banger_image_sources", "image source", ref, source, progress, self._store_image
+                    self.rt.pm.image_sources(), self.rt.image_source, ref, source, progress, self._store_image
                 )
                 image, pulled = self.get_image(artifact.name), True
         # The kernel has its own lock: pulling it while holding the image's is how
@@ -251,7 +270,7 @@ class Store:
                     progress.step(f"kernel {ref} is already present ({existing.provider}, {existing.version})")
                     return KernelPulled(**dict(kernel_view(existing, self.rt.layout.kernel_dir(ref))), pulled=False)
             artifact, used = self._pull_with_fallback(
-                "banger_kernel_providers", "kernel provider", ref, provider, progress, self._store_kernel
+                self.rt.pm.kernel_providers(), self.rt.kernel_provider, ref, provider, progress, self._store_kernel
             )
         row = self.get_kernel(artifact.ref)
         view = kernel_view(row, self.rt.layout.kernel_dir(row.ref))
@@ -320,24 +339,24 @@ class Store:
 
     def _pull_with_fallback(
         self,
-        hook: str,
-        kind: str,
+        providers: Providers[ImageSource] | Providers[KernelProvider],
+        driver_of: Callable[[str], _Puller[A]],
         ref: str,
         only: str | None,
         progress: Progress,
-        store: Callable[[str, Any, Path], None],
-    ) -> tuple[Any, str]:
+        store: Callable[[str, A, Path], None],
+    ) -> tuple[A, str]:
         """Ask each provider that claims ``ref`` in priority order; fall back on SourceUnavailable."""
-        providers = self.rt.pm.providers(hook)
+        kind = providers.hook.kind
         if only is not None:
-            self.rt.pm.provider(hook, only, kind=kind)  # unknown name -> error listing the known ones
+            providers.require(only)  # unknown name -> error listing the known ones
             names = [only]
         else:
             names = sorted(providers, key=lambda n: (providers[n].value.priority, n))
         tried: list[str] = []
-        parent = self.rt.layout.images if hook == "banger_image_sources" else self.rt.layout.kernels
+        parent = self.rt.layout.images if providers.hook is IMAGE_SOURCES else self.rt.layout.kernels
         for name in names:
-            driver = self.rt.driver(hook, name, kind)
+            driver = driver_of(name)
             if not driver.claims(ref):
                 continue
             progress.step(f"{kind} {name}: getting {ref}")

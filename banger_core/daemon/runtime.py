@@ -5,20 +5,48 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar, cast
 
 from banger_core.common.config import Config, load_config
 from banger_core.common.context import make_context
 from banger_core.common.errors import Unavailable
-from banger_core.common.plugins import PluginManager, get_plugin_manager
+from banger_core.common.plugins import (
+    DNS_ROUTERS,
+    IMAGE_SOURCES,
+    KERNEL_PROVIDERS,
+    NETWORK_BACKENDS,
+    VMM_BACKENDS,
+    WORKSPACE_SYNCERS,
+    PluginManager,
+    ProviderHook,
+    get_plugin_manager,
+)
 from banger_core.common.ssh import SshKeys
 from banger_core.daemon.layout import Layout
 from banger_core.daemon.state.db import Database
 from banger_core.host.hostops import host_ops_for_current_user
-from banger_hookspecs import PluginContext
+from banger_hookspecs import (
+    DnsRouterDriver,
+    ImageSourceDriver,
+    KernelProviderDriver,
+    NetworkDriver,
+    PluginContext,
+    VmmDriver,
+    WorkspaceSyncerDriver,
+)
 
 log = logging.getLogger("banger.runtime")
+
+D = TypeVar("D")
+D_co = TypeVar("D_co", covariant=True)
+
+
+class Registration(Protocol[D_co]):
+    """A provider registration with a driver factory (ImageSource, VmmBackend, ...)."""
+
+    @property
+    def factory(self) -> Callable[[PluginContext], D_co]: ...
 
 
 class Runtime:
@@ -38,8 +66,8 @@ class Runtime:
             self.config, host_ops_for_current_user(self.config), env=self.env, logger=logging.getLogger("banger")
         )
         self.layout = Layout(self.ctx.state_dir, self.ctx.runtime_dir)
-        self.keys = SshKeys(self.layout.ssh)
-        self._drivers: dict[tuple[str, str], Any] = {}
+        self.keys = SshKeys(self.layout.ssh, self.config.get("ssh_key_path"))
+        self._drivers: dict[tuple[str, str], object] = {}
         self._drivers_lock = threading.Lock()
         self.db: Database | None = None
 
@@ -56,26 +84,38 @@ class Runtime:
             raise RuntimeError("runtime not opened")
         return self.db
 
-    def driver(self, hook: str, name: str, kind: str) -> Any:
+    def _driver(self, hook: ProviderHook[Registration[D]], name: str) -> D:
         """The (cached) driver of provider ``name`` registered through ``hook``."""
-        key = (hook, name)
+        key = (hook.name, name)
         with self._drivers_lock:
             if key not in self._drivers:
-                provided = self.pm.provider(hook, name, kind=kind)
+                provided = self.pm.providers(hook).require(name)
                 try:
                     self._drivers[key] = provided.value.factory(self.ctx)
                 except Exception as exc:
                     # A plugin's own exception carries a sentence (e.g. a bad config key and
                     # its fix); a builtin one (KeyError 'x') needs its type to make sense.
                     why = f"{type(exc).__name__}: {exc}" if type(exc).__module__ == "builtins" else str(exc)
-                    raise Unavailable(f"{kind} {name!r} ({provided.plugin.dist}) cannot be used: {why}") from exc
-            return self._drivers[key]
+                    raise Unavailable(f"{hook.kind} {name!r} ({provided.plugin.dist}) cannot be used: {why}") from exc
+            return cast("D", self._drivers[key])  # stored under this hook by the factory above
 
-    def vmm(self, name: str) -> Any:
-        return self.driver("banger_vmm_backends", name, "VMM backend")
+    def image_source(self, name: str) -> ImageSourceDriver:
+        return self._driver(IMAGE_SOURCES, name)
 
-    def network(self, name: str) -> Any:
-        return self.driver("banger_network_backends", name, "network backend")
+    def kernel_provider(self, name: str) -> KernelProviderDriver:
+        return self._driver(KERNEL_PROVIDERS, name)
+
+    def vmm(self, name: str) -> VmmDriver:
+        return self._driver(VMM_BACKENDS, name)
+
+    def network(self, name: str) -> NetworkDriver:
+        return self._driver(NETWORK_BACKENDS, name)
+
+    def dns_router(self, name: str) -> DnsRouterDriver:
+        return self._driver(DNS_ROUTERS, name)
+
+    def workspace_syncer(self, name: str) -> WorkspaceSyncerDriver:
+        return self._driver(WORKSPACE_SYNCERS, name)
 
     def close(self) -> None:
         if self.db is not None:

@@ -391,7 +391,7 @@ class VmService:
         """``--host-access``: honoured by user-mode NICs only, refused elsewhere rather than ignored."""
         if not requested:
             return False, "default"
-        nic_kind = self.rt.pm.provider("banger_network_backends", network, kind="network backend").value.nic_kind
+        nic_kind = self.rt.pm.network_backends().require(network).value.nic_kind
         if nic_kind != "user":
             raise BangerError(
                 f"--host-access only applies to user-mode networking (--network usernet): a {network} guest "
@@ -406,11 +406,11 @@ class VmService:
         Firecracker has no user-mode networking, so with ``usernet`` auto picks QEMU.
         """
         nic_kind = self._nic_kind(network)
-        backends = self.rt.pm.providers("banger_vmm_backends")
+        backends = self.rt.pm.vmm_backends()
         configured = self.rt.config["vmm_backend"]
         explicit = requested or (configured if configured != "auto" else None)
         if explicit:
-            registration = self.rt.pm.provider("banger_vmm_backends", explicit, kind="VMM backend").value
+            registration = self.rt.pm.vmm_backends().require(explicit).value
             if nic_kind not in registration.nic_kinds:
                 raise Conflict(
                     f"VMM backend {explicit} cannot attach {network} NICs ({nic_kind}): "
@@ -437,7 +437,7 @@ class VmService:
         return name, f"auto: {reason}"
 
     def _nic_kind(self, network: str) -> str:
-        return str(self.rt.pm.provider("banger_network_backends", network, kind="network backend").value.nic_kind)
+        return str(self.rt.pm.network_backends().require(network).value.nic_kind)
 
     # -- allocation --------------------------------------------------------
 

@@ -25,7 +25,7 @@ Example::
         return [VmmBackend(name="acme", description="x", factory=lambda ctx: None)]
     ''')
         pm = get_plugin_manager(banger_env)
-        assert "acme" in pm.providers("banger_vmm_backends")
+        assert "acme" in pm.vmm_backends()
 """
 
 from __future__ import annotations

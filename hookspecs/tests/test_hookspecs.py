@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_hookspecs import specs, types
+from banger_hookspecs import bundle, names, specs, types
 
 REPO = Path(__file__).resolve().parents[2]
 HOOKS = sorted(name for name in dir(specs) if name.startswith("banger_"))
@@ -53,8 +53,9 @@ def test_hook_docstring_has_args_returns_and_example(hook: str) -> None:
     assert "return" in hints and all(p in hints for p in params)
 
 
-def test_examples_run() -> None:
-    failures, attempted = doctest.testmod(specs, raise_on_error=False, verbose=False)
+@pytest.mark.parametrize("module", [specs, names, bundle], ids=lambda m: m.__name__)
+def test_examples_run(module: object) -> None:
+    failures, attempted = doctest.testmod(module, raise_on_error=False, verbose=False)  # type: ignore[arg-type]
     assert attempted > 0 and failures == 0
 
 

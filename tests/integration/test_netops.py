@@ -406,13 +406,3 @@ def test_attach_hands_a_spare_tap_to_the_vm_and_detach_refills_the_pool(
     ns.call(bridge.detach, attachment)
 
     assert sorted(links(ns)) == ["banger0", "bgrpool0", "bgrpool1", "lo"]
-
-
-def test_teardown_host_leaves_nothing_behind(ns: NetNamespace, bridge: BridgeNetwork) -> None:
-    ns.call(_setup, bridge)
-    ns.call(_attach, bridge)
-
-    ns.call(bridge.teardown_host)
-
-    assert sorted(links(ns)) == ["lo"]
-    assert nft_table(ns) is None

@@ -21,8 +21,9 @@ pytest.importorskip("banger_catalog", reason="the catalog plugin is not installe
 from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.errors import BundleError
 from banger_catalog.manifest import parse_manifest
-from banger_core.common.bundles import MANIFEST_LIMIT, BundleWriteError, _iter_extents, write_bundle
+from banger_core.common.bundles import BundleWriteError, _iter_extents, write_bundle
 from banger_core.testing import RecordingProgress
+from banger_hookspecs.bundle import MANIFEST_LIMIT
 
 pytestmark = [pytest.mark.unit, pytest.mark.builtins]
 
@@ -92,7 +93,7 @@ def test_image_round_trip(image_dir: Path, tmp_path: Path) -> None:
     assert (info.path, info.size, info.sha256) == (out, len(data), hashlib.sha256(data).hexdigest())
     assert len(data) < len(rootfs) // 100, "zeros compress to almost nothing"
     assert _members(out) == ["manifest.json", "rootfs.ext4"]
-    assert info.manifest == {
+    assert json.loads(info.manifest.raw) == {
         "format": 1,
         "kind": "image",
         "name": "debian-bookworm",
@@ -109,7 +110,7 @@ def test_image_round_trip(image_dir: Path, tmp_path: Path) -> None:
     dest = tmp_path / "pulled"
     manifest = extract_bundle(out, "image", dest, RecordingProgress(), "test")
     assert (dest / "rootfs.ext4").read_bytes() == rootfs
-    assert json.loads((dest / "manifest.json").read_bytes()) == info.manifest
+    assert json.loads((dest / "manifest.json").read_bytes()) == json.loads(info.manifest.raw)
     assert (manifest.name, manifest.kernel_ref, manifest.version) == ("debian-bookworm", "generic-6.1", "recipe-1f2e")
     # Extraction keeps the rootfs sparse: ~160 KiB of data in a 64 MiB file.
     assert (dest / "rootfs.ext4").stat().st_blocks * 512 < 2 * MIB
@@ -119,7 +120,7 @@ def test_kernel_round_trip(kernel_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "generic-6.1.tar.zst"
     info = write_bundle("kernel", kernel_dir, out, RecordingProgress())
     assert _members(out) == ["manifest.json", "vmlinux", "initrd"]
-    assert (info.manifest["ref"], info.manifest["boot_protocol"]) == ("generic-6.1", 1)
+    assert (info.manifest.name, info.manifest.boot_protocol) == ("generic-6.1", 1)
     dest = tmp_path / "pulled"
     manifest = extract_bundle(out, "kernel", dest, RecordingProgress(), "test")
     for name in ("vmlinux", "initrd"):
@@ -149,7 +150,7 @@ def test_artifact_shaped_manifests_are_understood(kernel_dir: Path, tmp_path: Pa
     )
     progress = RecordingProgress()
     info = write_bundle("kernel", kernel_dir, tmp_path / "k.tar.zst", progress)
-    assert {n: f["sha256"] for n, f in info.manifest["files"].items()} == digests
+    assert {n: f.sha256 for n, f in info.manifest.files.items()} == digests
     assert not any(step.startswith("hashing") for step in progress.steps)
 
 
@@ -223,6 +224,50 @@ def test_bad_source_directory_is_a_clear_error(case: str, match: str, image_dir:
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"version": "recipe 1f2e"}, "has an invalid version 'recipe 1f2e'"),
+        ({"version": "v" * 129}, "has an invalid version"),
+        ({"created": "2025-03-01T12:00:00Z" + " " * 60}, "has an invalid created time"),
+    ],
+)
+def test_a_manifest_readers_would_refuse_is_never_written(
+    fields: dict[str, str], problem: str, image_dir: Path, tmp_path: Path
+) -> None:
+    # Before the writer checked with the reader's own parse_manifest, these bundles were
+    # written and then refused by every catalog pull.
+    source = {"name": "debian-bookworm", "version": "1", "kernel_ref": "generic-6.1", **fields}
+    _write_manifest(image_dir, **source)
+    out = tmp_path / "x.tar.zst"
+
+    with pytest.raises(BundleWriteError) as info:
+        write_bundle("image", image_dir, out, RecordingProgress())
+
+    message = str(info.value)
+    assert message.startswith(f"{image_dir / 'manifest.json'}: the bundle manifest made from it {problem}")
+    assert message.endswith(", which readers refuse: fix that field or rebuild the image")
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+@pytest.mark.parametrize("name", ["debian.", "debian-", "a..b", "debian\n"])
+def test_image_names_outside_the_one_name_rule_are_refused_by_writer_and_reader(
+    name: str, image_dir: Path, tmp_path: Path
+) -> None:
+    _write_manifest(image_dir, name=name, version="1")
+    with pytest.raises(BundleWriteError, match="invalid name"):
+        write_bundle("image", image_dir, tmp_path / "x.tar.zst", RecordingProgress())
+    manifest = {
+        "format": 1,
+        "kind": "image",
+        "name": name,
+        "version": "1",
+        "files": {"rootfs.ext4": {"sha256": "0" * 64, "size": 1}},
+    }
+    with pytest.raises(BundleError, match="has an invalid name"):
+        parse_manifest(json.dumps(manifest).encode(), "image", "test")
+
+
 def test_kernel_needs_a_boot_protocol(kernel_dir: Path, tmp_path: Path) -> None:
     _write_manifest(kernel_dir, ref="generic-6.1", version="6.1")
     with pytest.raises(BundleWriteError, match="boot_protocol"):
@@ -265,7 +310,7 @@ def test_extent_reader_matches_plain_read(layout: list[tuple[int, int]], tmp_pat
 
 def test_manifest_written_is_what_the_reader_validates(image_dir: Path, tmp_path: Path) -> None:
     info = write_bundle("image", image_dir, tmp_path / "b.tar.zst", RecordingProgress())
-    raw = json.dumps(info.manifest).encode()
+    raw = info.manifest.raw
     assert parse_manifest(raw, "image", "test").files["rootfs.ext4"].size == 64 * MIB
 
 
@@ -275,7 +320,7 @@ def test_bundles_made_by_gnu_tar(flags: list[str], accepted: bool, image_dir: Pa
         pytest.skip("needs GNU tar and the zstd program (apt: tar zstd)")
     # The hand-made recipe of docs/bundles.md: a bundle manifest, then tar --zstd.
     info = write_bundle("image", image_dir, tmp_path / "ours.tar.zst", RecordingProgress())
-    (image_dir / "manifest.json").write_text(json.dumps(info.manifest))
+    (image_dir / "manifest.json").write_bytes(info.manifest.raw)
     bundle = tmp_path / "gnu.tar.zst"
     subprocess.run(
         ["tar", "--zstd", *flags, "-cf", str(bundle), "-C", str(image_dir), "manifest.json", "rootfs.ext4"], check=True

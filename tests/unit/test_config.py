@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.common.config import MAX_SIZE, ConfigError, file_stamp, format_size, load_config, parse_size
+from banger_core.common.config import (
+    ALIASES,
+    MAX_SIZE,
+    ConfigError,
+    file_stamp,
+    format_size,
+    load_config,
+    parse_size,
+    type_text,
+)
 from banger_core.common.plugins import get_plugin_manager
 from banger_core.testing import invoke_cli
 
@@ -74,6 +83,17 @@ def test_missing_file_means_defaults(banger_env: dict[str, str]) -> None:
             "~/.config/banger/config.toml: key 'file_sync' must be an array of tables ([[...]]), got 'x'",
         ),
         ("default_image = [", "~/.config/banger/config.toml: invalid TOML: "),
+        (
+            "ssh_key_path = 'keys/id_banger'",
+            "~/.config/banger/config.toml: key 'ssh_key_path' must be an absolute path (or start with ~/), "
+            "got 'keys/id_banger'",
+        ),
+        (
+            "default_image = 'a'\ndefault_image_name = 'b'",
+            "~/.config/banger/config.toml: default_image_name = 'b' and default_image = 'a' set the same key "
+            "(default_image_name is another name for default_image): keep one",
+        ),
+        ("default_image_name = 3", "~/.config/banger/config.toml: key 'default_image' must be a string, got 3"),
     ],
 )
 def test_bad_values_are_one_line_errors(banger_env: dict[str, str], text: str, message: str) -> None:
@@ -119,7 +139,10 @@ def test_values_types_and_provenance(banger_env: dict[str, str]) -> None:
         "value": "qemu",
         "source": "~/.config/banger/config.toml",
         "plugin": "core",
-        "help": "VMM backend: auto or a backend name",
+        "help": "VMM backend for new VMs: auto (the best one usable here, see `banger doctor`) or a backend name.",
+        "type": "str",
+        "default": "auto",
+        "aliases": [],
     }
     assert rows["qemu_machine"]["source"] == "default" and rows["qemu_machine"]["plugin"] == "qemu"
     assert shown["exists"] is True
@@ -130,6 +153,73 @@ def test_banger_config_env_overrides_the_path(banger_env: dict[str, str], tmp_pa
     other.write_text("default_image = 'alpine'\n")
     config = load({**banger_env, "BANGER_CONFIG": str(other)})
     assert config["default_image"] == "alpine" and config.sources["default_image"] == str(other)
+
+
+def test_ssh_key_path_takes_home_relative_and_absolute_paths(banger_env: dict[str, str]) -> None:
+    write_config(banger_env, "ssh_key_path = '~/.ssh/id_banger'\n")
+    assert load(banger_env)["ssh_key_path"] == Path(banger_env["HOME"]) / ".ssh" / "id_banger"
+    write_config(banger_env, "ssh_key_path = '/etc/banger/id'\n")
+    assert load(banger_env)["ssh_key_path"] == Path("/etc/banger/id")
+
+
+def test_default_image_name_is_another_name_for_default_image(banger_env: dict[str, str]) -> None:
+    write_config(banger_env, "default_image_name = 'alpine'\n")
+    config = load(banger_env)
+    assert config["default_image"] == "alpine" and config.sources["default_image"] == "~/.config/banger/config.toml"
+    assert "default_image_name" not in config
+    # Both, saying the same thing, is fine.
+    write_config(banger_env, "default_image_name = 'alpine'\ndefault_image = 'alpine'\n")
+    assert load(banger_env)["default_image"] == "alpine"
+
+
+@pytest.mark.builtins
+def test_default_dns_is_another_name_for_the_bridge_guest_dns(banger_env: dict[str, str]) -> None:
+    write_config(banger_env, "default_dns = '198.51.100.53'\n")
+    assert load(banger_env)["guest_dns"] == "198.51.100.53"
+    # Without the plugin that reads it, the key is unknown under the name the file uses.
+    config = load({**banger_env, "BANGER_DISABLE_PLUGINS": "bridge"})
+    assert config.warnings == [
+        "~/.config/banger/config.toml: ignoring unknown key 'default_dns' (inactive plugins: bridge)"
+    ]
+
+
+@pytest.mark.builtins
+def test_config_show_explains_every_key(banger_env: dict[str, str]) -> None:
+    write_config(banger_env, "default_image_name = 'alpine'\n[vm_defaults]\nvcpu = 3\n")
+    result = invoke_cli(["config", "show"], banger_env)
+    assert result.exit_code == 0, result.stderr
+    blocks = {block.split()[0]: block for block in result.stdout.split("\n\n")[1:]}
+    assert set(blocks) == set(load(banger_env).options)
+    head, *explained = blocks["default_image"].splitlines()
+    assert head == 'default_image = "alpine"  # ~/.config/banger/config.toml'
+    assert " ".join(line.strip() for line in explained) == (
+        "Image new VMs boot when no --image is given; pulled on first use (`banger image list --available` "
+        'lists them). A string; default "debian-bookworm"; also accepted as default_image_name.'
+    )
+    assert blocks["vm_defaults"].splitlines()[0] == "vm_defaults = { vcpu = 3 }  # ~/.config/banger/config.toml"
+    assert "      disk_size: a size like 8G or 512M: writable disk size, e.g. 16G (default 8G)" in blocks["vm_defaults"]
+    assert blocks["qemu_machine"].splitlines() == [
+        'qemu_machine = "microvm"  # default, plugin qemu',
+        "    QEMU machine type.",
+        '    A string: one of microvm, q35; default "microvm".',
+    ]
+    assert blocks["guest_dns"].splitlines()[0] == "guest_dns  # unset, plugin bridge"
+
+
+@pytest.mark.builtins
+def test_docs_config_md_documents_every_key_and_alias(banger_env: dict[str, str]) -> None:
+    """docs/config.md has a section per key (``### `key```) naming its type and default, and every alias."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+    sections = {part.split("`", 2)[1]: part for part in docs.split("\n### ")[1:] if part.startswith("`")}
+    options = load(banger_env).options
+    assert set(sections) == set(options)
+    for key, option in options.items():
+        assert f"Type: {type_text(option)}" in sections[key], key
+        if option.default is not None:
+            assert "Default: `" in sections[key], key
+        assert "```toml" in sections[key], f"{key} has no example"
+    for alias, key in ALIASES.items():
+        assert f"`{alias}`" in sections[key], alias
 
 
 @pytest.mark.builtins

@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from banger_core.common.config import load_config
-from banger_core.common.plugins import PluginError, get_plugin_manager
+from banger_core.common.plugins import (
+    DNS_ROUTERS,
+    IMAGE_SOURCES,
+    KERNEL_PROVIDERS,
+    NETWORK_BACKENDS,
+    VMM_BACKENDS,
+    WORKSPACE_SYNCERS,
+    PluginError,
+    ProviderHook,
+    get_plugin_manager,
+)
 from banger_core.testing import FakeSite, invoke_cli
 from banger_hookspecs import VmInfo
 
@@ -22,14 +32,15 @@ def {hook}():
 """
 
 
-def _provider_test(site: FakeSite, env: dict[str, str], hook: str, cls: str, name: str) -> None:
-    site.add_plugin("acme", "acme-banger", "2.0", source=PROVIDER_PLUGIN.format(cls=cls, hook=hook, name=name))
+def _provider_test(site: FakeSite, env: dict[str, str], hook: ProviderHook[object], name: str) -> None:
+    source = PROVIDER_PLUGIN.format(cls=hook.registration.__name__, hook=hook.name, name=name)
+    site.add_plugin("acme", "acme-banger", "2.0", source=source)
     pm = get_plugin_manager(env)
-    provided = pm.provider(hook, name, kind="provider")
+    provided = pm.providers(hook).require(name)
     assert provided.plugin.name == "acme" and provided.plugin.source == "external"
     assert provided.value.factory("ctx") == ("driver", "ctx")
     # The same name from a second distribution is an error naming both.
-    site.add_plugin("other", "other-banger", "0.3", source=PROVIDER_PLUGIN.format(cls=cls, hook=hook, name=name))
+    site.add_plugin("other", "other-banger", "0.3", source=source)
     with pytest.raises(PluginError) as err:
         get_plugin_manager(env).providers(hook)
     message = str(err.value)
@@ -37,29 +48,29 @@ def _provider_test(site: FakeSite, env: dict[str, str], hook: str, cls: str, nam
 
 
 def test_banger_image_sources(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
-    _provider_test(banger_site, banger_env, "banger_image_sources", "ImageSource", "acme-images")
+    _provider_test(banger_site, banger_env, IMAGE_SOURCES, "acme-images")
 
 
 def test_banger_kernel_providers(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
-    _provider_test(banger_site, banger_env, "banger_kernel_providers", "KernelProvider", "acme-kernels")
+    _provider_test(banger_site, banger_env, KERNEL_PROVIDERS, "acme-kernels")
 
 
 def test_banger_vmm_backends(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
-    _provider_test(banger_site, banger_env, "banger_vmm_backends", "VmmBackend", "acme-vmm")
+    _provider_test(banger_site, banger_env, VMM_BACKENDS, "acme-vmm")
 
 
 def test_banger_network_backends(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
-    _provider_test(banger_site, banger_env, "banger_network_backends", "NetworkBackend", "acme-net")
+    _provider_test(banger_site, banger_env, NETWORK_BACKENDS, "acme-net")
 
 
 def test_banger_dns_routers(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
-    _provider_test(banger_site, banger_env, "banger_dns_routers", "DnsRouter", "acme-dns")
+    _provider_test(banger_site, banger_env, DNS_ROUTERS, "acme-dns")
     # The core's own manual router is always there.
-    assert "manual" in get_plugin_manager(banger_env, load_entry_points=False).providers("banger_dns_routers")
+    assert "manual" in get_plugin_manager(banger_env, load_entry_points=False).dns_routers()
 
 
 def test_banger_workspace_syncers(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
-    _provider_test(banger_site, banger_env, "banger_workspace_syncers", "WorkspaceSyncer", "acme-sync")
+    _provider_test(banger_site, banger_env, WORKSPACE_SYNCERS, "acme-sync")
 
 
 def test_banger_doctor_checks(banger_site: FakeSite, banger_env: dict[str, str]) -> None:

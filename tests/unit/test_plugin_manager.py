@@ -97,7 +97,7 @@ def banger_vm_created(vm, extra):
     assert future.status == "failed" and "unknown hook banger_teleport_vm" in (future.error or "")
     assert wrong.status == "failed" and "extra" in (wrong.error or "")
     # Their hooks are not registered.
-    assert not pm.hook.banger_vm_created.get_hookimpls()
+    assert not pm.pm.hook.banger_vm_created.get_hookimpls()
 
 
 def test_registration_that_raises_marks_the_plugin_failed(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
@@ -112,8 +112,8 @@ def banger_vmm_backends():
 """,
     )
     pm = get_plugin_manager(banger_env)
-    assert "Not Valid" not in pm.providers("banger_vmm_backends")
-    assert "qemu" in pm.providers("banger_doctor_checks")
+    assert "Not Valid" not in pm.vmm_backends()
+    assert "qemu" in pm.doctor_checks()
     record = pm.records["badname"]
     assert record.status == "failed"
     assert "invalid VMM backend name 'Not Valid'" in (record.error or "")
@@ -125,7 +125,7 @@ def test_disable_plugins_blocks_by_name(banger_env: dict[str, str]) -> None:
     assert rows["qemu"]["status"] == "blocked" and rows["git"]["status"] == "blocked"
     assert rows["firecracker"]["status"] == "active"
     pm = get_plugin_manager(env)
-    assert "qemu" not in pm.providers("banger_doctor_checks")
+    assert "qemu" not in pm.doctor_checks()
 
 
 def test_no_plugins_loads_only_the_core(banger_env: dict[str, str]) -> None:
@@ -135,12 +135,12 @@ def test_no_plugins_loads_only_the_core(banger_env: dict[str, str]) -> None:
     assert active == {"core"}
     assert {r["name"] for r in rows if r["status"] == "blocked"} >= BUILTINS
     pm = get_plugin_manager(env)
-    assert set(pm.providers("banger_dns_routers")) == {"manual"}
+    assert set(pm.dns_routers()) == {"manual"}
 
 
 def test_unknown_provider_name_lists_known_ones(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
     env = {**banger_env, "BANGER_NO_PLUGINS": "1"}
     with pytest.raises(PluginError, match=r"^unknown VMM backend 'xen' \(known: none installed\)$"):
-        get_plugin_manager(env).provider("banger_vmm_backends", "xen", kind="VMM backend")
+        get_plugin_manager(env).vmm_backends().require("xen")
     with pytest.raises(PluginError, match=r"^unknown DNS router 'xen' \(known: manual\)$"):
-        get_plugin_manager(env).provider("banger_dns_routers", "xen", kind="DNS router")
+        get_plugin_manager(env).dns_routers().require("xen")

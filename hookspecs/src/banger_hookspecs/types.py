@@ -196,6 +196,7 @@ class PluginContext:
         host: facts about the host (KVM kind, TSC frequency, CPUs, memory).
     """
 
+    # Any: each value has the type its ConfigOption declares, known only at runtime.
     config: Mapping[str, Any]
     state_dir: Path
     cache_dir: Path
@@ -237,7 +238,7 @@ class ConfigOption:
 
     key: str
     type: ConfigType
-    default: Any = None
+    default: object = None
     help: str = ""
     choices: tuple[str, ...] = ()
     fields: tuple[ConfigOption, ...] = ()
@@ -306,7 +307,7 @@ class ImageArtifact:
     kernel_ref: str | None
     sha256: str
     size: int
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,7 @@ class KernelArtifact:
     initrd: Path
     boot_protocol: int
     sha256: Mapping[str, str]
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, object] = field(default_factory=dict)
 
 
 class KernelProviderDriver(Protocol):
@@ -509,9 +510,6 @@ class NetworkDriver(Protocol):
     def detach(self, attachment: NetAttachment) -> None:
         """Release what :meth:`attach` made (idempotent; called on stop and reconcile)."""
 
-    def teardown_host(self) -> None:
-        """Remove everything :meth:`setup_host` made (``system uninstall``)."""
-
     def dns_link(self) -> tuple[str, str] | None:
         """``(link name, address)`` where the ``.vm`` DNS server should listen, if any."""
 
@@ -541,9 +539,6 @@ class DnsRouterDriver(Protocol):
 
     def route(self, link: str, server: str, domain: str) -> None:
         """Route ``~domain`` to ``server`` on ``link``."""
-
-    def unroute(self, link: str, server: str, domain: str) -> None:
-        """Undo :meth:`route`."""
 
     def instructions(self, link: str, server: str, domain: str) -> str:
         """Human-readable description of what routing does or must be done by hand."""

@@ -14,8 +14,8 @@ import zstandard
 
 from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.errors import BundleError
-from banger_catalog.manifest import MANIFEST_LIMIT, BundleManifest
 from banger_core.testing import RecordingProgress
+from banger_hookspecs.bundle import MANIFEST_LIMIT, BundleManifest
 
 pytestmark = pytest.mark.unit
 

@@ -56,8 +56,8 @@ def test_registered_factories_build_the_drivers(plugin_context: PluginContext) -
 
 
 def test_plugin_manager_selects_catalog(plugin_manager: Any) -> None:
-    assert "catalog" in plugin_manager.providers("banger_image_sources")
-    assert "catalog" in plugin_manager.providers("banger_kernel_providers")
+    assert "catalog" in plugin_manager.image_sources()
+    assert "catalog" in plugin_manager.kernel_providers()
 
 
 def test_embedded_catalog_claims_the_defaults_but_cannot_serve_them(

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from banger_catalog.errors import BundleError
-from banger_catalog.manifest import MAX_FILE_SIZE, parse_manifest
+from banger_catalog.manifest import parse_manifest
+from banger_hookspecs.bundle import MAX_FILE_SIZE
 
 pytestmark = pytest.mark.unit
 

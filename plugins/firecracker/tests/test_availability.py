@@ -77,7 +77,7 @@ def test_auto_picks_firecracker_only_with_hardware_kvm(
 ) -> None:
     """Through the real plugin manager: both builtin backends, ``auto`` = the highest usable preference."""
     ctx = context(plugin_context, kvm, firecracker_bin=fake_binary(tmp_path, "firecracker", "v1.12.1"))
-    backends = plugin_manager.providers("banger_vmm_backends")
+    backends = plugin_manager.vmm_backends()
     if "qemu" not in backends:
         pytest.skip("a cross-plugin check: needs banger-qemu installed too (the full suite has it)")
     found = {name: provided.value.factory(ctx).availability() for name, provided in backends.items()}

@@ -40,7 +40,7 @@ def syncer() -> GitSyncer:
 
 
 def test_banger_workspace_syncers_registers_git(plugin_manager: PluginManager, plugin_context: PluginContext) -> None:
-    provided = plugin_manager.providers("banger_workspace_syncers")
+    provided = plugin_manager.workspace_syncers()
     assert "git" in provided
     driver = provided["git"].value.factory(plugin_context)
     assert isinstance(driver, GitSyncer)

@@ -56,9 +56,7 @@ def resolvectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeResolvect
 
 @pytest.fixture
 def router(tmp_path: Path) -> ResolvedRouter:
-    links = tmp_path / "sys-class-net"
-    (links / "banger0").mkdir(parents=True)
-    return ResolvedRouter(runtime=tmp_path / "resolve", sys_class_net=links)
+    return ResolvedRouter(runtime=tmp_path / "resolve")
 
 
 def test_route_sets_server_routing_domain_and_plain_dns_on_the_link_only(
@@ -81,18 +79,6 @@ def test_route_passes_a_non_default_port_in_resolvectl_syntax(
     router.route("banger0", "172.16.0.1:5353", "vm")
 
     assert resolvectl.calls()[0] == ["dns", "banger0", "172.16.0.1:5353"]
-
-
-def test_unroute_reverts_the_link(router: ResolvedRouter, resolvectl: FakeResolvectl) -> None:
-    router.unroute("banger0", "172.16.0.1", "vm")
-
-    assert resolvectl.calls() == [["revert", "banger0"]]
-
-
-def test_unroute_of_a_vanished_link_runs_nothing(router: ResolvedRouter, resolvectl: FakeResolvectl) -> None:
-    router.unroute("banger1", "172.16.0.1", "vm")
-
-    assert resolvectl.calls() == []
 
 
 def test_a_failing_resolvectl_stops_and_says_what_to_do(router: ResolvedRouter, resolvectl: FakeResolvectl) -> None:
@@ -135,8 +121,6 @@ def test_bad_arguments_never_reach_resolvectl(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         router.route(link, server, domain)
-    with pytest.raises(ValueError, match=message):
-        router.unroute(link, server, domain)
 
     assert resolvectl.calls() == []
 
@@ -165,7 +149,7 @@ def test_instructions_name_the_commands(router: ResolvedRouter) -> None:
 
 
 def test_registered_as_the_resolved_dns_router(plugin_manager: PluginManager) -> None:
-    provided = plugin_manager.providers("banger_dns_routers")["resolved"]
+    provided = plugin_manager.dns_routers()["resolved"]
 
     assert provided.plugin.dist == "banger-resolved"
     assert isinstance(provided.value.factory(None), ResolvedRouter)

@@ -16,7 +16,7 @@ from banger_usernet.plugin import _check
 
 
 def test_registered_through_the_entry_point(banger_env: dict[str, str]) -> None:
-    provided = get_plugin_manager(banger_env).provider("banger_network_backends", "usernet", kind="network backend")
+    provided = get_plugin_manager(banger_env).network_backends().require("usernet")
     assert provided.plugin.dist == "banger-usernet" and provided.plugin.source == "builtin"
 
 
@@ -70,5 +70,5 @@ def test_usernet_egress_false_asks_for_a_nic_that_opens_no_connection(
     (result,) = _check(closed)
     assert result.status == "ok" and "guests open no outbound connection" in result.summary
     # The key is declared, so config.toml may set it.
-    options = get_plugin_manager(banger_env).hook.banger_config_options()
-    assert any(option.key == "usernet_egress" and option.type == "bool" for group in options for option in group)
+    option = get_plugin_manager(banger_env).config_options()["usernet_egress"]
+    assert option.plugin.name == "usernet" and option.value.type == "bool"

@@ -156,13 +156,6 @@ class BridgeNetwork:
             self.host_ops.create_tap(name, self.bridge_name, self.owner_uid)
         return len(missing)
 
-    def teardown_host(self) -> None:
-        """Delete every banger tap, the NAT table and the bridge (``system uninstall``; VMs must be stopped)."""
-        for tap in self.host_ops.list_links(TAP_PREFIX):
-            self.host_ops.delete_tap(tap)
-        self.host_ops.remove_nat(str(self.cidr), self.bridge_name)
-        self.host_ops.delete_bridge(self.bridge_name)
-
     def dns_link(self) -> tuple[str, str]:
         """``(bridge name, bridge IP)``: where banger's ``.vm`` DNS server listens."""
         return self.bridge_name, str(self.bridge_ip)

@@ -21,19 +21,14 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, cast
+from typing import IO, cast
 
 import zstandard
 
 from banger_catalog.errors import BundleError
-from banger_catalog.manifest import (
-    MANIFEST_LIMIT,
-    MANIFEST_NAME,
-    PAYLOAD_FILES,
-    BundleManifest,
-    parse_manifest,
-)
+from banger_catalog.manifest import parse_manifest
 from banger_hookspecs import Progress
+from banger_hookspecs.bundle import MANIFEST_LIMIT, MANIFEST_NAME, PAYLOAD_FILES, BundleManifest
 
 _CHUNK = 1 << 20
 #: Granularity of holes in extracted files (a multiple of every filesystem block size in use).
@@ -50,7 +45,7 @@ _PROGRESS_EVERY = 16 << 20
 class _BudgetReader:
     """Decompressed bytes for tarfile, never more than ``limit`` in total."""
 
-    def __init__(self, raw: Any, limit: int, label: str) -> None:
+    def __init__(self, raw: IO[bytes], limit: int, label: str) -> None:
         self._raw = raw
         self.limit = limit
         self.consumed = 0

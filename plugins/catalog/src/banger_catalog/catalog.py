@@ -23,14 +23,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from banger_catalog.errors import CatalogError
-from banger_catalog.manifest import NAME_RE, PAYLOAD_FILES, SHA256_RE, BundleKind
 from banger_hookspecs import SourceUnavailable
+from banger_hookspecs.bundle import PAYLOAD_FILES, SHA256_RE, BundleKind
+from banger_hookspecs.names import IMAGE_NAME_RULE, is_image_name
 
 CATALOG_FORMAT = 1
 #: A catalog larger than this is refused (it is a list of a few dozen entries).
@@ -190,10 +190,10 @@ def parse_catalog(raw: bytes, location: str, *, base: str | None) -> Catalog:
     return Catalog(location=location, entries=tuple(entries))
 
 
-def _parse_entry(item: Mapping[str, Any], where: str, base: str | None) -> CatalogEntry:
+def _parse_entry(item: Mapping[str, object], where: str, base: str | None) -> CatalogEntry:
     name = item.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise CatalogError(f"{where} has an invalid name {name!r}: use a-z, 0-9, '.', '_' and '-'")
+    if not is_image_name(name):
+        raise CatalogError(f"{where} has an invalid name {name!r}: {IMAGE_NAME_RULE}")
     where = f"{where} ({name})"
     description = item.get("description", "")
     if not isinstance(description, str) or len(description) > 200 or "\n" in description:
@@ -201,25 +201,26 @@ def _parse_entry(item: Mapping[str, Any], where: str, base: str | None) -> Catal
     sha256, size = item.get("sha256"), item.get("size")
     if (sha256 is None) != (size is None):
         raise CatalogError(f"{where} must give both sha256 and size, or neither (not published yet)")
-    if sha256 is not None and not (isinstance(sha256, str) and SHA256_RE.match(sha256)):
+    if sha256 is not None and not (isinstance(sha256, str) and SHA256_RE.fullmatch(sha256)):
         raise CatalogError(f"{where} has an invalid sha256: use 64 lowercase hex digits")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_BUNDLE_SIZE):
         raise CatalogError(f"{where} has an invalid size: use the bundle's size in bytes")
     kernel_ref = item.get("kernel_ref")
-    if kernel_ref is not None and not (isinstance(kernel_ref, str) and NAME_RE.match(kernel_ref)):
+    if kernel_ref is not None and not is_image_name(kernel_ref):
         raise CatalogError(f"{where} has an invalid kernel_ref {kernel_ref!r}")
+    kind: BundleKind = "image" if item.get("kind") == "image" else "kernel"  # the caller skipped other kinds
     return CatalogEntry(
         name=name,
-        kind=item["kind"],
+        kind=kind,
         description=description,
         url=_resolve_url(item.get("url"), where, base),
         sha256=sha256,
         size=size,
-        kernel_ref=kernel_ref if item["kind"] == "image" else None,
+        kernel_ref=kernel_ref if kind == "image" else None,
     )
 
 
-def _resolve_url(value: Any, where: str, base: str | None) -> str:
+def _resolve_url(value: object, where: str, base: str | None) -> str:
     if not isinstance(value, str) or not value or len(value) > 2048 or any(c.isspace() for c in value):
         raise CatalogError(f"{where} has an invalid url")
     url: str = value

@@ -9,7 +9,6 @@ from banger_catalog.bundle import extract_bundle
 from banger_catalog.catalog import Catalog, CatalogEntry, load_catalog
 from banger_catalog.download import download_lock, fetch_bundle, remove_download
 from banger_catalog.errors import BundleError, CatalogError
-from banger_catalog.manifest import NAME_RE, BundleKind, BundleManifest
 from banger_hookspecs import (
     ImageArtifact,
     ImageListing,
@@ -18,6 +17,8 @@ from banger_hookspecs import (
     Progress,
     SourceUnavailable,
 )
+from banger_hookspecs.bundle import BundleKind, BundleManifest
+from banger_hookspecs.names import is_image_name
 
 PLUGIN_NAME = "catalog"
 #: How long a loaded (or unreachable) catalog is reused: ``claims`` and ``pull`` follow each other.
@@ -57,7 +58,7 @@ class _CatalogDriver:
 
     def claims(self, ref: str) -> bool:
         """True for a name the catalog lists (or any plain name while the catalog is unreachable)."""
-        if not NAME_RE.match(ref):
+        if not is_image_name(ref):
             return False
         try:
             return self.catalog().find(self.kind, ref) is not None

@@ -319,12 +319,13 @@ def pull_workspace(
                     "or --force to move it (its current tip is then kept under refs/banger/backup/)"
                 )
             backup = f"{BACKUP_PREFIX}{branch}/{previous}"
-            run_git(top, "update-ref", "-m", "banger workspace pull --force: backup", backup, previous, what="backup")
+            message = "banger vm workspace pull --force: backup"
+            run_git(top, "update-ref", "-m", message, backup, previous, what="backup")
         run_git(
             top,
             "update-ref",
             "-m",
-            f"banger workspace pull from {guest_path}",
+            f"banger vm workspace pull from {guest_path}",
             ref,
             work.tip,
             previous or "",

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Literal
 
 from banger_hookspecs import NicSpec, PortForward, VmSpec
+from banger_hookspecs.names import VM_NAME_RULE, is_vm_name
 
 Machine = Literal["microvm", "q35"]
 Accel = Literal["kvm", "tcg"]
 
 _TAP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,8 @@ def build_argv(spec: VmSpec, opts: QemuOptions) -> list[str]:
     Raises:
         ValueError: a name, path, MAC or forward in ``spec`` is not acceptable.
     """
-    if not _NAME_RE.match(spec.name):
-        raise ValueError(f"invalid VM name {spec.name!r}: use a DNS label (a-z, 0-9, '-')")
+    if not is_vm_name(spec.name):
+        raise ValueError(f"invalid VM name {spec.name!r}: {VM_NAME_RULE}")
     if spec.vcpus < 1 or spec.memory_mib < 64:
         raise ValueError(f"invalid VM size: {spec.vcpus} vCPUs, {spec.memory_mib} MiB (need >= 1 vCPU, >= 64 MiB)")
     argv = [

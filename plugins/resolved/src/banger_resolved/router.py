@@ -19,12 +19,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from banger_hookspecs.names import DNS_LABEL
+
 RESOLVED_RUNTIME = Path("/run/systemd/resolve")
-SYS_CLASS_NET = Path("/sys/class/net")
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_DOMAIN_RE = re.compile(rf"{DNS_LABEL}(?:\.{DNS_LABEL})*")
 
 
 class ResolvedError(Exception):
@@ -57,7 +57,7 @@ def _server(server: str) -> str:
 
 
 def _domain(domain: str) -> str:
-    if not isinstance(domain, str) or len(domain) > 253 or not _DOMAIN_RE.match(domain):
+    if not isinstance(domain, str) or len(domain) > 253 or not _DOMAIN_RE.fullmatch(domain):
         raise ValueError(f"invalid domain {domain!r}: expected lowercase DNS labels like vm")
     return domain
 
@@ -67,7 +67,6 @@ class ResolvedRouter:
 
     Args:
         runtime: systemd-resolved's runtime directory (for :meth:`detect`).
-        sys_class_net: where links appear (``unroute`` of a vanished link is a no-op).
         timeout: seconds one ``resolvectl`` call may take.
 
     Example::
@@ -77,11 +76,8 @@ class ResolvedRouter:
             router.route("banger0", "172.16.0.1", "vm")   # *.vm -> 172.16.0.1 on banger0
     """
 
-    def __init__(
-        self, runtime: Path = RESOLVED_RUNTIME, sys_class_net: Path = SYS_CLASS_NET, timeout: float = 10.0
-    ) -> None:
+    def __init__(self, runtime: Path = RESOLVED_RUNTIME, timeout: float = 10.0) -> None:
         self.runtime = runtime
-        self.sys_class_net = sys_class_net
         self.timeout = timeout
 
     def detect(self) -> bool:
@@ -101,20 +97,6 @@ class ResolvedRouter:
         self._resolvectl("default-route", link, "false")
         self._resolvectl("dnssec", link, "no")
         self._resolvectl("dnsovertls", link, "no")
-
-    def unroute(self, link: str, server: str, domain: str) -> None:
-        """Drop every DNS setting banger made on ``link``; a no-op when the link is gone.
-
-        Raises:
-            ValueError: a malformed argument (nothing ran).
-            ResolvedError: resolvectl is missing or failed.
-        """
-        link = _link(link)
-        _server(server)
-        _domain(domain)
-        if not (self.sys_class_net / link).exists():
-            return  # resolved forgets a link's settings when the link disappears
-        self._resolvectl("revert", link)
 
     def instructions(self, link: str, server: str, domain: str) -> str:
         """What :meth:`route` does, as commands a user could type."""

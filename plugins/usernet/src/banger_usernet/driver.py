@@ -77,8 +77,5 @@ class UsernetDriver:
     def detach(self, attachment: NetAttachment) -> None:
         """Nothing to release: the forward dies with the QEMU process."""
 
-    def teardown_host(self) -> None:
-        """Nothing was set up."""
-
     def dns_link(self) -> tuple[str, str] | None:
         return None
