@@ -40,7 +40,6 @@ from banger_core.api.models import (
     ErrorBody,
     ErrorInfo,
     KernelDeleted,
-    PlanValues,
     RunPlan,
     SshTargetView,
     Stopping,
@@ -392,7 +391,7 @@ async def vm_plan(d: Daemon, request: Request) -> Response:
     """The spec a create would use, with provenance, without creating anything."""
     req = CreateRequest.from_json(await read_body(request))
     values, sources = await d.run_blocking(lambda: d.vms.resolve(req, image_may_be_missing=True))
-    return answer(RunPlan(values=PlanValues.model_validate(values), sources=sources))
+    return answer(RunPlan.model_validate({"values": values, "sources": sources}))
 
 
 @dataclasses.dataclass(frozen=True)
