@@ -12,12 +12,8 @@ import os
 from typing import NoReturn
 
 from banger_core.common.config import Config
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import NotPrivileged
 from banger_hookspecs import HostOps
-
-
-class NotPrivileged(BangerError):
-    """A privileged operation was asked of a process without privileges."""
 
 
 class UnprivilegedHostOps:
