@@ -46,11 +46,11 @@ def tree(tmp_path: Path) -> Path:
     root = tmp_path / "trees" / "tiny"
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "hostname").write_text("tiny\n")
-    (root / "usr" / "bin").mkdir(parents=True)
-    tool = root / "usr" / "bin" / "tool"
+    (root / "usr" / "local" / "bin").mkdir(parents=True)
+    tool = root / "usr" / "local" / "bin" / "tool"
     tool.write_text("#!/bin/sh\necho tool\n")
     tool.chmod(0o4755)
-    os.link(tool, root / "usr" / "bin" / "tool-again")
+    os.link(tool, tool.with_name("tool-again"))
     (root / "etc" / "host-secret").symlink_to("/etc/shadow")  # must stay a link, never the host's file
     (root / "srv" / "empty").mkdir(parents=True)
     return root
@@ -93,7 +93,7 @@ def test_pull_copies_the_tree_into_an_ext4_image(context: PluginContext, tree: P
     image = artifact.rootfs
     assert debugfs(image, "cat /etc/hostname") == "tiny\n"
     assert inode(image, "/")["User"] == "0"  # -E root_owner=0:0
-    tool, again = inode(image, "/usr/bin/tool"), inode(image, "/usr/bin/tool-again")
+    tool, again = inode(image, "/usr/local/bin/tool"), inode(image, "/usr/local/bin/tool-again")
     assert tool["Mode"] == "04755" and tool["Links"] == "2" and tool["Inode"] == again["Inode"]
     # The owner caveat (README): files keep the owner they have on the host.
     assert (tool["User"], tool["Group"]) == (str(os.getuid()), str(os.getgid()))
@@ -107,9 +107,9 @@ def test_headroom_is_free_space_in_the_image(installed: dict[str, str], tree: Pa
     for headroom in (16 << 20, 48 << 20):
         ctx = make_plugin_context(installed, {HEADROOM_KEY: headroom})
         image = pull(ctx, f"dir:{tree}", tmp_path / f"dest-{headroom}").rootfs
-        header = subprocess.run(["/usr/sbin/dumpe2fs", "-h", str(image)], capture_output=True, text=True).stdout
-        free_blocks = int(re.search(r"Free blocks:\s+(\d+)", header).group(1))  # type: ignore[union-attr]
-        assert free_blocks * 4096 >= headroom
+        superblock = debugfs(image, "stats")
+        free_blocks = re.search(r"^Free blocks:\s+(\d+)$", superblock, re.MULTILINE)
+        assert free_blocks is not None and int(free_blocks.group(1)) * 4096 >= headroom
         sizes[headroom] = image.stat().st_size
     assert sizes[48 << 20] - sizes[16 << 20] == 32 << 20
 
