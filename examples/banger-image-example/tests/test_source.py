@@ -157,6 +157,27 @@ def test_bad_references_are_refused_in_one_line(context: PluginContext, tree: Pa
 
 
 @pytest.mark.unit
+def test_a_symlink_swapped_in_after_the_check_changes_nothing(
+    context: PluginContext, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other"
+    (other / "etc").mkdir(parents=True)
+    (other / "etc" / "hostname").write_text("someone else's tree\n")
+    real_measure = source.measure
+
+    def swap_then_measure(fd: int) -> source.TreeUsage:
+        # Between the checks and mkfs: the checked directory moves away and a symlink takes its place.
+        tree.rename(tree.with_name("moved"))
+        tree.symlink_to(other)
+        return real_measure(fd)
+
+    monkeypatch.setattr(source, "measure", swap_then_measure)
+    image = pull(context, f"dir:{tree}", tmp_path / "dest").rootfs
+    assert tree.is_symlink()
+    assert debugfs(image, "cat /etc/hostname") == "tiny\n"  # the directory that was checked, not the link's target
+
+
+@pytest.mark.unit
 def test_refuses_a_tree_holding_the_image_store(context: PluginContext, tree: Path) -> None:
     dest = tree / "srv" / "store"  # dir:/ or dir:$HOME would copy banger's own store into the image
     dest.mkdir()
