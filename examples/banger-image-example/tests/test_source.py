@@ -209,4 +209,4 @@ def test_a_failing_mkfs_is_one_line(
     (tmp_path / "dest").mkdir()
     with pytest.raises(DirImageError) as caught:
         dir_source(context).pull(f"dir:{tree}", tmp_path / "dest", RecordingProgress())
-    assert str(caught.value) == f"mkfs.ext4 could not copy dir:{tree}: {failure}"
+    assert str(caught.value) == f"mkfs.ext4 failed: {failure}"

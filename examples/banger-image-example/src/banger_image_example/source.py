@@ -158,6 +158,40 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def image_geometry(usage: TreeUsage, headroom: int) -> tuple[int, int]:
+    """Image size (whole MiB) and inode count for a tree: its content, ext4's metadata, then ``headroom`` free."""
+    inodes = usage.inodes + usage.inodes // 4 + 64  # a little room for files added in the guest
+    size = usage.data_bytes + usage.data_bytes // 50 + inodes * INODE_SIZE + METADATA + headroom
+    return (size + (1 << 20) - 1) >> 20 << 20, inodes
+
+
+def make_ext4(mkfs: str, tree_fd: int, image: Path, size: int, inodes: int, label: str, progress: Progress) -> None:
+    """Create ``image`` (``size`` bytes, sparse) holding the tree open at ``tree_fd``."""
+    with image.open("xb") as fh:
+        fh.truncate(size)
+    argv = [mkfs, "-q", "-F", "-b", str(BLOCK), "-N", str(inodes), "-m", "0", "-L", label[:16]]
+    # No journal: banger mounts an image read-only (VMs write to their own overlay disk).
+    argv += ["-O", "^has_journal", "-E", "root_owner=0:0", "-d", f"/proc/self/fd/{tree_fd}", str(image)]
+    try:
+        done = subprocess.run(
+            argv,
+            pass_fds=(tree_fd,),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=MKFS_TIMEOUT,
+            env={"LC_ALL": "C", "PATH": MKFS_SEARCH_PATH},
+        )
+    except subprocess.TimeoutExpired:
+        raise DirImageError(f"mkfs.ext4 took more than {MKFS_TIMEOUT // 60} minutes") from None
+    for line in (done.stdout + done.stderr).splitlines():
+        progress.log(line)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise DirImageError(f"mkfs.ext4 failed: {lines[-1]}")
+
+
 class DirSource:
     """The driver behind the ``dir`` image source (an :class:`~banger_hookspecs.ImageSourceDriver`)."""
 
@@ -179,40 +213,16 @@ class DirSource:
         if mkfs is None:
             raise SourceUnavailable("mkfs.ext4 is not installed: apt-get install e2fsprogs")
         headroom: int = self.ctx.config[HEADROOM_KEY]
+        image = dest / "rootfs.ext4"
         with open_tree(path) as (fd, real):
             name = image_name(real)
             if os.path.commonpath([real, os.path.realpath(dest)]) == real:
                 raise DirImageError(f"dir:{real} contains banger's image store: give a directory outside {real}")
             progress.step(f"measuring the tree at {real}")
             usage = measure(fd)
-            inode_count = usage.inodes + usage.inodes // 4 + 64  # a little room for files added in the guest
-            size = usage.data_bytes + usage.data_bytes // 50 + inode_count * INODE_SIZE + METADATA + headroom
-            size = (size + (1 << 20) - 1) >> 20 << 20
+            size, inodes = image_geometry(usage, headroom)
             progress.step(f"writing a {size >> 20} MiB ext4 image ({usage.inodes} files and directories)")
-            image = dest / "rootfs.ext4"
-            with image.open("xb") as fh:
-                fh.truncate(size)
-            argv = [mkfs, "-q", "-F", "-b", str(BLOCK), "-N", str(inode_count), "-m", "0", "-L", name[:16]]
-            # No journal: banger mounts an image read-only (VMs write to their own overlay disk).
-            argv += ["-O", "^has_journal", "-E", "root_owner=0:0", "-d", f"/proc/self/fd/{fd}", str(image)]
-            try:
-                done = subprocess.run(
-                    argv,
-                    pass_fds=(fd,),
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    text=True,
-                    errors="replace",
-                    timeout=MKFS_TIMEOUT,
-                    env={"LC_ALL": "C", "PATH": MKFS_SEARCH_PATH},
-                )
-            except subprocess.TimeoutExpired:
-                raise DirImageError(f"mkfs.ext4 took more than {MKFS_TIMEOUT // 60} minutes on dir:{real}") from None
-        for line in (done.stdout + done.stderr).splitlines():
-            progress.log(line)
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-            raise DirImageError(f"mkfs.ext4 could not copy dir:{real}: {lines[-1]}")
+            make_ext4(mkfs, fd, image, size, inodes, name, progress)
         return ImageArtifact(
             name=name,
             version=f"tree-{usage.fingerprint[:12]}",
