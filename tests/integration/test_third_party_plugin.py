@@ -5,6 +5,10 @@ examples/banger-image-example is built with `pip wheel`, installed beside banger
 new venv, and driven through that venv's `banger` with an isolated HOME: listed
 as external and active, an image pulled through its `dir:` source by a real
 daemon, then `pip uninstall`ed cleanly.
+
+pip needs its package index here, as a user's would: for hatchling (wheels are
+built in pip's isolated build environments) and banger's third-party
+dependencies, which pip's cache serves after the first run.
 """
 
 from __future__ import annotations
