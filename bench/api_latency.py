@@ -68,7 +68,7 @@ def main() -> None:
     try:
         client = Client(env)
         client.images.pull("fake-tiny")
-        pid = client.daemon.status()["pid"]
+        pid = client.daemon.status().pid
         time.sleep(1)
         idle = rss_mib(pid)
         for i in range(args.vms):

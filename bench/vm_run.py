@@ -91,7 +91,7 @@ def main() -> None:
         cache = Path(os.environ.get("BANGER_TEST_CACHE", "/var/tmp/banger-test-cache"))
         repo = build_repo(cache, args.files, args.megabytes)
         client.vms.create(name="bench-sync", memory_mib=2048)
-        target = SshTarget(**client.vms.ssh_target("bench-sync"))
+        target = SshTarget(**client.vms.ssh_target("bench-sync").model_dump())
         size = sum(p.stat().st_size for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts)
         raw_times: list[float] = []
         full_times: list[float] = []

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from banger_core import testing
+from banger_core.api.models import ImageView, KernelView
 from banger_core.client import Client
 from banger_core.common.ssh import SshKeys, SshTarget, banner_ready
 from banger_core.daemon import guest
@@ -40,7 +40,7 @@ def free_port() -> int:
         return port
 
 
-def raw_boot(env: dict[str, str], image: dict[str, str], kernel: dict[str, str], work: Path, keys: SshKeys) -> float:
+def raw_boot(env: dict[str, str], image: ImageView, kernel: KernelView, work: Path, keys: SshKeys) -> float:
     """Launch QEMU by hand on fresh disks; seconds from exec to `ssh true` succeeding."""
     from banger_qemu.argv import build_argv
     from banger_qemu.driver import QemuDriver
@@ -56,7 +56,7 @@ def raw_boot(env: dict[str, str], image: dict[str, str], kernel: dict[str, str],
     guest.create_work_disk(work / "work.ext4", 8 << 30, staging)
     keys.pin("raw.vm", identity.host_key_public)
     port = free_port()
-    kdir = Path(kernel["path"])
+    kdir = Path(kernel.path)
     spec = VmSpec(
         vm_id="0" * 16,
         name="raw",
@@ -64,7 +64,7 @@ def raw_boot(env: dict[str, str], image: dict[str, str], kernel: dict[str, str],
         initrd=kdir / "initrd",
         cmdline=guest.kernel_cmdline("raw", USERNET),
         disks=(
-            Disk(Path(image["path"]), True, "image"),
+            Disk(Path(image.path), True, "image"),
             Disk(work / "overlay.ext4", False, "overlay"),
             Disk(work / "work.ext4", False, "work"),
         ),
@@ -103,8 +103,8 @@ class Bench:
     root: Path
     env: dict[str, str]
     client: Client
-    image: dict[str, Any]
-    kernel: dict[str, Any]
+    image: ImageView
+    kernel: KernelView
     keys: SshKeys
 
     def raw_boot(self) -> float:
@@ -120,16 +120,16 @@ def bench_env(prefix: str) -> Iterator[Bench]:
     daemon_pid = None
     try:
         client.images.pull(GOLDEN)
-        daemon_pid = client.daemon.status()["pid"]
+        daemon_pid = client.daemon.status().pid
         image = client.images.get(GOLDEN)
-        kernel = next(k for k in client.kernels.list() if k["ref"] == image["kernel_ref"])
+        kernel = next(k for k in client.kernels.list() if k.ref == image.kernel_ref)
         keys = SshKeys(root / "raw-ssh")
         keys.ensure()
         yield Bench(root, env, client, image, kernel, keys)
     finally:
         if daemon_pid is not None:
             for vm in client.vms.list():
-                client.vms.delete(vm["name"], force=True)
+                client.vms.delete(vm.name, force=True)
             os.kill(daemon_pid, signal.SIGTERM)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)

@@ -1,14 +1,22 @@
-"""Response models: a VM, an image, a kernel, as the daemon reports them.
+"""Response models: what the daemon answers, as the SDK returns it.
 
 Field names are the JSON keys of the API (and of ``--json`` output): renaming
-one is a breaking change for SDK users and scripts.
+one is a breaking change for SDK users and scripts. Routes serialize these with
+``model.model_dump(mode="json")``; the SDK parses them back with
+``Model.model_validate``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue, PlainSerializer
+
+from banger_core.api.state import VmState
+
+#: A moment as the API has always written it: ``datetime.isoformat()`` (``...+00:00``, not pydantic's ``Z``).
+Timestamp = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")]
 
 
 class ApiModel(BaseModel):
@@ -29,7 +37,7 @@ class VmView(ApiModel):
 
     id: str
     name: str
-    state: str
+    state: VmState
     image: str
     kernel: str
     backend: str
@@ -39,18 +47,90 @@ class VmView(ApiModel):
     disk_size: int
     guest_ip: str | None
     mac: str
-    created_at: datetime
-    started_at: datetime | None
+    created_at: Timestamp
+    started_at: Timestamp | None
     last_error: str | None
     remove_on_exit: bool
     host_access: bool
-    #: Where each spec value came from: ``request``, ``config``, ``default`` or ``host``.
+    #: Where each spec value came from: ``flag``, ``config``, ``default``, ``image`` or ``auto: ...``.
     spec_sources: dict[str, str]
     #: The VMM's pid while it runs.
     pid: int | None = None
     ssh: SshEndpoint | None = None
     #: How to reach the guest: its IP on a bridge, ``127.0.0.1:PORT`` with usernet.
     address: str | None = None
+
+
+class VmDetail(VmView):
+    """One VM as ``GET /v1/vms/NAME`` and the lifecycle operations return it: with its console log's path."""
+
+    serial_log: str
+
+
+class Deleted(ApiModel):
+    """A VM or an image that is gone."""
+
+    name: str
+    deleted: Literal[True] = True
+
+
+class KernelDeleted(ApiModel):
+    """A kernel that is gone."""
+
+    ref: str
+    deleted: Literal[True] = True
+
+
+class SshTargetView(ApiModel):
+    """How the CLI reaches a running VM's sshd with banger's key and pinned host key."""
+
+    name: str
+    host: str
+    port: int
+    key: str
+    known_hosts: str
+    user: str
+    #: The daemon's shared ssh connection socket, reused by later commands.
+    control_path: str | None
+
+
+class PlanValues(ApiModel):
+    """The effective spec of a create."""
+
+    vcpus: int
+    memory_mib: int
+    #: Bytes.
+    disk_size: int
+    image: str
+    #: False when the image is not pulled yet (``vm run`` pulls it first).
+    image_present: bool
+    #: ``"the image's"`` while the image is not pulled (its kernel is known once it is).
+    kernel: str
+    network: str
+    host_access: bool
+    backend: str
+
+
+class RunPlan(ApiModel):
+    """What ``POST /v1/vms/plan`` returns, and what a create announces before it makes anything."""
+
+    values: PlanValues
+    #: Where each value came from, by field name: ``flag``, ``config``, ``default``, ``image``, ``auto: ...``.
+    sources: dict[str, str]
+
+
+def spec_line(plan: RunPlan) -> str:
+    """The one line that shows a spec and where each value came from (``vm run``, ``vm create``)."""
+    from banger_core.common.config import format_size
+
+    v, s = plan.values, plan.sources
+    access = " with host access" if v.host_access else ""
+    return (
+        f"spec: {v.vcpus} vCPU ({s['vcpus']}), {v.memory_mib} MiB RAM ({s['memory_mib']}), "
+        f"{format_size(v.disk_size)} disk ({s['disk_size']}), backend {v.backend} ({s['backend']}), "
+        f"network {v.network} ({s['network']}){access}, image {v.image} ({s['image']}), "
+        f"kernel {v.kernel} ({s['kernel']})"
+    )
 
 
 class ImageView(ApiModel):
@@ -62,9 +142,20 @@ class ImageView(ApiModel):
     kernel_ref: str | None
     sha256: str
     size: int
-    created_at: datetime
+    created_at: Timestamp
     path: str
     meta: dict[str, JsonValue]
+
+
+class ImagePulled(ImageView):
+    """The outcome of an image pull: the image, its kernel, and whether anything was fetched."""
+
+    #: The image's kernel (pulled along with it), if it names one.
+    kernel: str | None
+    #: False when the image was already present (and ``force`` was not given).
+    pulled: bool
+    #: The image source that provided it, when ``pulled``.
+    used_source: str | None = None
 
 
 class AvailableImage(ApiModel):
@@ -84,6 +175,73 @@ class KernelView(ApiModel):
     boot_protocol: int
     #: SHA-256 of each kernel file, by file name.
     sha256: dict[str, str]
-    created_at: datetime
+    created_at: Timestamp
     path: str
     meta: dict[str, JsonValue]
+
+
+class KernelPulled(KernelView):
+    """The outcome of a kernel pull."""
+
+    pulled: bool
+    used_source: str | None = None
+
+
+class DaemonConfig(ApiModel):
+    """The config file the daemon runs with."""
+
+    path: str
+    #: None when there is no file (defaults only).
+    sha256: str | None
+    #: The file's modification time (seconds since the epoch) when it was loaded.
+    mtime: float | None
+    loaded_at: float
+    #: Why the file on disk is not applied (it does not parse, a key needs a restart), else None.
+    problem: str | None
+
+
+class DaemonStatus(BaseModel):
+    """``GET /v1/daemon``.
+
+    Lenient where other models are strict: a CLI reads this from a daemon of
+    another version too (``daemon stop`` after an upgrade), so unknown keys are
+    ignored and the keys added over time may be missing.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    pid: int
+    version: str
+    commit: str
+    #: Start time, seconds since the epoch.
+    started: float
+    uptime: float
+    socket: str
+    log_file: str
+    state_dir: str
+    vms: int
+    running_vms: int
+    #: The web UI's URL, ``off``, or ``not started: <why>``.
+    web_ui: str | None = None
+    config: DaemonConfig | None = None
+    #: The web UI's URL while it is served, else None.
+    web_url: str | None = None
+
+
+class Stopping(ApiModel):
+    """``POST /v1/daemon/shutdown``: the daemon stops shortly after answering."""
+
+    stopping: Literal[True] = True
+
+
+class ErrorInfo(ApiModel):
+    """An error as the API reports it: the :mod:`~banger_core.common.errors` class name and its one line."""
+
+    type: str
+    message: str
+
+
+class ErrorBody(ApiModel):
+    """The body of every 4xx/5xx answer."""
+
+    error: ErrorInfo

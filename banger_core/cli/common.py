@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from banger_core.cli.app import App
 
 if TYPE_CHECKING:
+    from banger_core.api.events import ProgressEvent, ProgressUpdate
     from banger_core.client import Client
+    from banger_core.common.ssh import SshTarget
 
 
 def get_client(app: App) -> Client:
     from banger_core.client import Client
 
     return Client(app.env, notify=lambda line: click.echo(line, err=True))
+
+
+def ssh_target(client: Client, name: str) -> SshTarget:
+    """How to reach running VM ``name`` with ssh, as the daemon says."""
+    from banger_core.common.ssh import SshTarget
+
+    return SshTarget(**client.vms.ssh_target(name).model_dump())
 
 
 class ProgressPrinter:
@@ -35,21 +44,20 @@ class ProgressPrinter:
             click.echo("\r\033[K", nl=False, err=True)
             self._drawn = False
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: ProgressUpdate) -> None:
         if self.quiet:
             return
-        kind = event.get("event")
-        if kind == "step":
+        # By the event's tag, not isinstance: this module must not import pydantic (`banger vm --help`).
+        if event.event == "spec":
             self._clear()
-            message = str(event.get("message", ""))
-            if message.startswith("spec: "):
-                click.echo(message, err=True)
-            else:
-                click.echo(f"==> {message}", err=True)
-        elif kind == "log" and self.verbose:
+            click.echo(event.line, err=True)
+        elif event.event == "step":
             self._clear()
-            click.echo(f"    {event.get('message', '')}", err=True)
-        elif kind == "progress" and self.tty:
+            click.echo(f"==> {event.message}", err=True)
+        elif event.event == "log" and self.verbose:
+            self._clear()
+            click.echo(f"    {event.message}", err=True)
+        elif event.event == "progress" and self.tty:
             now = time.monotonic()
             if now - self._last_draw < 0.1:
                 return
@@ -61,12 +69,12 @@ class ProgressPrinter:
         self._clear()
 
 
-def _progress_text(event: dict[str, Any]) -> str:
-    done, total, unit = int(event.get("done") or 0), event.get("total"), event.get("unit", "B")
+def _progress_text(event: ProgressEvent) -> str:
+    done, total, unit = event.done, event.total, event.unit
     if unit == "B":
         text = _bytes(done)
         if total:
-            text += f" / {_bytes(int(total))} ({100 * done // max(int(total), 1)}%)"
+            text += f" / {_bytes(total)} ({100 * done // max(total, 1)}%)"
         return text
     return f"{done}/{total} {unit}" if total else f"{done} {unit}"
 

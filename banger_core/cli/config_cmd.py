@@ -215,9 +215,11 @@ def _daemon_config(app: App, config: Config) -> dict[str, Any] | None:
         if not client.ping():
             return None
         status = client.daemon.status()
-    running: dict[str, Any] = status["config"]
+    if status.config is None:  # a daemon older than this CLI does not say
+        return None
+    running = status.config.model_dump()
     same = running["path"] == str(config.path) and running["sha256"] == config.digest
-    return {"pid": status["pid"], **running, "same_as_disk": same}
+    return {"pid": status.pid, **running, "same_as_disk": same}
 
 
 def _daemon_line(daemon: dict[str, Any] | None, config: Config) -> str:

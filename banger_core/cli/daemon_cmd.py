@@ -51,14 +51,14 @@ def status(app: App, as_json: bool) -> None:
         sys.exit(1)
     info = client.daemon.status()
     if as_json:
-        print_json({"running": True, **info})
+        print_json({"running": True, **info.model_dump(mode="json")})
         return
-    click.echo(f"bangerd {info['version']} (commit {info['commit'][:8]}) running, pid {info['pid']}")
-    click.echo(f"  up {int(info['uptime'])} s; {info['running_vms']} of {info['vms']} VMs running")
-    click.echo(f"  socket {info['socket']}")
-    click.echo(f"  log    {info['log_file']}")
-    if "web_ui" in info:  # a daemon older than this CLI may not say
-        click.echo(f"  web UI {info['web_ui']}")
+    click.echo(f"bangerd {info.version} (commit {info.commit[:8]}) running, pid {info.pid}")
+    click.echo(f"  up {int(info.uptime)} s; {info.running_vms} of {info.vms} VMs running")
+    click.echo(f"  socket {info.socket}")
+    click.echo(f"  log    {info.log_file}")
+    if info.web_ui is not None:  # a daemon older than this CLI may not say
+        click.echo(f"  web UI {info.web_ui}")
 
 
 @cli.command(name="stop")
@@ -80,7 +80,7 @@ def restart(app: App) -> None:
     _stop(app)
     with _client(app, autostart=True) as client:
         client.ensure_daemon()
-        click.echo(f"bangerd (pid {client.daemon.status()['pid']}) started")
+        click.echo(f"bangerd (pid {client.daemon.status().pid}) started")
 
 
 #: Seconds to wait after the shutdown request, after SIGTERM, after SIGKILL.
@@ -102,7 +102,7 @@ def _stop(app: App) -> None:
         pid, start_time = identity
         client = _client(app, autostart=False, socket=holder.socket)
     if pid is None and client.ping():  # the daemon says who it is (also one from an older banger)
-        pid = int(client.daemon.status()["pid"])
+        pid = client.daemon.status().pid
         proc = read_proc_stat(pid)
         start_time = proc.start_time if proc is not None else None
     if pid is None or start_time is None:

@@ -9,7 +9,7 @@ import click
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import ProgressPrinter, get_client
 from banger_core.cli.completion import complete_image_sources, complete_images
-from banger_core.cli.output import print_json, table
+from banger_core.cli.output import print_models, table
 from banger_core.common.config import format_size
 from banger_core.common.errors import BangerError
 
@@ -25,26 +25,29 @@ def cli() -> None:
 @pass_app
 def list_images(app: App, available: bool, as_json: bool) -> None:
     """List pulled images (or, with --available, what can be pulled)."""
-    images = get_client(app).images.list(available=available)
-    if as_json:
-        print_json(images)
-        return
+    client = get_client(app)
     if available:
-        click.echo(
-            table(["NAME", "SOURCE", "DESCRIPTION"], [(i["name"], i["source"], i["description"]) for i in images])
-        )
+        offered = client.images.available()
+        if as_json:
+            print_models(offered)
+        else:
+            click.echo(table(["NAME", "SOURCE", "DESCRIPTION"], [(i.name, i.source, i.description) for i in offered]))
+        return
+    images = client.images.list()
+    if as_json:
+        print_models(images)
         return
     if not images:
         click.echo("no images: `banger image pull debian-bookworm` gets the default one")
         return
     rows = [
         (
-            i["name"],
-            i["source"],
-            i["version"][:16],
-            i["kernel_ref"] or "-",
-            format_size(i["size"]),
-            i["created_at"][:19],
+            i.name,
+            i.source,
+            i.version[:16],
+            i.kernel_ref or "-",
+            format_size(i.size),
+            i.created_at.isoformat()[:19],
         )
         for i in images
     ]
@@ -69,10 +72,10 @@ def pull(app: App, ref: str, source: str | None, force: bool, as_json: bool) -> 
     image = get_client(app).images.pull(ref, source=source, force=force, progress=printer)
     printer.done()
     if as_json:
-        print_json(image)
+        print_models(image)
         return
-    how = f"from {image['used_source']}" if image.get("pulled") else "already present"
-    click.echo(f"{image['name']}: {how} ({format_size(image['size'])}, kernel {image.get('kernel_ref') or '-'})")
+    how = f"from {image.used_source}" if image.pulled else "already present"
+    click.echo(f"{image.name}: {how} ({format_size(image.size)}, kernel {image.kernel_ref or '-'})")
 
 
 @cli.command(name="delete")
@@ -94,17 +97,17 @@ def delete(app: App, name: str) -> None:
 def export(app: App, name: str, output: Path | None, force: bool) -> None:
     """Write image NAME as a tar+zstd bundle (what catalogs serve; see docs/bundles.md)."""
     export_bundle(
-        app, "image", Path(get_client(app).images.get(name)["path"]).parent, output or Path(f"{name}.tar.zst"), force
+        app, "image", Path(get_client(app).images.get(name).path).parent, output or Path(f"{name}.tar.zst"), force
     )
 
 
 def export_bundle(app: App, kind: str, source: Path, output: Path, force: bool) -> None:
+    from banger_core.api.events import EventSink
     from banger_core.common.bundles import write_bundle
-    from banger_core.common.progress import EventProgress
 
     printer = ProgressPrinter(app.verbose)
     try:
-        info = write_bundle(kind, source, output, EventProgress(printer), overwrite=force)  # type: ignore[arg-type]
+        info = write_bundle(kind, source, output, EventSink(printer), overwrite=force)  # type: ignore[arg-type]
     except Exception as exc:
         printer.done()
         raise BangerError(str(exc)) from exc

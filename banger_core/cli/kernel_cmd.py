@@ -9,7 +9,7 @@ import click
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import ProgressPrinter, get_client
 from banger_core.cli.completion import complete_kernel_providers, complete_kernels
-from banger_core.cli.output import print_json, table
+from banger_core.cli.output import print_models, table
 
 
 @click.group(name="kernel")
@@ -24,12 +24,12 @@ def list_kernels(app: App, as_json: bool) -> None:
     """List pulled kernels."""
     kernels = get_client(app).kernels.list()
     if as_json:
-        print_json(kernels)
+        print_models(kernels)
         return
     if not kernels:
         click.echo("no kernels: `banger kernel pull generic-6.1` (image pulls get theirs automatically)")
         return
-    rows = [(k["ref"], k["provider"], k["version"], k["boot_protocol"], k["created_at"][:19]) for k in kernels]
+    rows = [(k.ref, k.provider, k.version, k.boot_protocol, k.created_at.isoformat()[:19]) for k in kernels]
     click.echo(table(["REF", "PROVIDER", "VERSION", "BOOT PROTOCOL", "CREATED"], rows))
 
 
@@ -45,8 +45,8 @@ def pull(app: App, ref: str, provider: str | None, force: bool) -> None:
     printer = ProgressPrinter(app.verbose)
     kernel = get_client(app).kernels.pull(ref, provider=provider, force=force, progress=printer)
     printer.done()
-    how = f"from {kernel['used_source']}" if kernel.get("pulled") else "already present"
-    click.echo(f"{kernel['ref']}: {how} ({kernel['version']})")
+    how = f"from {kernel.used_source}" if kernel.pulled else "already present"
+    click.echo(f"{kernel.ref}: {how} ({kernel.version})")
 
 
 @cli.command(name="delete")
@@ -69,9 +69,9 @@ def export(app: App, ref: str, output: Path | None, force: bool) -> None:
     """Write kernel REF as a tar+zstd bundle (what catalogs serve; see docs/bundles.md)."""
     from banger_core.cli.image_cmd import export_bundle
 
-    kernels = {k["ref"]: k for k in get_client(app).kernels.list()}
+    kernels = {k.ref: k for k in get_client(app).kernels.list()}
     if ref not in kernels:
         from banger_core.common.errors import NotFound
 
         raise NotFound(f"kernel {ref!r} is not pulled: run `banger kernel pull {ref}`")
-    export_bundle(app, "kernel", Path(kernels[ref]["path"]), output or Path(f"{ref}.tar.zst"), force)
+    export_bundle(app, "kernel", Path(kernels[ref].path), output or Path(f"{ref}.tar.zst"), force)

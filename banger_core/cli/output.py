@@ -5,16 +5,27 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
+if TYPE_CHECKING:
+    from banger_core.api.models import ApiModel
 
-def print_json(data: Any) -> None:
+
+def print_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def print_models(data: ApiModel | Sequence[ApiModel]) -> None:
+    """``--json`` output: API models exactly as the API sends them."""
+    if isinstance(data, Sequence):
+        print_json([item.model_dump(mode="json") for item in data])
+    else:
+        print_json(data.model_dump(mode="json"))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Left-aligned columns separated by two spaces; the last column is not padded."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

@@ -9,16 +9,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from banger_core.api.state import VmState
 from banger_core.cli.app import App
-from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.common import ProgressPrinter, get_client, ssh_target
 from banger_core.cli.completion import complete_vms
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
-from banger_core.common.progress import EventProgress
+
+if TYPE_CHECKING:
+    from banger_core.api.events import ProgressUpdate
+    from banger_core.api.models import RunPlan, VmView
+    from banger_core.client import Client
+    from banger_core.common.ssh import SshTarget
+    from banger_hookspecs import WorkspacePlan, WorkspaceSyncerDriver
+
+    #: The syncer that claimed a workspace and its plan (the files to ship).
+    Workspace = tuple[WorkspaceSyncerDriver, WorkspacePlan]
 
 if TYPE_CHECKING:
     from banger_core.client import Client
@@ -29,23 +39,10 @@ MISE_FILES = (".mise.toml", "mise.toml", ".tool-versions")
 TOOLING_START_TIMEOUT = 60.0
 
 
-def spec_line(plan: dict[str, Any]) -> str:
-    from banger_core.common.config import format_size
-
-    v, s = plan["values"], plan["sources"]
-    access = " with host access" if v.get("host_access") else ""
-    return (
-        f"spec: {v['vcpus']} vCPU ({s['vcpus']}), {v['memory_mib']} MiB RAM ({s['memory_mib']}), "
-        f"{format_size(v['disk_size'])} disk ({s['disk_size']}), backend {v['backend']} ({s['backend']}), "
-        f"network {v['network']} ({s['network']}){access}, image {v['image']} ({s['image']}), "
-        f"kernel {v['kernel']} ({s['kernel']})"
-    )
-
-
-def pull_missing_image(client: Client, plan: dict[str, Any], printer: ProgressPrinter) -> None:
+def pull_missing_image(client: Client, plan: RunPlan, printer: ProgressPrinter) -> None:
     """Pull the image a create with ``plan`` boots when the store lacks it (as `docker run`/`create` do)."""
-    if not plan["values"]["image_present"]:
-        client.images.pull(plan["values"]["image"], progress=printer)
+    if not plan.values.image_present:
+        client.images.pull(plan.values.image, progress=printer)
         printer.done()
 
 
@@ -84,7 +81,7 @@ def remote_command(command: list[str], workdir: str | None) -> list[str]:
 )
 @click.pass_context
 def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str | None, include_untracked: bool,
-        branch: str | None, from_ref: str | None, dry_run: bool, pull_back: bool, **spec: Any) -> None:  # fmt: skip
+        branch: str | None, from_ref: str | None, dry_run: bool, pull_back: bool, **spec: object) -> None:  # fmt: skip
     """Boot a fresh VM, optionally copy a repo in, then open a shell or run a command.
 
     \b
@@ -108,7 +105,9 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
     workspace = _plan_workspace(app, path, include_untracked, branch or from_ref) if path else None
     if dry_run:
         if workspace is None:
-            click.echo(spec_line(get_client(app).vms.plan(**spec_body(**spec))))
+            from banger_core.api.models import spec_line
+
+            click.echo(spec_line(get_client(app).vms.plan(**spec_body(spec))))
             return
         _, plan = workspace
         for name in plan.files:
@@ -119,18 +118,20 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
         return
     workdir = guest_workdir(guest_path, path) if path else None
 
+    from banger_core.api.events import CreatedEvent, SpecEvent
+
     client = get_client(app)
-    body = spec_body(**spec)
+    body = spec_body(spec)
     planned = client.vms.plan(**body)
-    click.echo(spec_line(planned), err=True)
+    printer(SpecEvent(plan=planned))
     pull_missing_image(client, planned, printer)
-    quiet_spec = _SkipSpec(printer)
     name_holder: dict[str, str] = {}
 
-    def progress(event: dict[str, Any]) -> None:
-        if event.get("event") == "created":
-            name_holder["name"] = str(event["name"])
-        quiet_spec(event)
+    def progress(event: ProgressUpdate) -> None:
+        if isinstance(event, CreatedEvent):
+            name_holder["name"] = event.name
+        if not isinstance(event, SpecEvent):  # shown already, from the plan
+            printer(event)
 
     try:
         if remove:
@@ -138,40 +139,39 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
                 printer.done()
                 code = _session(app, client, vm, workspace, workdir, command, printer)
                 if pull_back:
-                    code = _pull_back(app, client, vm["name"], workspace, workdir, code)
-            _wait_deleted(client, vm["name"])
+                    code = _pull_back(app, client, vm.name, workspace, workdir, code)
+            _wait_deleted(client, vm.name)
         else:
             vm = client.vms.create(progress=progress, **body)
             printer.done()
             code = _session(app, client, vm, workspace, workdir, command, printer)
             if pull_back:
-                code = _pull_back(app, client, vm["name"], workspace, workdir, code)
+                code = _pull_back(app, client, vm.name, workspace, workdir, code)
             click.echo(
-                f"banger: {vm['name']} keeps running: `banger vm ssh {vm['name']}` to get back, "
-                f"`banger vm delete --force {vm['name']}` to remove it",
+                f"banger: {vm.name} keeps running: `banger vm ssh {vm.name}` to get back, "
+                f"`banger vm delete --force {vm.name}` to remove it",
                 err=True,
             )
     except KeyboardInterrupt:
         # Only reachable while the VM is being made (the session itself leaves
         # Ctrl-C to ssh): dropping the stream makes the daemon undo the create.
         printer.done()
-        name = name_holder.get("name")
-        click.echo(f"\nbanger: interrupted; the daemon removes {name or 'what was created'}", err=True)
+        created = name_holder.get("name")
+        click.echo(f"\nbanger: interrupted; the daemon removes {created or 'what was created'}", err=True)
         sys.exit(130)
     except BangerError as exc:
         printer.done()
-        name = name_holder.get("name")
-        if name and _failed_to_boot(client, name):
+        created = name_holder.get("name")
+        if created and _failed_to_boot(client, created):
             raise type(exc)(
-                f"{exc} -- VM {name} was kept for inspection: `banger vm logs {name}`, then `banger vm delete {name}`"
+                f"{exc} -- VM {created} was kept for inspection: `banger vm logs {created}`, "
+                f"then `banger vm delete {created}`"
             ) from exc
         raise
     sys.exit(code)
 
 
-def _pull_back(
-    app: App, client: Any, name: str, workspace: tuple[Any, Any] | None, workdir: str | None, code: int
-) -> int:
+def _pull_back(app: App, client: Client, name: str, workspace: Workspace | None, workdir: str | None, code: int) -> int:
     """``--pull-back``: the command's exit code, or 1 when it succeeded but the pull did not."""
     assert workspace is not None and workdir is not None
     driver, plan = workspace
@@ -184,23 +184,27 @@ def _pull_back(
     return code
 
 
-def _pull(app: App, client: Any, driver: Any, name: str, root: Path, workdir: str, branch: str, force: bool) -> str:
-    from banger_core.common.ssh import SshGuestShell, SshTarget
+def _pull(
+    app: App, client: Client, driver: WorkspaceSyncerDriver, name: str, root: Path, workdir: str, branch: str,
+    force: bool,
+) -> str:  # fmt: skip
+    from banger_core.api.events import EventSink
+    from banger_core.common.ssh import SshGuestShell
     from banger_hookspecs import WorkspaceRoundTrip
 
     if not isinstance(driver, WorkspaceRoundTrip):
         raise BangerError("this workspace's syncer cannot bring work back from the guest (no pull support)")
-    target = SshTarget(**client.vms.ssh_target(name))
+    target = ssh_target(client, name)
     printer = ProgressPrinter(app.verbose)
     try:
-        return str(driver.pull(root, SshGuestShell(target), workdir, branch, EventProgress(printer), force=force))
+        return str(driver.pull(root, SshGuestShell(target), workdir, branch, EventSink(printer), force=force))
     except ValueError as exc:
         raise BangerError(str(exc)) from None
     finally:
         printer.done()
 
 
-def _wait_deleted(client: Any, name: str, timeout: float = 60.0) -> None:
+def _wait_deleted(client: Client, name: str, timeout: float = 60.0) -> None:
     """The daemon deletes an --rm VM once its session closes; report when it is really gone."""
     from banger_core.common.errors import NotFound
 
@@ -215,26 +219,14 @@ def _wait_deleted(client: Any, name: str, timeout: float = 60.0) -> None:
     click.echo(f"banger: {name} is still being deleted (--rm); `banger vm list` shows when it is gone", err=True)
 
 
-def _failed_to_boot(client: Any, name: str) -> bool:
+def _failed_to_boot(client: Client, name: str) -> bool:
     try:
-        return bool(client.vms.get(name)["state"] == "error")
+        return client.vms.get(name).state is VmState.ERROR
     except BangerError:
         return False
 
 
-class _SkipSpec:
-    """Pass progress on, minus the create's own spec line (vm run printed the plan's already)."""
-
-    def __init__(self, printer: ProgressPrinter) -> None:
-        self.printer = printer
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "step" and str(event.get("message", "")).startswith("spec: "):
-            return
-        self.printer(event)
-
-
-def _plan_workspace(app: App, path: Path, include_untracked: bool, ref: str | None) -> tuple[Any, Any]:
+def _plan_workspace(app: App, path: Path, include_untracked: bool, ref: str | None) -> Workspace:
     from banger_hookspecs import WorkspaceOptions
 
     driver = _claiming_syncer(app, path, "pass a git repository (`git init` makes one), or omit PATH for a bare VM")
@@ -245,13 +237,13 @@ def _plan_workspace(app: App, path: Path, include_untracked: bool, ref: str | No
     return driver, plan
 
 
-def _claiming_syncer(app: App, path: Path, fix: str) -> Any:
+def _claiming_syncer(app: App, path: Path, fix: str) -> WorkspaceSyncerDriver:
     """The first workspace syncer (by name) that claims directory ``path``; ``fix`` ends the error otherwise."""
     if not path.is_dir():
         raise BangerError(f"{path} is not a directory: {fix}")
     ctx = app.plugin_context()
     for _name, provided in sorted(app.pm.workspace_syncers().items()):
-        driver = provided.value.factory(ctx)
+        driver: WorkspaceSyncerDriver = provided.value.factory(ctx)
         if driver.claims(path):
             return driver
     raise BangerError(f"{path} is not a git repository: {fix}")
@@ -259,19 +251,20 @@ def _claiming_syncer(app: App, path: Path, fix: str) -> Any:
 
 def _session(
     app: App,
-    client: Any,
-    vm: dict[str, Any],
-    workspace: tuple[Any, Any] | None,
+    client: Client,
+    vm: VmView,
+    workspace: Workspace | None,
     workdir: str | None,
     command: list[str],
     printer: ProgressPrinter,
 ) -> int:
-    from banger_core.common.ssh import SshGuestShell, SshTarget
+    from banger_core.api.events import EventSink
+    from banger_core.common.ssh import SshGuestShell
 
-    target = SshTarget(**client.vms.ssh_target(vm["name"]))
+    target = ssh_target(client, vm.name)
     if workspace is not None and workdir is not None:
         driver, plan = workspace
-        driver.sync(plan, SshGuestShell(target), workdir, EventProgress(printer), incremental=False)
+        driver.sync(plan, SshGuestShell(target), workdir, EventSink(printer), incremental=False)
         printer.done()
         if any(f in MISE_FILES for f in plan.files):
             _start_tooling(target, workdir, Path(plan.root).name)
@@ -301,7 +294,7 @@ def run_foreground(argv: list[str]) -> int:
     return 128 - code if code < 0 else code
 
 
-def _start_tooling(target: Any, workdir: str, repo: str) -> None:
+def _start_tooling(target: SshTarget, workdir: str, repo: str) -> None:
     """Best effort: `mise install` in the background when the guest has mise; never fails the run."""
     log = TOOLING_LOG.format(repo=repo)
     script = (
@@ -345,7 +338,8 @@ def workspace_sync(
 
     Only files banger shipped are ever deleted in the guest; files you created there stay.
     """
-    from banger_core.common.ssh import SshGuestShell, SshTarget
+    from banger_core.api.events import EventSink
+    from banger_core.common.ssh import SshGuestShell
 
     driver, plan = _plan_workspace(app, path, include_untracked, ref)
     if dry_run:
@@ -355,14 +349,14 @@ def workspace_sync(
             click.echo(f"skipped: {warning}", err=True)
         return
     workdir = guest_workdir(guest_path, path)
-    target = SshTarget(**get_client(app).vms.ssh_target(name))
+    target = ssh_target(get_client(app), name)
     printer = ProgressPrinter(app.verbose)
-    sent = driver.sync(plan, SshGuestShell(target), workdir, EventProgress(printer), incremental=not full)
+    sent = driver.sync(plan, SshGuestShell(target), workdir, EventSink(printer), incremental=not full)
     printer.done()
     click.echo(f"{name}:{workdir}: {sent} of {len(plan.files)} files sent")
 
 
-def _round_trip_driver(app: App, path: Path) -> Any:
+def _round_trip_driver(app: App, path: Path) -> WorkspaceSyncerDriver:
     return _claiming_syncer(app, path, "pass the repository the workspace was shipped from")
 
 
@@ -399,17 +393,18 @@ def workspace_diff(app: App, name: str, path: Path, guest_path: str | None) -> N
 
     Nothing changes in PATH's repository (git may keep the guest's objects until its next gc).
     """
-    from banger_core.common.ssh import SshGuestShell, SshTarget
+    from banger_core.api.events import EventSink
+    from banger_core.common.ssh import SshGuestShell
     from banger_hookspecs import WorkspaceRoundTrip
 
     driver = _round_trip_driver(app, path)
     if not isinstance(driver, WorkspaceRoundTrip):
         raise BangerError("this workspace's syncer cannot compare the guest's work (no diff support)")
     workdir = guest_workdir(guest_path, path)
-    target = SshTarget(**get_client(app).vms.ssh_target(name))
+    target = ssh_target(get_client(app), name)
     printer = ProgressPrinter(app.verbose)
     try:
-        patch = driver.diff(path, SshGuestShell(target), workdir, EventProgress(printer))
+        patch = driver.diff(path, SshGuestShell(target), workdir, EventSink(printer))
     except ValueError as exc:
         raise BangerError(str(exc)) from None
     finally:

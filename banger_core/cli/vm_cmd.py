@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from banger_core.api.state import VmState
 from banger_core.cli.app import App, pass_app
-from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.common import ProgressPrinter, get_client, ssh_target
 from banger_core.cli.completion import complete_vms
-from banger_core.cli.output import print_json, table
+from banger_core.cli.output import print_models, table
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from banger_core.api.models import VmView
     from banger_core.client import Client
 
 
@@ -43,8 +47,12 @@ def _gib(value: int) -> str:
     return format_size(value)
 
 
-def _address(vm: dict[str, Any]) -> str:
-    return str(vm.get("address") or "-")
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else "-"
+
+
+def _address(vm: VmView) -> str:
+    return vm.address or "-"
 
 
 @cli.command(name="list")
@@ -54,22 +62,22 @@ def list_vms(app: App, as_json: bool) -> None:
     """List VMs with their state, image, backend and address."""
     vms = get_client(app).vms.list()
     if as_json:
-        print_json(vms)
+        print_models(vms)
         return
     if not vms:
         click.echo("no VMs: `banger vm run` boots one")
         return
     rows = [
         (
-            vm["name"],
-            vm["state"],
-            vm["image"],
-            vm["backend"],
-            vm["network"],
+            vm.name,
+            vm.state,
+            vm.image,
+            vm.backend,
+            vm.network,
             _address(vm),
-            vm["vcpus"],
-            _mib(vm["memory_mib"]),
-            _gib(vm["disk_size"]),
+            vm.vcpus,
+            _mib(vm.memory_mib),
+            _gib(vm.disk_size),
         )
         for vm in vms
     ]
@@ -84,31 +92,31 @@ def show(app: App, name: str, as_json: bool) -> None:
     """Show one VM in detail."""
     vm = get_client(app).vms.get(name)
     if as_json:
-        print_json(vm)
+        print_models(vm)
         return
-    fields = [
-        ("name", vm["name"]),
-        ("id", vm["id"]),
-        ("state", vm["state"]),
-        ("image", vm["image"]),
-        ("kernel", vm["kernel"]),
-        ("backend", vm["backend"]),
-        ("network", vm["network"]),
-        ("host access", "yes" if vm.get("host_access") else "no (isolated)"),
-        ("vcpus", vm["vcpus"]),
-        ("memory", _mib(vm["memory_mib"])),
-        ("disk", _gib(vm["disk_size"])),
-        ("address", vm.get("address") or "-"),
-        ("guest ip", vm["guest_ip"] or "-"),
-        ("mac", vm["mac"]),
-        ("ssh", f"{vm['ssh']['host']}:{vm['ssh']['port']}" if vm.get("ssh") else "-"),
-        ("pid", vm.get("pid") or "-"),
-        ("created", vm["created_at"]),
-        ("started", vm.get("started_at") or "-"),
-        ("serial log", vm.get("serial_log", "-")),
+    fields: list[tuple[str, object]] = [
+        ("name", vm.name),
+        ("id", vm.id),
+        ("state", vm.state),
+        ("image", vm.image),
+        ("kernel", vm.kernel),
+        ("backend", vm.backend),
+        ("network", vm.network),
+        ("host access", "yes" if vm.host_access else "no (isolated)"),
+        ("vcpus", vm.vcpus),
+        ("memory", _mib(vm.memory_mib)),
+        ("disk", _gib(vm.disk_size)),
+        ("address", _address(vm)),
+        ("guest ip", vm.guest_ip or "-"),
+        ("mac", vm.mac),
+        ("ssh", f"{vm.ssh.host}:{vm.ssh.port}" if vm.ssh else "-"),
+        ("pid", vm.pid or "-"),
+        ("created", _when(vm.created_at)),
+        ("started", _when(vm.started_at)),
+        ("serial log", vm.serial_log),
     ]
-    if vm.get("last_error"):
-        fields.append(("last error", vm["last_error"]))
+    if vm.last_error:
+        fields.append(("last error", vm.last_error))
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
         click.echo(f"{key:<{width}}  {value if value is not None else '-'}")
@@ -119,7 +127,7 @@ def show(app: App, name: str, as_json: bool) -> None:
 @click.option("--no-start", is_flag=True, help="Create the VM and its disks, but don't boot it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the VM as JSON when done.")
 @pass_app
-def create(app: App, /, no_start: bool, as_json: bool, **kw: Any) -> None:
+def create(app: App, /, no_start: bool, as_json: bool, **kw: object) -> None:
     """Create a VM and boot it (unless --no-start); a missing image is pulled first.
 
     It keeps running until `banger vm stop`.
@@ -127,22 +135,22 @@ def create(app: App, /, no_start: bool, as_json: bool, **kw: Any) -> None:
     from banger_core.cli.run_cmd import pull_missing_image
 
     printer = ProgressPrinter(app.verbose)
-    body = {**spec_body(**kw), "start": not no_start}
+    spec = spec_body(kw)
     client = get_client(app)
-    pull_missing_image(client, client.vms.plan(**spec_body(**kw)), printer)
-    vm = client.vms.create(progress=printer, **body)
+    pull_missing_image(client, client.vms.plan(**spec), printer)
+    vm = client.vms.create(start=not no_start, progress=printer, **spec)
     printer.done()
     if as_json:
-        print_json(vm)
+        print_models(vm)
         return
-    if vm["state"] == "running":
-        click.echo(f"{vm['name']} is running: `banger vm ssh {vm['name']}` for a shell")
+    if vm.state is VmState.RUNNING:
+        click.echo(f"{vm.name} is running: `banger vm ssh {vm.name}` for a shell")
     else:
-        click.echo(f"{vm['name']} created ({vm['state']}): `banger vm start {vm['name']}` boots it")
+        click.echo(f"{vm.name} created ({vm.state}): `banger vm start {vm.name}` boots it")
 
 
 #: What each lifecycle command calls; ``_lifecycle`` refuses any other name, so no op falls through to delete.
-LIFECYCLE: dict[str, Callable[[Client, str, bool, ProgressPrinter], Any]] = {
+LIFECYCLE: dict[str, Callable[[Client, str, bool, ProgressPrinter], object]] = {
     "start": lambda client, name, force, progress: client.vms.start(name, progress=progress),
     "stop": lambda client, name, force, progress: client.vms.stop(name, force=force, progress=progress),
     "restart": lambda client, name, force, progress: client.vms.restart(name, progress=progress),
@@ -218,10 +226,8 @@ def ssh(ctx: click.Context, name: str) -> None:
     Uses banger's key and its own known_hosts, with the VM's host key pinned
     when the VM was created (never StrictHostKeyChecking=no).
     """
-    from banger_core.common.ssh import SshTarget
-
     app: App = ctx.ensure_object(App)
-    target = SshTarget(**get_client(app).vms.ssh_target(name))
+    target = ssh_target(get_client(app), name)
     argv: list[str] = ctx.meta["banger.command"]
     interactive = not argv
     tty = interactive and sys.stdin.isatty()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import click
 
 from banger_core.cli.completion import complete_backends, complete_images, complete_kernels, complete_networks
+
+if TYPE_CHECKING:
+    from banger_core.api.requests import VmOptions
+
+F = TypeVar("F", bound=Callable[..., object])
 
 
 class CommandAfterDashes(click.Command):
@@ -22,7 +28,7 @@ class CommandAfterDashes(click.Command):
         return super().parse_args(ctx, args)
 
 
-class SizeParam(click.ParamType[int, Any]):
+class SizeParam(click.ParamType[int, object]):
     """A size option parsed by the CLI itself, so a bad value fails before any request.
 
     ``--disk-size`` is in bytes unless a unit is given (16G); ``--memory`` in
@@ -33,7 +39,7 @@ class SizeParam(click.ParamType[int, Any]):
         self.name = name
         self.default_unit = default_unit
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
         from banger_core.common.config import parse_size
 
         try:
@@ -51,7 +57,7 @@ DISK_SIZE = SizeParam("size", default_unit="")
 MEMORY = SizeParam("memory", default_unit="m")
 
 
-def create_options(fn: Any) -> Any:
+def create_options(fn: F) -> F:
     """The VM spec flags shared by `vm create` and `vm run`."""
     options = [
         click.option("--name", help="VM name (a DNS label); default: a generated adjective-noun."),
@@ -84,15 +90,10 @@ def create_options(fn: Any) -> Any:
     return fn
 
 
-def spec_body(**kw: Any) -> dict[str, Any]:
-    return {
-        "name": kw.get("name"),
-        "image": kw.get("image"),
-        "kernel": kw.get("kernel"),
-        "backend": kw.get("backend"),
-        "network": kw.get("network"),
-        "vcpus": kw.get("vcpus"),
-        "memory_mib": kw.get("memory_mib"),
-        "disk_size": kw.get("disk_size"),
-        "host_access": bool(kw.get("host_access")),
-    }
+def spec_body(values: Mapping[str, object]) -> VmOptions:
+    """The values of :func:`create_options` as the SDK's spec keywords (click has checked their types)."""
+    from banger_core.api.requests import VmOptions
+
+    spec = {key: values.get(key) for key in VmOptions.__annotations__}
+    spec["host_access"] = bool(values.get("host_access"))
+    return cast("VmOptions", spec)

@@ -22,9 +22,9 @@ def cli(app: App, open_browser: bool) -> None:
     from banger_core.common.weblogin import CODE_LIFETIME, make_login_code, token_path
 
     info = Client(app.env).daemon.status()
-    url = info.get("web_url")
+    url = info.web_url
     if not url:
-        state = info.get("web_ui", "off")
+        state = info.web_ui or "off"
         if state == "off":
             fail('the web UI is off: set web_listen_addr = "127.0.0.1:7777" in config.toml, then `banger daemon stop`')
         fail(f"the web UI is {state} (see docs/web-ui.md)")

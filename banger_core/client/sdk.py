@@ -3,18 +3,21 @@
 >>> from banger_core.client import Client
 >>> with Client() as client:                       # doctest: +SKIP
 ...     vm = client.vms.create(name="scratch", progress=print)
-...     print(vm["state"], vm["ssh"])
+...     print(vm.state, vm.ssh)
 ...     client.vms.delete("scratch", force=True)
 
-Errors come back as the daemon raised them (:class:`~banger_core.common.errors.NotFound`,
-:class:`~banger_core.common.errors.Conflict`, ...) carrying the daemon's one-line message.
-The daemon is started on first use when none answers (``autostart=True``).
+Every call returns a model from :mod:`banger_core.api.models` (``--json``
+prints the same ones) and takes typed keyword arguments. Errors come back as
+the class the daemon raised (:class:`~banger_core.common.errors.NotFound`,
+:class:`~banger_core.common.errors.InvalidName`, ...) carrying the daemon's
+one-line message. The daemon is started on first use when none answers
+(``autostart=True``).
 """
 
 from __future__ import annotations
 
+import builtins
 import fcntl
-import json
 import os
 import subprocess
 import sys
@@ -22,46 +25,86 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TypeVar, Unpack
 from urllib.parse import quote
 
 import httpx
+from pydantic import JsonValue, ValidationError
 
+from banger_core.api.events import ErrorEvent, HeartbeatEvent, ProgressUpdate, ResultEvent, parse_event
+from banger_core.api.models import (
+    ApiModel,
+    AvailableImage,
+    DaemonStatus,
+    Deleted,
+    ErrorBody,
+    ImagePulled,
+    ImageView,
+    KernelDeleted,
+    KernelPulled,
+    KernelView,
+    RunPlan,
+    SshTargetView,
+    Stopping,
+    VmDetail,
+    VmView,
+)
+from banger_core.api.requests import CreateRequest, ImagePull, KernelPull, VmOptions
+from banger_core.api.validation import ApiRequest, build_request
 from banger_core.common import paths
-from banger_core.common.errors import ERRORS_BY_NAME, BangerError, OperationFailed, Unavailable
+from banger_core.common.errors import BangerError, DaemonUnavailable, OperationFailed, error_for
 
-Event = dict[str, Any]
-ProgressCallback = Callable[[Event], None]
+#: Called with each progress update of a long operation (``step``, ``progress``, ``log``, ``created``, ``spec``).
+ProgressCallback = Callable[[ProgressUpdate], None]
 START_TIMEOUT = 30.0
 #: Long operations (image builds, boots under TCG) stream; only the gaps between events are bounded.
 STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)
 QUERY_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+M = TypeVar("M", bound=ApiModel)
+
+__all__ = ["Client", "DaemonUnavailable", "ProgressCallback"]
 
 
-class DaemonUnavailable(Unavailable):
-    """No daemon answers on the socket (and it could not be started)."""
+def _read_result(lines: Iterator[str], progress: ProgressCallback | None) -> JsonValue:
+    """Consume NDJSON events up to the ``result`` (returned) or ``error`` (raised); feed the rest to ``progress``.
 
-
-def _raise_for(payload: Mapping[str, Any]) -> None:
-    kind = str(payload.get("type", "BangerError"))
-    message = str(payload.get("message", "unknown error"))
-    raise ERRORS_BY_NAME.get(kind, OperationFailed)(message)
-
-
-def _read_result(lines: Iterator[str], progress: ProgressCallback | None) -> Any:
-    """Consume NDJSON events up to the ``result`` (returned) or ``error`` (raised); feed the rest to ``progress``."""
+    Events of a kind this SDK does not know (from a newer daemon) are skipped: progress is informational.
+    """
     for line in lines:
         if not line:
             continue
-        event = json.loads(line)
-        kind = event.get("event")
-        if kind == "result":
-            return event.get("data")
-        if kind == "error":
-            _raise_for(event)
+        event = parse_event(line)
+        if event is None or isinstance(event, HeartbeatEvent):
+            continue
+        if isinstance(event, ResultEvent):
+            return event.data
+        if isinstance(event, ErrorEvent):
+            raise error_for(event.type, event.message)
         if progress is not None:
             progress(event)
     raise OperationFailed("bangerd ended the stream without a result (see `banger daemon logs`)")
+
+
+def _parsed(model: type[M], data: JsonValue) -> M:
+    """``data`` as ``model``; a daemon answering in another shape is an error that says so, not a traceback."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise OperationFailed(
+            f"bangerd answered with an unexpected {model.__name__} ({exc.error_count()} problem(s), first: "
+            f"{exc.errors()[0]['msg']}): is the daemon another banger version? `banger daemon restart`"
+        ) from None
+
+
+def _parsed_list(model: type[M], data: JsonValue) -> list[M]:
+    if not isinstance(data, list):
+        raise OperationFailed(f"bangerd answered with {type(data).__name__}, not a list of {model.__name__}")
+    return [_parsed(model, item) for item in data]
+
+
+def _body(request: ApiRequest | None) -> JsonValue:
+    """A request model as JSON; fields left at None are not sent (the daemon applies its defaults)."""
+    return None if request is None else request.model_dump(mode="json", exclude_none=True)
 
 
 class Client:
@@ -193,14 +236,17 @@ class Client:
 
     # -- requests ----------------------------------------------------------
 
-    def request(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+    def request(
+        self, method: str, path: str, *, body: ApiRequest | None = None, params: Mapping[str, str] | None = None
+    ) -> JsonValue:
+        """Send one query and return its JSON answer (the resource classes below parse it into models)."""
         # Optimistic: talk first, start the daemon only if nobody answered (saves a round trip).
         try:
-            response = self._http.request(method, path, json=json_body, params=params)
+            response = self._http.request(method, path, json=_body(body), params=params)
         except (httpx.ConnectError, httpx.ConnectTimeout):
             self.ensure_daemon()
             try:
-                response = self._http.request(method, path, json=json_body, params=params)
+                response = self._http.request(method, path, json=_body(body), params=params)
             except httpx.TransportError as exc:
                 raise DaemonUnavailable(f"lost the connection to bangerd: {exc}") from exc
         except httpx.TransportError as exc:
@@ -209,13 +255,17 @@ class Client:
         return self._decode(response)
 
     @staticmethod
-    def _decode(response: httpx.Response) -> Any:
+    def _decode(response: httpx.Response) -> JsonValue:
         try:
-            data = response.json()
+            data: JsonValue = response.json()
         except ValueError:
             raise OperationFailed(f"bangerd answered {response.status_code} without JSON") from None
         if response.status_code >= 400:
-            _raise_for(data.get("error", {}) if isinstance(data, dict) else {})
+            try:
+                error = ErrorBody.model_validate(data).error
+            except ValidationError:
+                raise OperationFailed(f"bangerd answered {response.status_code}: {str(data)[:200]}") from None
+            raise error_for(error.type, error.message)
         return data
 
     def stream(
@@ -223,14 +273,14 @@ class Client:
         method: str,
         path: str,
         *,
-        json_body: Any = None,
-        params: Mapping[str, Any] | None = None,
+        body: ApiRequest | None = None,
+        params: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
-    ) -> Any:
-        """Send a streaming request; feed events to ``progress``; return the ``result`` data."""
+    ) -> JsonValue:
+        """Send a streaming request; feed progress events to ``progress``; return the ``result`` data."""
         self.ensure_daemon()
         try:
-            with self._http.stream(method, path, json=json_body, params=params, timeout=STREAM_TIMEOUT) as response:
+            with self._http.stream(method, path, json=_body(body), params=params, timeout=STREAM_TIMEOUT) as response:
                 if response.status_code >= 400:
                     response.read()
                     return self._decode(response)
@@ -240,10 +290,15 @@ class Client:
 
     @contextmanager
     def raw_stream(
-        self, path: str, params: Mapping[str, Any] | None = None, *, method: str = "GET", json_body: Any = None
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        method: str = "GET",
+        body: ApiRequest | None = None,
     ) -> Iterator[httpx.Response]:
         self.ensure_daemon()
-        with self._http.stream(method, path, params=params, json=json_body, timeout=STREAM_TIMEOUT) as response:
+        with self._http.stream(method, path, params=params, json=_body(body), timeout=STREAM_TIMEOUT) as response:
             if response.status_code >= 400:
                 response.read()
                 self._decode(response)
@@ -251,56 +306,63 @@ class Client:
 
 
 class Vms:
-    """``client.vms``: VM records and lifecycle."""
+    """``client.vms``: VM records and lifecycle.
+
+    ``create``, ``plan`` and ``ephemeral`` take the VM's spec as keywords
+    (:class:`~banger_core.api.requests.VmOptions`: ``name``, ``image``,
+    ``kernel``, ``backend``, ``network``, ``vcpus``, ``memory_mib``,
+    ``disk_size``, ``host_access``); one left out gets the configured default.
+    A wrong type raises :class:`~banger_core.common.errors.InvalidRequest`
+    before anything is sent, with the daemon's own message.
+    """
 
     def __init__(self, client: Client) -> None:
         self._c = client
 
-    def list(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._c.request("GET", "/v1/vms")
-        return result
+    def list(self) -> list[VmView]:
+        return _parsed_list(VmView, self._c.request("GET", "/v1/vms"))
 
-    def get(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._c.request("GET", f"/v1/vms/{_segment(name)}")
-        return result
+    def get(self, name: str) -> VmDetail:
+        return _parsed(VmDetail, self._c.request("GET", f"/v1/vms/{_segment(name)}"))
 
-    def create(self, *, progress: ProgressCallback | None = None, **options: Any) -> dict[str, Any]:
-        """Create (and by default start) a VM. Options: name, image, kernel, backend, network,
-        vcpus, memory_mib, disk_size, start, remove_on_exit, host_access."""
-        body = {k: v for k, v in options.items() if v is not None}
-        result: dict[str, Any] = self._c.stream("POST", "/v1/vms", json_body=body, progress=progress)
-        return result
+    def create(
+        self,
+        *,
+        start: bool = True,
+        remove_on_exit: bool = False,
+        progress: ProgressCallback | None = None,
+        **spec: Unpack[VmOptions],
+    ) -> VmDetail:
+        """Create a VM and, unless ``start=False``, boot it; returns it running (or created)."""
+        request = build_request(CreateRequest, {**spec, "start": start, "remove_on_exit": remove_on_exit})
+        return _parsed(VmDetail, self._c.stream("POST", "/v1/vms", body=request, progress=progress))
 
-    def _op(self, name: str, op: str, progress: ProgressCallback | None, **params: Any) -> dict[str, Any]:
-        query = {k: "1" for k, v in params.items() if v}
-        result: dict[str, Any] = self._c.stream(
-            "POST", f"/v1/vms/{_segment(name)}/{op}", params=query, progress=progress
-        )
-        return result
+    def _op(self, name: str, op: str, progress: ProgressCallback | None, *, force: bool = False) -> VmDetail:
+        query = {"force": "1"} if force else None
+        data = self._c.stream("POST", f"/v1/vms/{_segment(name)}/{op}", params=query, progress=progress)
+        return _parsed(VmDetail, data)
 
-    def start(self, name: str, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    def start(self, name: str, *, progress: ProgressCallback | None = None) -> VmDetail:
         return self._op(name, "start", progress)
 
-    def stop(self, name: str, *, force: bool = False, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    def stop(self, name: str, *, force: bool = False, progress: ProgressCallback | None = None) -> VmDetail:
         return self._op(name, "stop", progress, force=force)
 
-    def restart(self, name: str, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    def restart(self, name: str, *, progress: ProgressCallback | None = None) -> VmDetail:
         return self._op(name, "restart", progress)
 
-    def delete(self, name: str, *, force: bool = False, progress: ProgressCallback | None = None) -> dict[str, Any]:
-        query = {"force": "1"} if force else {}
-        result: dict[str, Any] = self._c.stream("DELETE", f"/v1/vms/{_segment(name)}", params=query, progress=progress)
-        return result
+    def delete(self, name: str, *, force: bool = False, progress: ProgressCallback | None = None) -> Deleted:
+        query = {"force": "1"} if force else None
+        data = self._c.stream("DELETE", f"/v1/vms/{_segment(name)}", params=query, progress=progress)
+        return _parsed(Deleted, data)
 
-    def plan(self, **options: Any) -> dict[str, Any]:
+    def plan(self, **spec: Unpack[VmOptions]) -> RunPlan:
         """The spec a create with these options would get, and where each value comes from."""
-        body = {k: v for k, v in options.items() if v is not None}
-        result: dict[str, Any] = self._c.request("POST", "/v1/vms/plan", json_body=body)
-        return result
+        request = build_request(CreateRequest, spec)
+        return _parsed(RunPlan, self._c.request("POST", "/v1/vms/plan", body=request))
 
-    def ssh_target(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._c.request("GET", f"/v1/vms/{_segment(name)}/ssh")
-        return result
+    def ssh_target(self, name: str) -> SshTargetView:
+        return _parsed(SshTargetView, self._c.request("GET", f"/v1/vms/{_segment(name)}/ssh"))
 
     def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:
         params = {"follow": "1"} if follow else {}
@@ -308,21 +370,19 @@ class Vms:
             yield from response.iter_bytes()
 
     @contextmanager
-    def ephemeral(self, *, progress: ProgressCallback | None = None, **options: Any) -> Iterator[dict[str, Any]]:
+    def ephemeral(self, *, progress: ProgressCallback | None = None, **spec: Unpack[VmOptions]) -> Iterator[VmDetail]:
         """Create and boot a VM that the daemon deletes when this block ends.
 
         The VM's life is tied to this connection: if this process is killed, the
         daemon notices the closed connection and deletes the VM all the same.
         A VM that fails to boot is kept for inspection (the error says so).
         """
-        body = {k: v for k, v in options.items() if v is not None}
-        body["remove_on_exit"] = True
-        body["start"] = True
-        with self._c.raw_stream("/v1/vms", method="POST", json_body=body) as response:
+        request = build_request(CreateRequest, {**spec, "start": True, "remove_on_exit": True})
+        with self._c.raw_stream("/v1/vms", method="POST", body=request) as response:
             # Keep a reference: an abandoned iterator is closed, and httpcore then
             # closes the connection, which the daemon reads as "session over".
             lines = response.iter_lines()
-            yield _read_result(lines, progress)
+            yield _parsed(VmDetail, _read_result(lines, progress))
             del lines
 
 
@@ -332,26 +392,25 @@ class Images:
     def __init__(self, client: Client) -> None:
         self._c = client
 
-    def list(self, *, available: bool = False) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._c.request(
-            "GET", "/v1/images", params={"available": "1"} if available else None
-        )
-        return result
+    def list(self) -> list[ImageView]:
+        return _parsed_list(ImageView, self._c.request("GET", "/v1/images"))
 
-    def get(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._c.request("GET", f"/v1/images/{_segment(name)}")
-        return result
+    def available(self) -> builtins.list[AvailableImage]:  # builtins: `list` is the method above
+        """What the image sources can provide (``banger image list --available``)."""
+        return _parsed_list(AvailableImage, self._c.request("GET", "/v1/images", params={"available": "1"}))
+
+    def get(self, name: str) -> ImageView:
+        return _parsed(ImageView, self._c.request("GET", f"/v1/images/{_segment(name)}"))
 
     def pull(
         self, ref: str, *, source: str | None = None, force: bool = False, progress: ProgressCallback | None = None
-    ) -> dict[str, Any]:
-        body = {"ref": ref, "source": source, "force": force}
-        result: dict[str, Any] = self._c.stream("POST", "/v1/images/pull", json_body=body, progress=progress)
-        return result
+    ) -> ImagePulled:
+        """Pull image ``ref`` and its kernel (already present: nothing is fetched unless ``force``)."""
+        request = build_request(ImagePull, {"ref": ref, "source": source, "force": force})
+        return _parsed(ImagePulled, self._c.stream("POST", "/v1/images/pull", body=request, progress=progress))
 
-    def delete(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._c.request("DELETE", f"/v1/images/{_segment(name)}")
-        return result
+    def delete(self, name: str) -> Deleted:
+        return _parsed(Deleted, self._c.request("DELETE", f"/v1/images/{_segment(name)}"))
 
 
 class Kernels:
@@ -360,20 +419,17 @@ class Kernels:
     def __init__(self, client: Client) -> None:
         self._c = client
 
-    def list(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._c.request("GET", "/v1/kernels")
-        return result
+    def list(self) -> list[KernelView]:
+        return _parsed_list(KernelView, self._c.request("GET", "/v1/kernels"))
 
     def pull(
         self, ref: str, *, provider: str | None = None, force: bool = False, progress: ProgressCallback | None = None
-    ) -> dict[str, Any]:
-        body = {"ref": ref, "provider": provider, "force": force}
-        result: dict[str, Any] = self._c.stream("POST", "/v1/kernels/pull", json_body=body, progress=progress)
-        return result
+    ) -> KernelPulled:
+        request = build_request(KernelPull, {"ref": ref, "provider": provider, "force": force})
+        return _parsed(KernelPulled, self._c.stream("POST", "/v1/kernels/pull", body=request, progress=progress))
 
-    def delete(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._c.request("DELETE", f"/v1/kernels/{_segment(ref)}")
-        return result
+    def delete(self, ref: str) -> KernelDeleted:
+        return _parsed(KernelDeleted, self._c.request("DELETE", f"/v1/kernels/{_segment(ref)}"))
 
 
 class DaemonApi:
@@ -382,12 +438,15 @@ class DaemonApi:
     def __init__(self, client: Client) -> None:
         self._c = client
 
-    def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._c.request("GET", "/v1/daemon")
-        return result
+    def status(self) -> DaemonStatus:
+        data = self._c.request("GET", "/v1/daemon")
+        try:
+            return DaemonStatus.model_validate(data)
+        except ValidationError as exc:
+            raise OperationFailed(f"bangerd's status is not understood: {exc.errors()[0]['msg']}") from None
 
-    def shutdown(self) -> None:
-        self._c.request("POST", "/v1/daemon/shutdown")
+    def shutdown(self) -> Stopping:
+        return _parsed(Stopping, self._c.request("POST", "/v1/daemon/shutdown"))
 
 
 def _segment(value: str) -> str:

@@ -28,7 +28,7 @@ from typing import IO, cast
 
 import zstandard
 
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import BundleWriteError
 from banger_hookspecs import Progress
 from banger_hookspecs.bundle import (
     BUNDLE_FORMAT,
@@ -50,10 +50,6 @@ _CHUNK = 1 << 20
 _ZEROS = bytes(_CHUNK)
 _PROGRESS_EVERY = 16 << 20
 _ZSTD_LEVEL = 3
-
-
-class BundleWriteError(BangerError):
-    """A bundle could not be written; the message says what was wrong and how to fix it."""
 
 
 @dataclass(frozen=True)

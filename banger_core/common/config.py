@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from banger_core.common import paths
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import ConfigError as ConfigError  # re-exported: config users import it from here
 from banger_core.common.plugins import PluginManager
 from banger_hookspecs import ConfigOption
 
@@ -32,10 +32,6 @@ _SIZE_FORMS = {
     "": "a whole number of bytes (17179869184) or a number with a unit K, M, G or T (16G, 1.5G, 512MiB)",
     "m": "a whole number of MiB (2048) or a number with a unit K, M, G or T (2G, 1.5G, 512MiB)",
 }
-
-
-class ConfigError(BangerError):
-    """A config problem, as one line naming the file, the key and what is expected."""
 
 
 #: A value JSON can hold (``banger config show --json``).

@@ -15,12 +15,8 @@ from typing import NoReturn
 
 from banger_core.common import hostfacts
 from banger_core.common.config import Config
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import NotPrivileged
 from banger_hookspecs import HostOps, PluginContext
-
-
-class NotPrivileged(BangerError):
-    """A privileged operation was asked of a process without privileges."""
 
 
 class UnprivilegedHostOps:

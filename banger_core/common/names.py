@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import BangerError, InvalidName
 from banger_hookspecs.names import IMAGE_NAME_RULE, VM_NAME_RULE, is_image_name, is_vm_name
 
 ADJECTIVES = [
@@ -136,10 +136,6 @@ NOUNS = [
     "yak",
     "zebra",
 ]
-
-
-class InvalidName(BangerError):
-    pass
 
 
 def validate_vm_name(name: object) -> str:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Generic, Literal, TypedDict, TypeVar, cast, ge
 import pluggy
 from pluggy import HookCaller, HookImpl
 
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import PluginError
 from banger_hookspecs import (
     ENTRY_POINT_GROUP,
     PROJECT_NAME,
@@ -77,10 +77,6 @@ ESSENTIAL_PLUGIN = "core"
 
 Status = Literal["active", "blocked", "failed"]
 Source = Literal["builtin", "external"]
-
-
-class PluginError(BangerError):
-    """A plugin problem the user must fix (conflicting names, unknown provider)."""
 
 
 class PluginRow(TypedDict):

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 from starlette.applications import Starlette
@@ -24,36 +23,73 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from banger_core.api.validation import parse_body
+from banger_core.api.events import (
+    CreatedEvent,
+    ErrorEvent,
+    EventSink,
+    HeartbeatEvent,
+    ResultEvent,
+    SpecEvent,
+    StreamEvent,
+)
+from banger_core.api.models import (
+    ApiModel,
+    DaemonConfig,
+    DaemonStatus,
+    Deleted,
+    ErrorBody,
+    ErrorInfo,
+    KernelDeleted,
+    RunPlan,
+    SshTargetView,
+    Stopping,
+    VmDetail,
+)
+from banger_core.api.requests import CreateRequest, ImagePull, KernelPull
+from banger_core.api.state import VmState
 from banger_core.common.buildinfo import build_info
 from banger_core.common.errors import BangerError, NotFound, RequestTooLarge
-from banger_core.common.progress import EventProgress
-from banger_core.daemon.bodies import ImagePull, KernelPull, query_flags, read_body, refuse_body
+from banger_core.daemon.bodies import query_flags, read_body, refuse_body
 from banger_core.daemon.config_watch import ConfigWatch
 from banger_core.daemon.crashpoint import crash_point
-from banger_core.daemon.images import Store, image_dict
+from banger_core.daemon.images import Store, image_view
 from banger_core.daemon.runtime import Runtime
-from banger_core.daemon.vm import CreateRequest, VmService
+from banger_core.daemon.vm import VmService
 from banger_hookspecs import DnsRouterDriver
 from banger_hookspecs.logpump import rotated
+
+if TYPE_CHECKING:
+    from banger_core.daemon.dns import DnsServer
 
 log = logging.getLogger("banger.api")
 NDJSON = "application/x-ndjson"
 SESSION_HEARTBEAT = 10.0
 LOG_FOLLOW_INTERVAL = 0.25
+T = TypeVar("T")
+ResultT = TypeVar("ResultT", bound=ApiModel)
 
 
-def error_payload(exc: BaseException) -> dict[str, Any]:
+def error_payload(exc: BaseException) -> ErrorInfo:
+    """How the API reports ``exc``: a :class:`BangerError` by its class name (the SDK raises it again)."""
     if isinstance(exc, BangerError):
-        return {"type": type(exc).__name__, "message": str(exc)}
-    return {"type": "InternalError", "message": f"internal error: {type(exc).__name__}: {exc} (see the daemon log)"}
+        return ErrorInfo(type=type(exc).__name__, message=str(exc))
+    return ErrorInfo(type="InternalError", message=f"internal error: {type(exc).__name__}: {exc} (see the daemon log)")
 
 
 def error_response(exc: BaseException) -> JSONResponse:
     status = exc.http_status if isinstance(exc, BangerError) else 500
     # Hang up rather than let the server drain the rest of an oversized body.
     headers = {"connection": "close"} if isinstance(exc, RequestTooLarge) else None
-    return JSONResponse({"error": error_payload(exc)}, status_code=status, headers=headers)
+    return JSONResponse(
+        ErrorBody(error=error_payload(exc)).model_dump(mode="json"), status_code=status, headers=headers
+    )
+
+
+def answer(data: ApiModel | Sequence[ApiModel]) -> JSONResponse:
+    """A query's answer: one model, or a list of them, as JSON."""
+    if isinstance(data, ApiModel):
+        return JSONResponse(data.model_dump(mode="json"))
+    return JSONResponse([item.model_dump(mode="json") for item in data])
 
 
 class Daemon:
@@ -65,11 +101,11 @@ class Daemon:
         self.vms = VmService(rt, self.store)
         self.config_watch = ConfigWatch(rt)
         self.started = time.time()
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.shutdown_requested: Callable[[], None] | None = None
         #: name -> address of running VMs, read by the DNS server on every query (no I/O there).
         self.dns_table: dict[str, str] = {}
-        self.dns_server: Any = None
+        self.dns_server: DnsServer | None = None
         #: the web UI's URL, "off", or "not started: <why>" (set by daemon.web; shown by `daemon status`).
         self.web_ui = "off"
         #: the web UI's URL while it is served (for `banger web`), else None.
@@ -158,19 +194,19 @@ class Daemon:
             except Exception:
                 log.exception("liveness check failed")
 
-    def keep(self, task: asyncio.Task[Any]) -> None:
+    def keep(self, task: asyncio.Task[None]) -> None:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def run_blocking(self, fn: Callable[[], Any]) -> Any:
+    async def run_blocking(self, fn: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(fn)
 
     def stream(
         self,
-        work: Callable[[EventProgress], Any],
+        work: Callable[[EventSink], ResultT],
         *,
-        on_abandon: Callable[[asyncio.Task[Any]], None] | None = None,
-        hold: Callable[[Any], Callable[[], None] | None] | None = None,
+        on_abandon: Callable[[asyncio.Task[None]], None] | None = None,
+        hold: Callable[[ResultT], Callable[[], None] | None] | None = None,
     ) -> StreamingResponse:
         """Run ``work(progress)`` in a thread and stream its events.
 
@@ -180,28 +216,27 @@ class Daemon:
         away — this is how a ``--rm`` VM's life is tied to its client, race-free.
         """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
 
-        def emit(event: dict[str, Any] | None) -> None:
+        def emit(event: StreamEvent | None) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-        progress = EventProgress(emit, log)
-        outcome: dict[str, Any] = {}
+        progress = EventSink(emit, log)
+        outcome: list[ResultT] = []
 
-        async def run() -> Any:
+        async def run() -> None:
             try:
                 result = await self.run_blocking(lambda: work(progress))
             except BaseException as exc:
                 if not isinstance(exc, BangerError):
                     log.error("operation failed", exc_info=exc)
-                emit({"event": "error", **error_payload(exc)})
+                error = error_payload(exc)
+                emit(ErrorEvent(type=error.type, message=error.message))
                 if isinstance(exc, asyncio.CancelledError):
                     raise
-                return None
             else:
-                outcome["result"] = result
-                emit({"event": "result", "data": result})
-                return result
+                outcome.append(result)
+                emit(ResultEvent(data=result.model_dump(mode="json")))
             finally:
                 emit(None)
 
@@ -217,12 +252,12 @@ class Daemon:
                     if event is None:
                         finished = True
                         break
-                    yield json.dumps(event, default=str) + "\n"
-                if hold is not None and "result" in outcome:
-                    release = hold(outcome["result"])
+                    yield event.model_dump_json() + "\n"
+                if hold is not None and outcome:
+                    release = hold(outcome[0])
                     while release is not None:
                         await asyncio.sleep(SESSION_HEARTBEAT)
-                        yield json.dumps({"event": "heartbeat"}) + "\n"
+                        yield HeartbeatEvent().model_dump_json() + "\n"
             finally:
                 if not finished and on_abandon is not None:
                     on_abandon(task)
@@ -282,23 +317,22 @@ def handler(fn: Callable[[Daemon, Request], Awaitable[Response]]) -> Callable[[R
 async def daemon_status(d: Daemon, request: Request) -> Response:
     vms = await d.run_blocking(d.vms.all)
     info = build_info()
-    return JSONResponse(
-        {
-            "pid": os.getpid(),
-            "version": info.version,
-            "commit": info.commit,
-            "started": d.started,
-            "uptime": time.time() - d.started,
-            "socket": str(d.rt.layout.socket),
-            "log_file": str(d.rt.layout.log_file),
-            "state_dir": str(d.rt.layout.state_dir),
-            "vms": len(vms),
-            "running_vms": sum(1 for vm in vms if vm["state"] == "running"),
-            "web_ui": d.web_ui,
-            "config": d.config_watch.describe(),
-            "web_url": d.web_url,
-        }
+    status = DaemonStatus(
+        pid=os.getpid(),
+        version=info.version,
+        commit=info.commit,
+        started=d.started,
+        uptime=time.time() - d.started,
+        socket=str(d.rt.layout.socket),
+        log_file=str(d.rt.layout.log_file),
+        state_dir=str(d.rt.layout.state_dir),
+        vms=len(vms),
+        running_vms=sum(1 for vm in vms if vm.state is VmState.RUNNING),
+        web_ui=d.web_ui,
+        config=DaemonConfig.model_validate(d.config_watch.describe()),
+        web_url=d.web_url,
     )
+    return JSONResponse(status.model_dump(mode="json"))
 
 
 @handler
@@ -307,7 +341,7 @@ async def daemon_shutdown(d: Daemon, request: Request) -> Response:
     await refuse_body(request)
     if d.shutdown_requested is not None:
         asyncio.get_running_loop().call_later(0.1, d.shutdown_requested)
-    return JSONResponse({"stopping": True})
+    return answer(Stopping())
 
 
 # -- VMs ---------------------------------------------------------------------
@@ -315,13 +349,13 @@ async def daemon_shutdown(d: Daemon, request: Request) -> Response:
 
 @handler
 async def vm_list(d: Daemon, request: Request) -> Response:
-    return JSONResponse(await d.run_blocking(d.vms.all))
+    return answer(await d.run_blocking(d.vms.all))
 
 
 @handler
 async def vm_get(d: Daemon, request: Request) -> Response:
     name = request.path_params["name"]
-    return JSONResponse(await d.run_blocking(lambda: d.vms.get(name)))
+    return answer(await d.run_blocking(lambda: d.vms.get(name)))
 
 
 @handler
@@ -329,26 +363,26 @@ async def vm_create(d: Daemon, request: Request) -> Response:
     req = CreateRequest.from_json(await read_body(request))
     created: list[tuple[str, str]] = []
 
-    def work(progress: EventProgress) -> Any:
+    def work(progress: EventSink) -> VmDetail:
         def record(vm_id: str, name: str) -> None:
             created.append((vm_id, name))
-            progress.event({"event": "created", "name": name})
+            progress.event(CreatedEvent(name=name))
 
-        return d.vms.create(req, progress, on_record=record)
+        return d.vms.create(req, progress, on_record=record, on_spec=lambda plan: progress.event(SpecEvent(plan=plan)))
 
-    def abandoned(task: asyncio.Task[Any]) -> None:
+    def abandoned(task: asyncio.Task[None]) -> None:
         # Ctrl-C or a killed CLI during creation: undo what was created, once it settles.
-        def settle(_: asyncio.Task[Any]) -> None:
+        def settle(_: asyncio.Task[None]) -> None:
             if created:
                 d.delete_later(*created[0], "its creating client went away")
 
         task.add_done_callback(settle)
 
-    def hold(vm: dict[str, Any]) -> Callable[[], None] | None:
+    def hold(vm: VmDetail) -> Callable[[], None] | None:
         if not req.remove_on_exit:
             return None
         crash_point("session:held")
-        return lambda: d.delete_later(vm["id"], vm["name"], "its --rm session ended")
+        return lambda: d.delete_later(vm.id, vm.name, "its --rm session ended")
 
     return d.stream(work, on_abandon=abandoned, hold=hold)
 
@@ -358,14 +392,14 @@ async def vm_plan(d: Daemon, request: Request) -> Response:
     """The spec a create would use, with provenance, without creating anything."""
     req = CreateRequest.from_json(await read_body(request))
     values, sources = await d.run_blocking(lambda: d.vms.resolve(req, image_may_be_missing=True))
-    return JSONResponse({"values": values, "sources": sources})
+    return answer(RunPlan.model_validate({"values": values, "sources": sources}))
 
 
 @dataclasses.dataclass(frozen=True)
 class VmOp:
     """A VM operation route: the service method it runs and the query flags it passes on."""
 
-    run: Callable[..., dict[str, Any]]
+    run: Callable[..., VmDetail | Deleted]
     flags: tuple[str, ...] = ()
 
 
@@ -399,7 +433,7 @@ def _vm_op(op: str) -> Callable[[Request], Awaitable[Response]]:
 async def vm_ssh(d: Daemon, request: Request) -> Response:
     name = request.path_params["name"]
     target = await d.run_blocking(lambda: d.vms.ssh_target(name))
-    return JSONResponse(dataclasses.asdict(target))
+    return answer(SshTargetView(**dataclasses.asdict(target)))
 
 
 @handler
@@ -407,7 +441,7 @@ async def vm_logs(d: Daemon, request: Request) -> Response:
     name = request.path_params["name"]
     follow = query_flags(request, "follow")["follow"]
     vm = await d.run_blocking(lambda: d.vms.get(name))
-    path = vm["serial_log"]
+    path = vm.serial_log
 
     async def body() -> AsyncIterator[bytes]:
         # The console log is capped and rotated (banger_hookspecs.logpump): the older part comes first.
@@ -452,20 +486,20 @@ def _replaced(path: str, fd: int) -> bool:
 @handler
 async def image_list(d: Daemon, request: Request) -> Response:
     if query_flags(request, "available")["available"]:
-        return JSONResponse(await d.run_blocking(d.store.available))
-    return JSONResponse(await d.run_blocking(d.store.list_images))
+        return answer(await d.run_blocking(d.store.available))
+    return answer(await d.run_blocking(d.store.list_images))
 
 
 @handler
 async def image_get(d: Daemon, request: Request) -> Response:
     name = request.path_params["name"]
     image = await d.run_blocking(lambda: d.store.get_image(name))
-    return JSONResponse(image_dict(image, d.store.rootfs(name)))
+    return answer(image_view(image, d.store.rootfs(name)))
 
 
 @handler
 async def image_pull(d: Daemon, request: Request) -> Response:
-    body = parse_body(ImagePull, await read_body(request))
+    body = ImagePull.from_json(await read_body(request))
     ref = _required_ref(body.ref, "image pull needs a reference, e.g. debian-bookworm")
     return d.stream(lambda p: d.store.pull_image(ref, p, source=body.source, force=body.force))
 
@@ -474,17 +508,17 @@ async def image_pull(d: Daemon, request: Request) -> Response:
 async def image_delete(d: Daemon, request: Request) -> Response:
     name = request.path_params["name"]
     await d.run_blocking(lambda: d.store.delete_image(name))
-    return JSONResponse({"name": name, "deleted": True})
+    return answer(Deleted(name=name))
 
 
 @handler
 async def kernel_list(d: Daemon, request: Request) -> Response:
-    return JSONResponse(await d.run_blocking(d.store.list_kernels))
+    return answer(await d.run_blocking(d.store.list_kernels))
 
 
 @handler
 async def kernel_pull(d: Daemon, request: Request) -> Response:
-    body = parse_body(KernelPull, await read_body(request))
+    body = KernelPull.from_json(await read_body(request))
     ref = _required_ref(body.ref, "kernel pull needs a reference, e.g. generic-6.1")
     return d.stream(lambda p: d.store.pull_kernel(ref, p, provider=body.provider, force=body.force))
 
@@ -493,13 +527,13 @@ async def kernel_pull(d: Daemon, request: Request) -> Response:
 async def kernel_delete(d: Daemon, request: Request) -> Response:
     ref = request.path_params["ref"]
     await d.run_blocking(lambda: d.store.delete_kernel(ref))
-    return JSONResponse({"ref": ref, "deleted": True})
+    return answer(KernelDeleted(ref=ref))
 
 
 async def no_route(request: Request, exc: Exception) -> Response:
     """Unmatched paths answer like every other error, so the SDK raises NotFound with this line."""
     message = f"no API route {request.method} {request.url.path}: docs/sdk.md lists the API"
-    return JSONResponse({"error": {"type": "NotFound", "message": message}}, status_code=404)
+    return error_response(NotFound(message))
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> Response:
@@ -510,7 +544,8 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
         - {"HEAD"}
     )
     message = f"{request.method} is not allowed on {path} (allowed: {', '.join(allowed)})"
-    return JSONResponse({"error": {"type": "InvalidRequest", "message": message}}, status_code=405)
+    body = ErrorBody(error=ErrorInfo(type="InvalidRequest", message=message))
+    return JSONResponse(body.model_dump(mode="json"), status_code=405)
 
 
 def create_app(daemon: Daemon) -> Starlette:

@@ -4,46 +4,21 @@ Every body is read through :func:`read_body`, which refuses more than
 :data:`MAX_BODY` bytes with 413 twice over: by the declared Content-Length
 before reading anything, and by counting while reading (a chunked body
 declares none). It never holds more than the cap, so a 400 MB body costs the
-daemon nothing. Bodies are then parsed strictly (:mod:`banger_core.api.validation`);
+daemon nothing. Bodies are then parsed strictly into :mod:`banger_core.api.requests` models;
 routes without a body refuse one, and query flags take exactly ``1/true/yes``
 or ``0/false/no``: a typo is a 400, never a silently ignored ``force``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
-from pydantic import ConfigDict
 from starlette.requests import ClientDisconnect, Request
 
-from banger_core.api.validation import STRICT
 from banger_core.common.errors import InvalidRequest, RequestTooLarge
 
 #: Bodies are a handful of names and numbers; 1 MiB leaves room for growth and none for abuse.
 MAX_BODY = 1 << 20
 _TRUE = ("1", "true", "yes")
 _FALSE = ("0", "false", "no")
-
-
-@dataclass(frozen=True)
-class ImagePull:
-    """``POST /v1/images/pull``."""
-
-    ref: str = ""
-    source: str | None = None
-    force: bool = False
-    __pydantic_config__: ClassVar[ConfigDict] = STRICT
-
-
-@dataclass(frozen=True)
-class KernelPull:
-    """``POST /v1/kernels/pull``."""
-
-    ref: str = ""
-    provider: str | None = None
-    force: bool = False
-    __pydantic_config__: ClassVar[ConfigDict] = STRICT
 
 
 def _too_large() -> RequestTooLarge:

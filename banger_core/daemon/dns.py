@@ -39,7 +39,7 @@ from typing import cast
 
 from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSQuestion, DNSRecord
 
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import DnsServerError
 from banger_hookspecs.names import is_vm_name
 
 #: ``name -> IPv4 address or None``; called in the event loop on every query, so it must not block.
@@ -52,10 +52,6 @@ _OPCODE_QUERY = 0
 _CLASS_ANY = 255  # dnslib spells it '*'
 
 log = logging.getLogger("banger.dns")
-
-
-class DnsServerError(BangerError):
-    """The DNS server cannot listen where it was asked to; the message says why and what to do."""
 
 
 class RateLimitedLog:

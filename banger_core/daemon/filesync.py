@@ -32,17 +32,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import FileSyncError
 
 DEFAULT_FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
 _MODE_RE = re.compile(r"^(?:0o|0)?([0-7]{3})$")
 _GUEST_PREFIXES = ("~/", "/root/")
 _COPY_CHUNK = 1 << 20
-
-
-class FileSyncError(BangerError, ValueError):
-    """A ``file_sync`` entry is invalid or cannot be staged; the message names the entry."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import GuestSetupError
 from banger_hookspecs import GuestNetConfig, boot
 from banger_hookspecs.names import VM_NAME_RULE, is_vm_name
 
@@ -43,10 +43,6 @@ QUIET_ARGS = ("quiet", "loglevel=3", "systemd.show_status=0")
 #: Smallest disk mkfs.ext4 is asked to make (room for the journal and staged files).
 MIN_DISK_SIZE = 16 << 20
 _PUBLIC_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( [^\r\n]*)?$")
-
-
-class GuestSetupError(BangerError):
-    """A VM's disks or identity could not be made; the message says what to fix."""
 
 
 @dataclass(frozen=True)

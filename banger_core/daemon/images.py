@@ -23,10 +23,11 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from sqlmodel import Session, select
 
+from banger_core.api.models import AvailableImage, ImagePulled, ImageView, KernelPulled, KernelView
 from banger_core.common.errors import BangerError, Conflict, NotFound, Unavailable
 from banger_core.common.names import validate_image_name
 from banger_core.common.plugins import IMAGE_SOURCES, Providers
@@ -60,31 +61,31 @@ class _Puller(Protocol[A_co]):
     def pull(self, ref: str, dest: Path, progress: Progress) -> A_co: ...
 
 
-def image_dict(image: Image, rootfs: Path) -> dict[str, Any]:
-    return {
-        "name": image.name,
-        "version": image.version,
-        "source": image.source,
-        "kernel_ref": image.kernel_ref,
-        "sha256": image.sha256,
-        "size": image.size,
-        "created_at": image.created_at.isoformat(),
-        "path": str(rootfs),
-        "meta": image.meta,
-    }
+def image_view(image: Image, rootfs: Path) -> ImageView:
+    return ImageView(
+        name=image.name,
+        version=image.version,
+        source=image.source,
+        kernel_ref=image.kernel_ref,
+        sha256=image.sha256,
+        size=image.size,
+        created_at=image.created_at,
+        path=str(rootfs),
+        meta=image.meta,
+    )
 
 
-def kernel_dict(kernel: Kernel, directory: Path) -> dict[str, Any]:
-    return {
-        "ref": kernel.ref,
-        "version": kernel.version,
-        "provider": kernel.provider,
-        "boot_protocol": kernel.boot_protocol,
-        "sha256": kernel.sha256,
-        "created_at": kernel.created_at.isoformat(),
-        "path": str(directory),
-        "meta": kernel.meta,
-    }
+def kernel_view(kernel: Kernel, directory: Path) -> KernelView:
+    return KernelView(
+        ref=kernel.ref,
+        version=kernel.version,
+        provider=kernel.provider,
+        boot_protocol=kernel.boot_protocol,
+        sha256=kernel.sha256,
+        created_at=kernel.created_at,
+        path=str(directory),
+        meta=kernel.meta,
+    )
 
 
 def _inside(path: Path, directory: Path) -> bool:
@@ -114,10 +115,10 @@ class Store:
     def rootfs(self, name: str) -> Path:
         return self.rt.layout.image_dir(name) / "rootfs.ext4"
 
-    def list_images(self) -> list[dict[str, Any]]:
+    def list_images(self) -> list[ImageView]:
         with self.rt.database.read() as s:
             rows = s.exec(select(Image).order_by(Image.name)).all()
-        return [image_dict(r, self.rootfs(r.name)) for r in rows]
+        return [image_view(r, self.rootfs(r.name)) for r in rows]
 
     def get_image(self, name: str) -> Image:
         validate_image_name(name)
@@ -131,14 +132,14 @@ class Store:
         with self.rt.database.read() as s:
             return s.get(Image, name) is not None
 
-    def available(self) -> list[dict[str, Any]]:
+    def available(self) -> list[AvailableImage]:
         """What the image sources say they can provide."""
-        out: list[dict[str, Any]] = []
+        out: list[AvailableImage] = []
         for name in self.rt.pm.image_sources():
             try:
                 driver = self.rt.image_source(name)
                 out += [
-                    {"name": item.name, "description": item.description, "source": item.source}
+                    AvailableImage(name=item.name, description=item.description, source=item.source)
                     for item in driver.available()
                 ]
             except Exception as exc:
@@ -147,7 +148,7 @@ class Store:
 
     def pull_image(
         self, ref: str, progress: Progress, *, source: str | None = None, force: bool = False
-    ) -> dict[str, Any]:
+    ) -> ImagePulled:
         """Pull ``ref`` (a name such as ``debian-bookworm``) and its kernel; return the image row."""
         with self._ref_lock("image", ref):
             if not force and self._existing_image(ref):
@@ -164,12 +165,9 @@ class Store:
                 image, pulled = self.get_image(artifact.name), True
         # The kernel has its own lock: pulling it while holding the image's is how
         # pulls deadlocked, and a slow kernel must not hold up pulls of this image.
-        result = image_dict(image, self.rootfs(image.name))
-        result["kernel"] = self._ensure_kernel(image.kernel_ref, progress)
-        result["pulled"] = pulled
-        if used is not None:
-            result["used_source"] = used
-        return result
+        kernel = self._ensure_kernel(image.kernel_ref, progress)
+        view = image_view(image, self.rootfs(image.name))
+        return ImagePulled(**dict(view), kernel=kernel, pulled=pulled, used_source=used)
 
     def _existing_image(self, ref: str) -> bool:
         try:
@@ -242,10 +240,10 @@ class Store:
 
     # -- kernels -----------------------------------------------------------
 
-    def list_kernels(self) -> list[dict[str, Any]]:
+    def list_kernels(self) -> list[KernelView]:
         with self.rt.database.read() as s:
             rows = s.exec(select(Kernel).order_by(Kernel.ref)).all()
-        return [kernel_dict(r, self.rt.layout.kernel_dir(r.ref)) for r in rows]
+        return [kernel_view(r, self.rt.layout.kernel_dir(r.ref)) for r in rows]
 
     def get_kernel(self, ref: str) -> Kernel:
         validate_image_name(ref, "kernel")
@@ -262,7 +260,7 @@ class Store:
 
     def pull_kernel(
         self, ref: str, progress: Progress, *, provider: str | None = None, force: bool = False
-    ) -> dict[str, Any]:
+    ) -> KernelPulled:
         validate_image_name(ref, "kernel")
         with self._ref_lock("kernel", ref):
             if not force:
@@ -270,12 +268,13 @@ class Store:
                     existing = s.get(Kernel, ref)
                 if existing is not None:
                     progress.step(f"kernel {ref} is already present ({existing.provider}, {existing.version})")
-                    return {**kernel_dict(existing, self.rt.layout.kernel_dir(ref)), "pulled": False}
+                    return KernelPulled(**dict(kernel_view(existing, self.rt.layout.kernel_dir(ref))), pulled=False)
             artifact, used = self._pull_with_fallback(
                 self.rt.pm.kernel_providers(), self.rt.kernel_provider, ref, provider, progress, self._store_kernel
             )
         row = self.get_kernel(artifact.ref)
-        return {**kernel_dict(row, self.rt.layout.kernel_dir(row.ref)), "pulled": True, "used_source": used}
+        view = kernel_view(row, self.rt.layout.kernel_dir(row.ref))
+        return KernelPulled(**dict(view), pulled=True, used_source=used)
 
     def _ensure_kernel(self, ref: str | None, progress: Progress) -> str | None:
         if not ref:

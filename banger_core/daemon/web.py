@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -42,9 +41,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from banger_core.common.config import ConfigError
+from banger_core.api.models import VmView
+from banger_core.api.state import ACTIVE, VmState
 from banger_core.common.doctor import run_checks
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import BangerError, ConfigError
 from banger_core.common.progress import NullProgress
 from banger_core.common.webaddr import WebListen, web_listen
 from banger_core.common.weblogin import CodeRefused, check_login_code, token_path
@@ -211,17 +211,17 @@ def vm_path(name: str, suffix: str = "") -> str:
     return "/vms/" + urllib.parse.quote(name, safe="") + suffix
 
 
-def when(iso: str | None) -> str:
-    """A stored timestamp (ISO, UTC) as ``2026-12-01 02:49:14 UTC``."""
-    if not iso:
+def when(moment: datetime | None) -> str:
+    """A stored timestamp (UTC) as ``2026-12-01 02:49:14 UTC``."""
+    if moment is None:
         return "-"
-    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def uptime(vm: dict[str, Any], now: float) -> str:
-    if vm["state"] != "running" or not vm.get("started_at"):
+def uptime(vm: VmView, now: float) -> str:
+    if vm.state is not VmState.RUNNING or vm.started_at is None:
         return "-"
-    seconds = max(0, int(now - datetime.fromisoformat(vm["started_at"]).replace(tzinfo=UTC).timestamp()))
+    seconds = max(0, int(now - vm.started_at.replace(tzinfo=UTC).timestamp()))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
@@ -232,16 +232,16 @@ def uptime(vm: dict[str, Any], now: float) -> str:
     return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
 
 
-def actions_for(vm: dict[str, Any]) -> list[str]:
+def actions_for(vm: VmView) -> list[str]:
     """Buttons that make sense in the VM's state; the service still decides (and says why not)."""
-    if vm["state"] in ("running", "starting"):
+    if vm.state in (VmState.RUNNING, VmState.STARTING):
         return ["stop", "delete"]
     return ["start", "delete"]
 
 
-def action_links(vm: dict[str, Any]) -> str:
+def action_links(vm: VmView) -> str:
     return " ".join(
-        f'<a class="button button-{esc(op)}" href="{esc(vm_path(vm["name"], "/" + op))}">{esc(op.capitalize())}</a>'
+        f'<a class="button button-{esc(op)}" href="{esc(vm_path(vm.name, "/" + op))}">{esc(op.capitalize())}</a>'
         for op in actions_for(vm)
     )
 
@@ -296,11 +296,11 @@ async def vm_list_page(d: Daemon, request: Request, session: str) -> Response:
     now = time.time()
     rows = (
         [
-            f'<a href="{esc(vm_path(vm["name"]))}">{esc(vm["name"])}</a>',
-            badge(vm["state"]),
-            esc(vm["address"] or "-"),
-            esc(vm["image"]),
-            esc(vm["backend"]),
+            f'<a href="{esc(vm_path(vm.name))}">{esc(vm.name)}</a>',
+            badge(vm.state),
+            esc(vm.address or "-"),
+            esc(vm.image),
+            esc(vm.backend),
             esc(uptime(vm, now)),
             action_links(vm),
         ]
@@ -320,18 +320,18 @@ async def vm_page(d: Daemon, request: Request, session: str) -> Response:
     vm = await d.run_blocking(lambda: d.vms.get(name))
     now = time.time()
     facts = [
-        ("State", badge(vm["state"])),
-        ("Address", esc(vm["address"] or "-")),
-        ("Image", esc(vm["image"])),
-        ("Kernel", esc(vm["kernel"])),
-        ("Backend", esc(vm["backend"])),
-        ("Network", esc(vm["network"])),
-        ("vCPUs / memory", f"{esc(vm['vcpus'])} / {esc(vm['memory_mib'])} MiB"),
-        ("Created", esc(when(vm["created_at"]))),
+        ("State", badge(vm.state)),
+        ("Address", esc(vm.address or "-")),
+        ("Image", esc(vm.image)),
+        ("Kernel", esc(vm.kernel)),
+        ("Backend", esc(vm.backend)),
+        ("Network", esc(vm.network)),
+        ("vCPUs / memory", f"{esc(vm.vcpus)} / {esc(vm.memory_mib)} MiB"),
+        ("Created", esc(when(vm.created_at))),
         ("Uptime", esc(uptime(vm, now))),
     ]
-    if vm["last_error"]:
-        facts.append(("Last error", f'<span class="error">{esc(vm["last_error"])}</span>'))
+    if vm.last_error:
+        facts.append(("Last error", f'<span class="error">{esc(vm.last_error)}</span>'))
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in facts)
     body = (
         f'<dl class="facts">{dl}</dl><p class="actions">{action_links(vm)}</p>'
@@ -355,12 +355,12 @@ async def vm_confirm_page(d: Daemon, request: Request, session: str) -> Response
     }[op]
     force = (
         '<label><input type="checkbox" name="force" value="1"> force (kill the VMM if it does not stop in time)</label>'
-        if op in ("stop", "delete") and vm["state"] in ("running", "starting", "stopping")
+        if op in ("stop", "delete") and vm.state in ACTIVE
         else ""
     )
     body = (
         f'<form method="post" action="{esc(vm_path(name, "/" + op))}" class="confirm">'
-        f"<p>{esc(op.capitalize())} VM <strong>{esc(name)}</strong> (now {badge(vm['state'])})? {esc(warning)}</p>"
+        f"<p>{esc(op.capitalize())} VM <strong>{esc(name)}</strong> (now {badge(vm.state)})? {esc(warning)}</p>"
         f"{force}{_csrf_field(guard.csrf_token(session))}"
         f'<p><button type="submit" class="button-{esc(op)}" id="confirm">{esc(op.capitalize())}</button> '
         f'<a href="{esc(vm_path(name))}">Cancel</a></p></form>'
@@ -398,13 +398,11 @@ async def images_page(d: Daemon, request: Request, session: str) -> Response:
     images = await d.run_blocking(d.store.list_images)
     kernels = await d.run_blocking(d.store.list_kernels)
     image_rows = (
-        [esc(i["name"]), esc(i["version"]), esc(i["source"]), esc(i["kernel_ref"]), esc(_size(i["size"])),
-         esc(when(i["created_at"]))]
+        [esc(i.name), esc(i.version), esc(i.source), esc(i.kernel_ref), esc(_size(i.size)), esc(when(i.created_at))]
         for i in images
     )  # fmt: skip
     kernel_rows = (
-        [esc(k["ref"]), esc(k["version"]), esc(k["provider"]), esc(k["boot_protocol"]), esc(when(k["created_at"]))]
-        for k in kernels
+        [esc(k.ref), esc(k.version), esc(k.provider), esc(k.boot_protocol), esc(when(k.created_at))] for k in kernels
     )
     body = (
         "<h2>Images</h2>"

@@ -31,7 +31,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from banger_core.common.config import ConfigError, bridge_addresses
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import HostOpError
 
 BRIDGE_PREFIX = "banger"
 TAP_PREFIX = "bgr"
@@ -46,10 +46,6 @@ _MAIN_TABLE = 254
 _RTN_UNICAST = 1
 _TUN_TYPE_TAP = 2
 _UID_MAX = 2**32 - 2  # (uid_t)-1 means "no owner"
-
-
-class HostOpError(BangerError):
-    """A privileged host operation failed; the message says what to do."""
 
 
 def validate_ifname(name: str, prefix: str, what: str) -> str:

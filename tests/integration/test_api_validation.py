@@ -22,6 +22,8 @@ from click.testing import CliRunner
 from banger_core.cli.app import App
 from banger_core.cli.vm_cmd import _lifecycle
 from banger_core.common.errors import InvalidRequest, NotFound, RequestTooLarge
+from banger_core.common.names import InvalidName
+from banger_core.common.plugins import PluginError
 from banger_core.daemon.app import _vm_op
 from tests.support.daemon import DaemonHarness
 
@@ -98,10 +100,10 @@ def ready(daemon: DaemonHarness) -> DaemonHarness:
 
 def assert_intact(h: DaemonHarness) -> None:
     client = h.client(autostart=False)
-    assert [vm["name"] for vm in client.vms.list()] == ["keep"]
-    assert client.vms.get("keep")["state"] == "created"
-    assert [i["name"] for i in client.images.list()] == ["fake-tiny"]
-    assert client.daemon.status()["vms"] == 1
+    assert [vm.name for vm in client.vms.list()] == ["keep"]
+    assert client.vms.get("keep").state == "created"
+    assert [i.name for i in client.images.list()] == ["fake-tiny"]
+    assert client.daemon.status().vms == 1
     log = (h.state / "logs" / "bangerd.log").read_text()
     assert "Traceback" not in log and " ERROR " not in log
 
@@ -179,6 +181,26 @@ def test_sdk_raises_the_daemons_one_line(ready: DaemonHarness) -> None:
         client.images.pull("fake-tiny", force="yes")  # type: ignore[arg-type]
     with pytest.raises(NotFound, match="no VM named 'never'"):
         client.vms.get("never")
+    assert_intact(ready)
+
+
+def test_daemon_errors_reach_the_sdk_as_their_own_class(ready: DaemonHarness) -> None:
+    """Not OperationFailed: the class the daemon raised, with its line (and the CLI's exit code and line)."""
+    client = ready.client()
+    with pytest.raises(InvalidName, match=r"^invalid VM name 'Not_A_Label'") as invalid:
+        client.vms.create(name="Not_A_Label", backend="fakevmm", start=False)
+    assert type(invalid.value) is InvalidName
+    with pytest.raises(PluginError, match=r"^unknown VMM backend 'warp-drive' \(known: ") as plugin:
+        client.vms.plan(backend="warp-drive")
+    assert type(plugin.value) is PluginError
+    result = subprocess.run(
+        [BIN / "banger", "vm", "create", "--name", "Not_A_Label", "--no-start"],
+        env=ready.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and result.stderr.startswith("banger: error: invalid VM name 'Not_A_Label'")
     assert_intact(ready)
 
 

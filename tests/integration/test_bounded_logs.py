@@ -18,7 +18,7 @@ def test_a_chatty_guest_leaves_at_most_the_cap_plus_one_rotated_file(daemon: Dae
     # The fake VMM prints CHATTY_BYTES (over twice the cap) at once, then never becomes ssh-ready.
     result = banger(daemon, "vm", "create", "--name", "chatty", "--backend", "fakevmm")
     assert result.returncode == 1 and "did not become ssh-ready" in result.stderr
-    vm_dir = daemon.state / "vms" / daemon.client().vms.get("chatty")["id"]
+    vm_dir = daemon.state / "vms" / daemon.client().vms.get("chatty").id
     remainder = CHATTY_BYTES % SERIAL_LOG_MAX_BYTES
     deadline = time.monotonic() + 30
     while (vm_dir / "serial.log").stat().st_size != remainder:

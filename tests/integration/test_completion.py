@@ -67,7 +67,7 @@ def test_bash_completes_commands_flags_and_live_names(daemon: DaemonHarness) -> 
     client.images.pull("fake-tiny")
     for name in ("alpha", "beta"):
         client.vms.create(name=name, backend="fakevmm", start=False)
-    kernels = sorted(k["ref"] for k in client.kernels.list())
+    kernels = sorted(k.ref for k in client.kernels.list())
     assert kernels
 
     assert bash_complete(daemon.env, "banger", "co") == ["completion", "config"]

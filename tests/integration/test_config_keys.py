@@ -32,7 +32,7 @@ def test_ssh_key_path_is_the_key_vms_trust_and_ssh_uses(daemon: DaemonHarness) -
     assert not (daemon.state / "ssh" / "id_ed25519").exists()
     # `ssh NAME.vm` (banger's generated ssh_config, rewritten on every VM change) uses it too.
     assert f"IdentityFile {key}\n" in sshconfig.generated_path(daemon.env).read_text()
-    work = daemon.state / "vms" / vm["id"] / "work.ext4"
+    work = daemon.state / "vms" / vm.id / "work.ext4"
     authorized = subprocess.run(
         ["debugfs", "-R", "cat /.ssh/authorized_keys", str(work)], capture_output=True, text=True, check=True
     ).stdout
@@ -58,5 +58,5 @@ def test_default_image_name_picks_the_image_of_new_vms(daemon: DaemonHarness) ->
     client = daemon.client()
     client.images.pull("fake-tiny")
     plan = client.vms.plan(backend="fakevmm")
-    assert plan["values"]["image"] == "fake-tiny" and plan["sources"]["image"] == "config"
-    assert client.vms.create(name="aliased", backend="fakevmm", start=False)["image"] == "fake-tiny"
+    assert plan.values.image == "fake-tiny" and plan.sources["image"] == "config"
+    assert client.vms.create(name="aliased", backend="fakevmm", start=False).image == "fake-tiny"

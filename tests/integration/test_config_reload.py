@@ -32,12 +32,12 @@ def shown(h: DaemonHarness) -> dict[str, object]:
 
 def test_live_keys_apply_to_the_next_request(daemon: DaemonHarness) -> None:
     client = daemon.client()
-    assert client.vms.plan()["values"]["image"] == "fake-tiny"
+    assert client.vms.plan().values.image == "fake-tiny"
     pid = daemon.pid()
     config_file(daemon).write_text('default_image = "fake-other"\n[vm_defaults]\nvcpu = 3\n')
     plan = client.vms.plan()
-    assert plan["values"]["image"] == "fake-other" and plan["sources"]["image"] == "config"
-    assert plan["values"]["vcpus"] == 3 and plan["sources"]["vcpus"] == "config"
+    assert plan.values.image == "fake-other" and plan.sources["image"] == "config"
+    assert plan.values.vcpus == 3 and plan.sources["vcpus"] == "config"
     assert daemon.pid() == pid  # applied by the running daemon, not by a new one
     info = shown(daemon)
     running = info["daemon"]
@@ -72,8 +72,8 @@ def test_invalid_edit_fails_requests_and_changes_nothing(daemon: DaemonHarness, 
     status = json.loads(banger(daemon, "daemon", "status", "--json").stdout)
     assert status["pid"] == pid and status["config"]["problem"].startswith(error)
     config_file(daemon).write_text(ORIGINAL)  # put back as it was: no restart needed
-    assert [vm["name"] for vm in client.vms.list()] == ["kept"]
-    assert client.vms.plan()["values"]["image"] == "fake-tiny" and daemon.pid() == pid
+    assert [vm.name for vm in client.vms.list()] == ["kept"]
+    assert client.vms.plan().values.image == "fake-tiny" and daemon.pid() == pid
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,7 @@ def test_key_read_at_start_asks_for_a_restart_which_applies_it(daemon: DaemonHar
     assert restarted.stdout.splitlines() == [f"bangerd (pid {first}) stopped", f"bangerd (pid {second}) started"]
     assert second != first
     assert banger(daemon, "vm", "list").returncode == 0
-    assert client.vms.plan()["values"]["image"] == "fake-other"
+    assert client.vms.plan().values.image == "fake-other"
     running = shown(daemon)["daemon"]
     assert isinstance(running, dict) and running["same_as_disk"] is True
 

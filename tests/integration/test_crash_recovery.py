@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from banger_core.api.requests import CreateRequest
 from banger_core.client import Client, DaemonUnavailable
 from tests.integration.test_daemon import banger, prepare
 from tests.support import banger_fake
@@ -118,15 +119,15 @@ def test_crash_right_after_the_create_record_leaves_nothing(daemon: DaemonHarnes
     assert vm_dirs(daemon) == []
     assert "deleted: its directory is gone: a create or a delete was interrupted" in daemon_log(daemon)
     # The name is free again.
-    assert daemon.client().vms.create(name="half", backend="fakevmm", start=False)["state"] == "created"
+    assert daemon.client().vms.create(name="half", backend="fakevmm", start=False).state == "created"
 
 
 def test_crash_after_the_disks_keeps_the_finished_vm(daemon: DaemonHarness) -> None:
     prepare(daemon)
     crash_at(daemon, "create:disks", lambda c: c.vms.create(name="whole", backend="fakevmm", start=False))
     vm = daemon.client().vms.get("whole")
-    assert vm["state"] == "created" and vm["last_error"] is None
-    vm_dir = daemon.state / "vms" / vm["id"]
+    assert vm.state == "created" and vm.last_error is None
+    vm_dir = daemon.state / "vms" / vm.id
     assert sorted(p.name for p in vm_dir.iterdir()) == ["overlay.ext4", "work.ext4"]
 
 
@@ -137,10 +138,10 @@ def test_crash_while_starting_stops_the_vmm_and_keeps_the_disks(daemon: DaemonHa
     vmm_pids.append(vmm_pid_of(daemon, row["id"]))
     assert not process_gone(vmm_pids[0]), "the VMM outlives its daemon"
     vm = daemon.client().vms.get("booting")
-    assert vm["state"] == "stopped"
-    assert vm["last_error"] == "the daemon stopped while it was starting; the VM was stopped"
+    assert vm.state == "stopped"
+    assert vm.last_error == "the daemon stopped while it was starting; the VM was stopped"
     assert process_gone(vmm_pids[0])
-    vm_dir = daemon.state / "vms" / vm["id"]
+    vm_dir = daemon.state / "vms" / vm.id
     assert (vm_dir / "overlay.ext4").exists() and (vm_dir / "work.ext4").exists()
 
 
@@ -160,8 +161,8 @@ def test_crash_while_an_rm_vm_boots_deletes_it_and_its_vmm(daemon: DaemonHarness
 
 def _rm_session(client: Client, name: str) -> Iterator[str]:
     """An ``--rm`` session on a created (not booted) VM: the fake VMM never becomes ssh-ready."""
-    body = {"name": name, "backend": "fakevmm", "start": False, "remove_on_exit": True}
-    with client.raw_stream("/v1/vms", method="POST", json_body=body) as response:
+    body = CreateRequest(name=name, backend="fakevmm", start=False, remove_on_exit=True)
+    with client.raw_stream("/v1/vms", method="POST", body=body) as response:
         yield from response.iter_lines()
 
 
@@ -180,18 +181,18 @@ def test_stale_rm_cleanup_never_deletes_a_new_vm_with_the_same_name(daemon: Daem
     for line in session:
         if json.loads(line).get("event") == "result":
             break
-    old_id = client.vms.get("reused")["id"]
+    old_id = client.vms.get("reused").id
     # While the session is open, the user deletes the VM and makes a new one with the same name.
     client.vms.delete("reused", force=True)
     new = client.vms.create(name="reused", backend="fakevmm", start=False)
     session.close()  # the session ends: its cleanup must only ever touch the old VM
     deadline = time.monotonic() + 30
     while f"VM reused (id {old_id}) was already deleted" not in daemon_log(daemon):
-        if not any(vm["name"] == "reused" for vm in client.vms.list()):
+        if not any(vm.name == "reused" for vm in client.vms.list()):
             break  # the stale cleanup took the new VM: fails below
         assert time.monotonic() < deadline, "the session's cleanup never ran"
         time.sleep(0.1)
-    assert [vm["id"] for vm in client.vms.list()] == [new["id"]]
+    assert [vm.id for vm in client.vms.list()] == [new.id]
 
 
 def test_rm_vm_kept_for_inspection_survives_a_daemon_crash(daemon: DaemonHarness) -> None:
@@ -206,7 +207,7 @@ def test_rm_vm_kept_for_inspection_survives_a_daemon_crash(daemon: DaemonHarness
     assert daemon.wait_gone(pid)
     wait_socket_dead(daemon)
     vm = daemon.client().vms.get("sulky")
-    assert vm["state"] == "error" and vm["remove_on_exit"] is False
+    assert vm.state == "error" and vm.remove_on_exit is False
 
 
 # -- delete ------------------------------------------------------------------
@@ -217,8 +218,8 @@ def test_crash_after_halting_a_vm_for_delete_keeps_it_whole(daemon: DaemonHarnes
     vm = daemon.client().vms.create(name="doomed", backend="fakevmm", start=False)
     crash_at(daemon, "delete:halted", lambda c: c.vms.delete("doomed", force=True))
     after = daemon.client().vms.get("doomed")
-    assert after["state"] == "created"
-    assert sorted(p.name for p in (daemon.state / "vms" / vm["id"]).iterdir()) == ["overlay.ext4", "work.ext4"]
+    assert after.state == "created"
+    assert sorted(p.name for p in (daemon.state / "vms" / vm.id).iterdir()) == ["overlay.ext4", "work.ext4"]
     daemon.client().vms.delete("doomed")
     assert daemon.client().vms.list() == [] and vm_dirs(daemon) == []
 
@@ -227,10 +228,10 @@ def test_crash_after_removing_the_files_finishes_the_delete(daemon: DaemonHarnes
     prepare(daemon)
     vm = daemon.client().vms.create(name="doomed", backend="fakevmm", start=False)
     crash_at(daemon, "delete:files-removed", lambda c: c.vms.delete("doomed"))
-    assert only_vm(daemon)["id"] == vm["id"]  # the record outlived its files
+    assert only_vm(daemon)["id"] == vm.id  # the record outlived its files
     assert daemon.client().vms.list() == []
     assert vm_dirs(daemon) == []
-    assert f"VM doomed (id {vm['id']}) deleted: its directory is gone" in daemon_log(daemon)
+    assert f"VM doomed (id {vm.id}) deleted: its directory is gone" in daemon_log(daemon)
 
 
 def test_a_half_removed_vm_directory_is_finished_not_resurrected(daemon: DaemonHarness) -> None:
@@ -238,8 +239,8 @@ def test_a_half_removed_vm_directory_is_finished_not_resurrected(daemon: DaemonH
     vm = daemon.client().vms.create(name="doomed", backend="fakevmm", start=False)
     daemon.stop()
     # What a crash inside the recursive removal leaves: the renamed directory, partly emptied.
-    vm_dir = daemon.state / "vms" / vm["id"]
-    doomed = vm_dir.with_name(f".deleting-{vm['id']}")
+    vm_dir = daemon.state / "vms" / vm.id
+    doomed = vm_dir.with_name(f".deleting-{vm.id}")
     vm_dir.rename(doomed)
     (doomed / "overlay.ext4").unlink()
     assert daemon.client().vms.list() == []
@@ -258,7 +259,7 @@ def test_crash_with_a_staged_first_pull_leaves_no_staging_dir(daemon: DaemonHarn
     assert [p for p in image_dirs(daemon) if p.startswith(".staging-")]  # the crash left one
     assert daemon.client().images.list() == []
     assert image_dirs(daemon) == []
-    assert daemon.client().images.pull("fake-tiny")["pulled"] is True
+    assert daemon.client().images.pull("fake-tiny").pulled is True
 
 
 @pytest.mark.parametrize("step", ["pull:swapping", "pull:replaced"])
@@ -268,11 +269,11 @@ def test_crash_while_replacing_an_image_never_loses_it(daemon: DaemonHarness, st
     crash_at(daemon, step, lambda c: c.images.pull("fake-tiny", force=True))
     assert any(p.startswith(".old-") for p in image_dirs(daemon))  # the crash hit inside the swap
     [image] = daemon.client().images.list()
-    assert image["name"] == "fake-tiny"
+    assert image.name == "fake-tiny"
     assert image_dirs(daemon) == ["fake-tiny"]
     assert rootfs.is_file() and banger_fake.sha256(rootfs)
     # The image still works: a VM can be made from it.
-    assert daemon.client().vms.create(name="user", backend="fakevmm", start=False)["state"] == "created"
+    assert daemon.client().vms.create(name="user", backend="fakevmm", start=False).state == "created"
 
 
 def test_recover_restores_a_set_aside_image(daemon: DaemonHarness) -> None:
@@ -283,7 +284,7 @@ def test_recover_restores_a_set_aside_image(daemon: DaemonHarness) -> None:
     before = banger_fake.sha256(images / "fake-tiny" / "rootfs.ext4")
     (images / "fake-tiny").rename(images / ".old-fake-tiny")
     [image] = daemon.client().images.list()
-    assert image["name"] == "fake-tiny"
+    assert image.name == "fake-tiny"
     assert banger_fake.sha256(images / "fake-tiny" / "rootfs.ext4") == before
     assert image_dirs(daemon) == ["fake-tiny"]
 
@@ -293,7 +294,7 @@ def test_a_create_killed_inside_mkfs_is_removed(daemon: DaemonHarness) -> None:
     vm = daemon.client().vms.create(name="partial", backend="fakevmm", start=False)
     daemon.stop()
     # What a crash while mkfs wrote the work disk leaves: the overlay and a partial work disk.
-    vm_dir = daemon.state / "vms" / vm["id"]
+    vm_dir = daemon.state / "vms" / vm.id
     (vm_dir / "work.ext4").rename(vm_dir / ".work.ext4.partial")
     assert daemon.client().vms.list() == []
     assert vm_dirs(daemon) == []

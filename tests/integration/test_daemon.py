@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from banger_core.api.models import VmDetail
 from banger_core.client import DaemonUnavailable
 from banger_core.common.errors import BangerError, Conflict, NotFound
 from banger_core.daemon.state.db import MIGRATIONS
@@ -94,7 +95,7 @@ def test_sigkill_then_cli_call_brings_it_back_with_state(daemon: DaemonHarness) 
     prepare(daemon)
     client = daemon.client()
     vm = client.vms.create(name="keeper", backend="fakevmm", start=False)
-    assert vm["state"] == "created"
+    assert vm.state == "created"
     first = daemon.pid()
     assert first is not None
     os.kill(first, signal.SIGKILL)
@@ -111,7 +112,7 @@ def test_graceful_stop_keeps_state_and_removes_the_socket(daemon: DaemonHarness)
     result = banger(daemon, "daemon", "stop", check=True)
     assert f"bangerd (pid {pid}) stopped" in result.stdout
     assert daemon.pid() is None and not (daemon.runtime / "bangerd.sock").exists()
-    assert [i["name"] for i in daemon.client().images.list()] == ["fake-tiny"]
+    assert [i.name for i in daemon.client().images.list()] == ["fake-tiny"]
 
 
 def test_corrupt_database_is_refused_and_left_untouched(daemon: DaemonHarness) -> None:
@@ -143,7 +144,7 @@ def test_database_from_a_newer_banger_is_refused(daemon: DaemonHarness) -> None:
 
 def test_ten_concurrent_creates_get_unique_names_addresses_and_macs(daemon: DaemonHarness) -> None:
     prepare(daemon)
-    results: list[dict[str, object]] = []
+    results: list[VmDetail] = []
     errors: list[BaseException] = []
 
     def create() -> None:
@@ -159,10 +160,10 @@ def test_ten_concurrent_creates_get_unique_names_addresses_and_macs(daemon: Daem
     for t in threads:
         t.join(120)
     assert errors == []
-    assert len({r["name"] for r in results}) == 10
-    assert len({r["guest_ip"] for r in results}) == 10
-    assert len({r["mac"] for r in results}) == 10
-    assert all(r["state"] == "created" for r in results)
+    assert len({r.name for r in results}) == 10
+    assert len({r.guest_ip for r in results}) == 10
+    assert len({r.mac for r in results}) == 10
+    assert all(r.state == "created" for r in results)
     listed = daemon.client().vms.list()
     assert len(listed) == 10
     assert "database is locked" not in (daemon.state / "logs" / "bangerd.log").read_text()
@@ -237,10 +238,10 @@ def test_reconcile_adopts_a_live_vmm_and_demotes_a_dead_one(daemon: DaemonHarnes
     try:
         handles = {}
         for vm in (live, dead):
-            sock = str(tmp_path / f"{vm['name']}.sock")
+            sock = str(tmp_path / f"{vm.name}.sock")
             pid = banger_fake.spawn(sock)
             pids.append(pid)
-            handles[vm["name"]] = {
+            handles[vm.name] = {
                 "vmm": {
                     "backend": "fakevmm",
                     "pid": pid,
@@ -249,25 +250,25 @@ def test_reconcile_adopts_a_live_vmm_and_demotes_a_dead_one(daemon: DaemonHarnes
                     "extra": {},
                 },
             }
-            (daemon.state / "vms" / vm["id"] / "handles.json").write_text(json.dumps(handles[vm["name"]]))
+            (daemon.state / "vms" / vm.id / "handles.json").write_text(json.dumps(handles[vm.name]))
         os.kill(pids[1], signal.SIGKILL)
         _set_running(daemon.state / "banger.db", ["live", "dead"])
-        vms = {vm["name"]: vm for vm in daemon.client().vms.list()}
-        assert vms["live"]["state"] == "running" and vms["live"]["pid"] == pids[0]
-        assert vms["dead"]["state"] == "stopped"
-        assert f"(pid {pids[1]}) was gone when the daemon started" in vms["dead"]["last_error"]
-        dead_dir = daemon.state / "vms" / dead["id"]
+        vms = {vm.name: vm for vm in daemon.client().vms.list()}
+        assert vms["live"].state == "running" and vms["live"].pid == pids[0]
+        assert vms["dead"].state == "stopped"
+        assert f"(pid {pids[1]}) was gone when the daemon started" in (vms["dead"].last_error or "")
+        dead_dir = daemon.state / "vms" / dead.id
         assert (dead_dir / "overlay.ext4").exists() and not (dead_dir / "handles.json").exists()
         log = (daemon.state / "logs" / "bangerd.log").read_text()
         assert "adopted running VM live" in log
         # A VMM that dies while the daemon runs is noticed without any command.
         os.kill(pids[0], signal.SIGKILL)
         for _ in range(100):
-            if daemon.client().vms.get("live")["state"] == "stopped":
+            if daemon.client().vms.get("live").state == "stopped":
                 break
             threading.Event().wait(0.1)
         after = daemon.client().vms.get("live")
-        assert after["state"] == "stopped" and "process exited" in after["last_error"]
+        assert after.state == "stopped" and "process exited" in (after.last_error or "")
     finally:
         for pid in pids:
             try:
@@ -284,15 +285,15 @@ def test_sigterm_leaves_running_vms_running(daemon: DaemonHarness, tmp_path: Pat
     pid = banger_fake.spawn(sock)
     try:
         handle = {"backend": "fakevmm", "pid": pid, "start_time": banger_fake.start_time(pid), "control_socket": sock}
-        (daemon.state / "vms" / vm["id"] / "handles.json").write_text(json.dumps({"vmm": handle}))
+        (daemon.state / "vms" / vm.id / "handles.json").write_text(json.dumps({"vmm": handle}))
         _set_running(daemon.state / "banger.db", ["survivor"])
-        assert daemon.client().vms.get("survivor")["state"] == "running"
+        assert daemon.client().vms.get("survivor").state == "running"
         daemon_pid = daemon.pid()
         assert daemon_pid is not None
         os.kill(daemon_pid, signal.SIGTERM)
         assert daemon.wait_gone(daemon_pid)
         assert banger_fake.answers(sock), "the VM process died with the daemon"
-        assert daemon.client().vms.get("survivor")["state"] == "running"
+        assert daemon.client().vms.get("survivor").state == "running"
     finally:
         os.kill(pid, signal.SIGKILL)
 
@@ -310,7 +311,7 @@ def test_image_and_kernel_export_write_bundles_the_catalog_reads(daemon: DaemonH
     manifest = extract_bundle(out, "image", dest, RecordingProgress(), "fake-tiny")
     assert manifest.name == "fake-tiny"
     image = daemon.client().images.get("fake-tiny")
-    assert (dest / "rootfs.ext4").read_bytes() == Path(image["path"]).read_bytes()
+    assert (dest / "rootfs.ext4").read_bytes() == Path(image.path).read_bytes()
     again = banger(daemon, "image", "export", "fake-tiny", "-o", str(out))
     assert again.returncode == 1 and again.stderr.startswith("banger: error: ") and "--force" not in again.stdout
     assert banger(daemon, "image", "export", "fake-tiny", "-o", str(out), "--force").returncode == 0
@@ -355,7 +356,7 @@ def test_good_file_sync_entry_lands_on_the_work_disk(daemon: DaemonHarness) -> N
     )
     prepare(daemon)
     vm = daemon.client().vms.create(name="synced", backend="fakevmm", start=False)
-    work = daemon.state / "vms" / vm["id"] / "work.ext4"
+    work = daemon.state / "vms" / vm.id / "work.ext4"
     listing = subprocess.run(
         ["debugfs", "-R", "stat /.gitconfig", str(work)], capture_output=True, text=True, check=True
     ).stdout
@@ -376,9 +377,9 @@ def test_rm_vm_that_never_became_ready_is_kept_for_inspection(daemon: DaemonHarn
     assert last.startswith("banger: error: VM sulky did not become ssh-ready within 2 s")
     assert last.endswith("-- VM sulky was kept for inspection: `banger vm logs sulky`, then `banger vm delete sulky`")
     vm = daemon.client().vms.get("sulky")
-    assert vm["state"] == "error" and "did not become ssh-ready" in vm["last_error"]
-    assert vm["pid"] is None  # its VMM was stopped; the disks stay for inspection
-    assert (daemon.state / "vms" / vm["id"] / "overlay.ext4").exists()
+    assert vm.state == "error" and "did not become ssh-ready" in (vm.last_error or "")
+    assert vm.pid is None  # its VMM was stopped; the disks stay for inspection
+    assert (daemon.state / "vms" / vm.id / "overlay.ext4").exists()
     assert banger(daemon, "vm", "logs", "sulky").returncode == 0
     banger(daemon, "vm", "delete", "sulky", check=True)
 
@@ -398,10 +399,10 @@ def test_host_access_is_stored_shown_and_refused_where_it_cannot_apply(daemon: D
     prepare(daemon)
     banger(daemon, "vm", "create", "--name", "closed", "--backend", "fakevmm", "--no-start", check=True)
     opened = banger(daemon, "vm", "create", "--name", "open", "--backend", "fakevmm", "--host-access", "--no-start")
-    assert opened.returncode == 0 and "network usernet with host access," in opened.stderr
-    assert daemon.client().vms.get("closed")["host_access"] is False
-    assert daemon.client().vms.get("open")["host_access"] is True
-    assert daemon.client().vms.get("open")["spec_sources"]["host_access"] == "flag"
+    assert opened.returncode == 0 and "network usernet (default) with host access," in opened.stderr
+    assert daemon.client().vms.get("closed").host_access is False
+    assert daemon.client().vms.get("open").host_access is True
+    assert daemon.client().vms.get("open").spec_sources["host_access"] == "flag"
     shown = banger(daemon, "vm", "show", "open", check=True).stdout
     assert re.search(r"^host access\s+yes$", shown, re.M)
     assert re.search(r"^host access\s+no \(isolated\)$", banger(daemon, "vm", "show", "closed").stdout, re.M)
@@ -412,5 +413,5 @@ def test_host_access_is_stored_shown_and_refused_where_it_cannot_apply(daemon: D
         "a bridge guest never reaches the host's 127.0.0.1"
     )
     with pytest.raises(BangerError, match='host_access: expected true or false, got "yes"'):
-        daemon.client().vms.create(name="typo", backend="fakevmm", start=False, host_access="yes")
-    assert sorted(vm["name"] for vm in daemon.client().vms.list()) == ["closed", "open"]
+        daemon.client().vms.create(name="typo", backend="fakevmm", start=False, host_access="yes")  # type: ignore[typeddict-item]
+    assert sorted(vm.name for vm in daemon.client().vms.list()) == ["closed", "open"]

@@ -180,7 +180,7 @@ def test_two_state_dirs_never_share_a_runtime_dir(daemon: DaemonHarness, tmp_pat
         f"bangerd: error: another bangerd (pid {first}) (state dir {daemon.state}) already listens in "
         f"{daemon.runtime}: give each state dir its own runtime_dir in config.toml, or stop that daemon"
     ]
-    assert daemon.client().daemon.status()["pid"] == first  # its socket is untouched
+    assert daemon.client().daemon.status().pid == first  # its socket is untouched
 
 
 def test_restart_when_nothing_runs_just_starts_one(daemon: DaemonHarness) -> None:
@@ -207,14 +207,14 @@ def test_daemon_stuck_finishing_a_boot_after_shutdown_is_never_doubled(daemon: D
     )
     try:
         for _ in range(300):
-            if client.vms.list() and client.vms.get("slow")["pid"] is not None:
+            if client.vms.list() and client.vms.get("slow").pid is not None:
                 break
             time.sleep(0.1)
         booting = client.vms.get("slow")
-        assert booting["state"] == "starting" and booting["pid"] is not None
-        proc = read_proc_stat(int(booting["pid"]))
+        assert booting.state == "starting" and booting.pid is not None
+        proc = read_proc_stat(int(booting.pid))
         assert proc is not None
-        vmm = (int(booting["pid"]), proc.start_time)
+        vmm = (int(booting.pid), proc.start_time)
         client.close()
         stopping = subprocess.Popen(
             [BIN / "banger", "daemon", "stop"],

@@ -73,4 +73,4 @@ def test_create_and_pull_on_a_full_disk_leave_nothing_half_made(daemon: DaemonHa
     assert not (daemon.state / "vms").exists() or list((daemon.state / "vms").iterdir()) == []
     assert sorted(p.name for p in (daemon.state / "images").iterdir()) == ["fake-tiny"]
     assert sha256(rootfs) == before
-    assert client.vms.create(name="roomy", backend="fakevmm", start=False)["state"] == "created"
+    assert client.vms.create(name="roomy", backend="fakevmm", start=False).state == "created"

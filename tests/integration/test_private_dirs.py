@@ -85,7 +85,7 @@ def test_runtime_dir_under_home_is_created_private_and_both_sides_use_it(daemon:
     expected = Path(daemon.env["HOME"]) / "run" / "banger"
     assert daemon.client().vms.list() == []
     status = daemon.client().daemon.status()
-    assert status["socket"] == str(expected / "bangerd.sock") and mode(expected) == 0o700
+    assert status.socket == str(expected / "bangerd.sock") and mode(expected) == 0o700
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory (or link) owned by another user")

@@ -46,7 +46,7 @@ def test_force_pull_of_an_image_in_use_is_refused_and_keeps_its_rootfs(daemon: D
     image = client.images.pull("fake-tiny")
     client.vms.create(name="user-b", backend="fakevmm", start=False)
     client.vms.create(name="user-a", backend="fakevmm", start=False)
-    rootfs = Path(image["path"])
+    rootfs = Path(image.path)
     before = (rootfs.stat().st_ino, rootfs.read_bytes())
     result = banger(daemon, "image", "pull", "fake-tiny", "--force")
     assert result.returncode == 1
@@ -56,11 +56,11 @@ def test_force_pull_of_an_image_in_use_is_refused_and_keeps_its_rootfs(daemon: D
         "(their disks are overlays on it), then pull again"
     )
     assert (rootfs.stat().st_ino, rootfs.read_bytes()) == before
-    assert client.images.get("fake-tiny")["sha256"] == image["sha256"]
+    assert client.images.get("fake-tiny").sha256 == image.sha256
     # Without users the forced pull goes through.
     client.vms.delete("user-a")
     client.vms.delete("user-b")
-    assert client.images.pull("fake-tiny", force=True)["pulled"] is True
+    assert client.images.pull("fake-tiny", force=True).pulled is True
     assert rootfs.stat().st_ino != before[0]
 
 
@@ -81,7 +81,7 @@ def test_bad_cidr_stops_only_the_bridge_backend(daemon: DaemonHarness, netns: Ne
     assert banger(daemon, "image", "pull", "fake-tiny", prefix=inside).returncode == 0
     usernet = banger(daemon, "vm", "create", "--name", "slirp", "--backend", "fakevmm", "--no-start", prefix=inside)
     assert usernet.returncode == 0, usernet.stderr
-    assert daemon.client().vms.get("slirp")["guest_ip"] is None  # user-mode NICs have QEMU's fixed address
+    assert daemon.client().vms.get("slirp").guest_ip is None  # user-mode NICs have QEMU's fixed address
     bridged = banger(
         daemon, "vm", "create", "--name", "tapped", "--network", "bridge", "--backend", "fakevmm", "--no-start",
         prefix=inside,
@@ -93,7 +93,7 @@ def test_bad_cidr_stops_only_the_bridge_backend(daemon: DaemonHarness, netns: Ne
         "banger: error: network backend 'bridge' (banger-bridge) cannot be used: "
         "cidr '172.16.0.0/33' is not an IPv4 network like 172.16.0.0/24: fix it in config.toml"
     )
-    assert [vm["name"] for vm in daemon.client().vms.list()] == ["slirp"]
+    assert [vm.name for vm in daemon.client().vms.list()] == ["slirp"]
 
 
 def test_reads_answer_while_another_process_holds_the_write_lock(daemon: DaemonHarness) -> None:
@@ -116,4 +116,4 @@ def test_reads_answer_while_another_process_holds_the_write_lock(daemon: DaemonH
     assert [image["version"] for image in json.loads(images.stdout)] == ["1"]  # the committed snapshot
     assert [kernel["ref"] for kernel in json.loads(kernels.stdout)] == ["fake-kernel"]
     assert json.loads(present.stdout)["pulled"] is False
-    assert [image["version"] for image in daemon.client().images.list()] == ["uncommitted"]
+    assert [image.version for image in daemon.client().images.list()] == ["uncommitted"]

@@ -19,8 +19,8 @@ def test_create_pulls_the_missing_image_with_the_pull_progress(daemon: DaemonHar
     created = banger(daemon, "vm", "create", "--name", "fresh", "--backend", "fakevmm", "--no-start")
     assert created.returncode == 0, created.stderr
     client = daemon.client()
-    assert [image["name"] for image in client.images.list()] == ["fake-tiny"]
-    assert client.vms.get("fresh")["image"] == "fake-tiny"
+    assert [image.name for image in client.images.list()] == ["fake-tiny"]
+    assert client.vms.get("fresh").image == "fake-tiny"
     # The pull's own steps, as `vm run` shows them, before the create's.
     assert "==> making a tiny ext4" in created.stderr
     assert created.stderr.index("==> making a tiny ext4") < created.stderr.index("spec: ")

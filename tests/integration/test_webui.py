@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -79,8 +80,7 @@ class WebSetup:
     vmm_sockets: dict[str, str]
 
     def vm_state(self, name: str) -> str:
-        state: str = self.harness.client().vms.get(name)["state"]
-        return state
+        return self.harness.client().vms.get(name).state
 
     @contextlib.contextmanager
     def http(self) -> Iterator[httpx.Client]:
@@ -111,13 +111,13 @@ def add_running_vm(h: DaemonHarness, name: str, sock_dir: Path, pids: list[int],
         },
         "net": {
             "backend": "usernet",
-            "nic": {"kind": "user", "mac": vm["mac"], "forwards": []},
+            "nic": {"kind": "user", "mac": vm.mac, "forwards": []},
             "guest": {"address": "10.0.2.15", "prefix": 24, "gateway": "10.0.2.2", "dns": "10.0.2.3"},
             "ssh_host": "127.0.0.1",
             "ssh_port": ssh_port,
         },
     }
-    (h.state / "vms" / vm["id"] / "handles.json").write_text(json.dumps(handles))
+    (h.state / "vms" / vm.id / "handles.json").write_text(json.dumps(handles))
     with sqlite3.connect(h.state / "banger.db") as conn:
         conn.execute(
             "UPDATE vms SET state = 'running', created_at = datetime('now', '-1 hour'),"
@@ -142,10 +142,10 @@ def web(daemon: DaemonHarness, tmp_path: Path) -> Iterator[WebSetup]:
             for name, port in (("web1", 2201), ("builder", 2202))
         }
         daemon.client().vms.create(name="idle", backend="fakevmm", start=False)
-        assert daemon.client().vms.get("web1")["state"] == "running"
+        assert daemon.client().vms.get("web1").state == "running"
         status = daemon.client().daemon.status()
-        assert status["web_ui"] == f"http://127.0.0.1:{port}/ (log in: banger web --open)"
-        assert status["web_url"] == f"http://127.0.0.1:{port}/"
+        assert status.web_ui == f"http://127.0.0.1:{port}/ (log in: banger web --open)"
+        assert status.web_url == f"http://127.0.0.1:{port}/"
         yield WebSetup(daemon, f"http://127.0.0.1:{port}", sockets)
     finally:
         daemon.stop()
@@ -190,6 +190,13 @@ def screenshot(driver: webdriver.Chrome, name: str) -> None:
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(Path(target) / f"{name}.png"))
+
+
+def wait_main_text(driver: webdriver.Chrome, text: str) -> None:
+    """Wait until the page's <main> shows ``text``; a page still loading may swap <main> under the lookup."""
+    WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: text in d.find_element(By.TAG_NAME, "main").text, message=f"expected {text!r} on the page"
+    )
 
 
 def wait_title(driver: webdriver.Chrome, title: str) -> None:
@@ -265,7 +272,7 @@ def test_cancel_leaves_the_vm_alone(web: WebSetup, browser: webdriver.Chrome) ->
 
 
 def test_serial_log_is_followed_live_and_shown_as_text(web: WebSetup, browser: webdriver.Chrome) -> None:
-    serial = Path(web.harness.client().vms.get("web1")["serial_log"])
+    serial = Path(web.harness.client().vms.get("web1").serial_log)
     serial.parent.mkdir(parents=True, exist_ok=True)
     boot = [
         "[    0.000000] Linux version 6.1.0-28-cloud-amd64 (debian-kernel@lists.debian.org)",
@@ -341,7 +348,7 @@ def test_delete_and_a_failing_start_go_through_the_services(web: WebSetup) -> No
         csrf = csrf_from(http.get("/vms/idle/delete").text)
         deleted = http.post("/vms/idle/delete", data={"csrf": csrf}, headers={"Origin": web.base})
         assert deleted.status_code == 303 and deleted.headers["location"] == "/"
-        assert "idle" not in {vm["name"] for vm in web.harness.client().vms.list()}
+        assert "idle" not in {vm.name for vm in web.harness.client().vms.list()}
         running = http.post("/vms/builder/delete", data={"csrf": csrf}, headers={"Origin": web.base})
         assert running.status_code == 409 and "VM builder is running: stop it first" in running.text
         forced = http.post("/vms/builder/delete", data={"csrf": csrf, "force": "1"}, headers={"Origin": web.base})
@@ -350,7 +357,7 @@ def test_delete_and_a_failing_start_go_through_the_services(web: WebSetup) -> No
         http.post("/vms/web1/stop", data={"csrf": csrf}, headers={"Origin": web.base})
         started = http.post("/vms/web1/start", data={"csrf": csrf}, headers={"Origin": web.base}, timeout=60)
         assert started.status_code == 500 and "ssh" in started.text
-        assert web.harness.client().vms.get("web1")["last_error"] in html.unescape(started.text)
+        assert (web.harness.client().vms.get("web1").last_error or "") in html.unescape(started.text)
 
 
 def test_errors_are_pages_and_names_are_escaped(web: WebSetup) -> None:
@@ -486,7 +493,7 @@ def test_login_in_the_browser(daemon: DaemonHarness, browser: webdriver.Chrome) 
     assert browser.title == "Log in · banger"
     assert str(daemon.runtime / "web-token") in browser.find_element(By.TAG_NAME, "main").text
     browser.find_element(By.ID, "token").send_keys("not the token\n")
-    WebDriverWait(browser, 20).until(lambda d: "Wrong token." in d.find_element(By.TAG_NAME, "main").text)
+    wait_main_text(browser, "Wrong token.")
     browser.find_element(By.ID, "token").send_keys(token + "\n")
     wait_title(browser, "Virtual machines · banger")
     browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
@@ -505,7 +512,7 @@ def test_login_in_the_browser(daemon: DaemonHarness, browser: webdriver.Chrome) 
     browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
     wait_title(browser, "Log in · banger")
     browser.get(link)
-    WebDriverWait(browser, 20).until(lambda d: "used already" in d.find_element(By.TAG_NAME, "main").text)
+    wait_main_text(browser, "used already")
     assert browser.title == "Log in · banger"
 
 
@@ -578,7 +585,7 @@ def test_port_in_use_is_logged_and_the_api_runs(daemon: DaemonHarness) -> None:
         assert daemon.client().vms.list() == []
         line = f"not started: web_listen_addr '127.0.0.1:{port}': Address already in use"
         assert f"web UI {line}" in daemon_log(daemon)
-        assert daemon.client().daemon.status()["web_ui"] == line
+        assert daemon.client().daemon.status().web_ui == line
         status = subprocess.run([BIN / "banger", "daemon", "status"], env=daemon.env, capture_output=True, text=True)
         assert f"  web UI {line}\n" in status.stdout
         web = subprocess.run([BIN / "banger", "web"], env=daemon.env, capture_output=True, text=True)

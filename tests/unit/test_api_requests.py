@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from banger_core.api.requests import CreateRequest
 from banger_core.cli.vm_cmd import LIFECYCLE, _lifecycle
 from banger_core.common.errors import InvalidRequest
 from banger_core.daemon.app import VM_OPS, _vm_op
-from banger_core.daemon.vm import CreateRequest, VmService
+from banger_core.daemon.vm import VmService
 
 
 def test_create_request_is_typed_and_sizes_come_back_in_bytes() -> None:

@@ -89,7 +89,17 @@ def test_help_lists_the_command_groups(banger_env: dict[str, str]) -> None:
     assert {"config", "doctor", "plugins", "version"} <= set(commands)
 
 
-@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["plugins", "list"], ["plugins", "list", "--json"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--version"],
+        ["--help"],
+        ["plugins", "list"],
+        ["plugins", "list", "--json"],
+        ["vm", "--help"],
+        ["vm", "run", "--help"],
+    ],
+)
 def test_startup_path_imports_nothing_heavy(argv: list[str], banger_env: dict[str, str]) -> None:
     probe = (
         "import sys\n"

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from banger_core.cli.app import App
-from banger_core.common.context import NotPrivileged, UnprivilegedHostOps
+from banger_core.common.context import UnprivilegedHostOps
+from banger_core.common.errors import NotPrivileged
 
 
 def test_the_cli_never_gets_privileged_host_ops(banger_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,7 +26,13 @@ SYSTEM_PATH = re.compile(r"^/(?:usr/)?s?bin/([\w.+-]+)$")
 
 
 def test_trees() -> list[Path]:
-    return [REPO / "tests", REPO / "hookspecs" / "tests", *sorted(REPO.glob("plugins/*/tests")), REPO / "conftest.py"]
+    return [
+        REPO / "tests",
+        REPO / "hookspecs" / "tests",
+        *sorted(REPO.glob("plugins/*/tests")),
+        *sorted(REPO.glob("examples/*/tests")),
+        REPO / "conftest.py",
+    ]
 
 
 test_trees.__test__ = False  # type: ignore[attr-defined]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import stat
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from banger_core.api.models import SshEndpoint, VmView
 from banger_core.common import sshconfig
 from banger_core.common.errors import BangerError
 from banger_core.testing import invoke_cli
@@ -49,14 +51,35 @@ def test_a_half_block_is_refused(banger_env: dict[str, str]) -> None:
         sshconfig.uninstall(banger_env)
 
 
+def vm_view(name: str, state: str, ssh: SshEndpoint | None) -> VmView:
+    return VmView(
+        id=f"id-{name}",
+        name=name,
+        state=state,
+        image="debian-bookworm",
+        kernel="generic-6.1",
+        backend="qemu",
+        network="usernet",
+        vcpus=2,
+        memory_mib=2048,
+        disk_size=8 << 30,
+        guest_ip=None,
+        mac="52:54:00:00:00:01",
+        created_at=datetime(2026, 12, 1, 5, 0, 0),
+        started_at=None,
+        last_error=None,
+        remove_on_exit=False,
+        host_access=False,
+        spec_sources={},
+        ssh=ssh,
+    )
+
+
 def test_render_lists_running_vms_and_defaults(tmp_path: Path) -> None:
     text = sshconfig.render(
         tmp_path / "id_ed25519",
         tmp_path / "known hosts",
-        [
-            {"name": "web", "state": "running", "ssh": {"host": "127.0.0.1", "port": 40022}},
-            {"name": "db", "state": "stopped", "ssh": None},
-        ],
+        [vm_view("web", "running", SshEndpoint(host="127.0.0.1", port=40022)), vm_view("db", "stopped", None)],
     )
     assert "Host web.vm\n    HostName 127.0.0.1\n    Port 40022\n    HostKeyAlias web.vm\n" in text
     assert "Host db.vm" not in text

@@ -96,8 +96,8 @@ def test_two_pulls_of_one_image_download_it_once(runtime: tuple[Runtime, ModuleT
     second.join(HANG)
     assert "error" not in first_out and "error" not in second_out, (first_out, second_out)
     assert gated.pulls == ["gated-slow"]
-    assert sorted([first_out["result"]["pulled"], second_out["result"]["pulled"]]) == [False, True]
-    assert first_out["result"]["kernel"] == second_out["result"]["kernel"] == "fake-kernel"
+    assert sorted([first_out["result"].pulled, second_out["result"].pulled]) == [False, True]
+    assert first_out["result"].kernel == second_out["result"].kernel == "fake-kernel"
 
 
 def test_a_pull_of_another_image_does_not_wait_for_a_slow_one(runtime: tuple[Runtime, ModuleType]) -> None:
@@ -107,11 +107,11 @@ def test_a_pull_of_another_image_does_not_wait_for_a_slow_one(runtime: tuple[Run
     assert gated.entered.wait(HANG)
     fast, fast_out = in_thread(store.pull_image, "gated-fast", RecordingProgress())
     fast.join(HANG)
-    assert fast_out.get("result", {}).get("pulled") is True, fast_out
+    assert "result" in fast_out and fast_out["result"].pulled is True, fast_out
     assert slow.is_alive() and not slow_out  # the slow pull was still downloading meanwhile
     gated.release.set()
     slow.join(HANG)
-    assert slow_out["result"]["pulled"] is True
+    assert slow_out["result"].pulled is True
 
 
 def test_a_create_racing_an_image_delete_is_refused(runtime: tuple[Runtime, ModuleType]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from banger_core.api.models import Deleted, RunPlan, VmDetail
 from banger_core.api.state import VmState
 from banger_core.common.errors import BangerError, Conflict, NotFound, OperationFailed
 from banger_core.common.names import InvalidName
@@ -70,7 +71,7 @@ class Host:
         return sorted(p.name for p in self.rt.layout.vms.iterdir()) if self.rt.layout.vms.exists() else []
 
     def pid(self, name: str) -> int:
-        pid = self.vms.get(name)["pid"]
+        pid = self.vms.get(name).pid
         assert isinstance(pid, int)
         return pid
 
@@ -117,7 +118,7 @@ def host(banger_env: dict[str, str], banger_site: FakeSite) -> Iterator[Host]:
 
 def create(
     host: Host, name: str, *, start: bool = True, network: str | None = None, remove_on_exit: bool = False
-) -> dict[str, object]:
+) -> VmDetail:
     request = CreateRequest(name=name, start=start, network=network, remove_on_exit=remove_on_exit)
     return host.vms.create(request, RecordingProgress())
 
@@ -127,17 +128,18 @@ def create(
 
 def test_create_boots_the_vm_and_records_its_handles(host: Host) -> None:
     progress = RecordingProgress()
-    vm = host.vms.create(CreateRequest(name="dev"), progress)
-    assert vm["state"] == VmState.RUNNING and vm["backend"] == "bootvmm" and vm["network"] == "fakeuser"
-    assert progress.steps[0].startswith("spec: ") and progress.steps[-1] == "dev is running"
+    plans: list[RunPlan] = []
+    vm = host.vms.create(CreateRequest(name="dev"), progress, on_spec=plans.append)
+    assert vm.state == VmState.RUNNING and vm.backend == "bootvmm" and vm.network == "fakeuser"
+    assert [plan.values.backend for plan in plans] == ["bootvmm"] and progress.steps[-1] == "dev is running"
     pid = host.pid("dev")
     assert alive(pid)
     # The readiness login went to the attachment's endpoint with banger's key, once.
     [target] = host.probe.targets
     assert (target.name, target.host, target.port, target.key) == ("dev", "127.0.0.1", 2222, str(host.rt.keys.key))
-    handles = host.restarted_daemon().handles.read(str(vm["id"]))
+    handles = host.restarted_daemon().handles.read(str(vm.id))
     assert handles is not None and handles.vmm is not None and handles.vmm.pid == pid
-    assert handles.net == banger_fakenet.ATTACHED[str(vm["id"])]
+    assert handles.net == banger_fakenet.ATTACHED[str(vm.id)]
     assert host.vms.ssh_target("dev").port == 2222
 
 
@@ -145,9 +147,9 @@ def test_stop_kills_and_reaps_the_vmm_and_releases_the_nic(host: Host) -> None:
     vm = create(host, "dev")
     pid = host.pid("dev")
     stopped = host.vms.stop("dev", RecordingProgress())
-    assert stopped["state"] == VmState.STOPPED and stopped["pid"] is None and stopped["last_error"] is None
+    assert stopped.state == VmState.STOPPED and stopped.pid is None and stopped.last_error is None
     assert not alive(pid) and not Path(f"/proc/{pid}").exists()  # reaped, not a zombie
-    assert banger_fakenet.ATTACHED == {} and host.vms.handles.read(str(vm["id"])) is None
+    assert banger_fakenet.ATTACHED == {} and host.vms.handles.read(str(vm.id)) is None
     with pytest.raises(Conflict, match=r"^VM dev is not running \(stopped\)$"):
         host.vms.stop("dev", RecordingProgress())
     with pytest.raises(Conflict, match=r"^VM dev is stopped, not running: start it: `banger vm start dev`$"):
@@ -156,16 +158,16 @@ def test_stop_kills_and_reaps_the_vmm_and_releases_the_nic(host: Host) -> None:
 
 def test_start_and_restart(host: Host) -> None:
     create(host, "dev", start=False)
-    assert host.vms.get("dev")["state"] == VmState.CREATED and host.probe.targets == []
-    assert host.vms.start("dev", RecordingProgress())["state"] == VmState.RUNNING
+    assert host.vms.get("dev").state == VmState.CREATED and host.probe.targets == []
+    assert host.vms.start("dev", RecordingProgress()).state == VmState.RUNNING
     first = host.pid("dev")
     with pytest.raises(Conflict, match=r"^VM dev is already running$"):
         host.vms.start("dev", RecordingProgress())
-    assert host.vms.restart("dev", RecordingProgress())["state"] == VmState.RUNNING
+    assert host.vms.restart("dev", RecordingProgress()).state == VmState.RUNNING
     second = host.pid("dev")
     assert second != first and alive(second) and not alive(first)
     host.vms.stop("dev", RecordingProgress())
-    assert host.vms.restart("dev", RecordingProgress())["state"] == VmState.RUNNING
+    assert host.vms.restart("dev", RecordingProgress()).state == VmState.RUNNING
     assert len(banger_fakenet.ATTACHED) == 1
 
 
@@ -174,10 +176,10 @@ def test_delete_refuses_a_running_vm_unless_forced_and_leaves_nothing(host: Host
     pid = host.pid("dev")
     with pytest.raises(Conflict, match=r"^VM dev is running: stop it first, or pass --force to stop and delete it$"):
         host.vms.delete("dev", RecordingProgress())
-    assert host.vms.get("dev")["state"] == VmState.RUNNING and alive(pid)
-    assert host.vms.delete("dev", RecordingProgress(), force=True) == {"name": "dev", "deleted": True}
+    assert host.vms.get("dev").state == VmState.RUNNING and alive(pid)
+    assert host.vms.delete("dev", RecordingProgress(), force=True) == Deleted(name="dev")
     assert host.vms.all() == [] and host.vm_dirs() == [] and not alive(pid)
-    assert not host.rt.layout.vm_run_dir(str(vm["id"])).exists() and banger_fakenet.ATTACHED == {}
+    assert not host.rt.layout.vm_run_dir(str(vm.id)).exists() and banger_fakenet.ATTACHED == {}
     with pytest.raises(NotFound, match=r"^no VM named 'dev': `banger vm list` shows the VMs$"):
         host.vms.get("dev")
 
@@ -189,12 +191,12 @@ def test_a_boot_that_never_gets_ready_ends_in_error_with_nothing_held(host: Host
     ):
         create(host, "stuck")
     vm = host.vms.get("stuck")
-    assert vm["state"] == VmState.ERROR and "did not become ssh-ready" in str(vm["last_error"])
-    assert vm["pid"] is None and banger_fakenet.ATTACHED == {} and host.vms.handles.read(str(vm["id"])) is None
+    assert vm.state == VmState.ERROR and "did not become ssh-ready" in str(vm.last_error)
+    assert vm.pid is None and banger_fakenet.ATTACHED == {} and host.vms.handles.read(str(vm.id)) is None
     # error -> stopped without a process to stop, then a start that works.
-    assert host.vms.stop("stuck", RecordingProgress())["state"] == VmState.STOPPED
+    assert host.vms.stop("stuck", RecordingProgress()).state == VmState.STOPPED
     host.probe.ready = True
-    assert host.vms.start("stuck", RecordingProgress())["state"] == VmState.RUNNING
+    assert host.vms.start("stuck", RecordingProgress()).state == VmState.RUNNING
 
 
 def test_a_failed_rm_vm_is_kept_for_inspection(host: Host) -> None:
@@ -202,7 +204,7 @@ def test_a_failed_rm_vm_is_kept_for_inspection(host: Host) -> None:
     with pytest.raises(OperationFailed):
         create(host, "once", remove_on_exit=True)
     vm = host.vms.get("once")
-    assert vm["state"] == VmState.ERROR and vm["remove_on_exit"] is False
+    assert vm.state == VmState.ERROR and vm.remove_on_exit is False
 
 
 # -- transitions -------------------------------------------------------------
@@ -211,13 +213,13 @@ def test_a_failed_rm_vm_is_kept_for_inspection(host: Host) -> None:
 def test_illegal_transitions_are_refused_and_change_nothing(host: Host) -> None:
     vm = create(host, "dev", start=False)
     with pytest.raises(Conflict, match=r"^VM dev is created; it cannot become running \(from created: starting\)$"):
-        host.vms.records.set_state(str(vm["id"]), VmState.RUNNING)
+        host.vms.records.set_state(str(vm.id), VmState.RUNNING)
     with pytest.raises(Conflict, match=r"^VM dev is created; it cannot become stopping"):
-        host.vms.records.set_state(str(vm["id"]), VmState.STOPPING)
-    assert host.vms.get("dev")["state"] == VmState.CREATED
+        host.vms.records.set_state(str(vm.id), VmState.STOPPING)
+    assert host.vms.get("dev").state == VmState.CREATED
     with pytest.raises(Conflict, match=r"^VM dev is not running \(created\)$"):
         host.vms.stop("dev", RecordingProgress())
-    host.vms.records.set_state(str(vm["id"]), VmState.STARTING)
+    host.vms.records.set_state(str(vm.id), VmState.STARTING)
     with pytest.raises(Conflict, match=r"^VM dev is starting: wait for it, or `banger vm stop --force dev`$"):
         host.vms.start("dev", RecordingProgress())
 
@@ -227,17 +229,17 @@ def test_illegal_transitions_are_refused_and_change_nothing(host: Host) -> None:
 
 def test_guest_addresses_run_out_with_a_clear_error_and_are_reused_after_delete(host: Host) -> None:
     # 10.9.0.0/29: hosts .1-.6, .1 is the bridge: five guests.
-    ips = [create(host, f"tap{i}", network="faketap", start=False)["guest_ip"] for i in range(5)]
+    ips = [create(host, f"tap{i}", network="faketap", start=False).guest_ip for i in range(5)]
     assert ips == [f"10.9.0.{n}" for n in range(2, 7)]
     with pytest.raises(Conflict, match=r"^no free guest address left in 10\.9\.0\.0/29: delete VMs or widen cidr$"):
         create(host, "tap5", network="faketap", start=False)
     assert len(host.vms.all()) == 5 and len(host.vm_dirs()) == 5
     host.vms.delete("tap2", RecordingProgress())
-    assert create(host, "tap5", network="faketap", start=False)["guest_ip"] == "10.9.0.4"
-    macs = [vm["mac"] for vm in host.vms.all()]
+    assert create(host, "tap5", network="faketap", start=False).guest_ip == "10.9.0.4"
+    macs = [vm.mac for vm in host.vms.all()]
     assert len(set(macs)) == 5 and all(str(mac).startswith("52:54:00:") for mac in macs)
     # User-mode NICs take no address from the pool.
-    assert create(host, "user", start=False)["guest_ip"] is None
+    assert create(host, "user", start=False).guest_ip is None
 
 
 def test_a_running_tap_vm_is_in_the_dns_table(host: Host) -> None:
@@ -256,13 +258,13 @@ def test_reconcile_adopts_a_live_vmm_and_demotes_a_dead_one_keeping_its_disks(ho
     kill(dead_pid)
     after = host.restarted_daemon()
     assert after.reconcile() == {"adopted": ["live"], "demoted": ["dead"], "removed": []}
-    assert after.get("live")["state"] == VmState.RUNNING and after.get("live")["pid"] == live_pid
+    assert after.get("live").state == VmState.RUNNING and after.get("live").pid == live_pid
     shown = after.get("dead")
-    assert shown["state"] == VmState.STOPPED
-    assert shown["last_error"] == f"its bootvmm process (pid {dead_pid}) was gone when the daemon started"
-    dead_dir = host.rt.layout.vm_dir(str(dead["id"]))
+    assert shown.state == VmState.STOPPED
+    assert shown.last_error == f"its bootvmm process (pid {dead_pid}) was gone when the daemon started"
+    dead_dir = host.rt.layout.vm_dir(str(dead.id))
     assert (dead_dir / "overlay.ext4").exists() and (dead_dir / "work.ext4").exists()
-    assert not (dead_dir / "handles.json").exists() and str(dead["id"]) not in banger_fakenet.ATTACHED
+    assert not (dead_dir / "handles.json").exists() and str(dead.id) not in banger_fakenet.ATTACHED
 
 
 def test_check_alive_notices_a_vmm_that_died_under_a_running_daemon(host: Host) -> None:
@@ -270,13 +272,13 @@ def test_check_alive_notices_a_vmm_that_died_under_a_running_daemon(host: Host) 
     kill(host.pid("dev"))
     assert host.vms.check_alive() == ["dev"]
     vm = host.vms.get("dev")
-    assert vm["state"] == VmState.STOPPED and str(vm["last_error"]).startswith("its VMM process exited")
+    assert vm.state == VmState.STOPPED and str(vm.last_error).startswith("its VMM process exited")
     assert banger_fakenet.ATTACHED == {} and host.vms.check_alive() == []
 
 
 def test_reconcile_removes_a_create_that_never_finished(host: Host) -> None:
     vm = create(host, "half", start=False)
-    (host.rt.layout.vm_dir(str(vm["id"])) / "work.ext4").unlink()
+    (host.rt.layout.vm_dir(str(vm.id)) / "work.ext4").unlink()
     assert host.restarted_daemon().reconcile()["removed"] == ["half"]
     assert host.vms.all() == [] and host.vm_dirs() == []
 
@@ -284,8 +286,8 @@ def test_reconcile_removes_a_create_that_never_finished(host: Host) -> None:
 def test_handles_of_a_running_vm_survive_a_restart_in_the_file(host: Host) -> None:
     vm = create(host, "dev")
     after = host.restarted_daemon()
-    handles = after.handles.read(str(vm["id"]))
-    assert isinstance(handles, VmHandles) and handles == host.vms.handles.cache[str(vm["id"])]
+    handles = after.handles.read(str(vm.id))
+    assert isinstance(handles, VmHandles) and handles == host.vms.handles.cache[str(vm.id)]
 
 
 # -- bad input ---------------------------------------------------------------
@@ -320,11 +322,11 @@ def test_a_name_is_taken_once(host: Host) -> None:
     first = create(host, "dup", start=False)
     with pytest.raises(Conflict, match=r"^a VM named 'dup' already exists: pick another --name or delete it$"):
         create(host, "dup", start=False)
-    assert [vm["id"] for vm in host.vms.all()] == [first["id"]] and host.vm_dirs() == [first["id"]]
+    assert [vm.id for vm in host.vms.all()] == [first.id] and host.vm_dirs() == [first.id]
 
 
 def test_unnamed_vms_get_distinct_generated_names(host: Host) -> None:
-    names = {host.vms.create(CreateRequest(start=False), RecordingProgress())["name"] for _ in range(3)}
+    names = {host.vms.create(CreateRequest(start=False), RecordingProgress()).name for _ in range(3)}
     assert len(names) == 3
 
 

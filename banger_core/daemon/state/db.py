@@ -17,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine
 
-from banger_core.common.errors import BangerError
+from banger_core.common.errors import StateError
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -70,10 +70,6 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # --host-access (usernet): without it QEMU isolates the guest from the host's loopback.
     (2, ("ALTER TABLE vms ADD COLUMN host_access BOOLEAN NOT NULL DEFAULT 0",)),
 )
-
-
-class StateError(BangerError):
-    """The state database cannot be used; the message says what to do."""
 
 
 def _refuse(path: Path, why: str) -> StateError:

@@ -34,7 +34,7 @@ class VmHandles:
     vmm: VmProcess | None = None
 
     def to_json(self) -> dict[str, JsonValue]:
-        """The ``handles.json`` form (also what :func:`~banger_core.daemon.vm.views.vm_dict` reads)."""
+        """The ``handles.json`` form (also what :func:`~banger_core.daemon.vm.views.vm_view` reads)."""
         data: dict[str, JsonValue] = {}
         if self.net is not None:
             data["net"] = _ATTACHMENT.dump_python(self.net, mode="json")

@@ -12,14 +12,15 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import JsonValue
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from banger_core.api.models import Deleted, RunPlan, VmDetail, VmView
+from banger_core.api.requests import CreateRequest
 from banger_core.api.state import ACTIVE, STARTABLE, VmState
-from banger_core.common.config import bridge_addresses, format_size
+from banger_core.common.config import bridge_addresses
 from banger_core.common.errors import Conflict, NotFound, OperationFailed
 from banger_core.common.names import generate_vm_name, new_vm_id, validate_vm_name
 from banger_core.common.ssh import SshTarget
@@ -32,7 +33,7 @@ from banger_core.daemon.vm.boot import Power
 from banger_core.daemon.vm.handles import HandleStore, VmHandles
 from banger_core.daemon.vm.reconcile import Reconciler
 from banger_core.daemon.vm.records import VmLocks, VmRecords
-from banger_core.daemon.vm.views import CreateRequest, info, vm_dict
+from banger_core.daemon.vm.views import info, vm_detail, vm_view
 from banger_hookspecs import Progress
 
 log = logging.getLogger("banger.vms")
@@ -62,14 +63,12 @@ class VmService:
 
     # -- queries -----------------------------------------------------------
 
-    def all(self) -> list[dict[str, Any]]:
-        return [vm_dict(vm, self._handles_json(self.handles.cache.get(vm.id))) for vm in self.records.all()]
+    def all(self) -> list[VmView]:
+        return [vm_view(vm, self._handles_json(self.handles.cache.get(vm.id))) for vm in self.records.all()]
 
-    def get(self, name: str) -> dict[str, Any]:
+    def get(self, name: str) -> VmDetail:
         vm = self.records.by_name(name)
-        data = vm_dict(vm, self._handles_json(self.handles.read(vm.id)))
-        data["serial_log"] = str(boot.serial_log(self.rt, vm.id))
-        return data
+        return vm_detail(vm, self._handles_json(self.handles.read(vm.id)), boot.serial_log(self.rt, vm.id))
 
     def running_addresses(self) -> dict[str, str]:
         """``name -> address`` of running VMs with a routable address (for the .vm DNS server)."""
@@ -105,30 +104,28 @@ class VmService:
     # -- create ------------------------------------------------------------
 
     def create(
-        self, req: CreateRequest, progress: Progress, *, on_record: Callable[[str, str], None] | None = None
-    ) -> dict[str, Any]:
+        self,
+        req: CreateRequest,
+        progress: Progress,
+        *,
+        on_record: Callable[[str, str], None] | None = None,
+        on_spec: Callable[[RunPlan], None] | None = None,
+    ) -> VmDetail:
         """Create a VM (record, disks) and, unless ``req.start`` is False, boot it.
 
         ``on_record(vm_id, name)`` is called as soon as the record exists, so a
         caller can clean up (by id: the name may be reused) if its client goes
-        away mid-way. A ``--rm`` VM that fails to boot loses its remove-on-exit
-        mark: it is kept for inspection, also across a daemon restart.
+        away mid-way. ``on_spec(plan)`` gets the resolved spec before anything
+        is made (the daemon streams it as a ``spec`` event). A ``--rm`` VM that
+        fails to boot loses its remove-on-exit mark: it is kept for inspection,
+        also across a daemon restart.
         """
         if req.name is not None:
             validate_vm_name(req.name)
         values, sources = self.resolve(req)
         sync_entries = disks.file_sync_entries(self.rt)
-        progress.step(
-            "spec: {vcpus} vCPU ({s[vcpus]}), {mem} MiB RAM ({s[memory_mib]}), {disk} disk ({s[disk_size]}), "
-            "backend {backend} ({s[backend]}), network {network}{access}, image {image} ({s[image]}), "
-            "kernel {kernel} ({s[kernel]})".format(
-                mem=values["memory_mib"],
-                disk=format_size(values["disk_size"]),
-                access=" with host access" if values["host_access"] else "",
-                s=sources,
-                **values,
-            )
-        )
+        if on_spec is not None:
+            on_spec(RunPlan.model_validate({"values": values, "sources": sources}))
         vm = self._insert(req, values, sources)
         if on_record is not None:
             on_record(vm.id, vm.name)
@@ -210,7 +207,7 @@ class VmService:
 
     # -- start / stop ------------------------------------------------------
 
-    def start(self, name: str, progress: Progress) -> dict[str, Any]:
+    def start(self, name: str, progress: Progress) -> VmDetail:
         vm = self.records.by_name(name)
         with self.locks.hold(vm.id):
             vm = self.records.by_name(name)
@@ -221,7 +218,7 @@ class VmService:
             self.power.boot(vm, progress)
         return self.get(name)
 
-    def stop(self, name: str, progress: Progress, *, force: bool = False) -> dict[str, Any]:
+    def stop(self, name: str, progress: Progress, *, force: bool = False) -> VmDetail:
         vm = self.records.by_name(name)
         with self.locks.hold(vm.id):
             vm = self.records.by_name(name)
@@ -233,7 +230,7 @@ class VmService:
             self.power.halt(vm, progress, force=force)
         return self.get(name)
 
-    def restart(self, name: str, progress: Progress) -> dict[str, Any]:
+    def restart(self, name: str, progress: Progress) -> VmDetail:
         vm = self.records.by_name(name)
         with self.locks.hold(vm.id):
             vm = self.records.by_name(name)
@@ -244,10 +241,10 @@ class VmService:
 
     # -- delete ------------------------------------------------------------
 
-    def delete(self, name: str, progress: Progress, *, force: bool = False) -> dict[str, Any]:
+    def delete(self, name: str, progress: Progress, *, force: bool = False) -> Deleted:
         return self.delete_by_id(self.records.by_name(name).id, progress, force=force)
 
-    def delete_by_id(self, vm_id: str, progress: Progress, *, force: bool = False) -> dict[str, Any]:
+    def delete_by_id(self, vm_id: str, progress: Progress, *, force: bool = False) -> Deleted:
         """Delete exactly the VM ``vm_id``: cleanups use this, as a new VM may have taken the old one's name."""
         with self.locks.hold(vm_id):
             vm = self.records.by_id(vm_id)
@@ -265,7 +262,7 @@ class VmService:
         self._changed()
         progress.step(f"{name} deleted")
         self.rt.pm.call_event("banger_vm_deleted", vm=snapshot)
-        return {"name": name, "deleted": True}
+        return Deleted(name=name)
 
     # -- reconcile ---------------------------------------------------------
 

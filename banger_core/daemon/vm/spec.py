@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from banger_core.api.requests import CreateRequest
 from banger_core.common.backends import choose_backend
 from banger_core.common.config import Config, format_size, parse_size
 from banger_core.common.defaults import effective_defaults
@@ -11,7 +12,6 @@ from banger_core.common.errors import BangerError, Conflict, Unavailable
 from banger_core.common.names import validate_image_name
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
-from banger_core.daemon.vm.views import CreateRequest
 
 MIN_DISK = 1 << 30
 MAX_DISK = 2 << 40

@@ -1,0 +1,68 @@
+"""Request bodies: what a client may send, checked strictly (:mod:`banger_core.api.validation`).
+
+``None`` means "use the default" (config, then host heuristics). Path
+parameters and query flags are not here: routes read those themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypedDict
+
+from pydantic import BeforeValidator
+
+from banger_core.api.validation import ApiRequest
+
+
+def _requested_size(value: object) -> int | None:
+    """A create's ``disk_size``: bytes (an integer) or a size string, checked before anything is created."""
+    from banger_core.common.config import parse_size
+
+    return None if value is None else parse_size(value)
+
+
+class CreateRequest(ApiRequest):
+    """``POST /v1/vms`` and ``POST /v1/vms/plan``: the VM a client asks for; ``disk_size`` comes back in bytes."""
+
+    name: str | None = None
+    image: str | None = None
+    kernel: str | None = None
+    backend: str | None = None
+    network: str | None = None
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    disk_size: Annotated[int | str | None, BeforeValidator(_requested_size)] = None
+    start: bool = True
+    remove_on_exit: bool = False
+    host_access: bool = False
+
+
+class ImagePull(ApiRequest):
+    """``POST /v1/images/pull``."""
+
+    ref: str = ""
+    source: str | None = None
+    force: bool = False
+
+
+class KernelPull(ApiRequest):
+    """``POST /v1/kernels/pull``."""
+
+    ref: str = ""
+    provider: str | None = None
+    force: bool = False
+
+
+class VmOptions(TypedDict, total=False):
+    """The spec keywords of :meth:`Client.vms.create <banger_core.client.sdk.Vms.create>`, ``plan`` and
+    ``ephemeral``: the fields of :class:`CreateRequest` that describe the VM (left out: the default)."""
+
+    name: str | None
+    image: str | None
+    kernel: str | None
+    backend: str | None
+    network: str | None
+    vcpus: int | None
+    memory_mib: int | None
+    #: Bytes, or a size string (``"16G"``).
+    disk_size: int | str | None
+    host_access: bool

@@ -1,0 +1,1 @@
+"""banger-image-example: the ``dir:PATH`` image source, a directory tree as a banger image."""
