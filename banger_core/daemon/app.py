@@ -34,7 +34,6 @@ from banger_core.api.events import (
 )
 from banger_core.api.models import (
     ApiModel,
-    DaemonConfig,
     DaemonStatus,
     Deleted,
     ErrorBody,
@@ -329,7 +328,7 @@ async def daemon_status(d: Daemon, request: Request) -> Response:
         vms=len(vms),
         running_vms=sum(1 for vm in vms if vm.state is VmState.RUNNING),
         web_ui=d.web_ui,
-        config=DaemonConfig.model_validate(d.config_watch.describe()),
+        config=d.config_watch.describe(),
         web_url=d.web_url,
     )
     return JSONResponse(status.model_dump(mode="json"))
