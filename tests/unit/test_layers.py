@@ -5,7 +5,9 @@ the daemon's code (``daemon/``) or the privileged host code (``host/``); the
 API models never import the SDK or the CLI; the daemon side never imports the
 CLI side. Every import is checked, including those inside functions (the CLI
 imports lazily to start fast) and relative ones. ``testing/`` may import
-anything.
+anything. A plugin (``plugins/*``, ``examples/*``) imports the contract
+(``banger_hookspecs``) and itself, never the core or another plugin; the
+contract imports no banger package at all.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-CORE = Path(__file__).resolve().parents[2] / "banger_core"
+REPO = Path(__file__).resolve().parents[2]
+CORE = REPO / "banger_core"
+CONTRACT = "banger_hookspecs"
 
 #: folder -> folders of banger_core it must never import.
 FORBIDDEN: dict[str, frozenset[str]] = {
@@ -26,9 +30,9 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 }
 
 
-def package_of(path: Path) -> str:
+def package_of(path: Path, source_root: Path = REPO) -> str:
     """The package relative imports in ``path`` start from (``banger_core.cli`` for cli/app.py)."""
-    parts = path.relative_to(CORE.parent).with_suffix("").parts
+    parts = path.relative_to(source_root).with_suffix("").parts
     return ".".join(parts[:-1])
 
 
@@ -66,9 +70,35 @@ def layer_violations() -> list[str]:
     return sorted(problems)
 
 
+def distributions() -> list[Path]:
+    """The import roots of the contract and of every plugin distribution (``src/<package>``)."""
+    roots = [REPO / "hookspecs" / "src" / CONTRACT]
+    for parent in ("plugins", "examples"):
+        roots += sorted(path for path in (REPO / parent).glob("*/src/*") if (path / "__init__.py").exists())
+    return roots
+
+
+def plugin_violations() -> list[str]:
+    problems: set[str] = set()
+    for root in distributions():
+        allowed = {root.name} if root.name == CONTRACT else {root.name, CONTRACT}
+        for path in sorted(root.rglob("*.py")):
+            for line, module in imported_modules(path.read_text(), package_of(path, root.parent)):
+                top = module.split(".")[0]
+                if top.startswith("banger_") and top not in allowed:
+                    problems.add(f"{path.relative_to(REPO)}:{line}: {root.name} imports {top}")
+    return sorted(problems)
+
+
 def test_imports_follow_the_layers() -> None:
     problems = layer_violations()
     assert not problems, "imports that cross the layers the wrong way:\n" + "\n".join(problems)
+
+
+def test_plugins_import_only_the_contract_and_themselves() -> None:
+    assert len(distributions()) > 5  # the contract, the builtins and the example were found
+    problems = plugin_violations()
+    assert not problems, "plugin imports outside the contract:\n" + "\n".join(problems)
 
 
 def test_the_checker_sees_lazy_relative_and_folder_imports() -> None:
