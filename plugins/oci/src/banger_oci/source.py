@@ -49,10 +49,6 @@ class OciImageSource:
 
     def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
         """Write ``dest/rootfs.ext4`` for reference ``ref``; see the module docstring."""
-        # The flattener is the heavy part (and another module's job): imported only when pulling.
-        from banger_oci.ext4 import build_rootfs
-        from banger_oci.layers import Layer
-
         reference = parse_reference(ref)
         auth_file = self._ctx.config.get("oci_auth_file")
         credentials = find_credentials(
@@ -62,12 +58,19 @@ class OciImageSource:
         image = dest / "rootfs.ext4"
         with RegistryClient(reference, credentials) as client, cache.locked():
             resolved = client.resolve(progress)
-            layers = []
-            for number, (blob, diff_id) in enumerate(zip(resolved.layers, resolved.diff_ids, strict=True), 1):
+            paths = []
+            for number, blob in enumerate(resolved.layers, 1):
                 label = f"layer {number}/{len(resolved.layers)} {blob.digest[:19]}"
                 progress.step(f"downloading {label} ({blob.size} bytes)")
-                path = cache.fetch(blob, client, progress, label)
-                layers.append(Layer(path=path, media_type=blob.media_type, diff_id=diff_id))
+                paths.append(cache.fetch(blob, client, progress, label))
+            # The flattener is the heavy part: imported once every layer is here and verified.
+            from banger_oci.ext4 import build_rootfs
+            from banger_oci.layers import Layer
+
+            layers = [
+                Layer(path=path, media_type=blob.media_type, diff_id=diff_id)
+                for path, blob, diff_id in zip(paths, resolved.layers, resolved.diff_ids, strict=True)
+            ]
             progress.step(f"building the root filesystem of {reference}")
             size = build_rootfs(layers, image, progress)
             cache.evict(keep=[blob.digest for blob in resolved.layers])
