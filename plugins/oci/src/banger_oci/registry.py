@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,7 +132,7 @@ class RegistryClient:
             follow_redirects=True,  # blob stores redirect; httpx drops Authorization on another origin
             headers={"User-Agent": USER_AGENT},
             transport=transport,
-            trust_env=False,
+            verify=ssl.create_default_context(),  # the host's trust store, as curl and apt use, not certifi's
         )
 
     def __enter__(self) -> RegistryClient:
