@@ -35,6 +35,7 @@ from banger_oci.reference import OciError
 from banger_oci.registry import Descriptor
 
 _CHUNK = 1 << 20
+_PROGRESS_EVERY = 1 << 20
 #: Tries within one pull; a try that is cut off mid-blob resumes where it stopped.
 ATTEMPTS = 3
 
@@ -136,7 +137,9 @@ class BlobCache:
                 if offset:
                     progress.log(f"{label}: resuming at byte {offset} of {blob.size}")
                 progress.advance(offset, blob.size)
-                for chunk in response.iter_bytes(_CHUNK):
+                reported = offset
+                # Chunks as they arrive (no re-chunking): a connection cut mid-blob loses no received byte.
+                for chunk in response.iter_bytes():
                     if offset + len(chunk) > blob.size:
                         out.close()
                         partial.unlink()
@@ -146,7 +149,9 @@ class BlobCache:
                         )
                     out.write(chunk)
                     offset += len(chunk)
-                    progress.advance(offset, blob.size)
+                    if offset - reported >= _PROGRESS_EVERY or offset == blob.size:
+                        progress.advance(offset, blob.size)
+                        reported = offset
         if offset < blob.size:
             raise httpx.ReadError(f"the connection ended after {offset} bytes")
 
