@@ -216,7 +216,7 @@ class TokenServer:
     SERVICE = "banger-test-registry"
     ISSUER = "banger-test-tokens"
 
-    def __init__(self, root: Path, username: str, password: str) -> None:
+    def __init__(self, root: Path, username: str, password: str, *, anonymous_pull: bool = False) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "banger test token issuer")])
         now = datetime.datetime.now(datetime.UTC)
@@ -233,18 +233,24 @@ class TokenServer:
         self.bundle = root / "token-cert.pem"
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.anonymous_pull = anonymous_pull
         self.requests: list[dict[str, list[str]]] = []
+        self.authorized: list[bool] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
                 server.requests.append(query)
-                if self.headers.get("Authorization") != server.expected:
+                given = self.headers.get("Authorization")
+                server.authorized.append(given is not None)
+                anonymous = given is None and server.anonymous_pull
+                if given != server.expected and not anonymous:
                     self.send_response(401)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                body = json.dumps({"token": server.token(query)}).encode()
+                body = json.dumps({"token": server.token(query, pull_only=anonymous)}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -259,11 +265,13 @@ class TokenServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
-    def token(self, query: dict[str, list[str]]) -> str:
+    def token(self, query: dict[str, list[str]], *, pull_only: bool = False) -> str:
+        """A JWT granting the asked scopes (only their ``pull`` for an anonymous caller, like Docker Hub)."""
         access = []
         for scope in query.get("scope", []):
             kind, repo, actions = scope.split(":")
-            access.append({"type": kind, "name": repo, "actions": actions.split(",")})
+            granted = [a for a in actions.split(",") if a == "pull" or not pull_only]
+            access.append({"type": kind, "name": repo, "actions": granted})
         now = int(time.time())
         header = {
             "alg": "ES256",

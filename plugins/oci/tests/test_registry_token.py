@@ -30,9 +30,9 @@ class SecureRegistry:
     ref: str
 
 
-@pytest.fixture
-def secure(tmp_path: Path) -> Iterator[SecureRegistry]:
-    tokens = TokenServer(tmp_path, USER, PASSWORD)
+@pytest.fixture(params=[False], ids=["private"])
+def secure(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SecureRegistry]:
+    tokens = TokenServer(tmp_path, USER, PASSWORD, anonymous_pull=request.param)
     try:
         registry = Registry(tmp_path / "registry", tokens.registry_auth_yaml())
         try:
@@ -88,3 +88,12 @@ def test_wrong_credentials_are_refused_in_one_line(
 def test_no_credentials_says_how_to_get_them(secure: SecureRegistry, tmp_path: Path) -> None:
     with pytest.raises(AuthError, match=f"registry {secure.registry.host} wants credentials for .*`docker login`"):
         pull_layers(secure.ref, tmp_path / "no-config.json", BlobCache(tmp_path / "cache", 1 << 30))
+
+
+@pytest.mark.parametrize("secure", [True], ids=["anonymous-pull"], indirect=True)
+def test_anonymous_tokens_like_docker_hub(secure: SecureRegistry, tmp_path: Path) -> None:
+    secure.tokens.requests.clear()
+    secure.tokens.authorized.clear()
+    paths = pull_layers(secure.ref, tmp_path / "no-config.json", BlobCache(tmp_path / "cache", 1 << 30))
+    assert [p.read_bytes() for p in paths] == [secure.layer.data]
+    assert secure.tokens.authorized == [False], "no credentials were sent, one anonymous token was asked for"

@@ -1,4 +1,4 @@
-"""What no well-behaved registry sends: a scripted HTTP server on 127.0.0.1 answers with it.
+"""What a real docker-registry will not do on demand, from a scripted HTTP server on 127.0.0.1.
 
 The real docker-registry (test_registry.py) cannot be made to serve a schema 1
 manifest, a Helm chart, an oversized manifest, more bytes than a descriptor
@@ -7,6 +7,7 @@ says, a cut-off body or a Range it ignores; this server can, over real HTTP.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -19,7 +20,7 @@ import pytest
 
 from banger_core.testing import RecordingProgress
 from banger_hookspecs import SourceUnavailable
-from banger_oci.auth import AuthError
+from banger_oci.auth import AuthError, find_credentials
 from banger_oci.blobs import BlobCache, BlobError
 from banger_oci.reference import parse_reference
 from banger_oci.registry import (
@@ -267,3 +268,42 @@ def test_a_connection_cut_every_time_keeps_the_partial_for_the_next_pull(scripte
 def test_an_unreachable_registry_is_unavailable() -> None:
     with pytest.raises(SourceUnavailable, match=f"registry 127.0.0.1:{(port := free_port())} is unreachable"):
         resolve(f"127.0.0.1:{port}/demo:v1")
+
+
+def basic_only(expected: str, then: Handler) -> Handler:
+    """A registry behind HTTP Basic auth (what an htpasswd-protected distribution registry does)."""
+
+    def handle(request: BaseHTTPRequestHandler) -> None:
+        if request.headers.get("Authorization") != expected:
+            reply(401, b"", {"WWW-Authenticate": 'Basic realm="registry"'})(request)
+        else:
+            then(request)
+
+    return handle
+
+
+@pytest.mark.parametrize(("password", "works"), [("right", True), ("Wr0ng-pa55", False)])
+def test_basic_auth_with_credentials_from_docker_config(
+    scripted: Scripted, tmp_path: Path, password: str, works: bool
+) -> None:
+    ref, _ = serve_image(scripted)
+    expected = "Basic " + base64.b64encode(b"me:right").decode()
+    scripted.routes = {path: basic_only(expected, handler) for path, handler in scripted.routes.items()}
+    auth_file = tmp_path / "config.json"
+    auth_file.write_text(json.dumps({"auths": {scripted.host: {"username": "me", "password": password}}}))
+    reference = parse_reference(ref)
+    with RegistryClient(reference, find_credentials(reference.registry, auth_file)) as client:
+        if works:
+            assert client.resolve(RecordingProgress()).manifest_media_type == OCI_MANIFEST
+        else:
+            with pytest.raises(AuthError, match=r"refused the credentials of .*: check the user name and password$"):
+                client.resolve(RecordingProgress())
+
+
+def test_a_token_service_without_a_token_is_one_line(scripted: Scripted) -> None:
+    challenge = f'Bearer realm="http://{scripted.host}/token",service="s"'
+    scripted.routes["/v2/demo/manifests/v1"] = reply(401, b"", {"WWW-Authenticate": challenge})
+    scripted.routes["/token"] = reply(200, b'{"nothing": "here"}')
+    with pytest.raises(AuthError, match=re.escape(f"of {scripted.host} gave no token (HTTP 200)")):
+        resolve(f"{scripted.host}/demo:v1")
+    assert ("/token", None) in scripted.seen
