@@ -96,6 +96,18 @@ def test_registration_and_config_keys(banger_env: dict[str, str]) -> None:
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
+    ("ref", "claimed"),
+    [("alpine:3.20", True), ("docker.io/library/alpine", True), ("debian-bookworm", False), ("alpine", False)],
+)
+def test_the_registered_source_claims_references_only(
+    plugin_manager: Any, plugin_context: PluginContext, ref: str, claimed: bool
+) -> None:
+    assert plugin_manager.image_sources()["oci"].value.factory(plugin_context).claims(ref) is claimed
+
+
+@pytest.mark.unit
+@pytest.mark.builtins
+@pytest.mark.parametrize(
     ("ref", "claimed_by"),
     [
         ("debian-bookworm", {"catalog", "debootstrap"}),
@@ -104,11 +116,10 @@ def test_registration_and_config_keys(banger_env: dict[str, str]) -> None:
         ("127.0.0.1:5000/team/base@sha256:" + "0" * 64, {"oci"}),
     ],
 )
-def test_oci_claims_references_and_leaves_names_alone(
+def test_oci_and_the_builtin_sources_never_claim_the_same_ref(
     plugin_manager: Any, plugin_context: PluginContext, ref: str, claimed_by: set[str]
 ) -> None:
     sources = plugin_manager.image_sources()
-    assert "oci" in sources
     claimers = {name for name in sources if sources[name].value.factory(plugin_context).claims(ref)}
     assert claimers == claimed_by
 
