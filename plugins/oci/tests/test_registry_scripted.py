@@ -2,7 +2,8 @@
 
 The real docker-registry (test_registry.py) cannot be made to serve a schema 1
 manifest, a Helm chart, an oversized manifest, more bytes than a descriptor
-says, a cut-off body or a Range it ignores; this server can, over real HTTP.
+says, a cut-off body or a Range it ignores, nor to sit behind HTTP Basic auth
+without TLS; this server can, over real HTTP.
 """
 
 from __future__ import annotations
