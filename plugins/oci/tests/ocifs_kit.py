@@ -63,7 +63,7 @@ def tar_bytes(entries: list[E]) -> bytes:
 
 
 def compress(raw: bytes, media_type: str) -> bytes:
-    if media_type == GZIP:
+    if media_type.endswith("gzip"):
         return gzip.compress(raw)
     if media_type == ZSTD:
         return zstandard.ZstdCompressor().compress(raw)

@@ -25,10 +25,9 @@ import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from banger_hookspecs import Progress
-from banger_oci.layers import Kind, Layer, LayerError, LayerLimits, Member, read_layer
+from banger_oci.layers import Content, Kind, Layer, LayerError, LayerLimits, Member, read_layer
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -154,7 +153,7 @@ class _LayerChanges:
     members: list[tuple[Member, Path | None]] = field(default_factory=list)
 
 
-def _copy(source: IO[bytes], blobs: Path, number: int) -> Path:
+def _copy(source: Content, blobs: Path, number: int) -> Path:
     blob = blobs / str(number)
     with blob.open("xb") as sink:
         shutil.copyfileobj(source, sink, 1 << 20)

@@ -212,8 +212,31 @@ def _decompressed(layer: Layer, raw: BinaryIO) -> _Readable:
     return raw
 
 
-def read_layer(layer: Layer, limits: LayerLimits | None = None) -> Iterator[tuple[Member, IO[bytes] | None]]:
-    """Yield each member of ``layer`` with a reader for a regular file's content (read it before the next).
+_BROKEN = (tarfile.TarError, zlib.error, zstandard.ZstdError, EOFError, OSError)
+
+
+def _layer_error(label: str, entry: str, error: Exception) -> LayerError:
+    if isinstance(error, LayerError):
+        where = f" at entry {entry!r}" if entry and repr(entry) not in str(error) else ""
+        return LayerError(f"{label}{where}: {error}")
+    return LayerError(f"{label}: broken layer ({type(error).__name__}: {error})")
+
+
+class Content:
+    """A regular file's bytes, read straight from the layer stream (errors become :class:`LayerError`)."""
+
+    def __init__(self, source: IO[bytes], label: str, entry: str) -> None:
+        self.source, self.label, self.entry = source, label, entry
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self.source.read(size)
+        except (LayerError, *_BROKEN) as error:
+            raise _layer_error(self.label, self.entry, error) from None
+
+
+def read_layer(layer: Layer, limits: LayerLimits | None = None) -> Iterator[tuple[Member, Content | None]]:
+    """Yield each member of ``layer`` with its content for a regular file (read it before the next).
 
     The diff_id is checked once the stream is exhausted, so a consumer must not
     trust what it built from the members until the generator has finished.
@@ -235,14 +258,12 @@ def read_layer(layer: Layer, limits: LayerLimits | None = None) -> Iterator[tupl
                     if count > limits.max_members:
                         raise LayerError(f"more than {limits.max_members} entries")
                     member = _member(info)
-                    yield member, (tar.extractfile(info) if member.kind is Kind.FILE else None)
+                    source = tar.extractfile(info) if member.kind is Kind.FILE else None
+                    yield member, (Content(source, label, current) if source is not None else None)
                 current = ""
             reader.drain()
-    except LayerError as error:
-        where = f" at entry {current!r}" if current and repr(current) not in str(error) else ""
-        raise LayerError(f"{label}{where}: {error}") from None
-    except (tarfile.TarError, zlib.error, zstandard.ZstdError, EOFError, OSError) as error:
-        raise LayerError(f"{label}: broken layer ({type(error).__name__}: {error})") from None
+    except (LayerError, *_BROKEN) as error:
+        raise _layer_error(label, current, error) from None
     actual = f"sha256:{reader.digest.hexdigest()}"
     if actual != layer.diff_id:
         raise LayerError(f"{label}: uncompressed content is {actual}, not the diff_id the image config names")
