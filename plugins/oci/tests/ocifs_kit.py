@@ -199,11 +199,10 @@ def read_ext4(image: Path, work: Path) -> dict[str, Seen]:
             device = re.search(r"Device major/minor number: (\d+):(\d+)", stat)
             assert device, stat
             item.rdev = (int(device[1]), int(device[2]))
-        if kind == "symlink":
-            target = re.search(r'Fast link dest: "(.*)"', stat)
-            assert target, stat
-            item.data = target[1].encode()
-        if kind == "file":
+        fast_link = re.search(r'Fast link dest: "(.*)"', stat)
+        if fast_link:
+            item.data = fast_link[1].encode()
+        elif kind in ("file", "symlink"):  # a long symlink target is stored in a block, like content
             commands.append(f"dump {q(path)} {q(str(work / str(inode)))}")
         for name in re.findall(r"^  (\S+) \(\d+\)", stat.split("Extended attributes:")[-1], re.M):
             if "Extended attributes:" in stat:
@@ -214,7 +213,7 @@ def read_ext4(image: Path, work: Path) -> dict[str, Seen]:
     if commands:
         _debugfs(image, commands, work)
     for item in seen.values():
-        if item.type == "file":
+        if item.type == "file" or (item.type == "symlink" and not item.data):
             item.data = (work / str(item.inode)).read_bytes()
         for name in item.xattrs:
             item.xattrs[name] = (work / f"{item.inode}.{name}").read_bytes()

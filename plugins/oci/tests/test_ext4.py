@@ -268,3 +268,24 @@ def test_too_small_an_image_fails_cleanly(tmp_path: Path, monkeypatch: pytest.Mo
         write_ext4(flatten(layers, work / "blobs", Quiet()), image, work, min_free=0)
     assert "\n" not in str(caught.value)
     assert not image.exists()
+
+
+def test_an_image_that_has_lost_and_found_builds(tmp_path: Path) -> None:
+    """Images made from a real file system carry lost+found, which mkfs.ext4 creates too."""
+    layers = [write_layer(tmp_path / "blobs", [d("lost+found", mode=0o700), E("a", data=b"a")])]
+    work = tmp_path / "work"
+    (work / "blobs").mkdir(parents=True)
+    image = tmp_path / "rootfs.ext4"
+    write_ext4(flatten(layers, work / "blobs", Quiet()), image, work, min_free=1 << 20)
+    subprocess.run([E2FSCK, "-fn", str(image)], check=True, capture_output=True)
+    assert sorted(read_ext4(image, tmp_path / "read")) == ["/", "/a"]
+
+
+def test_a_lost_and_found_that_is_no_directory_is_refused(tmp_path: Path) -> None:
+    layers = [write_layer(tmp_path / "blobs", [E("lost+found", data=b"x")])]
+    work = tmp_path / "work"
+    (work / "blobs").mkdir(parents=True)
+    image = tmp_path / "rootfs.ext4"
+    with pytest.raises(Ext4Error, match="/lost\\+found that is not a directory"):
+        write_ext4(flatten(layers, work / "blobs", Quiet()), image, work, min_free=1 << 20)
+    assert not image.exists()

@@ -17,6 +17,15 @@ one ``debugfs -w -f`` script. This module does (b):
 * the contents are written once to the blob directory and once into the
   image, as (a) would (extract, then mkfs).
 
+Measured here (2 shared cores, noisy) on banger's golden Debian image as one
+plain-tar layer (732 MB, 18.7k entries): (b) flattening 9-12 s, then mkfs +
+debugfs + ``e2fsck -fn`` 7-11 s, 18-21 s in all, 105 MB peak memory; (a)
+``fakeroot`` tar -x + ``mkfs.ext4 -d`` 15 s, to which (a) must add writing the
+merged tar it extracts (tar knows no whiteouts: the same flattening pass) and
+the xattr pass. Same cost, so the simpler and safer (b). For scale: root's
+own ``tar -x`` + ``mkfs.ext4 -d`` took 4 s. The two images agreed on every
+entry, owner, mode, content and symlink.
+
 debugfs exits 0 whatever a command did, so every line it prints on stderr
 is an error here, and the finished image must pass ``e2fsck -fn``.
 debugfs reads its script line by line and parses ``"..."`` quoting (``""`` is
@@ -54,6 +63,8 @@ TYPE_BITS = {
     Kind.FIFO: 0o010000,
 }
 MKNOD_TYPE = {Kind.CHAR: "c", Kind.BLOCK: "b", Kind.FIFO: "p"}
+#: mkfs.ext4 creates it (e2fsck wants it); an image made from a real file system has it too.
+LOST_FOUND = "lost+found"
 
 
 class Ext4Error(RuntimeError):
@@ -107,7 +118,7 @@ def script_lines(tree: Tree, values: Path) -> Iterator[str]:
         first_name[id(node)] = path
         created.append((path, node))
         if node.kind is Kind.DIR:
-            if path != "/":
+            if path not in ("/", f"/{LOST_FOUND}"):
                 yield f"mkdir {quote(path)}"
         elif node.kind is Kind.FILE:
             assert node.content is not None
@@ -152,6 +163,9 @@ def _run(argv: Sequence[str], what: str) -> str:
 
 def write_ext4(tree: Tree, image: Path, work: Path, *, min_free: int, label: str = "rootfs") -> int:
     """Create ``image`` (must not exist) holding ``tree``; returns its size."""
+    lost_found = tree.root.children.get(LOST_FOUND)
+    if lost_found is not None and lost_found.kind is not Kind.DIR:
+        raise Ext4Error(f"the image has a /{LOST_FOUND} that is not a directory: ext4 reserves that name")
     size, inode_count = estimate_size(tree, min_free)
     with image.open("xb") as fh:
         fh.truncate(size)
