@@ -158,3 +158,13 @@ def test_gzip_with_trailing_members_is_one_stream(tmp_path: Path) -> None:
     gz = Layer(layer.path, GZIP, layer.diff_id)
     assert [m.path for m, _ in read_layer(gz)] == ["a", "b"]
     assert io.BytesIO(blob).read(2) == b"\x1f\x8b"
+
+
+def test_aufs_metadata_is_ignored(tmp_path: Path) -> None:
+    """Old Docker (aufs) layers carry .wh..wh.aufs and .wh..wh.plnk/: reserved names, not files of the image."""
+    tree = merged(
+        tmp_path,
+        [E("a", data=b"a"), E(".wh..wh.aufs"), d(".wh..wh.plnk"), E(".wh..wh.plnk/1.2", data=b"x")],
+        [E("etc/.wh..wh.orph/x", data=b"y"), E("b", data=b"b")],
+    )
+    assert names(tree) == ["/", "/a", "/b"]

@@ -9,7 +9,8 @@ Rules (image-spec ``layer.md``), applied per layer in order:
 
 * ``DIR/.wh..wh..opq`` hides everything lower layers put in ``DIR``, and
   ``DIR/.wh.NAME`` hides ``DIR/NAME``; both act on lower layers only, before the
-  layer's other entries, wherever the marker stands in the tar.
+  layer's other entries, wherever the marker stands in the tar. Other
+  ``.wh..wh.`` names are reserved (old aufs layers' metadata) and skipped.
 * A directory over a directory updates the attributes and keeps the content;
   anything else replaces what was there (a whole subtree included).
 * A hard link shares the node of its target, which may come from a lower
@@ -31,6 +32,8 @@ from banger_oci.layers import Content, Kind, Layer, LayerError, LayerLimits, Mem
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+#: Reserved for whiteout metadata; besides OPAQUE only old aufs layers use it (.wh..wh.plnk/, .wh..wh.aufs).
+META = ".wh..wh."
 
 
 @dataclass(eq=False)
@@ -166,9 +169,11 @@ def _read(layer: Layer, blobs: Path, limits: LayerLimits, first_blob: int) -> _L
         head, _, name = member.path.rpartition("/")
         if name == OPAQUE:
             changes.opaque.append(head)
+        elif any(part.startswith(META) for part in member.path.split("/")):
+            continue  # aufs bookkeeping, not part of the image (as Docker and containerd skip it)
         elif name.startswith(WHITEOUT):
             hidden = name.removeprefix(WHITEOUT)
-            if hidden in ("", ".", "..") or hidden.startswith(WHITEOUT):
+            if hidden in ("", ".", ".."):
                 raise LayerError(f"layer {layer.diff_id[:19]}: whiteout {member.path!r} names no sibling")
             changes.whiteouts.append(f"{head}/{hidden}" if head else hidden)
         else:
