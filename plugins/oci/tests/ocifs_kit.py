@@ -151,8 +151,9 @@ TYPES = {0o10: "file", 0o04: "dir", 0o12: "symlink", 0o02: "char", 0o06: "block"
 def _debugfs(image: Path, commands: list[str], work: Path) -> list[str]:
     """Run ``commands`` in one debugfs session; returns each command's output."""
     script = work / "read.cmds"
-    script.write_text("".join(c + "\n" for c in commands))
-    out = subprocess.run([DEBUGFS, "-f", str(script), str(image)], capture_output=True, text=True, check=True).stdout
+    script.write_text("".join(c + "\n" for c in commands), errors="surrogateescape")
+    argv = [DEBUGFS, "-f", str(script), str(image)]
+    out = subprocess.run(argv, capture_output=True, check=True).stdout.decode(errors="surrogateescape")
     chunks = re.split(r"^debugfs: .*\n", out, flags=re.M)[1:]
     assert len(chunks) == len(commands), out
     return chunks

@@ -93,6 +93,7 @@ def image_layers(directory: Path, upper_media_type: str = ZSTD) -> list[Layer]:
         E('weird/q"uote', data=b"2"),
         E("weird/tab\there", data=b"3"),
         E("weird/ünï-cödé", data=b"4"),
+        E("weird/latin1-caf\udce9", data=b"5"),  # not UTF-8: the bytes pass through unchanged
         E("weird/-dash", tarfile.FIFOTYPE),
         E("weird/link to space", tarfile.SYMTYPE, link="sp ace", mode=0o777),
     ]
@@ -159,6 +160,7 @@ EXPECTED: dict[str, Seen] = {
     "weird/sp ace": f(b"1"),
     "weird/tab\there": f(b"3"),
     "weird/ünï-cödé": f(b"4"),
+    "weird/latin1-caf\udce9": f(b"5"),
 }
 
 

@@ -151,7 +151,13 @@ def script_lines(tree: Tree, values: Path) -> Iterator[str]:
 def _run(argv: Sequence[str], what: str) -> str:
     try:
         done = subprocess.run(
-            list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",  # the tools echo the image's names, which need not be UTF-8
+            timeout=TOOL_TIMEOUT,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise Ext4Error(f"{what} could not run: {error}") from None
