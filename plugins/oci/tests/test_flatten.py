@@ -168,3 +168,18 @@ def test_aufs_metadata_is_ignored(tmp_path: Path) -> None:
         [E("etc/.wh..wh.orph/x", data=b"y"), E("b", data=b"b")],
     )
     assert names(tree) == ["/", "/a", "/b"]
+
+
+def test_reading_keeps_no_list_of_all_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tarfile keeps every TarInfo it read unless told not to: millions of entries would exhaust memory."""
+    layer = write_layer(tmp_path, [E(f"f{i}", data=b"x") for i in range(500)])
+    kept: list[int] = []
+    original = tarfile.TarFile.next
+
+    def next_member(self: tarfile.TarFile) -> tarfile.TarInfo | None:
+        kept.append(len(self.members))
+        return original(self)
+
+    monkeypatch.setattr(tarfile.TarFile, "next", next_member)
+    assert len(list(read_layer(layer))) == 500
+    assert max(kept) <= 1

@@ -253,7 +253,10 @@ def read_layer(layer: Layer, limits: LayerLimits | None = None) -> Iterator[tupl
         with layer.path.open("rb") as raw:
             reader = _HashingReader(_decompressed(layer, raw), limits.cap(layer.path.stat().st_size))
             with tarfile.open(fileobj=reader, mode="r|", tarinfo=_GuardedTarInfo) as tar:  # type: ignore[call-overload]
-                for count, info in enumerate(tar, 1):
+                count = 0
+                while (info := tar.next()) is not None:
+                    tar.members.clear()  # a stream reader keeps every TarInfo otherwise: memory per entry
+                    count += 1
                     current = info.name
                     if count > limits.max_members:
                         raise LayerError(f"more than {limits.max_members} entries")
