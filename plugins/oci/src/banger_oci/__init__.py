@@ -1,1 +1,1 @@
-"""banger-oci: pulls OCI/Docker images from any registry and turns them into banger images."""
+"""banger-oci: images from any OCI registry, flattened into a bootable ext4 root filesystem."""
