@@ -13,7 +13,7 @@ import pytest
 from banger_oci.bootable import NotBootableError, golden_dir
 from banger_oci.ext4 import build_rootfs
 from banger_oci.layers import Layer
-from plugins.oci.tests.ocifs_kit import E, Seen, d, read_ext4, write_layer
+from plugins.oci.tests.ocifs_kit import ZSTD, E, Seen, d, read_ext4, write_layer
 from plugins.oci.tests.test_ext4 import EXPECTED, Quiet, comparable, image_layers
 
 E2FSCK = "/usr/sbin/e2fsck"
@@ -52,7 +52,7 @@ BOOT_PIECES: dict[str, Seen] = {
 }
 
 
-def with_ssh_config(directory: Path) -> list[Layer]:
+def with_ssh_config(directory: Path, upper_media_type: str = ZSTD) -> list[Layer]:
     """The test image plus what openssh-server leaves in a container image: a config and host keys."""
     ssh = [
         d("etc/ssh"),
@@ -60,7 +60,7 @@ def with_ssh_config(directory: Path) -> list[Layer]:
         E("etc/ssh/ssh_host_ed25519_key", data=b"secret", mode=0o600),
         E("etc/ssh/ssh_host_ed25519_key.pub", data=b"public"),
     ]
-    return [*image_layers(directory), write_layer(directory, ssh)]
+    return [*image_layers(directory, upper_media_type), write_layer(directory, ssh)]
 
 
 def expected_bootable() -> dict[str, Seen]:
