@@ -45,8 +45,10 @@ class NotBootableError(ValueError):
 def golden_dir() -> Path:
     """The golden recipe directory: packaged with the wheel, or the repository checkout's."""
     here = Path(__file__).resolve()
-    # an editable checkout: <repo>/plugins/oci/src/banger_oci/bootable.py
-    for candidate in (here.parent / "golden" / GOLDEN, here.parents[4] / "images" / "golden" / GOLDEN):
+    candidates = [here.parent / "golden" / GOLDEN]  # a wheel: force-included by pyproject.toml
+    if len(here.parents) > 4:  # an editable checkout: <repo>/plugins/oci/src/banger_oci/bootable.py
+        candidates.append(here.parents[4] / "images" / "golden" / GOLDEN)
+    for candidate in candidates:
         if (candidate / "recipe.toml").is_file():
             return candidate
     raise NotBootableError(f"banger's golden recipe {GOLDEN} is missing from this installation: reinstall banger-oci")
