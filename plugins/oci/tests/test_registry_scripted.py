@@ -308,3 +308,32 @@ def test_a_token_service_without_a_token_is_one_line(scripted: Scripted) -> None
     with pytest.raises(AuthError, match=re.escape(f"of {scripted.host} gave no token (HTTP 200)")):
         resolve(f"{scripted.host}/demo:v1")
     assert ("/token", None) in scripted.seen
+
+
+def test_an_expired_token_is_renewed_once_mid_pull(scripted: Scripted, tmp_path: Path) -> None:
+    """Docker Hub's tokens live 300 s: a blob asked for after that gets a 401 and a fresh token."""
+    ref, data = serve_image(scripted)
+    issued: list[str] = []
+
+    def token(request: BaseHTTPRequestHandler) -> None:
+        issued.append(f"t{len(issued) + 1}")
+        reply(200, json.dumps({"token": issued[-1]}).encode())(request)
+
+    def bearer(accepts: Callable[[str], bool], then: Handler) -> Handler:
+        def handle(request: BaseHTTPRequestHandler) -> None:
+            if accepts(request.headers.get("Authorization") or ""):
+                then(request)
+            else:
+                challenge = f'Bearer realm="http://{scripted.host}/token",service="s",scope="repository:demo:pull"'
+                reply(401, b"", {"WWW-Authenticate": challenge})(request)
+
+        return handle
+
+    scripted.routes = {path: bearer(lambda h: h == "Bearer t1", handler) for path, handler in scripted.routes.items()}
+    scripted.routes["/token"] = token
+    scripted.routes[f"/v2/demo/blobs/{digest_of(data)}"] = bearer(lambda h: h == "Bearer t2", blob_server(data))
+    cache = BlobCache(tmp_path / "cache", 1 << 30)
+    with RegistryClient(parse_reference(ref), None) as client, cache.locked():
+        (blob,) = client.resolve(RecordingProgress()).layers
+        assert cache.fetch(blob, client, RecordingProgress(), "layer").read_bytes() == data
+    assert issued == ["t1", "t2"]

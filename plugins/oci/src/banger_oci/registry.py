@@ -323,7 +323,8 @@ class RegistryClient:
     @contextmanager
     def open_blob(self, digest: str, offset: int = 0) -> Iterator[httpx.Response]:
         """Stream blob ``digest`` from byte ``offset`` (a ``Range`` request); status 200 or 206."""
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        # identity: byte offsets must count the blob's own bytes for a Range to resume it.
+        headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
         with self._send(f"{self.ref.repository}/blobs/{digest}", headers) as response:
             if response.status_code == 404:
                 raise RegistryError(f"registry {self.ref.registry} has no blob {digest} of {self.ref.repository}")
