@@ -215,3 +215,17 @@ def test_the_size_cap_evicts_least_recently_used_blobs(registry: Registry, tmp_p
     with tiny.locked():
         tiny.evict(keep=[second[0].digest])
     assert tiny.usage() == 0, "the cap wins over the blobs just used"
+
+
+def test_a_cached_blob_damaged_on_disk_is_downloaded_again(registry: Registry, tmp_path: Path) -> None:
+    layers = three_layers()
+    ref = registry.push(write_layout(tmp_path / "layout", "v1", [ImageSpec(layers)]), "team/base")
+    cache = BlobCache(tmp_path / "cache", 1 << 30)
+    cached = fetch_all(ref, cache)[0]
+    cached.chmod(0o644)
+    cached.write_bytes(b"\0" * len(layers[0].data))  # same size, other bytes
+
+    transport = RecordingTransport()
+    again = fetch_all(ref, cache, transport)
+    assert again[0].read_bytes() == layers[0].data
+    assert transport.blob_requests(layers[0].digest) == [(None, 200)]

@@ -6,7 +6,8 @@ Layout under the plugin's cache directory::
     blobs/partial/<hex>    a download in progress; the next attempt resumes it
 
 A blob is only ever renamed into ``sha256/`` after its size and sha256 match
-the descriptor, so a file there is trusted by name. A partial download that
+the descriptor, and is hashed again each time a pull uses it (a copy damaged
+on disk is deleted and downloaded again). A partial download that
 grew past its size, or whose content does not match at the end, is deleted:
 a tampered or corrupt blob never stays anywhere. A download cut short keeps
 its partial, and the next attempt (in this pull or the next) asks for the rest
@@ -90,10 +91,14 @@ class BlobCache:
                 for the next pull to resume.
         """
         final = self.path(blob.digest)
-        if final.is_file() and final.stat().st_size == blob.size:
-            os.utime(final)  # the mtime is the LRU clock
-            progress.advance(blob.size, blob.size)
-            return final
+        if final.is_file():
+            # Hashed again on every use: a cached file damaged on disk is fetched anew, never handed on.
+            if final.stat().st_size == blob.size and _file_digest(final) == blob.digest:
+                os.utime(final)  # the mtime is the LRU clock
+                progress.advance(blob.size, blob.size)
+                return final
+            progress.log(f"{label}: the cached copy is damaged; downloading it again")
+            final.unlink()
         partial = self.partial_path(blob.digest)
         for attempt in range(1, ATTEMPTS + 1):
             try:
