@@ -291,3 +291,13 @@ def test_a_lost_and_found_that_is_no_directory_is_refused(tmp_path: Path) -> Non
     with pytest.raises(Ext4Error, match="/lost\\+found that is not a directory"):
         write_ext4(flatten(layers, work / "blobs", Quiet()), image, work, min_free=1 << 20)
     assert not image.exists()
+
+
+def test_a_time_before_1970_becomes_the_epoch(tmp_path: Path) -> None:
+    """debugfs cannot set a negative time; such a file still lands, stamped 1970-01-01."""
+    layers = [write_layer(tmp_path / "blobs", [E("old", data=b"x", mtime=-86_400)])]
+    work = tmp_path / "work"
+    (work / "blobs").mkdir(parents=True)
+    image = tmp_path / "rootfs.ext4"
+    write_ext4(flatten(layers, work / "blobs", Quiet()), image, work, min_free=1 << 20)
+    assert read_ext4(image, tmp_path / "read")["/old"].mtime == 0

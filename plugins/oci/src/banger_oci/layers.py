@@ -191,7 +191,7 @@ def _member(info: tarfile.TarInfo) -> Member:
         mode=info.mode & 0o7777,
         uid=info.uid,
         gid=info.gid,
-        mtime=int(info.mtime),
+        mtime=max(0, int(info.mtime)),  # debugfs cannot set a time before 1970 (it wraps to 2106)
         size=info.size if kind is Kind.FILE else 0,
         link=link,
         major=info.devmajor if device else 0,
