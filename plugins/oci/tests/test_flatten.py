@@ -104,6 +104,7 @@ def hostile(tmp_path: Path, layer: Layer, match: str, limits: LayerLimits | None
         ([E("sbin/evil", data=b"x")], "lies under 'sbin', which is a symlink"),
         ([E("x" * 256, data=b"x")], "longer than 255 bytes"),
         ([E("", tarfile.SYMTYPE, link="/")], "replaces the root directory"),
+        ([E("big-uid", data=b"x", pax={"uid": str(1 << 32)})], "owner 4294967296:0 does not fit ext4"),
     ],
 )
 def test_hostile_entries_are_refused(entries: list[E], match: str, tmp_path: Path) -> None:
