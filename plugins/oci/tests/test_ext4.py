@@ -57,6 +57,7 @@ def image_layers(directory: Path, upper_media_type: str = ZSTD) -> list[Layer]:
         E("usr/sbin/init", tarfile.SYMTYPE, link="../lib/systemd/systemd", mode=0o777),
         E("usr/lib/systemd/systemd", data=b"systemd", mode=0o755),
         E("sbin", tarfile.SYMTYPE, link="usr/sbin", mode=0o777),
+        E("lib", tarfile.SYMTYPE, link="/usr/lib", mode=0o777),
         d("home/dev", mode=0o750, uid=1000, gid=42),
         E("home/dev/notes", data=b"mine", uid=1000, gid=42, mode=0o600),
         d("tmp", mode=0o1777),
@@ -85,6 +86,7 @@ def image_layers(directory: Path, upper_media_type: str = ZSTD) -> list[Layer]:
         E("data/new", data=b"new"),
         d("etc", mode=0o700, mtime=T0 + 5),  # directory over directory: attributes only
         E("var/cache", data=b"now a file"),  # a file replaces a whole directory
+        E("lib/libextra.so", data=b"so"),  # through the lower layer's symlink: lands in usr/lib
         E("data/.wh..wh..opq"),  # opaque marker last in the tar: still hides only the lower data/
     ]
     names = [
@@ -136,6 +138,8 @@ EXPECTED: dict[str, Seen] = {
     "run": dr(),
     "run/initctl": Seen("fifo", 0o600, 0, 0, 1, T0),
     "sbin": ln("usr/sbin"),
+    "lib": ln("/usr/lib"),
+    "usr/lib/libextra.so": f(b"so"),
     "shared": dr(),
     "shared/orig": f(b"replaced"),
     "shared/twin": f(b"first twin"),
