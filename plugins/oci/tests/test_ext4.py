@@ -57,6 +57,7 @@ def image_layers(directory: Path, upper_media_type: str = ZSTD) -> list[Layer]:
         E("usr/sbin/init", tarfile.SYMTYPE, link="../lib/systemd/systemd", mode=0o777),
         E("usr/lib/systemd/systemd", data=b"systemd", mode=0o755),
         E("sbin", tarfile.SYMTYPE, link="usr/sbin", mode=0o777),
+        E("lib", tarfile.SYMTYPE, link="/usr/lib", mode=0o777),
         d("home/dev", mode=0o750, uid=1000, gid=42),
         E("home/dev/notes", data=b"mine", uid=1000, gid=42, mode=0o600),
         d("tmp", mode=0o1777),
@@ -85,6 +86,7 @@ def image_layers(directory: Path, upper_media_type: str = ZSTD) -> list[Layer]:
         E("data/new", data=b"new"),
         d("etc", mode=0o700, mtime=T0 + 5),  # directory over directory: attributes only
         E("var/cache", data=b"now a file"),  # a file replaces a whole directory
+        E("lib/libextra.so", data=b"so"),  # through the lower layer's symlink: lands in usr/lib
         E("data/.wh..wh..opq"),  # opaque marker last in the tar: still hides only the lower data/
     ]
     names = [
@@ -136,6 +138,8 @@ EXPECTED: dict[str, Seen] = {
     "run": dr(),
     "run/initctl": Seen("fifo", 0o600, 0, 0, 1, T0),
     "sbin": ln("usr/sbin"),
+    "lib": ln("/usr/lib"),
+    "usr/lib/libextra.so": f(b"so"),
     "shared": dr(),
     "shared/orig": f(b"replaced"),
     "shared/twin": f(b"first twin"),
@@ -291,3 +295,13 @@ def test_a_lost_and_found_that_is_no_directory_is_refused(tmp_path: Path) -> Non
     with pytest.raises(Ext4Error, match="/lost\\+found that is not a directory"):
         write_ext4(flatten(layers, work / "blobs", Quiet()), image, work, min_free=1 << 20)
     assert not image.exists()
+
+
+def test_a_time_before_1970_becomes_the_epoch(tmp_path: Path) -> None:
+    """debugfs cannot set a negative time; such a file still lands, stamped 1970-01-01."""
+    layers = [write_layer(tmp_path / "blobs", [E("old", data=b"x", mtime=-86_400)])]
+    work = tmp_path / "work"
+    (work / "blobs").mkdir(parents=True)
+    image = tmp_path / "rootfs.ext4"
+    write_ext4(flatten(layers, work / "blobs", Quiet()), image, work, min_free=1 << 20)
+    assert read_ext4(image, tmp_path / "read")["/old"].mtime == 0

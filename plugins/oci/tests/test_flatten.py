@@ -100,10 +100,12 @@ def hostile(tmp_path: Path, layer: Layer, match: str, limits: LayerLimits | None
         ([E("evil", tarfile.LNKTYPE, link="/etc/shadow")], "absolute name"),
         ([E("evil", tarfile.LNKTYPE, link="nowhere")], "points at 'nowhere', which is missing"),
         ([E("usr/bin/.wh...")], "names no sibling"),
-        # sbin is a symlink in the image: nothing is ever written through it
-        ([E("sbin/evil", data=b"x")], "lies under 'sbin', which is a symlink"),
+        ([E("etc/passwd/x", data=b"x")], "lies under 'etc/passwd', which is a file"),
+        ([E("loop", tarfile.SYMTYPE, link="loop"), E("loop/x", data=b"x")], "'loop', a symlink to no directory"),
+        ([E("dangling", tarfile.SYMTYPE, link="/nowhere"), E("dangling/x")], "'dangling', a symlink to no directory"),
         ([E("x" * 256, data=b"x")], "longer than 255 bytes"),
         ([E("", tarfile.SYMTYPE, link="/")], "replaces the root directory"),
+        ([E("big-uid", data=b"x", pax={"uid": str(1 << 32)})], "owner 4294967296:0 does not fit ext4"),
     ],
 )
 def test_hostile_entries_are_refused(entries: list[E], match: str, tmp_path: Path) -> None:
@@ -183,3 +185,15 @@ def test_reading_keeps_no_list_of_all_members(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(tarfile.TarFile, "next", next_member)
     assert len(list(read_layer(layer))) == 500
     assert max(kept) <= 1
+
+
+def test_parents_that_are_symlinks_are_followed_inside_the_image(tmp_path: Path) -> None:
+    """As Docker (chrooted) and umoci (securejoin) do: e.g. a layer adding lib/x on a usrmerged base."""
+    tree = merged(
+        tmp_path,
+        [d("usr/lib"), E("lib", tarfile.SYMTYPE, link="usr/lib"), E("abs", tarfile.SYMTYPE, link="/usr/lib/../lib")],
+        [E("lib/a", data=b"a"), E("abs/b", data=b"b"), E("lib/c", tarfile.LNKTYPE, link="abs/b")],
+        [E("abs/.wh.a")],
+    )
+    assert names(tree) == ["/", "/abs", "/lib", "/usr", "/usr/lib", "/usr/lib/b", "/usr/lib/c"]
+    assert tree.lookup("usr/lib/b") is tree.lookup("usr/lib/c")

@@ -16,8 +16,12 @@ Rules (image-spec ``layer.md``), applied per layer in order:
 * A hard link shares the node of its target, which may come from a lower
   layer; replacing one twin later gives that path a new node and leaves the
   other intact. Link counts are counted from the final tree.
-* Missing parent directories are created (0755 root:root); a parent that is a
-  symlink or a file is refused, so no entry is ever written through a link.
+* Missing parent directories are created (0755 root:root). A parent that is a
+  symlink is followed inside the tree (``..`` stops at the root, an absolute
+  target starts there), as Docker's chrooted and umoci's securejoin'd
+  extraction do; a parent that is a file, or a symlink to no directory, is
+  refused. The tree only ever holds real paths, so nothing is written through
+  a link when the image is built.
 """
 
 from __future__ import annotations
@@ -86,17 +90,19 @@ class Tree:
             node = child
         return node
 
-    def resolve(self, path: str, hops: int = 40) -> Node | None:
-        """The node at absolute guest ``path`` following symlinks inside the tree (as the guest would)."""
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        stack: list[Node] = [self.root]
-        while parts:
-            part = parts.pop(0)
-            if part == "..":
-                if len(stack) > 1:
-                    stack.pop()
+    def _follow(self, parts: list[str], hops: int = 40) -> tuple[Node, list[str]] | None:
+        """The node at root-relative ``parts`` and its real path, following every symlink inside the tree."""
+        pending = [p for p in parts if p not in ("", ".")]
+        nodes: list[Node] = [self.root]
+        names: list[str] = []
+        while pending:
+            part = pending.pop(0)
+            if part == "..":  # never above the root, as in a chroot
+                if names:
+                    nodes.pop()
+                    names.pop()
                 continue
-            child = stack[-1].children.get(part) if stack[-1].kind is Kind.DIR else None
+            child = nodes[-1].children.get(part) if nodes[-1].kind is Kind.DIR else None
             if child is None:
                 return None
             if child.kind is Kind.SYMLINK:
@@ -104,31 +110,68 @@ class Tree:
                 if hops < 0:
                     return None
                 if child.target.startswith("/"):
-                    stack = [self.root]
-                parts = [p for p in child.target.split("/") if p not in ("", ".")] + parts
+                    nodes, names = [self.root], []
+                pending = [p for p in child.target.split("/") if p not in ("", ".")] + pending
                 continue
-            stack.append(child)
-        return stack[-1]
+            nodes.append(child)
+            names.append(part)
+        return nodes[-1], names
 
-    def parent(self, path: str, mtime: int) -> Node:
-        """The directory that holds ``path``, creating missing ones (0755 root:root)."""
+    def resolve(self, path: str) -> Node | None:
+        """The node at guest ``path``, following symlinks inside the tree (as the guest would)."""
+        found = self._follow(path.split("/"))
+        return found[0] if found is not None else None
+
+    def _directory(self, parts: list[str], mtime: int, *, create: bool, entry: str) -> Node | None:
+        """The directory at ``parts``: symlinks on the way are followed inside the tree, missing ones
+        created (0755 root:root) when ``create``, else None."""
         node = self.root
-        walked = []
-        for part in path.split("/")[:-1]:
-            walked.append(part)
+        real: list[str] = []  # the path of ``node`` with symlinks resolved, for _follow and messages
+        for part in parts:
             child = node.children.get(part)
             if child is None:
+                if not create:
+                    return None
                 child = node.children[part] = Node(Kind.DIR, 0o755, 0, 0, mtime)
+            elif child.kind is Kind.SYMLINK:
+                found = self._follow([*real, part])
+                if found is None or found[0].kind is not Kind.DIR:
+                    where = "/".join([*real, part])
+                    raise LayerError(f"entry {entry!r} lies under {where!r}, a symlink to no directory")
+                node, real = found
+                continue
             elif child.kind is not Kind.DIR:
-                raise LayerError(f"entry {path!r} lies under {'/'.join(walked)!r}, which is a {child.kind.value}")
+                where = "/".join([*real, part])
+                raise LayerError(f"entry {entry!r} lies under {where!r}, which is a {child.kind.value}")
             node = child
+            real.append(part)
         return node
+
+    def parent(self, path: str, mtime: int) -> Node:
+        """The directory that holds ``path``, creating missing ones; symlinks on the way are followed."""
+        directory = self._directory(path.split("/")[:-1], mtime, create=True, entry=path)
+        assert directory is not None
+        return directory
+
+    def locate(self, path: str) -> Node | None:
+        """The node at ``path`` (symlinks followed on the way, not at the end), or None."""
+        if not path:
+            return self.root
+        head, _, name = path.rpartition("/")
+        try:
+            directory = self._directory(head.split("/") if head else [], 0, create=False, entry=path)
+        except LayerError:
+            return None
+        return directory.children.get(name) if directory is not None else None
 
     def remove(self, path: str) -> None:
         """Drop ``path`` and everything under it, if present."""
         head, _, name = path.rpartition("/")
-        directory = self.lookup(head)
-        if directory is not None and directory.kind is Kind.DIR:
+        try:
+            directory = self._directory(head.split("/") if head else [], 0, create=False, entry=path)
+        except LayerError:
+            return
+        if directory is not None:
             directory.children.pop(name, None)
 
     def walk(self) -> Iterator[tuple[str, Node]]:
@@ -193,7 +236,7 @@ def _apply(tree: Tree, member: Member, blob: Path | None) -> None:
     name = member.path.rpartition("/")[2]
     existing = parent.children.get(name)
     if member.kind is Kind.HARDLINK:
-        target = tree.lookup(member.link)
+        target = tree.locate(member.link)
         if target is None or target.kind is Kind.DIR:
             what = "missing" if target is None else "a directory"
             raise LayerError(f"hard link {member.path!r} points at {member.link!r}, which is {what}")
@@ -218,7 +261,7 @@ def flatten(layers: Sequence[Layer], blobs: Path, progress: Progress, limits: La
         changes = _read(layer, blobs, limits or LayerLimits(), blob_count)
         blob_count += len(changes.members)
         for directory in changes.opaque:
-            node = tree.lookup(directory)
+            node = tree.locate(directory)
             if node is not None and node.kind is Kind.DIR:
                 node.children.clear()
         for path in changes.whiteouts:

@@ -39,8 +39,9 @@ DIFF_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 #: PAX extended headers and GNU long names are read whole into memory by tarfile:
 #: real ones are a few KiB (a long path, some xattrs), so anything bigger is an attack.
 MAX_HEADER = 1 << 20
-#: ext4 stores at most 255 bytes per name.
+#: ext4 stores at most 255 bytes per name, and 32-bit owner ids.
 MAX_NAME = 255
+MAX_ID = (1 << 32) - 1
 XATTR_PREFIX = "SCHILY.xattr."
 
 
@@ -179,6 +180,8 @@ def _member(info: tarfile.TarInfo) -> Member:
         kind = _DEVICES[info.type]
     else:
         raise LayerError(f"entry {info.name!r} has unsupported tar type {info.type!r}")
+    if not (0 <= info.uid <= MAX_ID and 0 <= info.gid <= MAX_ID):
+        raise LayerError(f"entry {info.name!r}: owner {info.uid}:{info.gid} does not fit ext4 (32-bit ids)")
     xattrs = {
         key.removeprefix(XATTR_PREFIX): value.encode("utf-8", "surrogateescape")
         for key, value in info.pax_headers.items()
@@ -191,7 +194,7 @@ def _member(info: tarfile.TarInfo) -> Member:
         mode=info.mode & 0o7777,
         uid=info.uid,
         gid=info.gid,
-        mtime=int(info.mtime),
+        mtime=max(0, int(info.mtime)),  # debugfs cannot set a time before 1970 (it wraps to 2106)
         size=info.size if kind is Kind.FILE else 0,
         link=link,
         major=info.devmajor if device else 0,
