@@ -71,6 +71,7 @@ BUILTIN_DISTRIBUTIONS = frozenset(
         "banger-usernet",
         "banger-resolved",
         "banger-git",
+        "banger-oci",
     }
 )
 ESSENTIAL_PLUGIN = "core"

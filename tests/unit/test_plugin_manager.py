@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 
 import pytest
 
-from banger_core.common.plugins import PluginError, get_plugin_manager
+from banger_core.common.plugins import BUILTIN_DISTRIBUTIONS, PluginError, get_plugin_manager
 from banger_core.testing import FakeSite, invoke_cli
 
 pytestmark = pytest.mark.builtins
 
-BUILTINS = {"catalog", "debootstrap", "debian", "qemu", "firecracker", "bridge", "usernet", "resolved", "git"}
+BUILTINS = {"catalog", "debootstrap", "debian", "qemu", "firecracker", "bridge", "usernet", "resolved", "git", "oci"}
 
 
 def _listing(env: dict[str, str], *args: str) -> list[dict[str, object]]:
@@ -144,3 +146,10 @@ def test_unknown_provider_name_lists_known_ones(banger_site: FakeSite, banger_en
         get_plugin_manager(env).vmm_backends().require("xen")
     with pytest.raises(PluginError, match=r"^unknown DNS router 'xen' \(known: manual\)$"):
         get_plugin_manager(env).dns_routers().require("xen")
+
+
+def test_every_plugin_distribution_in_the_tree_is_a_builtin() -> None:
+    """A plugin shipped under plugins/ shows as ``builtin``; one missing here would list as ``external``."""
+    root = Path(__file__).resolve().parents[2]
+    shipped = {tomllib.loads(p.read_text())["project"]["name"] for p in (root / "plugins").glob("*/pyproject.toml")}
+    assert shipped and shipped | {"banger"} == set(BUILTIN_DISTRIBUTIONS)

@@ -1,0 +1,1 @@
+"""banger-oci: images from any OCI registry, flattened into a bootable ext4 root filesystem."""

@@ -1,0 +1,104 @@
+"""The ``oci`` image source driver: resolve, fetch into the blob cache, build the root filesystem.
+
+``pull("alpine:3.20", dest, progress)`` resolves the reference to its linux/amd64
+manifest, downloads every layer into the content-addressed cache (verified),
+and hands the layers with their ``diff_ids`` to
+:func:`banger_oci.ext4.build_rootfs`, which flattens them into
+``dest/rootfs.ext4`` made bootable by banger. The artifact's metadata records
+the reference and the manifest digest, so ``banger image show`` tells where an
+image came from and ``@sha256:`` pins can be reproduced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from banger_hookspecs import ImageArtifact, ImageListing, PluginContext, Progress
+from banger_oci.auth import default_auth_file, find_credentials
+from banger_oci.blobs import BlobCache
+from banger_oci.plugin import DEFAULT_CACHE_MAX, DEFAULT_KERNEL_REF
+from banger_oci.reference import claims, parse_reference
+from banger_oci.registry import RegistryClient
+
+PLUGIN_NAME = "oci"
+
+
+class OciImageSource:
+    """Images from OCI registries (an :class:`~banger_hookspecs.ImageSourceDriver`)."""
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def cache(self) -> BlobCache:
+        """The blob cache under the plugin's cache directory, capped by ``oci_cache_max``."""
+        cap = self._ctx.config.get("oci_cache_max")
+        return BlobCache(
+            self._ctx.plugin_dir(PLUGIN_NAME, cache=True) / "blobs",
+            cap if isinstance(cap, int) else DEFAULT_CACHE_MAX,
+        )
+
+    def claims(self, ref: str) -> bool:
+        """True for registry references (``alpine:3.20``, ``host:5000/r@sha256:...``), never for plain names."""
+        return claims(ref)
+
+    def available(self) -> list[ImageListing]:
+        """Nothing to list: a registry holds whatever the user names."""
+        return []
+
+    def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
+        """Write ``dest/rootfs.ext4`` for reference ``ref``; see the module docstring."""
+        reference = parse_reference(ref)
+        auth_file = self._ctx.config.get("oci_auth_file")
+        credentials = find_credentials(
+            reference.registry, Path(auth_file) if auth_file is not None else default_auth_file()
+        )
+        cache = self.cache
+        image = dest / "rootfs.ext4"
+        with RegistryClient(reference, credentials) as client, cache.locked():
+            resolved = client.resolve(progress)
+            paths = []
+            for number, blob in enumerate(resolved.layers, 1):
+                label = f"layer {number}/{len(resolved.layers)} {blob.digest[:19]}"
+                progress.step(f"downloading {label} ({blob.size} bytes)")
+                paths.append(cache.fetch(blob, client, progress, label))
+            # The flattener is the heavy part: imported once every layer is here and verified.
+            from banger_oci.ext4 import build_rootfs
+            from banger_oci.layers import Layer
+
+            layers = [
+                Layer(path=path, media_type=blob.media_type, diff_id=diff_id)
+                for path, blob, diff_id in zip(paths, resolved.layers, resolved.diff_ids, strict=True)
+            ]
+            progress.step(f"building the root filesystem of {reference}")
+            size = build_rootfs(layers, image, progress)
+            cache.evict(keep=[blob.digest for blob in resolved.layers])
+        progress.step("hashing the root filesystem")
+        kernel_ref = self._ctx.config.get("oci_kernel_ref")
+        return ImageArtifact(
+            name=reference.image_name(),
+            version=resolved.manifest_digest[:19],
+            rootfs=image,
+            kernel_ref=kernel_ref if isinstance(kernel_ref, str) else DEFAULT_KERNEL_REF,
+            sha256=_sha256(image),
+            size=size,
+            metadata={
+                "origin": str(reference),
+                "reference": ref,
+                "manifest_digest": resolved.manifest_digest,
+                "index_digest": resolved.index_digest,
+                "manifest_media_type": resolved.manifest_media_type,
+                "config_digest": resolved.config_digest,
+                "platform": "linux/amd64",
+                "layers": [blob.digest for blob in resolved.layers],
+            },
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,117 @@
+"""build_rootfs makes the image bootable by banger, without privileges, or says in one line why it cannot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from banger_oci.bootable import NotBootableError, golden_dir
+from banger_oci.ext4 import build_rootfs
+from banger_oci.layers import Layer
+from plugins.oci.tests.ocifs_kit import ZSTD, E, Seen, d, read_ext4, write_layer
+from plugins.oci.tests.test_ext4 import EXPECTED, Quiet, comparable, image_layers
+
+E2FSCK = "/usr/sbin/e2fsck"
+GOLDEN_FILES = golden_dir() / "files"
+
+
+def golden(name: str) -> bytes:
+    return (GOLDEN_FILES / name).read_bytes()
+
+
+def added(data: bytes, mode: int = 0o644) -> Seen:
+    return Seen("file", mode, 0, 0, 1, 0, data=data)
+
+
+#: What build_rootfs adds to EXPECTED (image_layers has no "." entry: the root's mtime is 0).
+BOOT_PIECES: dict[str, Seen] = {
+    "etc/fstab": added(b""),
+    "etc/machine-id": added(b"", 0o444),
+    "etc/ssh": Seen("dir", 0o755, 0, 0, 3, 1_700_000_000),
+    "etc/ssh/sshd_config.d": Seen("dir", 0o755, 0, 0, 2, 0),
+    "etc/ssh/sshd_config.d/banger.conf": added(golden("sshd-banger.conf")),
+    "etc/ssh/sshd_config.d/banger-hostkey.conf": added(golden("sshd-hostkey.conf")),
+    "etc/ssh/sshd_config": Seen("file", 0o644, 0, 0, 1, 1_700_000_000, data=b"Include x\n"),
+    "etc/systemd": Seen("dir", 0o755, 0, 0, 3, 0),
+    "etc/systemd/system": Seen("dir", 0o755, 0, 0, 3, 0),
+    "etc/systemd/system/banger-ready.service": added(golden("banger-ready.service")),
+    "etc/systemd/system/multi-user.target.wants": Seen("dir", 0o755, 0, 0, 2, 0),
+    "etc/systemd/system/multi-user.target.wants/banger-ready.service": Seen(
+        "symlink", 0o777, 0, 0, 1, 0, data=b"/etc/systemd/system/banger-ready.service"
+    ),
+    "usr/lib/banger": Seen("dir", 0o755, 0, 0, 2, 0),
+    "usr/lib/banger/banger-ready": added(golden("banger-ready"), 0o755),
+    "root": Seen("dir", 0o700, 0, 0, 2, 0),
+    "proc": Seen("dir", 0o755, 0, 0, 2, 0),
+    "sys": Seen("dir", 0o755, 0, 0, 2, 0),
+}
+
+
+def with_ssh_config(directory: Path, upper_media_type: str = ZSTD) -> list[Layer]:
+    """The test image plus what openssh-server leaves in a container image: a config and host keys."""
+    ssh = [
+        d("etc/ssh"),
+        E("etc/ssh/sshd_config", data=b"Include x\n"),
+        E("etc/ssh/ssh_host_ed25519_key", data=b"secret", mode=0o600),
+        E("etc/ssh/ssh_host_ed25519_key.pub", data=b"public"),
+    ]
+    return [*image_layers(directory, upper_media_type), write_layer(directory, ssh)]
+
+
+def expected_bootable() -> dict[str, Seen]:
+    tree = {**EXPECTED, **BOOT_PIECES}
+    tree["etc"] = Seen("dir", 0o700, 0, 0, 4, 1_700_000_005)  # + etc/ssh and etc/systemd
+    tree["usr/lib"] = Seen("dir", 0o755, 0, 0, 4, 1_700_000_000)  # + usr/lib/banger
+    return tree
+
+
+@pytest.mark.integration  # needs root to drop it: the build runs with no capabilities at all
+def test_build_rootfs_needs_no_privileges_and_adds_the_boot_pieces(tmp_path: Path) -> None:
+    layers = with_ssh_config(tmp_path / "blobs")
+    image = tmp_path / "rootfs.ext4"
+    code = (
+        "import sys; from pathlib import Path; from banger_oci.ext4 import build_rootfs; "
+        "from banger_oci.layers import Layer; from plugins.oci.tests.test_ext4 import Quiet; "
+        "layers = [Layer(Path(p), m, i) for p, m, i in zip(*[iter(sys.argv[2:])] * 3)]; "
+        "print(build_rootfs(layers, Path(sys.argv[1]), Quiet()))"
+    )
+    argv = [str(image), *[str(v) for layer in layers for v in (layer.path, layer.media_type, layer.diff_id)]]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    no_caps = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--"]
+    done = subprocess.run([*no_caps, sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == image.stat().st_size
+    assert image.stat().st_mode & 0o777 == 0o444
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs", "rootfs.ext4"]
+    subprocess.run([E2FSCK, "-fn", str(image)], check=True, capture_output=True)
+    assert comparable(read_ext4(image, tmp_path / "read")) == expected_bootable()
+
+
+def refused(tmp_path: Path, layers: list[Layer], match: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(NotBootableError, match=match) as caught:
+        build_rootfs(layers, out / "rootfs.ext4", Quiet())
+    assert "\n" not in str(caught.value)
+    assert list(out.iterdir()) == []
+
+
+def test_an_image_without_sshd_is_refused_with_the_fix(tmp_path: Path) -> None:
+    layers = [*image_layers(tmp_path / "blobs"), write_layer(tmp_path / "blobs", [E("usr/sbin/.wh.sshd")])]
+    refused(tmp_path, layers, r"no openssh-server .*apt-get install -y openssh-server")
+
+
+def test_an_image_without_init_is_refused_with_the_fix(tmp_path: Path) -> None:
+    # /sbin -> usr/sbin -> init -> ../lib/systemd/systemd: break the last hop
+    layers = [*image_layers(tmp_path / "blobs"), write_layer(tmp_path / "blobs", [E("usr/lib/systemd/.wh.systemd")])]
+    refused(tmp_path, layers, r"no /sbin/init.*systemd-sysv")
+
+
+def test_a_symlink_loop_for_init_is_no_init(tmp_path: Path) -> None:
+    loop = [E("usr/sbin/init", tarfile.SYMTYPE, link="init2"), E("usr/sbin/init2", tarfile.SYMTYPE, link="init")]
+    refused(tmp_path, [*image_layers(tmp_path / "blobs"), write_layer(tmp_path / "blobs", loop)], "no /sbin/init")
