@@ -71,10 +71,9 @@ class App:
         return self._config
 
     def plugin_context(self) -> PluginContext:
-        from banger_core.common.context import make_context
-        from banger_core.host.hostops import host_ops_for_current_user
+        from banger_core.common.context import UnprivilegedHostOps, make_context
 
-        return make_context(self.config, host_ops_for_current_user(self.config), env=self.env)
+        return make_context(self.config, UnprivilegedHostOps(), env=self.env)
 
 
 pass_app = click.make_pass_decorator(App)

@@ -1,4 +1,9 @@
-"""Builds the :class:`~banger_hookspecs.PluginContext` handed to provider factories."""
+"""Builds the :class:`~banger_hookspecs.PluginContext` handed to provider factories.
+
+The CLI's context gets :class:`UnprivilegedHostOps`: privileged work (bridge,
+taps, NAT) happens only in the daemon, which picks its host ops with
+:func:`banger_core.host.hostops.host_ops_for_current_user`.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,46 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from banger_core.common import hostfacts
 from banger_core.common.config import Config
+from banger_core.common.errors import NotPrivileged
 from banger_hookspecs import HostOps, PluginContext
+
+
+class UnprivilegedHostOps:
+    """Host ops for a daemon without CAP_NET_ADMIN: every call explains how to get it."""
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise NotPrivileged(f'{what} needs root: run the daemon as root, or use network_backend = "usernet"')
+
+    def ensure_bridge(self, name: str, address: str) -> bool:
+        self._refuse(f"creating bridge {name}")
+
+    def delete_bridge(self, name: str) -> None:
+        self._refuse(f"deleting bridge {name}")
+
+    def create_tap(self, name: str, bridge: str, owner_uid: int) -> None:
+        self._refuse(f"creating tap {name}")
+
+    def rename_tap(self, name: str, new_name: str) -> None:
+        self._refuse(f"renaming tap {name}")
+
+    def delete_tap(self, name: str) -> None:
+        self._refuse(f"deleting tap {name}")
+
+    def list_links(self, prefix: str) -> list[str]:
+        return []
+
+    def ensure_nat(self, cidr: str, bridge: str) -> None:
+        self._refuse("setting up NAT")
+
+    def remove_nat(self, cidr: str, bridge: str) -> None:
+        self._refuse("removing NAT")
+
+    def host_routes(self) -> list[str]:
+        return []
 
 
 def resolved_dirs(config: Config) -> tuple[Path, Path, Path]:

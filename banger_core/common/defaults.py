@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 #: Two vCPUs boot systemd markedly faster than one (measured under TCG too), unless the host has one CPU.
 MIN_VCPUS = 2
@@ -22,14 +21,14 @@ def host_defaults(cpus: int, memory_mib: int) -> dict[str, int]:
     }
 
 
-def effective_defaults(vm_defaults: Mapping[str, Any] | None, cpus: int, memory_mib: int) -> dict[str, tuple[int, str]]:
-    """``key -> (value, source)`` with source ``config`` or ``host``."""
+def effective_defaults(vm_defaults: Mapping[str, int] | None, cpus: int, memory_mib: int) -> dict[str, tuple[int, str]]:
+    """``key -> (value, source)`` with source ``config`` or ``host``; ``vm_defaults`` is the validated config table."""
     heuristic = host_defaults(cpus, memory_mib)
     configured = vm_defaults or {}
     out: dict[str, tuple[int, str]] = {}
     for key, config_key in CONFIG_KEYS.items():
         if config_key in configured:
-            out[key] = (int(configured[config_key]), "config")
+            out[key] = (configured[config_key], "config")
         else:
             out[key] = (heuristic[key], "host")
     return out

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from banger_hookspecs import HostFacts
+from banger_hookspecs.types import KvmKind
 
 KVM_GET_API_VERSION = 0xAE00
 KVM_CREATE_VM = 0xAE01
@@ -23,7 +24,7 @@ def _cpu_flags(cpuinfo: str) -> set[str]:
 
 def probe_kvm(
     dev: Path = Path("/dev/kvm"), sys_module: Path = Path("/sys/module"), cpuinfo: str | None = None
-) -> tuple[str, str]:
+) -> tuple[KvmKind, str]:
     """``(kind, detail)``: see :class:`banger_hookspecs.HostFacts`."""
     if not dev.exists():
         return "absent", f"{dev} does not exist: no KVM (enable virtualization in firmware, load kvm_intel/kvm_amd)"
@@ -94,7 +95,7 @@ def gather() -> HostFacts:
     except OSError:
         cpuinfo = ""
     return HostFacts(
-        kvm=kind,  # type: ignore[arg-type]
+        kvm=kind,
         kvm_detail=detail,
         tsc_khz=tsc_khz(cpuinfo),
         cpus=os.cpu_count() or 1,

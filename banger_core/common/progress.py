@@ -1,10 +1,6 @@
-"""Progress sinks used by the core (the daemon streams them to the CLI)."""
+"""A progress sink that discards everything, for work nobody watches (background cleanup, start-up)."""
 
 from __future__ import annotations
-
-import logging
-from collections.abc import Callable
-from typing import Any
 
 
 class NullProgress:
@@ -16,28 +12,3 @@ class NullProgress:
 
     def log(self, message: str) -> None:
         pass
-
-
-class EventProgress:
-    """Turns progress calls into event dicts for ``emit`` (thread-safe if ``emit`` is)."""
-
-    def __init__(self, emit: Callable[[dict[str, Any]], None], logger: logging.Logger | None = None) -> None:
-        self._emit = emit
-        self._logger = logger
-
-    def step(self, message: str) -> None:
-        if self._logger:
-            self._logger.info("%s", message)
-        self._emit({"event": "step", "message": message})
-
-    def advance(self, done: int, total: int | None = None, unit: str = "B") -> None:
-        self._emit({"event": "progress", "done": done, "total": total, "unit": unit})
-
-    def log(self, message: str) -> None:
-        if self._logger:
-            self._logger.debug("%s", message)
-        self._emit({"event": "log", "message": message})
-
-    def event(self, event: dict[str, Any]) -> None:
-        """Any other event for the client (e.g. ``{"event": "created", "name": ...}``)."""
-        self._emit(event)

@@ -14,7 +14,7 @@ import shlex
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,12 +166,12 @@ class SshKeys:
         with self._locked():
             self._rewrite(lambda lines: [ln for ln in lines if ln.split(" ", 1)[0] != alias])
 
-    def _rewrite(self, change: object) -> None:
+    def _rewrite(self, change: Callable[[list[str]], list[str]]) -> None:
         try:
             lines = self.known_hosts.read_text().splitlines(keepends=True)
         except FileNotFoundError:
             lines = []
-        new = change(lines)  # type: ignore[operator]
+        new = change(lines)
         tmp = self.known_hosts.with_name(self.known_hosts.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

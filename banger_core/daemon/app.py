@@ -34,7 +34,6 @@ from banger_core.api.events import (
 )
 from banger_core.api.models import (
     ApiModel,
-    DaemonConfig,
     DaemonStatus,
     Deleted,
     ErrorBody,
@@ -147,7 +146,7 @@ class Daemon:
             dns_link = driver.dns_link()
         except Exception as exc:
             log.warning("network backend %s is not ready: %s", name, exc)
-        binds = listen_addresses(self.rt.config, dns_link)
+        binds = listen_addresses(dns_link, self.rt.config["dns_port"], self.rt.config.get("dns_loopback_port"))
         if binds:
             # A lambda, not the bound .get: the table object is replaced on every change.
             server = DnsServer(lambda vm_name: self.dns_table.get(vm_name), logger=logging.getLogger("banger.dns"))
@@ -329,7 +328,7 @@ async def daemon_status(d: Daemon, request: Request) -> Response:
         vms=len(vms),
         running_vms=sum(1 for vm in vms if vm.state is VmState.RUNNING),
         web_ui=d.web_ui,
-        config=DaemonConfig.model_validate(d.config_watch.describe()),
+        config=d.config_watch.describe(),
         web_url=d.web_url,
     )
     return JSONResponse(status.model_dump(mode="json"))

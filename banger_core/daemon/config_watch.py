@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
+from banger_core.api.models import DaemonConfig
 from banger_core.common.config import Config, ConfigError, display_path, file_stamp, load_config
 from banger_core.daemon.runtime import Runtime
 
@@ -77,20 +77,20 @@ class ConfigWatch:
         log.info("config reloaded from %s: %s", current.path, ", ".join(changed) or "no value changed")
         return None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> DaemonConfig:
         """What the daemon runs with, for ``GET /v1/daemon`` and ``banger config show``."""
         try:
             self.check()
         except ConfigError:
             pass  # reported through "problem"
         config = self.rt.config
-        return {
-            "path": str(config.path),
-            "sha256": config.digest,
-            "mtime": config.stamp[2] / 1e9 if config.stamp else None,
-            "loaded_at": self.loaded_at,
-            "problem": self.problem,
-        }
+        return DaemonConfig(
+            path=str(config.path),
+            sha256=config.digest,
+            mtime=config.stamp[2] / 1e9 if config.stamp else None,
+            loaded_at=self.loaded_at,
+            problem=self.problem,
+        )
 
 
 def _apply(current: Config, new: Config) -> None:

@@ -18,14 +18,12 @@ malformed packet                        dropped, logged (rate-limited)
 The daemon runs it in its own event loop::
 
     server = DnsServer(lambda name: vms.ip_of(name))
-    await server.start(binds=listen_addresses(config, network.dns_link()))
+    await server.start(binds=listen_addresses(network.dns_link(), config["dns_port"], config.get("dns_loopback_port")))
     ...
     await server.stop()
 
-and synchronous code (tests, benchmarks) in a thread::
-
-    with DnsServerThread(DnsServer(lookup), binds=[("127.0.0.1", 5353)]):
-        ...
+Tests and benchmarks run it in a thread with
+:class:`banger_core.testing.dns.DnsServerThread`.
 """
 
 from __future__ import annotations
@@ -35,13 +33,11 @@ import errno
 import ipaddress
 import logging
 import socket
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import cast
 
-from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSRecord
+from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSQuestion, DNSRecord
 
 from banger_core.common.errors import DnsServerError
 from banger_hookspecs.names import is_vm_name
@@ -73,7 +69,7 @@ class RateLimitedLog:
         self.suppressed = 0
         self._last: float | None = None
 
-    def warning(self, message: str, *args: Any) -> None:
+    def warning(self, message: str, *args: object) -> None:
         """Log ``message % args`` unless a line was logged less than ``interval`` seconds ago."""
         now = self.clock()
         if self._last is not None and now - self._last < self.interval:
@@ -150,7 +146,7 @@ class VmZone:
             self._resolve(query.questions[0], reply, peer)
         return bytes(reply.pack())
 
-    def _resolve(self, question: Any, reply: DNSRecord, peer: object) -> None:
+    def _resolve(self, question: DNSQuestion, reply: DNSRecord, peer: object) -> None:
         labels = tuple(label.lower() for label in question.qname.label)
         if question.qclass not in (CLASS.IN, _CLASS_ANY) or not labels or labels[-1] != self.zone:
             reply.header.rcode = RCODE.REFUSED  # not ours, and we never recurse
@@ -202,7 +198,7 @@ class _DnsProtocol(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[object, int]) -> None:
         try:
             reply = self.zone.answer(data, addr)
         except Exception as exc:  # a bug or a dnslib corner: drop this packet, keep serving
@@ -216,28 +212,30 @@ class _DnsProtocol(asyncio.DatagramProtocol):
         self.zone.warn.warning("DNS socket error: %s", exc)
 
 
-def listen_addresses(config: Mapping[str, Any], dns_link: tuple[str, str] | None) -> list[tuple[str, int]]:
-    """Where the daemon's DNS server listens, from the core config and the network backend.
+def listen_addresses(
+    dns_link: tuple[str, str] | None, dns_port: int = 53, loopback_port: int | None = None
+) -> list[tuple[str, int]]:
+    """Where the daemon's DNS server listens, from the network backend and the core config.
 
     Args:
-        config: effective configuration (``dns_port``, ``dns_loopback_port``).
         dns_link: the network backend's ``dns_link()``: ``(link, address)`` or None.
+        dns_port: config ``dns_port``: the port on the backend's address.
+        loopback_port: config ``dns_loopback_port``: also listen on 127.0.0.1 there (None: don't).
 
     Returns:
         ``(address, dns_port)`` on the backend's address, plus ``("127.0.0.1",
-        dns_loopback_port)`` when that key is set; possibly empty (usernet
-        without a loopback port: no DNS server needed).
+        loopback_port)`` when that is set; possibly empty (usernet without a
+        loopback port: no DNS server needed).
 
     Example:
-        >>> listen_addresses({"dns_port": 53, "dns_loopback_port": 5353}, ("banger0", "172.16.0.1"))
+        >>> listen_addresses(("banger0", "172.16.0.1"), 53, 5353)
         [('172.16.0.1', 53), ('127.0.0.1', 5353)]
     """
     binds = []
     if dns_link is not None:
-        binds.append((dns_link[1], int(config.get("dns_port", 53))))
-    loopback_port = config.get("dns_loopback_port")
+        binds.append((dns_link[1], dns_port))
     if loopback_port is not None:
-        binds.append(("127.0.0.1", int(loopback_port)))
+        binds.append(("127.0.0.1", loopback_port))
     return binds
 
 
@@ -329,68 +327,3 @@ class DnsServer:
         for transport in transports:
             transport.close()
         await asyncio.sleep(0)  # let the loop run the close callbacks
-
-
-class DnsServerThread:
-    """Runs a :class:`DnsServer` in its own thread and event loop, for synchronous callers.
-
-    Args:
-        server: the server to run.
-        binds: ``(address, port)`` pairs, as for :meth:`DnsServer.start`.
-        sockets: already bound UDP sockets, as for :meth:`DnsServer.start`.
-    """
-
-    def __init__(
-        self, server: DnsServer, binds: Sequence[tuple[str, int]] = (), sockets: Sequence[socket.socket] = ()
-    ) -> None:
-        self.server = server
-        self.binds = list(binds)
-        self.sockets = list(sockets)
-        self.addresses: list[tuple[str, int]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self, timeout: float = 10.0) -> list[tuple[str, int]]:
-        """Start listening; returns the addresses, or raises what :meth:`DnsServer.start` raised."""
-        self._thread = threading.Thread(target=self._run, name="banger-dns", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise DnsServerError(f"the DNS server did not start within {timeout} s")
-        if self._error is not None:
-            self._thread.join(timeout)
-            raise self._error
-        return self.addresses
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            self.addresses = loop.run_until_complete(self.server.start(self.binds, self.sockets))
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self.server.stop())
-            loop.close()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the loop, close the sockets and join the thread."""
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout)
-
-    def __enter__(self) -> DnsServerThread:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -31,7 +31,6 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from banger_core.common.errors import FileSyncError
 
@@ -144,7 +143,7 @@ def _parse_host(value: object, label: str, home: str, real_home: str) -> tuple[P
     return Path(real), stat.S_ISDIR(st.st_mode)
 
 
-def validate_entries(entries: Sequence[Mapping[str, Any]], home: Path) -> list[SyncEntry]:
+def validate_entries(entries: Sequence[object], home: Path) -> list[SyncEntry]:
     """Check every ``file_sync`` entry; raise on the first bad one.
 
     Args:

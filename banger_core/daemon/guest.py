@@ -14,7 +14,10 @@ Typical use by the VM lifecycle code::
         stage_authorized_keys(Path(staging), banger_public_key)
         create_work_disk(vm_dir / "work.ext4", 4 << 30, Path(staging))
     cmdline = kernel_cmdline("web", net)
-    known_hosts.write_text(known_hosts_line([host_pattern("127.0.0.1", 2222)], identity))
+
+The daemon pins the VM's host key through :class:`banger_core.common.ssh.SshKeys`;
+tests that boot a guest without the daemon write a ``known_hosts`` file with
+:mod:`banger_core.testing.guest`.
 """
 
 from __future__ import annotations
@@ -264,33 +267,6 @@ def kernel_cmdline(hostname: str, net: GuestNetConfig | None, extra: Sequence[st
             raise GuestSetupError(f"invalid extra kernel argument {arg!r}: no spaces, and banger.* keys are reserved")
         args.append(arg)
     return " ".join(args)
-
-
-def host_pattern(host: str, port: int = 22) -> str:
-    """known_hosts host pattern for ``host`` on ``port`` (``[127.0.0.1]:2222`` unless port 22)."""
-    if not host or any(ch.isspace() or ch in ",[]" for ch in host):
-        raise GuestSetupError(f"invalid host name for known_hosts: {host!r}")
-    if not 0 < port < 65536:
-        raise GuestSetupError(f"invalid ssh port {port}")
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def known_hosts_line(host_patterns: Sequence[str], identity: GuestIdentity) -> str:
-    """One ``known_hosts`` line pinning the VM's host key for ``host_patterns``.
-
-    Args:
-        host_patterns: e.g. ``["web.vm", host_pattern("127.0.0.1", 2222)]``.
-        identity: the VM's identity.
-
-    Returns:
-        ``"web.vm,[127.0.0.1]:2222 ssh-ed25519 AAAA...\\n"``.
-    """
-    if not host_patterns:
-        raise GuestSetupError("known_hosts line needs at least one host pattern")
-    for pattern in host_patterns:
-        if not pattern or any(ch.isspace() or ch == "," for ch in pattern):
-            raise GuestSetupError(f"invalid known_hosts host pattern {pattern!r}")
-    return f"{','.join(host_patterns)} {identity.host_key_public}\n"
 
 
 class MarkerWatch:

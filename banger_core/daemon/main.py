@@ -18,7 +18,6 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 from banger_core.common.buildinfo import build_info
 from banger_core.common.errors import BangerError
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         print(build_info().line("bangerd"))
         return
     os.umask(0o077)
-    env: dict[str, Any] = dict(os.environ)
+    env = dict(os.environ)
     try:
         code = asyncio.run(serve(env, foreground=not args.background))
     except BangerError as exc:

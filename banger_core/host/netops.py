@@ -21,11 +21,11 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -77,18 +77,44 @@ def _validate_uid(uid: int) -> int:
     return uid
 
 
-def _link_kind(link: Any) -> str | None:
+class _NetlinkMessage(Protocol):
+    """The part of a pyroute2 message (link, address, route) banger reads; pyroute2 has no type hints."""
+
+    def __getitem__(self, key: str) -> int: ...
+
+    def get(self, key: str | tuple[str, ...]) -> object: ...
+
+    def get_nested(self, *keys: str) -> object: ...
+
+
+class _IPRoute(Protocol):
+    """The part of pyroute2's ``IPRoute`` banger calls."""
+
+    def link_lookup(self, *, ifname: str) -> list[int]: ...
+
+    def get_links(self, *indices: int) -> Sequence[_NetlinkMessage]: ...
+
+    def link(self, command: str, **attributes: object) -> object: ...
+
+    def get_addr(self, *, index: int, family: int) -> Iterable[_NetlinkMessage]: ...
+
+    def addr(self, command: str, **attributes: object) -> object: ...
+
+    def get_routes(self, *, family: int) -> Iterable[_NetlinkMessage]: ...
+
+
+def _link_kind(link: _NetlinkMessage) -> str | None:
     kind = link.get(("linkinfo", "kind"))
     return kind if isinstance(kind, str) else None
 
 
-def _is_tap(link: Any) -> bool:
+def _is_tap(link: _NetlinkMessage) -> bool:
     if _link_kind(link) != "tun":
         return False
     return bool(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_TUN_TYPE") == _TUN_TYPE_TAP)
 
 
-def _tap_owner(link: Any) -> int | None:
+def _tap_owner(link: _NetlinkMessage) -> int | None:
     owner = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_TUN_OWNER")
     return owner if isinstance(owner, int) else None
 
@@ -112,7 +138,7 @@ class NetlinkHostOps:
         ops.ensure_nat("172.16.0.0/24", "banger0")
     """
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, object]) -> None:
         self.config = config
         self.nft = shutil.which("nft") or "/usr/sbin/nft"
         self.ip_forward = IP_FORWARD
@@ -181,7 +207,7 @@ class NetlinkHostOps:
     # ------------------------------------------------------------------ netlink plumbing
 
     @contextmanager
-    def _netlink(self, what: str) -> Iterator[Any]:
+    def _netlink(self, what: str) -> Iterator[_IPRoute]:
         """An IPRoute socket; netlink errors become one-line :class:`HostOpError` sentences."""
         try:
             with IPRoute() as ipr:
@@ -193,12 +219,20 @@ class NetlinkHostOps:
             raise HostOpError(f"{what} failed: {exc.strerror}: run the daemon as root") from exc
 
     @staticmethod
-    def _find(ipr: Any, name: str) -> Any:
+    def _find(ipr: _IPRoute, name: str) -> _NetlinkMessage | None:
         """The link called ``name``, or None."""
         indices = ipr.link_lookup(ifname=name)
         if not indices:
             return None
         return ipr.get_links(indices[0])[0]
+
+    @classmethod
+    def _created(cls, ipr: _IPRoute, name: str) -> _NetlinkMessage:
+        """The link just added as ``name``."""
+        link = cls._find(ipr, name)
+        if link is None:  # another root process deleted it in between
+            raise HostOpError(f"network interface {name} vanished right after banger created it: try again")
+        return link
 
     # ------------------------------------------------------------------ bridge
 
@@ -224,7 +258,7 @@ class NetlinkHostOps:
             link = self._find(ipr, name)
             if link is None:
                 ipr.link("add", ifname=name, kind="bridge")
-                link = self._find(ipr, name)
+                link = self._created(ipr, name)
                 changed = True
             elif _link_kind(link) != "bridge":
                 raise HostOpError(
@@ -286,7 +320,7 @@ class NetlinkHostOps:
             if tap is None:
                 # no_pi as `ip tuntap` does: Firecracker and QEMU expect bare Ethernet frames.
                 ipr.link("add", ifname=name, kind="tuntap", mode="tap", uid=owner_uid, ifr={"no_pi": 1})
-                tap = self._find(ipr, name)
+                tap = self._created(ipr, name)
             elif not _is_tap(tap):
                 raise HostOpError(f"network interface {name} exists but is not a tap: delete it (`ip link del {name}`)")
             elif _tap_owner(tap) != owner_uid:
@@ -352,7 +386,7 @@ class NetlinkHostOps:
     def host_routes(self) -> list[str]:
         """IPv4 unicast routes of the main table as CIDR strings, except those through banger's bridges."""
         with self._netlink("listing routes") as ipr:
-            names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+            names: dict[object, object] = {link["index"]: link.get("ifname") for link in ipr.get_links()}
             routes = set()
             for route in ipr.get_routes(family=socket.AF_INET):
                 if route.get("table") != _MAIN_TABLE or route["type"] != _RTN_UNICAST:

@@ -36,15 +36,18 @@ import ssl
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from banger_core.common.plugins import PluginManager, get_plugin_manager
 from banger_hookspecs import PluginContext
+
+if TYPE_CHECKING:
+    from click.testing import Result
 
 
 def _normalize(dist: str) -> str:
@@ -131,7 +134,7 @@ def banger_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fak
     importlib.invalidate_caches()
 
 
-def invoke_cli(args: list[str], env: dict[str, str]) -> Any:
+def invoke_cli(args: list[str], env: dict[str, str]) -> Result:
     """Run ``banger ARGS`` in-process with ``env``; returns click's ``Result``.
 
     Plugins come from the real entry points plus anything ``banger_site`` wrote.
@@ -236,11 +239,10 @@ def mint_tls(directory: Path) -> TlsFiles:
     return files
 
 
-def make_plugin_context(env: dict[str, str], config_overrides: dict[str, Any] | None = None) -> PluginContext:
+def make_plugin_context(env: dict[str, str], config_overrides: Mapping[str, object] | None = None) -> PluginContext:
     """A real context for ``env`` (see ``banger_env``), config defaults plus overrides."""
     from banger_core.common.config import load_config
-    from banger_core.common.context import make_context
-    from banger_core.host.hostops import UnprivilegedHostOps
+    from banger_core.common.context import UnprivilegedHostOps, make_context
 
     config = load_config(get_plugin_manager(env), env)
     for key, value in (config_overrides or {}).items():

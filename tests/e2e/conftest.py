@@ -32,6 +32,7 @@ import pytest
 from banger_core.common import hostfacts
 from banger_core.daemon import guest
 from banger_core.testing import make_plugin_context
+from banger_core.testing.guest import host_pattern, known_hosts_line
 from banger_hookspecs import GuestNetConfig, ImageArtifact, KernelArtifact, PluginContext, SourceUnavailable
 
 QEMU = "qemu-system-x86_64"
@@ -353,7 +354,7 @@ def launch_tcg_vm(
         guest.create_work_disk(directory / "work.ext4", 1 << 30, Path(staging))
     port = free_port()
     known_hosts = directory / "known_hosts"
-    known_hosts.write_text(guest.known_hosts_line([guest.host_pattern("127.0.0.1", port)], identity))
+    known_hosts.write_text(known_hosts_line([host_pattern("127.0.0.1", port)], identity))
     extra = list(cmdline_extra)
     tsc = hostfacts.tsc_khz()
     if tsc:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.daemon import guest
+from banger_core.testing.guest import host_pattern, known_hosts_line
 from banger_debootstrap.build import sha256_file
 from banger_hookspecs import ImageArtifact, KernelArtifact, boot
 
@@ -81,7 +81,7 @@ def test_ssh_key_login_with_pinned_host_key(pair: tuple[TcgVm, TcgVm]) -> None:
 
 def _known_hosts_for(vm: TcgVm, port: int) -> Path:
     path = vm.directory / f"known_hosts-as-{port}"
-    path.write_text(guest.known_hosts_line([guest.host_pattern("127.0.0.1", port)], vm.identity))
+    path.write_text(known_hosts_line([host_pattern("127.0.0.1", port)], vm.identity))
     return path
 
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import pytest
 from dnslib import DNSRecord
 
-from banger_core.daemon.dns import DnsServer, DnsServerError, DnsServerThread
+from banger_core.daemon.dns import DnsServer, DnsServerError
 from banger_core.host.netops import NetlinkHostOps
+from banger_core.testing.dns import DnsServerThread
 from tests.netns import NetNamespace, temporary_netns
 
 pytestmark = pytest.mark.integration

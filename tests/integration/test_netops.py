@@ -286,6 +286,53 @@ def test_validation_rejects_bad_arguments_before_touching_netlink(
     assert links(ns) == before
 
 
+def _racing_deleter(call: str, *args: Any) -> str:
+    """Run ``NetlinkHostOps.<call>(*args)`` while another root process deletes each link the moment
+    banger has added it (a real netlink delete right after the real add); return the HostOpError."""
+
+    real_iproute = netops.IPRoute
+
+    class DeletesWhatItAdds:
+        def __enter__(self) -> DeletesWhatItAdds:
+            self.ipr = real_iproute().__enter__()
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.ipr.__exit__(*exc)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.ipr, name)
+
+        def link(self, command: str, **attributes: Any) -> Any:
+            result = self.ipr.link(command, **attributes)
+            if command == "add":
+                self.ipr.link("del", index=self.ipr.link_lookup(ifname=attributes["ifname"])[0])
+            return result
+
+    netops.IPRoute = DeletesWhatItAdds
+    try:
+        getattr(NetlinkHostOps(CONFIG), call)(*args)
+    except HostOpError as exc:
+        return str(exc)
+    raise AssertionError(f"{call}{args} succeeded although its link was deleted")
+
+
+@pytest.mark.parametrize(
+    ("call", "args", "name"),
+    [("ensure_bridge", ("banger0", "172.16.0.1/24"), "banger0"), ("create_tap", ("bgr0", "banger0", 0), "bgr0")],
+)
+def test_a_link_deleted_right_after_creation_is_a_clear_error(
+    ns: NetNamespace, call: str, args: tuple[Any, ...], name: str
+) -> None:
+    if call == "create_tap":
+        ns.call(ops().ensure_bridge, "banger0", "172.16.0.1/24")
+
+    message = ns.call(_racing_deleter, call, *args)
+
+    assert message == f"network interface {name} vanished right after banger created it: try again"
+    assert name not in links(ns)
+
+
 def test_bad_config_is_refused_by_the_calls_that_need_it(ns: NetNamespace) -> None:
     """Construction never fails (a usernet daemon builds these too); bridge and NAT calls refuse."""
     NetlinkHostOps({"cidr": "172.16.0.0/33", "bridge_ip": "172.16.0.1"})

@@ -204,11 +204,7 @@ def test_bad_bind_addresses_are_refused_before_binding(binds: list[tuple[str, in
 
 
 def test_listen_addresses_follow_the_config_and_the_network_backend() -> None:
-    config = {"dns_port": 53}
-    assert listen_addresses(config, ("banger0", "172.16.0.1")) == [("172.16.0.1", 53)]
-    assert listen_addresses({**config, "dns_loopback_port": 5353}, None) == [("127.0.0.1", 5353)]
-    assert listen_addresses({"dns_port": 5300, "dns_loopback_port": 5353}, ("banger0", "10.1.0.1")) == [
-        ("10.1.0.1", 5300),
-        ("127.0.0.1", 5353),
-    ]
-    assert listen_addresses(config, None) == []
+    assert listen_addresses(("banger0", "172.16.0.1"), 53) == [("172.16.0.1", 53)]
+    assert listen_addresses(None, 53, 5353) == [("127.0.0.1", 5353)]
+    assert listen_addresses(("banger0", "10.1.0.1"), 5300, 5353) == [("10.1.0.1", 5300), ("127.0.0.1", 5353)]
+    assert listen_addresses(None, 53) == []

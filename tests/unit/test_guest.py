@@ -12,6 +12,7 @@ import pytest
 
 from banger_core.daemon import guest
 from banger_core.daemon.guest import GuestSetupError
+from banger_core.testing.guest import host_pattern, known_hosts_line
 from banger_hookspecs import GuestNetConfig, boot
 
 pytestmark = pytest.mark.unit
@@ -164,8 +165,8 @@ def test_kernel_cmdline_refuses_bad_values(
 
 
 def test_known_hosts_line_is_understood_by_ssh_keygen(identity: guest.GuestIdentity, tmp_path: Path) -> None:
-    patterns = ["web-1.vm", guest.host_pattern("127.0.0.1", 2222)]
-    line = guest.known_hosts_line(patterns, identity)
+    patterns = ["web-1.vm", host_pattern("127.0.0.1", 2222)]
+    line = known_hosts_line(patterns, identity)
     assert line == f"web-1.vm,[127.0.0.1]:2222 {identity.host_key_public}\n"
     known = tmp_path / "known_hosts"
     known.write_text(line)
@@ -173,22 +174,22 @@ def test_known_hosts_line_is_understood_by_ssh_keygen(identity: guest.GuestIdent
         ["ssh-keygen", "-F", "[127.0.0.1]:2222", "-f", str(known)], capture_output=True, text=True, check=True
     )
     assert identity.host_key_public in found.stdout
-    assert guest.host_pattern("web-1.vm") == "web-1.vm"
+    assert host_pattern("web-1.vm") == "web-1.vm"
 
 
 @pytest.mark.parametrize("pattern", ["", "a b", "a,b"])
 def test_known_hosts_line_refuses_bad_patterns(identity: guest.GuestIdentity, pattern: str) -> None:
-    with pytest.raises(GuestSetupError):
-        guest.known_hosts_line([pattern], identity)
-    with pytest.raises(GuestSetupError):
-        guest.known_hosts_line([], identity)
+    with pytest.raises(ValueError):
+        known_hosts_line([pattern], identity)
+    with pytest.raises(ValueError):
+        known_hosts_line([], identity)
 
 
 def test_host_pattern_refuses_bad_ports() -> None:
-    with pytest.raises(GuestSetupError):
-        guest.host_pattern("127.0.0.1", 0)
-    with pytest.raises(GuestSetupError):
-        guest.host_pattern("[::1]", 22)
+    with pytest.raises(ValueError):
+        host_pattern("127.0.0.1", 0)
+    with pytest.raises(ValueError):
+        host_pattern("[::1]", 22)
 
 
 def test_marker_watch_reads_each_byte_once_and_follows_a_rotation(tmp_path: Path) -> None:

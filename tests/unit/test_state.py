@@ -9,12 +9,13 @@ import pytest
 
 from banger_core.common.names import InvalidName, generate_vm_name, validate_vm_name
 from banger_core.daemon.state.db import MIGRATIONS, Database, StateError
+from banger_core.testing.state import schema_version
 
 
 def test_fresh_database_gets_every_migration_wal_and_0600(tmp_path: Path) -> None:
     db = Database(tmp_path / "state" / "banger.db")
     assert db.applied == [v for v, _ in MIGRATIONS] and db.version_before == 0
-    assert db.schema_version() == MIGRATIONS[-1][0]
+    assert schema_version(db) == MIGRATIONS[-1][0]
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
@@ -171,7 +172,7 @@ def test_a_read_returns_while_a_writer_holds_the_write_lock(tmp_path: Path) -> N
         # Same thread, writer still open: a read that waited for it would fail after the busy timeout.
         with db.read() as s:
             seen = [image.name for image in s.exec(select(Image)).all()]
-        assert db.schema_version() == MIGRATIONS[-1][0]
+        assert schema_version(db) == MIGRATIONS[-1][0]
         assert writer.in_transaction  # the read finished first
     finally:
         writer.execute("COMMIT")

@@ -12,10 +12,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine
 
 from banger_core.common.errors import StateError
@@ -116,7 +115,7 @@ def preflight(path: Path, latest: int) -> int:
     return version
 
 
-def _configure(dbapi_conn: Any, _record: Any) -> None:
+def _configure(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     # pysqlite commits implicitly before DDL; take transaction control ourselves
     # (see _begin) so a migration's statements are applied all or nothing.
     dbapi_conn.isolation_level = None
@@ -132,7 +131,7 @@ def _configure(dbapi_conn: Any, _record: Any) -> None:
 READ_ONLY = "banger_read_only"
 
 
-def _begin(conn: Any) -> None:
+def _begin(conn: Connection) -> None:
     if conn.get_execution_options().get(READ_ONLY):
         # A deferred transaction reads a WAL snapshot and takes no lock a writer
         # holds, so reads never queue behind a write; query_only makes SQLite
@@ -210,11 +209,6 @@ class Database:
         """A read-only session on one consistent snapshot: it never waits for a writer."""
         with _committing(self.reader) as session:
             yield session
-
-    def schema_version(self) -> int:
-        with self.reader.connect() as conn:
-            row = conn.exec_driver_sql("SELECT MAX(version) FROM schema_migrations").first()
-            return int(row[0]) if row and row[0] is not None else 0
 
     def close(self) -> None:
         self.engine.dispose()

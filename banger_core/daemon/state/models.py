@@ -7,8 +7,8 @@ Columns here must match the migrations in :mod:`banger_core.daemon.state.db`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
+from pydantic import JsonValue
 from sqlalchemy import JSON, Column, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -50,7 +50,7 @@ class Vm(SQLModel, table=True):
     last_error: str | None = None
     remove_on_exit: bool = False
     host_access: bool = False
-    spec_sources: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    spec_sources: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 class Image(SQLModel, table=True):
@@ -63,7 +63,7 @@ class Image(SQLModel, table=True):
     sha256: str
     size: int
     created_at: datetime
-    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    meta: dict[str, JsonValue] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 class Kernel(SQLModel, table=True):
@@ -75,4 +75,4 @@ class Kernel(SQLModel, table=True):
     boot_protocol: int
     sha256: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime
-    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    meta: dict[str, JsonValue] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
