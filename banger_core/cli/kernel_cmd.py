@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from banger_core.cli.app import App, pass_app
-from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.common import get_client
 from banger_core.cli.completion import complete_kernel_providers, complete_kernels
 from banger_core.cli.output import print_models, table
+from banger_core.cli.progress import ProgressPrinter
 
 
 @click.group(name="kernel")

@@ -15,8 +15,9 @@ import click
 
 from banger_core.api.state import VmState
 from banger_core.cli.app import App
-from banger_core.cli.common import ProgressPrinter, get_client, ssh_target
+from banger_core.cli.common import get_client, ssh_target
 from banger_core.cli.completion import complete_vms
+from banger_core.cli.progress import ProgressPrinter
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
 
