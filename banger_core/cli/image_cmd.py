@@ -69,7 +69,7 @@ def pull(app: App, ref: str, source: str | None, force: bool, as_json: bool) -> 
     The first pull of debian-bookworm without a reachable catalog builds it
     with debootstrap (a few minutes); later pulls are instant.
     """
-    printer = ProgressPrinter(app.verbose, quiet=as_json)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet or as_json)
     image = get_client(app).images.pull(ref, source=source, force=force, progress=printer)
     printer.done()
     if as_json:
@@ -106,7 +106,7 @@ def export_bundle(app: App, kind: str, source: Path, output: Path, force: bool) 
     from banger_core.api.events import EventSink
     from banger_core.common.bundles import write_bundle
 
-    printer = ProgressPrinter(app.verbose)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet)
     try:
         info = write_bundle(kind, source, output, EventSink(printer), overwrite=force)  # type: ignore[arg-type]
     except Exception as exc:

@@ -43,7 +43,7 @@ def list_kernels(app: App, as_json: bool) -> None:
 @pass_app
 def pull(app: App, ref: str, provider: str | None, force: bool) -> None:
     """Get kernel REF (e.g. generic-6.1)."""
-    printer = ProgressPrinter(app.verbose)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet)
     kernel = get_client(app).kernels.pull(ref, provider=provider, force=force, progress=printer)
     printer.done()
     how = f"from {kernel.used_source}" if kernel.pulled else "already present"

@@ -135,7 +135,7 @@ def create(app: App, /, no_start: bool, as_json: bool, **kw: object) -> None:
     """
     from banger_core.cli.run_cmd import pull_missing_image
 
-    printer = ProgressPrinter(app.verbose, quiet=as_json)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet or as_json)
     spec = spec_body(kw)
     client = get_client(app)
     pull_missing_image(client, client.vms.plan(**spec), printer)
@@ -170,7 +170,7 @@ def _lifecycle(op: str, doc: str, *, force_help: str | None = None) -> click.Com
         client = get_client(app)
         failed = False
         for name in names:
-            printer = ProgressPrinter(app.verbose)
+            printer = ProgressPrinter(app.verbose, quiet=app.quiet)
             try:
                 run(client, name, force, printer)
             except BangerError as exc:

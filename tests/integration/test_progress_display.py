@@ -89,11 +89,14 @@ def test_without_a_terminal_a_download_is_one_line_per_tenth(daemon: DaemonHarne
     assert "\r" not in pulled.stderr and "\033" not in pulled.stderr
 
 
-def test_json_output_adds_nothing_on_stderr(daemon: DaemonHarness) -> None:
+def test_json_and_quiet_add_nothing_on_stderr(daemon: DaemonHarness) -> None:
     start_daemon(daemon)  # else the CLI says on stderr that it started the daemon
     pulled = banger(daemon, "image", "pull", "--json", "fake-download")
     assert pulled.returncode == 0 and pulled.stderr == ""
     assert json.loads(pulled.stdout)["name"] == "fake-download"
+    again = banger(daemon, "--quiet", "image", "pull", "--force", "fake-download")
+    assert again.returncode == 0 and again.stderr == ""
+    assert again.stdout.startswith("fake-download: from fake")
     # vm create pulls its missing image first, with the pull's progress: none of it with --json.
     created = banger(daemon, "vm", "create", "--json", "--name", "quiet", "--backend", "fakevmm", "--no-start")
     assert created.returncode == 0 and created.stderr == ""
