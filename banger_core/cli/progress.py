@@ -12,6 +12,7 @@ unknown), never one per chunk. ``quiet`` (``--json``) shows nothing.
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, TextIO
@@ -37,7 +38,8 @@ class ProgressPrinter:
         self.verbose = verbose
         self.quiet = quiet
         self._stream = stream if stream is not None else sys.stderr
-        self.tty = self._stream.isatty()
+        # A dumb terminal (Emacs' shell) cannot redraw a line: it gets the plain lines.
+        self.tty = self._stream.isatty() and os.environ.get("TERM") != "dumb"
         self._live: _LiveLine | None = None
         self._plain = _PlainTransfer()
 
@@ -124,7 +126,10 @@ class _LiveLine:
         if unit == "B":
             columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
         else:
-            columns = (SpinnerColumn(), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn())
+            label = TextColumn(
+                unit.replace("{", "{{").replace("}", "}}"), markup=False
+            )  # a plugin's word, not a format
+            columns = (SpinnerColumn(), BarColumn(), MofNCompleteColumn(), label, TimeElapsedColumn())
         self._progress.stop()
         self._progress = Progress(*columns, console=self._console, transient=True)
         self._task = self._progress.add_task("", total=None)

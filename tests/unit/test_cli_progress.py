@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
+import pty
+import select
 
-from banger_core.api.events import LogEvent, ProgressEvent, StepEvent
+import pytest
+
+from banger_core.api.events import LogEvent, ProgressEvent, ProgressUpdate, StepEvent
 from banger_core.cli.progress import PLAIN_INTERVAL, ProgressPrinter, _PlainTransfer
 
 
@@ -43,3 +48,29 @@ def test_quiet_shows_nothing_and_logs_wait_for_verbose() -> None:
     verbose = io.StringIO()
     ProgressPrinter(verbose=1, stream=verbose)(LogEvent(message="apt says hi"))
     assert verbose.getvalue() == "    apt says hi\n"
+
+
+def _shown_on_a_terminal(events: list[ProgressUpdate]) -> str:
+    controller, terminal = pty.openpty()
+    with open(terminal, "w", closefd=True) as stream:
+        printer = ProgressPrinter(stream=stream)
+        for event in events:
+            printer(event)
+        printer.done()
+    shown = b""  # (a few hundred bytes: the terminal's buffer holds them until read)
+    while select.select([controller], [], [], 0)[0]:
+        try:
+            shown += os.read(controller, 65536)
+        except OSError:  # EIO: drained, and the writing side is closed
+            break
+    os.close(controller)
+    return shown.decode()
+
+
+def test_a_terminal_gets_a_live_line_and_a_dumb_one_the_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[ProgressUpdate] = [StepEvent(message="pulling"), ProgressEvent(done=5, total=10, unit="{layers}")]
+    monkeypatch.setenv("TERM", "xterm")
+    live = _shown_on_a_terminal(events)
+    assert "==> pulling" in live and "5/10" in live and "{layers}" in live and "(50%)" not in live
+    monkeypatch.setenv("TERM", "dumb")
+    assert _shown_on_a_terminal(events) == "==> pulling\r\n    5/10 {layers}\r\n"
