@@ -37,9 +37,10 @@ class App:
     (A plain class, not a dataclass: importing dataclasses costs more than this whole module.)
     """
 
-    def __init__(self, env: dict[str, str] | None = None, verbose: int = 0) -> None:
+    def __init__(self, env: dict[str, str] | None = None, verbose: int = 0, quiet: bool = False) -> None:
         self.env = dict(os.environ) if env is None else env
         self.verbose = verbose
+        self.quiet = quiet  # no progress display: errors, warnings and the answer only
         self._pm: PluginManager | None = None
         self._config: Config | None = None
 
@@ -163,8 +164,9 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     help="Print one version line.",
 )
 @click.option("-v", "--verbose", count=True, help="More detail (tracebacks of failed plugins, tool output).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (errors and warnings still show).")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """banger: one-command development sandboxes on Firecracker microVMs.
 
     \b
@@ -175,6 +177,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
     """
     app = ctx.ensure_object(App)
     app.verbose = verbose
+    app.quiet = quiet
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from banger_core.cli.app import App, pass_app
-from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.common import get_client
 from banger_core.cli.completion import complete_image_sources, complete_images
 from banger_core.cli.output import print_models, table
+from banger_core.cli.progress import ProgressPrinter
 from banger_core.common.config import format_size
 from banger_core.common.errors import BangerError
 
@@ -68,7 +69,7 @@ def pull(app: App, ref: str, source: str | None, force: bool, as_json: bool) -> 
     The first pull of debian-bookworm without a reachable catalog builds it
     with debootstrap (a few minutes); later pulls are instant.
     """
-    printer = ProgressPrinter(app.verbose)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet or as_json)
     image = get_client(app).images.pull(ref, source=source, force=force, progress=printer)
     printer.done()
     if as_json:
@@ -105,7 +106,7 @@ def export_bundle(app: App, kind: str, source: Path, output: Path, force: bool) 
     from banger_core.api.events import EventSink
     from banger_core.common.bundles import write_bundle
 
-    printer = ProgressPrinter(app.verbose)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet)
     try:
         info = write_bundle(kind, source, output, EventSink(printer), overwrite=force)  # type: ignore[arg-type]
     except Exception as exc:

@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from banger_core.cli.app import App, pass_app
-from banger_core.cli.common import ProgressPrinter, get_client
+from banger_core.cli.common import get_client
 from banger_core.cli.completion import complete_kernel_providers, complete_kernels
 from banger_core.cli.output import print_models, table
+from banger_core.cli.progress import ProgressPrinter
 
 
 @click.group(name="kernel")
@@ -42,7 +43,7 @@ def list_kernels(app: App, as_json: bool) -> None:
 @pass_app
 def pull(app: App, ref: str, provider: str | None, force: bool) -> None:
     """Get kernel REF (e.g. generic-6.1)."""
-    printer = ProgressPrinter(app.verbose)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet)
     kernel = get_client(app).kernels.pull(ref, provider=provider, force=force, progress=printer)
     printer.done()
     how = f"from {kernel.used_source}" if kernel.pulled else "already present"

@@ -15,8 +15,9 @@ import click
 
 from banger_core.api.state import VmState
 from banger_core.cli.app import App
-from banger_core.cli.common import ProgressPrinter, get_client, ssh_target
+from banger_core.cli.common import get_client, ssh_target
 from banger_core.cli.completion import complete_vms
+from banger_core.cli.progress import ProgressPrinter
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
 
@@ -101,7 +102,7 @@ def cli(ctx: click.Context, /, path: Path | None, remove: bool, guest_path: str 
         raise click.UsageError("--branch and --from both pick a ref: use one")
     if pull_back and path is None:
         raise click.UsageError("--pull-back brings a workspace back: pass the repository PATH too")
-    printer = ProgressPrinter(app.verbose)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet)
     workspace = _plan_workspace(app, path, include_untracked, branch or from_ref) if path else None
     if dry_run:
         if workspace is None:
@@ -195,7 +196,7 @@ def _pull(
     if not isinstance(driver, WorkspaceRoundTrip):
         raise BangerError("this workspace's syncer cannot bring work back from the guest (no pull support)")
     target = ssh_target(client, name)
-    printer = ProgressPrinter(app.verbose)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet)
     try:
         return str(driver.pull(root, SshGuestShell(target), workdir, branch, EventSink(printer), force=force))
     except ValueError as exc:
@@ -350,7 +351,7 @@ def workspace_sync(
         return
     workdir = guest_workdir(guest_path, path)
     target = ssh_target(get_client(app), name)
-    printer = ProgressPrinter(app.verbose)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet)
     sent = driver.sync(plan, SshGuestShell(target), workdir, EventSink(printer), incremental=not full)
     printer.done()
     click.echo(f"{name}:{workdir}: {sent} of {len(plan.files)} files sent")
@@ -402,7 +403,7 @@ def workspace_diff(app: App, name: str, path: Path, guest_path: str | None) -> N
         raise BangerError("this workspace's syncer cannot compare the guest's work (no diff support)")
     workdir = guest_workdir(guest_path, path)
     target = ssh_target(get_client(app), name)
-    printer = ProgressPrinter(app.verbose)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet)
     try:
         patch = driver.diff(path, SshGuestShell(target), workdir, EventSink(printer))
     except ValueError as exc:

@@ -11,9 +11,10 @@ import click
 
 from banger_core.api.state import VmState
 from banger_core.cli.app import App, pass_app
-from banger_core.cli.common import ProgressPrinter, get_client, ssh_target
+from banger_core.cli.common import get_client, ssh_target
 from banger_core.cli.completion import complete_vms
 from banger_core.cli.output import print_models, table
+from banger_core.cli.progress import ProgressPrinter
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
 
@@ -134,7 +135,7 @@ def create(app: App, /, no_start: bool, as_json: bool, **kw: object) -> None:
     """
     from banger_core.cli.run_cmd import pull_missing_image
 
-    printer = ProgressPrinter(app.verbose)
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet or as_json)
     spec = spec_body(kw)
     client = get_client(app)
     pull_missing_image(client, client.vms.plan(**spec), printer)
@@ -169,7 +170,7 @@ def _lifecycle(op: str, doc: str, *, force_help: str | None = None) -> click.Com
         client = get_client(app)
         failed = False
         for name in names:
-            printer = ProgressPrinter(app.verbose)
+            printer = ProgressPrinter(app.verbose, quiet=app.quiet)
             try:
                 run(client, name, force, printer)
             except BangerError as exc:

@@ -36,6 +36,9 @@ from banger_hookspecs.logpump import SERIAL_LOG_MAX_BYTES, start_log_pump
 
 #: Console output of a ``chatty*`` fake VM: more than two serial log files' worth.
 CHATTY_BYTES = 2 * SERIAL_LOG_MAX_BYTES + 12345
+#: ``fake-download`` reports this many chunks of this size while it "downloads".
+DOWNLOAD_CHUNKS = 150
+DOWNLOAD_CHUNK_BYTES = 64 * 1024
 
 
 def sha256(path: Path) -> str:
@@ -55,6 +58,8 @@ class FakeImages:
     def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
         if ref == "fake-broken":
             raise RuntimeError("the fake source breaks on purpose")
+        if ref == "fake-download":
+            self._pretend_download(ref, progress)
         progress.step("making a tiny ext4")
         content = dest / "content"
         (content / "etc").mkdir(parents=True)
@@ -67,6 +72,13 @@ class FakeImages:
             item.unlink() if item.is_file() else item.rmdir()
         content.rmdir()
         return ImageArtifact(ref, "1", rootfs, "fake-kernel", sha256(rootfs), rootfs.stat().st_size, {})
+
+    def _pretend_download(self, ref: str, progress: Progress) -> None:
+        """Byte progress as a real download reports it: one advance per chunk, with the total."""
+        progress.step(f"downloading {ref}")
+        for chunk in range(1, DOWNLOAD_CHUNKS + 1):
+            time.sleep(0.01)  # long enough for a terminal's live line to be drawn between chunks
+            progress.advance(chunk * DOWNLOAD_CHUNK_BYTES, DOWNLOAD_CHUNKS * DOWNLOAD_CHUNK_BYTES)
 
 
 class FakeKernels:

@@ -15,7 +15,7 @@ from banger_core.testing import invoke_cli
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 VERSION_LINE = re.compile(r"^(banger|bangerd) (v\d+\.\d+\.\d+|dev) \(commit ([0-9a-f]{8}|unknown), built (\S+)\)$")
-HEAVY = ("sqlmodel", "pydantic", "sqlalchemy", "pyroute2", "dnslib", "sigstore", "zstandard", "httpx")
+HEAVY = ("sqlmodel", "pydantic", "sqlalchemy", "pyroute2", "dnslib", "sigstore", "zstandard", "httpx", "rich")
 
 
 def test_version_line_format(banger_env: dict[str, str]) -> None:

@@ -134,3 +134,23 @@ def test_pull_from_the_real_package(plugin_context: PluginContext, kernel_deb: P
     assert manifest["sha256"] == {name: sha256_file(dest / name) for name in ("vmlinux", "initrd")}
     assert manifest["package_sha256"] == sha256_file(kernel_deb)
     assert sorted(os.listdir(dest)) == ["config", "initrd", "manifest.json", "vmlinux"]
+
+
+def test_parse_show_reads_the_size_for_download_progress() -> None:
+    info = parse_show("Package: hello\nVersion: 2.10-3\nSize: 53080\nSHA256: AB\n")
+    assert info is not None and info.size == 53080
+    assert parse_show("Package: hello\nVersion: 2.10-3\nSHA256: ab\n") == PackageInfo("hello", "2.10-3", "ab", ())
+
+
+def test_a_real_apt_download_reports_its_bytes_against_the_index_size(tmp_path: Path) -> None:
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        pytest.skip("needs apt-get and root (apt downloads as its _apt user): run on a Debian host as root")
+    show = subprocess.run(["apt-cache", "show", "--no-all-versions", "hello"], capture_output=True, text=True)
+    info = parse_show(show.stdout)
+    if info is None:
+        pytest.skip("apt does not know the hello package: run apt-get update")
+    progress = RecordingProgress()
+    deb = AptFetcher(tmp_path, progress).fetch(info)
+    assert progress.steps == [f"downloading hello {info.version}"]
+    assert progress.advances and {total for _, total, _ in progress.advances} == {info.size}
+    assert progress.advances[-1] == (deb.stat().st_size, info.size, "B") == (info.size, info.size, "B")

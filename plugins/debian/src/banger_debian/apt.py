@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,10 @@ APT_CACHE = "apt-cache"
 _DEPENDS_RE = re.compile(r"^(linux-image-[a-z0-9.+-]+)(?:\s*\(=\s*([^)\s]+)\))?$")
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9.+~:-]+$")
+#: Seconds; a kernel .deb is tens of MB, a slow mirror takes minutes.
+DOWNLOAD_TIMEOUT = 1800
+#: Seconds between progress reports while ``apt-get download`` runs.
+PROGRESS_POLL = 0.5
 
 
 class AptError(RuntimeError):
@@ -38,6 +43,7 @@ class PackageInfo:
     version: str
     sha256: str
     depends: tuple[str, ...]
+    size: int | None = None  # bytes of the .deb, for download progress
 
     @property
     def deb_name(self) -> str:
@@ -69,7 +75,8 @@ def parse_show(text: str) -> PackageInfo | None:
     if not name or not version or not sha256 or not _PACKAGE_RE.match(name) or not _VERSION_RE.match(version):
         return None
     depends = tuple(part.strip() for part in fields.get("Depends", "").split(",") if part.strip())
-    return PackageInfo(name, version, sha256.lower(), depends)
+    size = fields.get("Size", "")
+    return PackageInfo(name, version, sha256.lower(), depends, int(size) if size.isdigit() else None)
 
 
 def kernel_dependency(meta: PackageInfo) -> tuple[str, str | None]:
@@ -79,6 +86,17 @@ def kernel_dependency(meta: PackageInfo) -> tuple[str, str | None]:
         if match:
             return match.group(1), match.group(2)
     raise AptError(f"{meta.name} {meta.version} depends on no linux-image package: it is not a kernel metapackage")
+
+
+def _bytes_in(directory: Path) -> int:
+    """What apt has written so far (it downloads straight into the target directory)."""
+    total = 0
+    for entry in directory.iterdir():
+        try:
+            total += entry.stat().st_size
+        except FileNotFoundError:  # apt renamed or removed it meanwhile
+            continue
+    return total
 
 
 class AptFetcher:
@@ -119,6 +137,38 @@ class AptFetcher:
                 self.update()
         raise AptError(f"apt knows no package {spec}: check the host's apt sources (Debian main must be enabled)")
 
+    def _download(self, info: PackageInfo, scratch: Path) -> subprocess.CompletedProcess[str]:
+        """``apt-get download`` into ``scratch``, reporting the bytes it has written as it goes."""
+        argv = [APT_GET, "download", f"{info.name}={info.version}"]
+        env = {**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
+        deadline = time.monotonic() + DOWNLOAD_TIMEOUT
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        except FileNotFoundError:
+            raise SourceUnavailable(
+                f"{APT_GET} not found: the Debian kernel needs a Debian/Ubuntu host with apt"
+            ) from None
+        with proc:
+            while True:
+                try:
+                    stdout, stderr = proc.communicate(timeout=PROGRESS_POLL)
+                    break
+                except subprocess.TimeoutExpired:  # still downloading: nothing of its output is lost
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        proc.communicate()
+                        raise AptError(
+                            f"apt-get download {info.name} took over {DOWNLOAD_TIMEOUT // 60} minutes: "
+                            "check the host's apt mirror, then pull again"
+                        ) from None
+                    self.progress.advance(_bytes_in(scratch), info.size)
+        got = scratch / info.deb_name
+        if proc.returncode == 0 and got.is_file():
+            self.progress.advance(got.stat().st_size, info.size)
+        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
     def fetch(self, info: PackageInfo) -> Path:
         """Path of the verified ``.deb`` for ``info`` in the cache, downloading it if needed."""
         debs = self.cache_dir / "debs"
@@ -132,7 +182,7 @@ class AptFetcher:
         try:
             for attempt in (1, 2):
                 self.progress.step(f"downloading {info.name} {info.version}")
-                result = _run([APT_GET, "download", f"{info.name}={info.version}"], cwd=scratch, timeout=1800)
+                result = self._download(info, scratch)
                 for line in (result.stdout + result.stderr).splitlines():
                     self.progress.log(line)
                 got = scratch / info.deb_name
