@@ -1,11 +1,12 @@
-"""Latency of `vm list` through the CLI and the SDK with 100 VM records, and the daemon's memory.
+"""Latency of `vm list` and name completion through the CLI, and of the SDK, with 100 VM records.
 
-Run: .venv/bin/python bench/api_latency.py [--runs N]
+Run: .venv/bin/python bench/api_latency.py [--runs N] [--importtime]
 
 Uses a throw-away HOME and runtime dir, a test plugin providing a tiny image,
 and creates 100 VM records without booting them. Prints p50/p99 beside
 `python3 -c pass` measured in the same run, and bangerd's resident memory
-idle (no VMs) and with the 100 records. Nothing outside the temp dirs is touched;
+idle (no VMs) and with the 100 records. ``--importtime`` also prints the
+slowest imports of one `banger vm list` (``python -X importtime``). Nothing outside the temp dirs is touched;
 the daemon it starts is stopped by pid at the end.
 """
 
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,11 +31,11 @@ from banger_core.client import Client  # noqa: E402
 from banger_core.testing import FakeSite, isolated_env  # noqa: E402
 
 
-def timed(fn: object, runs: int) -> list[float]:
+def timed(fn: Callable[[], object], runs: int) -> list[float]:
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         samples.append((time.perf_counter() - start) * 1000)
     return samples
 
@@ -54,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--vms", type=int, default=100)
+    parser.add_argument("--importtime", action="store_true", help="show the 15 slowest imports of `vm list`")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="banger-bench-"))
@@ -75,15 +78,35 @@ def main() -> None:
             client.vms.create(name=f"bench-{i}", backend="fakevmm", start=False)
         loaded = rss_mib(pid)
 
-        baseline = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), args.runs)
-        cli = timed(lambda: subprocess.run([banger, "vm", "list"], env=env, check=True, capture_output=True), args.runs)
-        sdk = timed(lambda: client.vms.list(), args.runs)
-        base50 = statistics.median(baseline)
+        def cli(*argv: str, extra: dict[str, str] | None = None) -> Callable[[], object]:
+            command_env = {**env, **(extra or {})}
+            return lambda: subprocess.run([banger, *argv], env=command_env, check=True, capture_output=True)
+
+        # What bash's completion function runs on `banger vm show <Tab>`: click answers from the environment.
+        tab = {"_BANGER_COMPLETE": "bash_complete", "COMP_WORDS": "banger vm show ", "COMP_CWORD": "3"}
+        commands = {
+            "python3 -c pass": lambda: subprocess.run([sys.executable, "-c", "pass"], check=True),
+            "banger vm list": cli("vm", "list"),
+            "banger vm list --json": cli("vm", "list", "--json"),
+            "Tab: banger vm show _": cli(extra=tab),
+            "client.vms.list() (SDK)": client.vms.list,
+        }
+        for command in commands.values():
+            command()  # warm the page cache
+        samples = {label: timed(command, args.runs) for label, command in commands.items()}
+        base50 = statistics.median(samples["python3 -c pass"])
         print(f"VM records: {args.vms}, runs: {args.runs}")
-        print(f"python3 -c pass        p50 {base50:7.1f} ms  p99 {pct(baseline, 99):7.1f} ms  (baseline)")
-        for label, samples in (("banger vm list (CLI)", cli), ("client.vms.list() (SDK)", sdk)):
-            p50 = statistics.median(samples)
-            print(f"{label:<22} p50 {p50:7.1f} ms  p99 {pct(samples, 99):7.1f} ms  ratio {p50 / base50:5.2f}")
+        for label, values in samples.items():
+            p50 = statistics.median(values)
+            print(f"{label:<24} p50 {p50:7.1f} ms  p99 {pct(values, 99):7.1f} ms  ratio {p50 / base50:5.2f}")
+        if args.importtime:
+            traced = subprocess.run(
+                [sys.executable, "-X", "importtime", banger, "vm", "list"], env=env, capture_output=True, text=True
+            )
+            imports = [line.split("|") for line in traced.stderr.splitlines() if line.startswith("import time:")][1:]
+            print("slowest imports of `banger vm list` (cumulative us, module):")
+            for _, cumulative, module in sorted(imports, key=lambda row: -int(row[1]))[:15]:
+                print(f"  {int(cumulative):8d}  {module.rstrip()}")
         print(f"bangerd RSS idle {idle:6.1f} MiB, with {args.vms} VM records {loaded:6.1f} MiB (target < 100 MiB)")
     finally:
         if pid is not None:

@@ -1,7 +1,8 @@
 """The ``banger`` command line.
 
-``main`` answers ``banger --version`` before importing click or any plugin:
-it is the most frequently scripted call and must cost about one interpreter start.
+``main`` answers ``banger --version`` and a bare ``banger vm list`` before
+importing click or any plugin: the most frequently typed and scripted calls
+cost about one and two interpreter starts (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ def main() -> None:
 
         print(build_info().line("banger"))
         return
+    if sys.argv[1:] == ["vm", "list"]:
+        from banger_core.cli.vm_list import answer
+
+        sys.exit(answer())
     from banger_core.cli.app import run
 
     run()

@@ -22,10 +22,9 @@ from click.shell_completion import CompletionItem
 from banger_core.cli.app import App
 
 if TYPE_CHECKING:
-    import http.client
-
-    #: Seconds the daemon gets to answer one completion request: longer feels like a hung shell.
     from banger_core.common.plugins import PluginManager, Provided
+
+#: Seconds the daemon gets to answer one completion request: longer feels like a hung shell.
 QUERY_TIMEOUT = 0.5
 
 #: Live resource kinds: the API path listing them, the field naming each one and the field shown beside it.
@@ -61,48 +60,25 @@ def _env(ctx: click.Context) -> Mapping[str, str]:
     return app.env if app is not None else os.environ
 
 
-def _unix_connection(socket_path: str, timeout: float) -> http.client.HTTPConnection:
-    import http.client
-    import socket
-
-    class UnixConnection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            sock: socket.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            try:
-                sock.connect(socket_path)
-            except OSError:
-                sock.close()
-                raise
-            self.sock = sock
-
-    return UnixConnection("bangerd", timeout=timeout)
-
-
 def query_names(env: Mapping[str, str], kind: str, timeout: float = QUERY_TIMEOUT) -> list[tuple[str, str]]:
     """``(name, detail)`` of each ``kind`` the daemon knows; ``[]`` when no daemon answers in ``timeout``.
 
-    Plain ``http.client`` on the socket, not the SDK: the SDK starts a daemon
-    that does not answer, and importing httpx would cost more than the request.
+    The stdlib transport, not the SDK: the SDK starts a daemon that does not
+    answer, and importing httpx or pydantic would cost more than the request.
     """
-    import http.client
     import json
 
+    from banger_core.client.transport import exchange
     from banger_core.common import paths
     from banger_core.common.errors import BangerError
 
     path, name_field, detail_field = RESOURCES[kind]
     try:
-        connection = _unix_connection(str(paths.socket_path(env)), timeout)
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            if response.status != 200:
-                return []
-            listed = json.loads(response.read())
-        finally:
-            connection.close()
-    except (OSError, ValueError, http.client.HTTPException, BangerError):
+        status, content = exchange(str(paths.socket_path(env)), "GET", path, timeout=timeout)
+        if status != 200:
+            return []
+        listed = json.loads(content)
+    except (OSError, ValueError, BangerError):
         # No daemon, a slow one, a bad config.toml or a garbled answer: complete nothing, say nothing.
         return []
     if not isinstance(listed, list):

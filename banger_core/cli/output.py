@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from banger_core.cli.tables import table as table  # re-exported: commands import it from here
+
 if TYPE_CHECKING:
     from banger_core.api.models import ApiModel
 
@@ -23,17 +25,6 @@ def print_models(data: ApiModel | Sequence[ApiModel]) -> None:
         print_json([item.model_dump(mode="json") for item in data])
     else:
         print_json(data.model_dump(mode="json"))
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Left-aligned columns separated by two spaces; the last column is not padded."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        parts = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
 
 
 def warn(message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import click
 
@@ -13,10 +13,11 @@ from banger_core.api.state import VmState
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import get_client, ssh_target
 from banger_core.cli.completion import complete_vms
-from banger_core.cli.output import print_models, table
+from banger_core.cli.output import print_models
 from banger_core.cli.progress import ProgressPrinter
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
+from banger_core.common.sizes import format_mib, format_size
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -25,7 +26,27 @@ if TYPE_CHECKING:
     from banger_core.client import Client
 
 
-@click.group(name="vm")
+class VmGroup(click.Group):
+    """``vm run`` and ``vm workspace`` load :mod:`~banger_core.cli.run_cmd` when asked for: importing it
+    for every ``vm`` command would cost ``vm list`` more than its request does (docs/performance.md).
+    """
+
+    #: Subcommand name -> its click command's attribute in run_cmd.
+    IN_RUN_CMD: ClassVar[dict[str, str]] = {"run": "cli", "workspace": "workspace_cli"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.IN_RUN_CMD})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.IN_RUN_CMD and cmd_name not in self.commands:
+            from banger_core.cli import run_cmd
+
+            command: click.Command = getattr(run_cmd, self.IN_RUN_CMD[cmd_name])
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(name="vm", cls=VmGroup)
 def cli() -> None:
     """Create, run, inspect and remove VMs.
 
@@ -36,16 +57,6 @@ def cli() -> None:
     banger vm list / show / logs        what exists, in detail, its serial console
     banger vm stop / start / restart / delete
     """
-
-
-def _mib(value: int) -> str:
-    return f"{value // 1024}G" if value % 1024 == 0 else f"{value}M"
-
-
-def _gib(value: int) -> str:
-    from banger_core.common.config import format_size
-
-    return format_size(value)
 
 
 def _when(moment: datetime | None) -> str:
@@ -61,28 +72,12 @@ def _address(vm: VmView) -> str:
 @pass_app
 def list_vms(app: App, as_json: bool) -> None:
     """List VMs with their state, image, backend and address."""
-    vms = get_client(app).vms.list()
-    if as_json:
-        print_models(vms)
+    if as_json:  # for programs: through the typed SDK, every field validated
+        print_models(get_client(app).vms.list())
         return
-    if not vms:
-        click.echo("no VMs: `banger vm run` boots one")
-        return
-    rows = [
-        (
-            vm.name,
-            vm.state,
-            vm.image,
-            vm.backend,
-            vm.network,
-            _address(vm),
-            vm.vcpus,
-            _mib(vm.memory_mib),
-            _gib(vm.disk_size),
-        )
-        for vm in vms
-    ]
-    click.echo(table(["NAME", "STATE", "IMAGE", "BACKEND", "NETWORK", "ADDRESS", "VCPU", "MEM", "DISK"], rows))
+    from banger_core.cli.vm_list import render
+
+    click.echo(render(app.env, notify=lambda line: click.echo(line, err=True)))
 
 
 @cli.command(name="show")
@@ -105,8 +100,8 @@ def show(app: App, name: str, as_json: bool) -> None:
         ("network", vm.network),
         ("host access", "yes" if vm.host_access else "no (isolated)"),
         ("vcpus", vm.vcpus),
-        ("memory", _mib(vm.memory_mib)),
-        ("disk", _gib(vm.disk_size)),
+        ("memory", format_mib(vm.memory_mib)),
+        ("disk", format_size(vm.disk_size)),
         ("address", _address(vm)),
         ("guest ip", vm.guest_ip or "-"),
         ("mac", vm.mac),
@@ -236,14 +231,3 @@ def ssh(ctx: click.Context, name: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(full[0], full)  # noqa: S606 -- replace ourselves with ssh: its exit status is ours
-
-
-def _add_run() -> None:
-    from banger_core.cli.run_cmd import cli as run
-    from banger_core.cli.run_cmd import workspace_cli
-
-    cli.add_command(run)
-    cli.add_command(workspace_cli)
-
-
-_add_run()

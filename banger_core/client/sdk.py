@@ -17,18 +17,12 @@ one-line message. The daemon is started on first use when none answers
 from __future__ import annotations
 
 import builtins
-import fcntl
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar, Unpack
+from typing import TYPE_CHECKING, TypeVar, Unpack
 from urllib.parse import quote
 
-import httpx
 from pydantic import JsonValue, ValidationError
 
 from banger_core.api.events import ErrorEvent, HeartbeatEvent, ProgressUpdate, ResultEvent, parse_event
@@ -37,7 +31,6 @@ from banger_core.api.models import (
     AvailableImage,
     DaemonStatus,
     Deleted,
-    ErrorBody,
     ImagePulled,
     ImageView,
     KernelDeleted,
@@ -51,15 +44,14 @@ from banger_core.api.models import (
 )
 from banger_core.api.requests import CreateRequest, ImagePull, KernelPull, VmOptions
 from banger_core.api.validation import ApiRequest, build_request
-from banger_core.common import paths
+from banger_core.client.connection import Connection, decode
 from banger_core.common.errors import BangerError, DaemonUnavailable, OperationFailed, error_for
+
+if TYPE_CHECKING:
+    import httpx
 
 #: Called with each progress update of a long operation (``step``, ``progress``, ``log``, ``created``, ``spec``).
 ProgressCallback = Callable[[ProgressUpdate], None]
-START_TIMEOUT = 30.0
-#: Long operations (image builds, boots under TCG) stream; only the gaps between events are bounded.
-STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)
-QUERY_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 M = TypeVar("M", bound=ApiModel)
 
 __all__ = ["Client", "DaemonUnavailable", "ProgressCallback"]
@@ -107,14 +99,11 @@ def _body(request: ApiRequest | None) -> JsonValue:
     return None if request is None else request.model_dump(mode="json", exclude_none=True)
 
 
-class Client:
-    """A connection to bangerd over its Unix socket.
+class Client(Connection):
+    """A connection to bangerd over its Unix socket (arguments: :class:`~banger_core.client.connection.Connection`).
 
-    Args:
-        env: environment to resolve the socket from (default ``os.environ``).
-        autostart: start the daemon when none answers.
-        notify: called with one line when the daemon had to be started.
-        socket: talk to the daemon on this socket instead of the configured one.
+    Queries go over the standard library (:mod:`~banger_core.client.transport`);
+    httpx is loaded only for streams (progress events, logs), where it earns its cost.
     """
 
     def __init__(
@@ -125,19 +114,8 @@ class Client:
         notify: Callable[[str], None] | None = None,
         socket: Path | None = None,
     ) -> None:
-        self.env = dict(os.environ if env is None else env)
-        self.socket = socket or paths.socket_path(self.env)
-        self.autostart = autostart
-        self.notify = notify
-        # Plain HTTP over a Unix socket: there is no TLS, so skip building an SSL
-        # context (loading the CA bundle costs more than the whole request).
-        self._http = httpx.Client(
-            transport=httpx.HTTPTransport(uds=str(self.socket), verify=False),
-            base_url="http://bangerd",
-            timeout=QUERY_TIMEOUT,
-            verify=False,  # noqa: S501 -- a Unix socket: no TLS to verify
-        )
-        self._checked = False
+        super().__init__(env, autostart=autostart, notify=notify, socket=socket)
+        self._streams: httpx.Client | None = None
         self.vms = Vms(self)
         self.images = Images(self)
         self.kernels = Kernels(self)
@@ -150,89 +128,24 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        if self._streams is not None:
+            self._streams.close()
 
-    # -- connection --------------------------------------------------------
+    @property
+    def _http(self) -> httpx.Client:
+        if self._streams is None:
+            import httpx
 
-    def ping(self) -> bool:
-        try:
-            return self._http.get("/v1/daemon", timeout=5.0).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def ensure_daemon(self) -> None:
-        """Make sure a daemon answers, starting one (once, even under races) if allowed.
-
-        Never a second daemon for one state dir: when the state lock is held by
-        a daemon that does not answer here, this says so instead of starting one.
-        """
-        if self._checked or self.ping():
-            self._checked = True
-            return
-        if not self.autostart:
-            raise DaemonUnavailable(f"bangerd is not running (no answer on {self.socket}): run any banger command")
-        state = paths.ensure_private_dir(paths.state_dir(self.env), "state_dir")
-        # In the state dir, not the runtime dir: CLIs that disagree about the runtime dir still queue here.
-        with open(state / "bangerd.start.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # racing CLIs queue here; the first one starts it
-            if not self._wait_for_holder(state):
-                self._spawn(paths.ensure_private_dir(self.socket.parent, "runtime_dir"))
-        self._checked = True
-
-    def _wait_for_holder(self, state: Path) -> bool:
-        """True once a daemon answers; False when no daemon holds ``state`` (one may be started).
-
-        A daemon holding the state lock for this socket may be starting up
-        (reconcile runs before it listens) or shutting down: give it the
-        start-up time to answer or to go away before calling it wedged.
-        """
-        from banger_core.common.instance import LOCK_NAME, lock_holder
-
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.ping():
-                return True
-            holder = lock_holder(state / LOCK_NAME)
-            if holder is None:
-                return False
-            if holder.socket is not None and holder.socket != self.socket:
-                raise DaemonUnavailable(
-                    f"{holder.who} already runs for state dir {state} but listens on {holder.socket}, "
-                    f"not on {self.socket} (another XDG_RUNTIME_DIR or runtime_dir): run banger with the same "
-                    "runtime dir, or `banger daemon stop` that daemon first"
-                )
-            if time.monotonic() >= deadline:
-                raise DaemonUnavailable(
-                    f"{holder.who} holds state dir {state} but has not answered on {self.socket} "
-                    f"for {START_TIMEOUT:.0f} s: `banger daemon stop` stops it (SIGTERM, then SIGKILL)"
-                )
-            time.sleep(0.1)
-
-    def _spawn(self, runtime: Path) -> None:
-        errors = runtime / "bangerd.stderr"
-        with open(errors, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "banger_core.daemon", "--background"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=self.env,
-                start_new_session=True,
-                close_fds=True,
+            # Plain HTTP over a Unix socket: there is no TLS, so skip building an SSL
+            # context (loading the CA bundle costs more than the whole request).
+            self._streams = httpx.Client(
+                transport=httpx.HTTPTransport(uds=str(self.socket), verify=False),
+                base_url="http://bangerd",
+                # Long operations (image builds, boots under TCG) stream: only the gaps between events are bounded.
+                timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0),
+                verify=False,  # noqa: S501 -- a Unix socket: no TLS to verify
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.ping():
-                if self.notify:
-                    self.notify(f"banger: started the daemon (pid {proc.pid}); `banger daemon logs` shows its log")
-                return
-            code = proc.poll()
-            if code is not None:
-                why = errors.read_text(errors="replace").strip().splitlines()
-                detail = why[-1] if why else f"exit status {code}"
-                raise DaemonUnavailable(f"the daemon failed to start: {detail.removeprefix('bangerd: error: ')}")
-            time.sleep(0.05)
-        raise DaemonUnavailable(f"the daemon did not answer on {self.socket} within {START_TIMEOUT:.0f} s")
+        return self._streams
 
     # -- requests ----------------------------------------------------------
 
@@ -240,33 +153,11 @@ class Client:
         self, method: str, path: str, *, body: ApiRequest | None = None, params: Mapping[str, str] | None = None
     ) -> JsonValue:
         """Send one query and return its JSON answer (the resource classes below parse it into models)."""
-        # Optimistic: talk first, start the daemon only if nobody answered (saves a round trip).
-        try:
-            response = self._http.request(method, path, json=_body(body), params=params)
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            self.ensure_daemon()
-            try:
-                response = self._http.request(method, path, json=_body(body), params=params)
-            except httpx.TransportError as exc:
-                raise DaemonUnavailable(f"lost the connection to bangerd: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise DaemonUnavailable(f"lost the connection to bangerd: {exc}") from exc
-        self._checked = True
-        return self._decode(response)
+        return self.query(method, path, body=_body(body), params=params)
 
     @staticmethod
     def _decode(response: httpx.Response) -> JsonValue:
-        try:
-            data: JsonValue = response.json()
-        except ValueError:
-            raise OperationFailed(f"bangerd answered {response.status_code} without JSON") from None
-        if response.status_code >= 400:
-            try:
-                error = ErrorBody.model_validate(data).error
-            except ValidationError:
-                raise OperationFailed(f"bangerd answered {response.status_code}: {str(data)[:200]}") from None
-            raise error_for(error.type, error.message)
-        return data
+        return decode(response.status_code, response.read())
 
     def stream(
         self,
@@ -278,9 +169,11 @@ class Client:
         progress: ProgressCallback | None = None,
     ) -> JsonValue:
         """Send a streaming request; feed progress events to ``progress``; return the ``result`` data."""
+        import httpx
+
         self.ensure_daemon()
         try:
-            with self._http.stream(method, path, json=_body(body), params=params, timeout=STREAM_TIMEOUT) as response:
+            with self._http.stream(method, path, json=_body(body), params=params) as response:
                 if response.status_code >= 400:
                     response.read()
                     return self._decode(response)
@@ -298,7 +191,7 @@ class Client:
         body: ApiRequest | None = None,
     ) -> Iterator[httpx.Response]:
         self.ensure_daemon()
-        with self._http.stream(method, path, params=params, json=_body(body), timeout=STREAM_TIMEOUT) as response:
+        with self._http.stream(method, path, params=params, json=_body(body)) as response:
             if response.status_code >= 400:
                 response.read()
                 self._decode(response)

@@ -22,6 +22,7 @@ from typing import Any, TypedDict
 from banger_core.common import paths
 from banger_core.common.errors import ConfigError as ConfigError  # re-exported: config users import it from here
 from banger_core.common.plugins import PluginManager
+from banger_core.common.sizes import format_size as format_size  # re-exported: callers import it from here
 from banger_hookspecs import ConfigOption
 
 _SIZE_RE = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE | re.ASCII)
@@ -84,16 +85,6 @@ def parse_size(value: object, *, default_unit: str = "") -> int:
     if size > MAX_SIZE:
         raise ValueError(f"{shown} is too large: sizes go up to {format_size(MAX_SIZE)}")
     return size
-
-
-def format_size(size: int) -> str:
-    """Bytes → the shortest exact ``8G``/``512M`` form (or bytes)."""
-    for unit, factor in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if size >= factor and size % factor == 0:
-            return f"{size // factor}{unit}"
-    if size >= 1 << 30:
-        return f"{size / (1 << 30):.1f}G"
-    return str(size)
 
 
 _TYPE_WORDS = {

@@ -164,7 +164,7 @@ def test_a_broken_plugin_does_not_print_on_tab(banger_site: FakeSite, banger_env
 
 
 def test_completing_names_imports_no_http_client_library(daemon: DaemonHarness) -> None:
-    """Every Tab press pays the imports: names come over plain http.client, never through httpx."""
+    """Every Tab press pays the imports: names come over the stdlib transport, never through httpx."""
     daemon.client().images.pull("fake-tiny")
     probe = (
         "import sys\n"

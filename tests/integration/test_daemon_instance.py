@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from banger_core.client import DaemonUnavailable
-from banger_core.client import sdk as client_module
+from banger_core.client import connection as client_module
 from banger_hookspecs.process import read_proc_stat, signal_process
 from tests.support.daemon import DaemonHarness
 
