@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from banger_core.api.ports import PortMapping
 from banger_core.api.requests import CreateRequest
 from banger_core.common.backends import choose_backend
 from banger_core.common.config import Config, format_size, parse_size
@@ -12,6 +13,7 @@ from banger_core.common.errors import BangerError, Conflict, Unavailable
 from banger_core.common.names import validate_image_name
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.vm import ports
 
 MIN_DISK = 1 << 30
 MAX_DISK = 2 << 40
@@ -30,6 +32,8 @@ class SpecValues(TypedDict):
     network: str
     host_access: bool
     backend: str
+    #: Published ports; a ``host_port`` of None is picked when the VM is created.
+    ports: list[PortMapping]
 
 
 def _config_source(config: Config, key: str) -> str:
@@ -91,6 +95,9 @@ def resolve(
     host_access_value, sources["host_access"] = host_access(rt, req.host_access, network)
 
     backend, sources["backend"] = select_backend(rt, req.backend, network)
+    if req.ports:
+        ports.check_bindable(req.ports)
+        sources["ports"] = "flag"
     values = SpecValues(
         vcpus=vcpus,
         memory_mib=memory_mib,
@@ -101,6 +108,7 @@ def resolve(
         network=network,
         host_access=host_access_value,
         backend=backend,
+        ports=list(req.ports),
     )
     return values, sources
 
