@@ -24,8 +24,9 @@ class PortMapping(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    host_port: int | None
     guest_port: int
+    #: Defaults to None: the SDK leaves None fields out of a request body.
+    host_port: int | None = None
     protocol: Literal["tcp", "udp"] = "tcp"
     host_address: Literal["127.0.0.1"] = PUBLISH_ADDRESS
 
