@@ -87,4 +87,7 @@ def test_a_guest_http_server_is_reached_on_its_published_loopback_ports(e2e: E2E
         e2e.banger("vm", "delete", "--force", "web", check=True)
     # The forward went with the VM: nothing listens on the published port any more.
     with socket.socket() as sock:
+        # SO_REUSEADDR: a TIME_WAIT left by the fetches is no listener; the bind fails only while one listens.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", fixed))
+        sock.listen()
