@@ -1,4 +1,4 @@
-"""Published ports end to end: a guest's ``python3 -m http.server`` fetched from the host's 127.0.0.1.
+"""Published ports end to end: a guest's ``python3 -m http.server`` on the host's 127.0.0.1.
 
 usernet here (the session's daemon; QEMU's hostfwd keeps every packet on
 loopback). A fixed host port and a picked one (``-p GUEST``) publish the
@@ -25,8 +25,8 @@ PAGE = "published-from-the-guest"
 FETCH_TIMEOUT = 90.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
@@ -58,6 +58,11 @@ def fetch(port: int, timeout: float = FETCH_TIMEOUT) -> str:
 
 def test_a_guest_http_server_is_reached_on_its_published_loopback_ports(e2e: E2E) -> None:
     fixed = free_port()
+    # UDP to an isolated guest on QEMU's restrict=on (this session: usernet_egress = false) would be a silent
+    # black hole (slirp drops the guest's UDP replies): refused in one line, before anything exists.
+    udp = e2e.banger("vm", "create", "--name", "web", "-p", f"{free_port(socket.SOCK_DGRAM)}:53/udp")
+    assert udp.returncode != 0 and udp.stderr.startswith("banger: error: UDP ports cannot reach an isolated usernet")
+    assert udp.stderr.count("\n") == 1 and e2e.vms() == []
     created = e2e.banger("vm", "create", "--name", "web", "-p", f"{fixed}:{GUEST_PORT}", "-p", str(GUEST_PORT))
     assert created.returncode == 0, created.stderr
     try:
@@ -73,9 +78,13 @@ def test_a_guest_http_server_is_reached_on_its_published_loopback_ports(e2e: E2E
         assert fetch(picked) == PAGE
 
         listed = e2e.banger("vm", "port", "web", check=True).stdout.splitlines()
-        assert listed == [f"{GUEST_PORT}/tcp -> 127.0.0.1:{fixed}", f"{GUEST_PORT}/tcp -> 127.0.0.1:{picked}"]
+        assert listed == [
+            f"{GUEST_PORT}/tcp -> 127.0.0.1:{fixed}",
+            f"{GUEST_PORT}/tcp -> 127.0.0.1:{picked}",
+        ]
         assert json.loads(e2e.banger("vm", "port", "web", "--json", check=True).stdout) == ports
-        assert f"{fixed}->{GUEST_PORT}/tcp,{picked}->{GUEST_PORT}/tcp" in e2e.banger("vm", "list", check=True).stdout
+        column = f"{fixed}->{GUEST_PORT}/tcp,{picked}->{GUEST_PORT}/tcp"
+        assert column in e2e.banger("vm", "list", check=True).stdout
 
         # The same host port again: one line, before anything is created.
         clash = e2e.banger("vm", "create", "--name", "clash", "-p", f"{fixed}:80")

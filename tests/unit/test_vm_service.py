@@ -400,3 +400,14 @@ def test_a_host_port_in_use_on_the_host_is_refused_before_anything_exists(host: 
         with pytest.raises(Conflict, match=rf"^host port {busy}/{protocol} on 127.0.0.1 is in use: free it or"):
             host.vms.create(CreateRequest(name="x", ports=(f"{busy}:80/{protocol}",)), RecordingProgress())  # type: ignore[arg-type]
     assert host.vms.all() == [] and host.vm_dirs() == [] and banger_fakenet.ATTACHED == {}
+
+
+def test_udp_to_an_isolated_user_nic_without_passt_is_refused_before_anything_exists(host: Host) -> None:
+    """QEMU's restrict=on drops the guest's UDP replies; usernet_egress = false always means restrict=on."""
+    host.rt.config.data["usernet_egress"] = False
+    request = CreateRequest(name="x", ports=("5353:53/udp",))  # type: ignore[arg-type]
+    with pytest.raises(BangerError, match=r"^UDP ports cannot reach an isolated usernet guest here"):
+        host.vms.create(request, RecordingProgress())
+    assert host.vms.all() == [] and host.vm_dirs() == []
+    opened = CreateRequest(name="x", start=False, host_access=True, ports=("5353:53/udp",))  # type: ignore[arg-type]
+    assert host.vms.create(opened, RecordingProgress()).ports[0].protocol == "udp"

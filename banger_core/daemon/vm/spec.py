@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import TypedDict
 
 from banger_core.api.ports import PortMapping
@@ -96,6 +97,7 @@ def resolve(
 
     backend, sources["backend"] = select_backend(rt, req.backend, network)
     if req.ports:
+        udp_to_isolated_user_nic(rt, req, network, host_access_value)
         ports.check_bindable(req.ports)
         sources["ports"] = "flag"
     values = SpecValues(
@@ -123,6 +125,25 @@ def host_access(rt: Runtime, requested: bool, network: str) -> tuple[bool, str]:
             "never reaches the host's 127.0.0.1"
         )
     return True, "flag"
+
+
+def udp_to_isolated_user_nic(rt: Runtime, req: CreateRequest, network: str, host_access: bool) -> None:
+    """Refuse a UDP port an isolated user-mode guest could never answer on.
+
+    By :class:`~banger_hookspecs.NicSpec`'s rule an isolated user NIC runs on
+    passt when it is installed and ``usernet_egress`` is on, else on QEMU's
+    ``restrict=on``, which drops every UDP datagram the guest sends (replies to
+    a forward included: libslirp's udp_input). The QEMU backend refuses it too,
+    at start, for the case this cannot see (passt installed, no default route).
+    """
+    if host_access or nic_kind(rt, network) != "user" or not any(p.protocol == "udp" for p in req.ports):
+        return
+    if rt.config.get("usernet_egress", True) and shutil.which("passt") is not None:
+        return
+    raise BangerError(
+        "UDP ports cannot reach an isolated usernet guest here (QEMU's restrict=on drops the guest's UDP "
+        "replies): install passt (with usernet_egress = true), use --network bridge, or add --host-access"
+    )
 
 
 def select_backend(rt: Runtime, requested: str | None, network: str) -> tuple[str, str]:
