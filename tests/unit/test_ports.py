@@ -91,3 +91,9 @@ def test_the_cli_refuses_bad_ports_before_asking_the_daemon(args: list[str], mes
     """No daemon runs here: a request would fail differently (and start one)."""
     result = CliRunner().invoke(cli, ["vm", "create", "--name", "x", *args])
     assert result.exit_code != 0 and message in result.output
+
+
+@pytest.mark.parametrize("command", ["create", "run"])
+def test_both_create_and_run_take_publish(command: str) -> None:
+    result = CliRunner().invoke(cli, ["vm", command, "--help"])
+    assert result.exit_code == 0 and "-p, --publish HOST:GUEST" in result.output
