@@ -121,6 +121,12 @@ def test_a_published_port_reaches_the_bridged_guest_from_loopback(bridged: tuple
         assert fetched.returncode == 0 and fetched.stdout.strip() == PAGE, fetched.stderr
         assert e2e.banger("vm", "port", "pub", check=True).stdout == f"{GUEST_PORT}/tcp -> 127.0.0.1:{port}\n"
         assert len(forwarders(port)) == 1
+        # The forwarder outlives a daemon restart, like the VMM; the next daemon adopts and later stops it.
+        e2e.stop()
+        assert len(forwarders(port)) == 1
+        again = ns.run([sys.executable, "-c", FETCH_IN_NAMESPACE, str(port)], check=False, timeout=120)
+        assert again.returncode == 0 and again.stdout.strip() == PAGE, again.stderr
+        assert e2e.vm("pub")["state"] == "running"  # a new daemon, started by this CLI call
     finally:
         e2e.banger("vm", "delete", "--force", "pub", check=True)
     assert forwarders(port) == []
