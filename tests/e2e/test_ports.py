@@ -100,3 +100,18 @@ def test_a_guest_http_server_is_reached_on_its_published_loopback_ports(e2e: E2E
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", fixed))
         sock.listen()
+
+
+def test_a_published_port_taken_after_create_fails_the_start_naming_the_port(e2e: E2E) -> None:
+    """The port was free at create; a process took it since: the start fails with QEMU's reason, nothing hangs."""
+    port = free_port()
+    e2e.banger("vm", "create", "--name", "late", "--no-start", "-p", f"{port}:{GUEST_PORT}", check=True)
+    try:
+        with socket.create_server(("127.0.0.1", port)):
+            started = e2e.banger("vm", "start", "late")
+        assert started.returncode != 0 and "Traceback" not in started.stderr
+        assert "banger: error: VM late failed to start: QEMU exited with status 1" in started.stderr
+        assert f"Could not set up host forwarding rule 'tcp:127.0.0.1:{port}-:{GUEST_PORT}'" in started.stderr
+        assert e2e.vm("late")["state"] == "error"
+    finally:
+        e2e.banger("vm", "delete", "--force", "late", check=True)
