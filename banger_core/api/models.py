@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer
 
+from banger_core.api.ports import PortMapping
 from banger_core.api.state import VmState
 
 #: A moment as the API has always written it: ``datetime.isoformat()`` (``...+00:00``, not pydantic's ``Z``).
@@ -59,6 +60,8 @@ class VmView(ApiModel):
     ssh: SshEndpoint | None = None
     #: How to reach the guest: its IP on a bridge, ``127.0.0.1:PORT`` with usernet.
     address: str | None = None
+    #: Ports published on 127.0.0.1 (``-p``), host ports as picked at create; kept while the VM is stopped.
+    ports: list[PortMapping] = Field(default_factory=list)
 
 
 class VmDetail(VmView):
@@ -109,6 +112,8 @@ class PlanValues(ApiModel):
     network: str
     host_access: bool
     backend: str
+    #: Published ports; ``host_port`` None: picked when the VM is created.
+    ports: list[PortMapping] = Field(default_factory=list)
 
 
 class RunPlan(ApiModel):
@@ -125,6 +130,8 @@ def spec_line(plan: RunPlan) -> str:
 
     v, s = plan.values, plan.sources
     access = " with host access" if v.host_access else ""
+    if v.ports:
+        access += ", ports " + ", ".join(str(p) for p in v.ports)
     return (
         f"spec: {v.vcpus} vCPU ({s['vcpus']}), {v.memory_mib} MiB RAM ({s['memory_mib']}), "
         f"{format_size(v.disk_size)} disk ({s['disk_size']}), backend {v.backend} ({s['backend']}), "

@@ -10,6 +10,7 @@ from typing import Annotated, TypedDict
 
 from pydantic import BeforeValidator
 
+from banger_core.api.ports import PortMapping, requested_ports
 from banger_core.api.validation import ApiRequest
 
 
@@ -34,6 +35,8 @@ class CreateRequest(ApiRequest):
     start: bool = True
     remove_on_exit: bool = False
     host_access: bool = False
+    #: Published ports: ``"8080:80"``, ``"80"`` (host port picked), ``"5353:53/udp"``, or :class:`PortMapping`.
+    ports: Annotated[tuple[PortMapping, ...], BeforeValidator(requested_ports)] = ()
 
 
 class ImagePull(ApiRequest):
@@ -66,3 +69,5 @@ class VmOptions(TypedDict, total=False):
     #: Bytes, or a size string (``"16G"``).
     disk_size: int | str | None
     host_access: bool
+    #: Published ports on 127.0.0.1: ``"8080:80"``, ``"80"`` (host port picked), ``"5353:53/udp"``.
+    ports: list[str | PortMapping]

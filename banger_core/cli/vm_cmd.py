@@ -13,7 +13,7 @@ from banger_core.api.state import VmState
 from banger_core.cli.app import App, pass_app
 from banger_core.cli.common import get_client, ssh_target
 from banger_core.cli.completion import complete_vms
-from banger_core.cli.output import print_models
+from banger_core.cli.output import print_json, print_models
 from banger_core.cli.progress import ProgressPrinter
 from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_body
 from banger_core.common.errors import BangerError
@@ -67,6 +67,11 @@ def _address(vm: VmView) -> str:
     return vm.address or "-"
 
 
+def _ports(vm: VmView) -> str:
+    """Published ports, compact: ``8080->80/tcp,5353->53/udp``."""
+    return ",".join(f"{p.host_port}->{p.guest_port}/{p.protocol}" for p in vm.ports) or "-"
+
+
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
@@ -103,6 +108,7 @@ def show(app: App, name: str, as_json: bool) -> None:
         ("memory", format_mib(vm.memory_mib)),
         ("disk", format_size(vm.disk_size)),
         ("address", _address(vm)),
+        ("ports", ", ".join(str(p) for p in vm.ports) or "-"),
         ("guest ip", vm.guest_ip or "-"),
         ("mac", vm.mac),
         ("ssh", f"{vm.ssh.host}:{vm.ssh.port}" if vm.ssh else "-"),
@@ -116,6 +122,22 @@ def show(app: App, name: str, as_json: bool) -> None:
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
         click.echo(f"{key:<{width}}  {value if value is not None else '-'}")
+
+
+@cli.command(name="port")
+@click.argument("name", shell_complete=complete_vms)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def port(app: App, name: str, as_json: bool) -> None:
+    """List VM NAME's published ports (`-p`): GUEST/PROTO -> 127.0.0.1:HOST, one a line."""
+    vm = get_client(app).vms.get(name)
+    if as_json:
+        print_json([mapping.model_dump(mode="json") for mapping in vm.ports])
+        return
+    if not vm.ports:
+        click.echo(f"{name} publishes no ports: create it with -p HOST:GUEST", err=True)
+    for mapping in vm.ports:
+        click.echo(str(mapping))
 
 
 @cli.command(name="create")

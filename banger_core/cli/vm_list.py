@@ -27,19 +27,30 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
 #: The columns: header, the field of the VM's JSON (a VmView) shown under it, and the JSON type it must have.
-COLUMNS: tuple[tuple[str, str, type[str] | type[int]], ...] = (
+COLUMNS: tuple[tuple[str, str, type[str] | type[int] | type[list[object]]], ...] = (
     ("NAME", "name", str),
     ("STATE", "state", str),
     ("IMAGE", "image", str),
     ("BACKEND", "backend", str),
     ("NETWORK", "network", str),
     ("ADDRESS", "address", str),
+    ("PORTS", "ports", list),
     ("VCPU", "vcpus", int),
     ("MEM", "memory_mib", int),
     ("DISK", "disk_size", int),
 )
 #: How the sizes are shown (other numbers as they are).
 SIZES: dict[str, Callable[[int], str]] = {"memory_mib": format_mib, "disk_size": format_size}
+
+
+def _port_text(port: JsonValue) -> str | None:
+    """A published port as the API writes it (an api ``PortMapping``): ``8080->80/tcp``; None if it is not one."""
+    if not isinstance(port, dict):
+        return None
+    host, guest, protocol = port.get("host_port"), port.get("guest_port"), port.get("protocol")
+    if isinstance(host, int) and isinstance(guest, int) and protocol in ("tcp", "udp"):
+        return f"{host}->{guest}/{protocol}"
+    return None
 
 
 def rows(listed: JsonValue) -> list[list[str]]:
@@ -59,6 +70,8 @@ def rows(listed: JsonValue) -> list[list[str]]:
                 row.append(SIZES.get(field, str)(value))
             elif kind is str and isinstance(value, str):
                 row.append(value)
+            elif kind is list and isinstance(value, list) and None not in (shown := [_port_text(p) for p in value]):
+                row.append(",".join(s for s in shown if s) or "-")
             else:
                 raise OperationFailed(
                     f"bangerd answered with an unexpected VM list (field {field!r} is {value!r}): "

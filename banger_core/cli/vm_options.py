@@ -10,6 +10,7 @@ import click
 from banger_core.cli.completion import complete_backends, complete_images, complete_kernels, complete_networks
 
 if TYPE_CHECKING:
+    from banger_core.api.ports import PortMapping
     from banger_core.api.requests import VmOptions
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -53,6 +54,20 @@ class SizeParam(click.ParamType[int, object]):
         return size
 
 
+class PublishParam(click.ParamType[object, object]):
+    """``-p HOST:GUEST[/udp]`` or ``-p GUEST``, parsed here so a bad spec fails before any request."""
+
+    name = "HOST:GUEST"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        from banger_core.api.ports import parse_publish
+
+        try:
+            return parse_publish(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 DISK_SIZE = SizeParam("size", default_unit="")
 MEMORY = SizeParam("memory", default_unit="m")
 
@@ -79,6 +94,15 @@ def create_options(fn: F) -> F:
         click.option("--memory", "memory_mib", type=MEMORY, help="Memory: MiB (2048) or a size (2G)."),
         click.option("--disk-size", type=DISK_SIZE, help="Writable disk size, e.g. 16G."),
         click.option(
+            "-p",
+            "--publish",
+            "ports",
+            type=PublishParam(),
+            multiple=True,
+            help="Publish a guest port on the host's 127.0.0.1: HOST:GUEST (8080:80), GUEST (a free host port "
+            "is picked; `banger vm port NAME` shows it), /udp for UDP (5353:53/udp). Repeatable.",
+        ),
+        click.option(
             "--host-access",
             is_flag=True,
             help="usernet: let the guest open connections, including to services on the host's 127.0.0.1 "
@@ -96,4 +120,5 @@ def spec_body(values: Mapping[str, object]) -> VmOptions:
 
     spec = {key: values.get(key) for key in VmOptions.__annotations__}
     spec["host_access"] = bool(values.get("host_access"))
+    spec["ports"] = list(cast("tuple[PortMapping, ...]", values.get("ports") or ()))
     return cast("VmOptions", spec)

@@ -204,7 +204,8 @@ class Vms:
     ``create``, ``plan`` and ``ephemeral`` take the VM's spec as keywords
     (:class:`~banger_core.api.requests.VmOptions`: ``name``, ``image``,
     ``kernel``, ``backend``, ``network``, ``vcpus``, ``memory_mib``,
-    ``disk_size``, ``host_access``); one left out gets the configured default.
+    ``disk_size``, ``host_access``, ``ports``: ``["8080:80", "53/udp"]``);
+    one left out gets the configured default.
     A wrong type raises :class:`~banger_core.common.errors.InvalidRequest`
     before anything is sent, with the daemon's own message.
     """

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_ports import GUEST_PORT, PAGE, serve_page
 from tests.netns import NetNamespace, temporary_netns
-from tests.support.e2e import E2E, GOLDEN, make_env
+from tests.support.e2e import E2E, GOLDEN, make_env, pids_whose_cmdline
 
 BRIDGE_IP = "172.16.0.1"
 
@@ -83,3 +85,53 @@ def test_vm_on_the_bridge_with_dns_and_ssh_config(bridged: tuple[E2E, NetNamespa
     assert dig(ns, "+short", "web.vm").strip() == ip
     e2e.banger("vm", "delete", "--force", "web", check=True)
     assert tap not in links(ns)
+
+
+#: Fetches http://127.0.0.1:PORT/index.html from inside the namespace, retrying for up to 90 s (TCG is slow).
+FETCH_IN_NAMESPACE = """
+import sys, time, urllib.request
+deadline = time.monotonic() + 90
+while True:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/index.html", timeout=10) as response:
+            print(response.read().decode().strip())
+            break
+    except OSError as exc:
+        if time.monotonic() > deadline:
+            sys.exit(f"nothing answered: {exc}")
+        time.sleep(1)
+"""
+
+
+def forwarders(port: int) -> list[int]:
+    """The bridge's forwarder processes publishing ``port``."""
+    rule = f"tcp:{port}:{GUEST_PORT}".encode()
+    return pids_whose_cmdline(lambda cmd: b"banger_bridge.forward" in cmd and rule in cmd.split(b"\0"))
+
+
+def test_a_published_port_reaches_the_bridged_guest_from_loopback(bridged: tuple[E2E, NetNamespace]) -> None:
+    """``-p`` on a bridge: the daemon's forwarder on the namespace's 127.0.0.1 reaches the guest's server."""
+    e2e, ns = bridged
+    e2e.banger("vm", "create", "--name", "pub", "-p", str(GUEST_PORT), check=True)
+    try:
+        (published,) = e2e.vm("pub")["ports"]  # type: ignore[misc]
+        port = published["host_port"]
+        serve_page(e2e, "pub")
+        fetched = ns.run([sys.executable, "-c", FETCH_IN_NAMESPACE, str(port)], check=False, timeout=120)
+        assert fetched.returncode == 0 and fetched.stdout.strip() == PAGE, fetched.stderr
+        assert e2e.banger("vm", "port", "pub", check=True).stdout == f"{GUEST_PORT}/tcp -> 127.0.0.1:{port}\n"
+        assert len(forwarders(port)) == 1
+        # The forwarder outlives a daemon restart, like the VMM; the next daemon adopts and later stops it.
+        e2e.stop()
+        assert len(forwarders(port)) == 1
+        again = ns.run([sys.executable, "-c", FETCH_IN_NAMESPACE, str(port)], check=False, timeout=120)
+        assert again.returncode == 0 and again.stdout.strip() == PAGE, again.stderr
+        assert e2e.vm("pub")["state"] == "running"  # a new daemon, started by this CLI call
+    finally:
+        e2e.banger("vm", "delete", "--force", "pub", check=True)
+    assert forwarders(port) == []
+    # The forwarder went with the VM: the port is free in the namespace again.
+    # SO_REUSEADDR: a TIME_WAIT left by the fetch is no listener; the bind fails only while one listens.
+    probe = f"import socket; s = socket.socket(); s.setsockopt(1, 2, 1); s.bind(('127.0.0.1', {port})); s.listen()"
+    free = ns.run([sys.executable, "-c", probe], check=False)
+    assert free.returncode == 0, free.stderr

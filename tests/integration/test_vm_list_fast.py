@@ -55,10 +55,10 @@ def test_vm_list_table_and_json_match_the_sdk(daemon: DaemonHarness) -> None:
     assert fast.returncode == through_click.returncode == 0
     assert fast.stdout == through_click.stdout and fast.stderr == through_click.stderr == ""
     header, *lines = fast.stdout.splitlines()
-    assert header.split() == ["NAME", "STATE", "IMAGE", "BACKEND", "NETWORK", "ADDRESS", "VCPU", "MEM", "DISK"]
+    assert header.split() == ["NAME", "STATE", "IMAGE", "BACKEND", "NETWORK", "ADDRESS", "PORTS", "VCPU", "MEM", "DISK"]
     vms = client.vms.list()
-    assert [line.split()[:6] for line in lines] == [
-        [vm.name, vm.state, vm.image, vm.backend, vm.network, vm.address or "-"] for vm in vms
+    assert [line.split()[:7] for line in lines] == [
+        [vm.name, vm.state, vm.image, vm.backend, vm.network, vm.address or "-", "-"] for vm in vms
     ]
     as_json = banger(daemon.env, "vm", "list", "--json")
     assert json.loads(as_json.stdout) == [vm.model_dump(mode="json") for vm in vms]
@@ -67,11 +67,47 @@ def test_vm_list_table_and_json_match_the_sdk(daemon: DaemonHarness) -> None:
 def test_vm_list_reports_a_daemon_of_another_shape_in_one_line() -> None:
     # No address is fine (a VM without one shows "-"); a count sent as a string is not.
     with pytest.raises(OperationFailed) as err:
-        rows([{"name": "alpha", "state": "created", "image": "i", "backend": "b", "network": "n", "vcpus": "2"}])
+        rows(
+            [
+                {
+                    "name": "alpha",
+                    "state": "created",
+                    "image": "i",
+                    "backend": "b",
+                    "network": "n",
+                    "ports": [],
+                    "vcpus": "2",
+                }
+            ]
+        )
     assert str(err.value) == (
         "bangerd answered with an unexpected VM list (field 'vcpus' is '2'): "
         "is the daemon another banger version? `banger daemon restart`"
     )
+    with pytest.raises(OperationFailed, match=r"field 'ports' is \[\{'guest_port': 80\}\]"):
+        rows(
+            [
+                {
+                    "name": "alpha",
+                    "state": "created",
+                    "image": "i",
+                    "backend": "b",
+                    "network": "n",
+                    "ports": [{"guest_port": 80}],
+                }
+            ]
+        )
+
+
+def test_vm_list_shows_published_ports_like_vm_show() -> None:
+    vm = {"name": "web", "state": "running", "image": "i", "backend": "b", "network": "n", "address": None}
+    sized = {"vcpus": 2, "memory_mib": 1024, "disk_size": 1 << 30}
+    published = [
+        {"host_port": 8080, "guest_port": 80, "protocol": "tcp"},
+        {"host_port": 5353, "guest_port": 53, "protocol": "udp"},
+    ]
+    assert rows([{**vm, "ports": published, **sized}])[0][6] == "8080->80/tcp,5353->53/udp"
+    assert rows([{**vm, "ports": [], **sized}])[0][6] == "-"
 
 
 def test_transport_tells_nobody_listening_from_a_garbled_answer(tmp_path: Path) -> None:

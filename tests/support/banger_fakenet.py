@@ -17,12 +17,15 @@ from banger_hookspecs import (
     NicRequest,
     NicSpec,
     PluginContext,
+    PortForward,
     Progress,
     hookimpl,
 )
 
 #: vm_id -> the attachment currently held (attach adds, detach removes).
 ATTACHED: dict[str, NetAttachment] = {}
+#: vm_id -> the ports the core asked the last attach to publish.
+PUBLISHED: dict[str, tuple[PortForward, ...]] = {}
 #: Port of the loopback "ssh endpoint" each attach hands out (nothing listens: the ssh probe is the test's).
 SSH_PORT = 2222
 
@@ -49,6 +52,7 @@ class FakeNetwork:
             state={"vm": request.vm_name},
         )
         ATTACHED[request.vm_id] = attachment
+        PUBLISHED[request.vm_id] = request.published
         return attachment
 
     def detach(self, attachment: NetAttachment) -> None:

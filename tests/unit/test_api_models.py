@@ -20,6 +20,7 @@ from banger_core.api.events import (
     parse_event,
 )
 from banger_core.api.models import PlanValues, RunPlan, VmDetail, spec_line
+from banger_core.api.ports import parse_publish
 from banger_core.api.requests import CreateRequest, VmOptions
 from banger_core.cli.vm_options import spec_body
 from banger_core.daemon.images import image_view, kernel_view
@@ -50,6 +51,7 @@ def running_vm() -> Vm:
         started_at=STARTED,
         remove_on_exit=False,
         host_access=True,
+        ports=[{"host_port": 8080, "guest_port": 80, "protocol": "tcp"}],
         spec_sources=SOURCES,
     )
 
@@ -83,6 +85,7 @@ def test_a_vm_is_written_as_the_api_always_wrote_it() -> None:
             "pid": 4242,
             "ssh": {"host": "127.0.0.1", "port": 40213},
             "address": "127.0.0.1:40213",
+            "ports": [{"host_port": 8080, "guest_port": 80, "protocol": "tcp", "host_address": "127.0.0.1"}],
             "serial_log": "/state/vms/0123abcd/serial.log",
         }.items()
     )
@@ -130,6 +133,14 @@ def test_the_spec_line_names_every_value_and_its_source() -> None:
         "network usernet (default), image fake-tiny (config), kernel fake-kernel (image)"
     )
     assert "network usernet (default) with host access, image" in spec_line(plan(host_access=True))
+    published = plan().model_copy(
+        update={
+            "values": plan().values.model_copy(update={"ports": [parse_publish("8080:80"), parse_publish("53/udp")]})
+        }
+    )
+    assert "network usernet (default), ports 80/tcp -> 127.0.0.1:8080, 53/udp -> 127.0.0.1:(auto), image" in (
+        spec_line(published)
+    )
     assert SpecEvent(plan=plan()).line == spec_line(plan())
 
 
@@ -167,4 +178,4 @@ def test_vm_options_are_create_request_fields_and_the_cli_fills_them_all() -> No
     assert set(CreateRequest.model_fields) - set(VmOptions.__annotations__) == {"start", "remove_on_exit"}
     body = spec_body({"name": "dev", "vcpus": 2, "memory_mib": None, "host_access": None, "unrelated": 1})
     assert body == {"name": "dev", "image": None, "kernel": None, "backend": None, "network": None, "vcpus": 2,
-                    "memory_mib": None, "disk_size": None, "host_access": False}  # fmt: skip
+                    "memory_mib": None, "disk_size": None, "host_access": False, "ports": []}  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.vm import CreateRequest, VmService
 from banger_core.daemon.vm.handles import VmHandles
 from banger_core.testing import FakeSite, RecordingProgress
+from banger_hookspecs import PortForward
 from tests.support import banger_fakenet
 from tests.support.banger_fake import start_time
 from tests.support.daemon import install_fake_plugin
@@ -342,6 +344,7 @@ def test_a_plan_says_each_value_and_where_it_came_from(host: Host) -> None:
         "network": "fakeuser",
         "host_access": False,
         "backend": "bootvmm",
+        "ports": [],
     }
     assert sources == {
         "vcpus": "flag",
@@ -353,3 +356,58 @@ def test_a_plan_says_each_value_and_where_it_came_from(host: Host) -> None:
         "host_access": "default",
         "backend": "config",
     }
+
+
+# -- published ports -----------------------------------------------------------
+
+
+def test_published_ports_are_recorded_with_picked_host_ports_and_handed_to_the_network(host: Host) -> None:
+    with socket.socket() as probe:  # a host port free right now, so the fixed mapping can bind it
+        probe.bind(("127.0.0.1", 0))
+        fixed = probe.getsockname()[1]
+    request = CreateRequest(name="web", ports=(f"{fixed}:80", "53/udp"))  # type: ignore[arg-type]  # validator parses
+    vm = host.vms.create(request, RecordingProgress())
+    tcp, udp = vm.ports
+    assert (tcp.host_port, tcp.guest_port, tcp.protocol) == (fixed, 80, "tcp")
+    assert udp.host_port is not None and (udp.guest_port, udp.protocol) == (53, "udp")
+    assert banger_fakenet.PUBLISHED[vm.id] == (
+        PortForward("127.0.0.1", fixed, 80, "tcp"),
+        PortForward("127.0.0.1", udp.host_port, 53, "udp"),
+    )
+    # Picked once: a restart publishes the same host ports, and the record keeps them while stopped.
+    host.vms.restart("web", RecordingProgress())
+    assert host.restarted_daemon().get("web").ports == vm.ports
+    host.vms.stop("web", RecordingProgress())
+    assert host.vms.get("web").ports == vm.ports
+
+
+def test_a_host_port_another_vm_published_is_refused_before_anything_exists(host: Host) -> None:
+    first = host.vms.create(CreateRequest(name="one", start=False, ports=("80",)), RecordingProgress())  # type: ignore[arg-type]
+    taken = first.ports[0].host_port
+    with pytest.raises(Conflict, match=rf"^host port {taken}/tcp is already published by VM one: publish another"):
+        host.vms.create(CreateRequest(name="two", ports=(f"{taken}:8080",)), RecordingProgress())  # type: ignore[arg-type]
+    assert [vm.name for vm in host.vms.all()] == ["one"] and host.vm_dirs() == [first.id]
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+def test_a_host_port_in_use_on_the_host_is_refused_before_anything_exists(host: Host, protocol: str) -> None:
+    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if protocol == "tcp":
+            holder.listen()
+        busy = holder.getsockname()[1]
+        with pytest.raises(Conflict, match=rf"^host port {busy}/{protocol} on 127.0.0.1 is in use: free it or"):
+            host.vms.create(CreateRequest(name="x", ports=(f"{busy}:80/{protocol}",)), RecordingProgress())  # type: ignore[arg-type]
+    assert host.vms.all() == [] and host.vm_dirs() == [] and banger_fakenet.ATTACHED == {}
+
+
+def test_udp_to_an_isolated_user_nic_without_passt_is_refused_before_anything_exists(host: Host) -> None:
+    """QEMU's restrict=on drops the guest's UDP replies; usernet_egress = false always means restrict=on."""
+    host.rt.config.data["usernet_egress"] = False
+    request = CreateRequest(name="x", ports=("5353:53/udp",))  # type: ignore[arg-type]
+    with pytest.raises(BangerError, match=r"^UDP ports cannot reach an isolated usernet guest here"):
+        host.vms.create(request, RecordingProgress())
+    assert host.vms.all() == [] and host.vm_dirs() == []
+    opened = CreateRequest(name="x", start=False, host_access=True, ports=("5353:53/udp",))  # type: ignore[arg-type]
+    assert host.vms.create(opened, RecordingProgress()).ports[0].protocol == "udp"

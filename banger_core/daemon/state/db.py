@@ -69,6 +69,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     ),
     # --host-access (usernet): without it QEMU isolates the guest from the host's loopback.
     (2, ("ALTER TABLE vms ADD COLUMN host_access BOOLEAN NOT NULL DEFAULT 0",)),
+    # -p: ports published on 127.0.0.1, kept with the VM so each boot publishes the same host ports.
+    (3, ("ALTER TABLE vms ADD COLUMN ports JSON NOT NULL DEFAULT '[]'",)),
 )
 
 

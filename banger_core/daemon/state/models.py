@@ -50,6 +50,8 @@ class Vm(SQLModel, table=True):
     last_error: str | None = None
     remove_on_exit: bool = False
     host_access: bool = False
+    #: Published ports: ``{"host_port", "guest_port", "protocol"}`` each, host ports already picked.
+    ports: list[dict[str, JsonValue]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     spec_sources: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 

@@ -18,6 +18,7 @@ from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Vm
+from banger_core.daemon.vm import ports
 from banger_core.daemon.vm.disks import OVERLAY_DISK, WORK_DISK
 from banger_core.daemon.vm.handles import HandleStore, VmHandles
 from banger_core.daemon.vm.records import VmRecords
@@ -117,7 +118,12 @@ class Power:
             progress.step("attaching network")
             attachment = net.attach(
                 NicRequest(
-                    vm_id=vm.id, vm_name=vm.name, mac=vm.mac, guest_ip=vm.guest_ip or "", host_access=vm.host_access
+                    vm_id=vm.id,
+                    vm_name=vm.name,
+                    mac=vm.mac,
+                    guest_ip=vm.guest_ip or "",
+                    host_access=vm.host_access,
+                    published=ports.forwards(vm.ports),
                 )
             )
             self.handles.write(vm.id, VmHandles(net=attachment))

@@ -28,7 +28,7 @@ from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Image, Kernel, Vm
-from banger_core.daemon.vm import alloc, boot, disks, spec
+from banger_core.daemon.vm import alloc, boot, disks, ports, spec
 from banger_core.daemon.vm.boot import Power
 from banger_core.daemon.vm.handles import HandleStore, VmHandles
 from banger_core.daemon.vm.reconcile import Reconciler
@@ -150,11 +150,13 @@ class VmService:
 
     def _insert(self, req: CreateRequest, values: spec.SpecValues, sources: dict[str, str]) -> Vm:
         with self._alloc_lock, self.rt.database.session() as s:
-            rows = s.exec(select(Vm.name, Vm.guest_ip, Vm.mac)).all()
+            rows = s.exec(select(Vm.name, Vm.guest_ip, Vm.mac, Vm.ports)).all()
             names = {r[0] for r in rows}
             name = req.name or generate_vm_name(lambda n: n in names)
             if name in names:
                 raise Conflict(f"a VM named {name!r} already exists: pick another --name or delete it")
+            # Under the allocation lock, so two creates never publish (or pick) the same host port.
+            published = ports.assign(values["ports"], ports.published_by_others((r[0], r[3]) for r in rows))
             # Checked again in this write transaction: the store's deletes check for users in
             # theirs, so a delete racing this create either sees the new VM or is seen here.
             for kind, model, ref in (("image", Image, values["image"]), ("kernel", Kernel, values["kernel"])):
@@ -176,6 +178,7 @@ class VmService:
                 created_at=datetime.now(UTC),
                 remove_on_exit=req.remove_on_exit,
                 host_access=values["host_access"],
+                ports=ports.stored(published),
                 spec_sources=sources,
             )
             s.add(vm)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import TypedDict
 
+from banger_core.api.ports import PortMapping
 from banger_core.api.requests import CreateRequest
 from banger_core.common.backends import choose_backend
 from banger_core.common.config import Config, format_size, parse_size
@@ -12,6 +14,7 @@ from banger_core.common.errors import BangerError, Conflict, Unavailable
 from banger_core.common.names import validate_image_name
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.vm import ports
 
 MIN_DISK = 1 << 30
 MAX_DISK = 2 << 40
@@ -30,6 +33,8 @@ class SpecValues(TypedDict):
     network: str
     host_access: bool
     backend: str
+    #: Published ports; a ``host_port`` of None is picked when the VM is created.
+    ports: list[PortMapping]
 
 
 def _config_source(config: Config, key: str) -> str:
@@ -91,6 +96,10 @@ def resolve(
     host_access_value, sources["host_access"] = host_access(rt, req.host_access, network)
 
     backend, sources["backend"] = select_backend(rt, req.backend, network)
+    if req.ports:
+        udp_to_isolated_user_nic(rt, req, network, host_access_value)
+        ports.check_bindable(req.ports)
+        sources["ports"] = "flag"
     values = SpecValues(
         vcpus=vcpus,
         memory_mib=memory_mib,
@@ -101,6 +110,7 @@ def resolve(
         network=network,
         host_access=host_access_value,
         backend=backend,
+        ports=list(req.ports),
     )
     return values, sources
 
@@ -115,6 +125,25 @@ def host_access(rt: Runtime, requested: bool, network: str) -> tuple[bool, str]:
             "never reaches the host's 127.0.0.1"
         )
     return True, "flag"
+
+
+def udp_to_isolated_user_nic(rt: Runtime, req: CreateRequest, network: str, host_access: bool) -> None:
+    """Refuse a UDP port an isolated user-mode guest could never answer on.
+
+    By :class:`~banger_hookspecs.NicSpec`'s rule an isolated user NIC runs on
+    passt when it is installed and ``usernet_egress`` is on, else on QEMU's
+    ``restrict=on``, which drops every UDP datagram the guest sends (replies to
+    a forward included: libslirp's udp_input). The QEMU backend refuses it too,
+    at start, for the case this cannot see (passt installed, no default route).
+    """
+    if host_access or nic_kind(rt, network) != "user" or not any(p.protocol == "udp" for p in req.ports):
+        return
+    if rt.config.get("usernet_egress", True) and shutil.which("passt") is not None:
+        return
+    raise BangerError(
+        "UDP ports cannot reach an isolated usernet guest here (QEMU's restrict=on drops the guest's UDP "
+        "replies): install passt (with usernet_egress = true), use --network bridge, or add --host-access"
+    )
 
 
 def select_backend(rt: Runtime, requested: str | None, network: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from typing import Any
 from banger_core.api.models import SshEndpoint, VmDetail, VmView
 from banger_core.api.state import ACTIVE
 from banger_core.daemon.state.models import Vm
+from banger_core.daemon.vm.ports import mappings
 from banger_hookspecs import VmInfo
 
 
@@ -41,6 +42,7 @@ def vm_view(vm: Vm, handles: dict[str, Any] | None = None) -> VmView:
         last_error=vm.last_error,
         remove_on_exit=vm.remove_on_exit,
         host_access=vm.host_access,
+        ports=mappings(vm.ports),
         spec_sources=vm.spec_sources,
         pid=pid,
         ssh=ssh,

@@ -411,7 +411,7 @@ class KernelProvider:
 
 @dataclass(frozen=True)
 class PortForward:
-    """A host port forwarded to a guest port (``usernet``)."""
+    """A host port forwarded to a guest port (usernet's ssh, and ports published with ``-p``)."""
 
     host_address: str
     host_port: int
@@ -465,6 +465,9 @@ class NicRequest:
         host_access: the user asked (``--host-access``) that the guest may
             reach the host's own services; only user-mode NICs honour it (a
             bridged guest never reaches the host's ``127.0.0.1``).
+        published: ports the user published (``-p``): each listens on its
+            ``host_address`` (always ``127.0.0.1``) and reaches the guest's
+            ``guest_port``, however the backend carries it.
     """
 
     vm_id: str
@@ -472,6 +475,7 @@ class NicRequest:
     mac: str
     guest_ip: str
     host_access: bool = False
+    published: tuple[PortForward, ...] = ()
 
 
 @dataclass(frozen=True)

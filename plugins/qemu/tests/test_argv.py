@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -103,12 +104,24 @@ def test_tap_nic(make_spec, run_dir: Path) -> None:
 
 
 def test_user_nic_with_forwards(make_spec, run_dir: Path) -> None:
-    forwards = (PortForward("127.0.0.1", 2222, 22), PortForward("127.0.0.1", 8053, 53, "udp"))
+    forwards = (PortForward("127.0.0.1", 2222, 22), PortForward("127.0.0.1", 8080, 80))
     spec = make_spec(nic=NicSpec(kind="user", mac="52:54:00:aa:bb:cc", forwards=forwards))
     argv = build_argv(spec, opts(run_dir))
     # Isolated unless asked otherwise: slirp would hand the guest the host's 127.0.0.1 as 10.0.2.2.
     assert pairs(argv, "-netdev") == [
-        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:127.0.0.1:8053-:53"
+        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80"
+    ]
+
+
+def test_udp_forwards_need_an_unrestricted_user_nic(make_spec, run_dir: Path) -> None:
+    """restrict=on drops every UDP datagram the guest sends (replies too): refused rather than a silent black hole."""
+    udp = PortForward("127.0.0.1", 8053, 53, "udp")
+    isolated = NicSpec(kind="user", mac="52:54:00:aa:bb:cc", forwards=(udp,))
+    with pytest.raises(ValueError, match=r"^UDP port 8053 cannot reach an isolated usernet guest here: "):
+        build_argv(make_spec(nic=isolated), opts(run_dir))
+    opened = dataclasses.replace(isolated, host_access=True)
+    assert pairs(build_argv(make_spec(nic=opened), opts(run_dir)), "-netdev") == [
+        "user,id=net0,hostfwd=udp:127.0.0.1:8053-:53"
     ]
 
 

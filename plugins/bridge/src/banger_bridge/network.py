@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import select
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from banger_hookspecs import GuestNetConfig, NetAttachment, NicRequest, NicSpec, PluginContext, Progress
+from banger_hookspecs import GuestNetConfig, NetAttachment, NicRequest, NicSpec, PluginContext, PortForward, Progress
+from banger_hookspecs.process import read_proc_stat, terminate
 
+from .forward import READY, Rule
 from .upstream import RESOLV_CONF_FILES, upstream_nameserver
 
 BACKEND_NAME = "bridge"
@@ -27,6 +32,8 @@ TAP_PREFIX = "bgr"
 POOL_PREFIX = "bgrpool"
 MAX_POOL_SIZE = 64
 GUEST_SSH_PORT = 22
+#: How long a port forwarder gets to bind its ports and say so.
+FORWARDER_READY_TIMEOUT = 10.0
 
 _BRIDGE_NAME_RE = re.compile(r"^banger[A-Za-z0-9_-]{0,9}$")
 _VM_ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
@@ -178,6 +185,14 @@ class BridgeNetwork:
             self.host_ops.create_tap(tap, self.bridge_name, self.owner_uid)
         else:
             self._take_tap(tap)
+        state = {"tap": tap}
+        if request.published:
+            try:
+                pid, start_time = start_forwarder(str(guest_ip), request.published)
+            except BaseException:
+                self.host_ops.delete_tap(tap)  # the core detaches only what attach returned
+                raise
+            state.update(forwarder_pid=str(pid), forwarder_start=str(start_time))
         return NetAttachment(
             backend=BACKEND_NAME,
             nic=NicSpec(kind="tap", mac=mac, tap_name=tap),
@@ -190,7 +205,7 @@ class BridgeNetwork:
             ssh_host=str(guest_ip),
             ssh_port=GUEST_SSH_PORT,
             dns_address=str(guest_ip),
-            state={"tap": tap},
+            state=state,
         )
 
     def _take_tap(self, tap: str) -> None:
@@ -217,7 +232,10 @@ class BridgeNetwork:
         return upstream_nameserver(self.resolv_conf_files, self.cidr)
 
     def detach(self, attachment: NetAttachment) -> None:
-        """Delete the VM's tap (idempotent), then top the spare pool up again."""
+        """Stop the VM's port forwarder, delete its tap (idempotent), then top the spare pool up again."""
+        pid, started = attachment.state.get("forwarder_pid"), attachment.state.get("forwarder_start")
+        if pid and started:
+            terminate(int(pid), int(started))  # by pid and start time: never a process that reused the pid
         tap = attachment.state.get("tap") or attachment.nic.tap_name
         if tap is None:
             return
@@ -226,3 +244,29 @@ class BridgeNetwork:
             self._fill_pool()
         except Exception as exc:  # a missing spare only costs the next start a few ms
             self.logger.warning("could not refill the spare tap pool: %s", exc)
+
+
+def start_forwarder(guest_ip: str, published: Sequence[PortForward]) -> tuple[int, int]:
+    """Start the VM's forwarder (:mod:`banger_bridge.forward`); ``(pid, start time)`` once its ports are bound.
+
+    Raises:
+        BridgeError: a port could not be bound (the kernel's reason), or the forwarder did not start.
+    """
+    argv = [sys.executable, "-m", "banger_bridge.forward", guest_ip]
+    argv += [Rule(p.protocol, p.host_port, p.guest_port).argument() for p in published]
+    # Its own session: a daemon restart (or a ^C on a foreground daemon) leaves it running, like the VMM.
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    with proc.stdout, proc.stderr:
+        readable, _, _ = select.select([proc.stdout], [], [], FORWARDER_READY_TIMEOUT)
+        line = proc.stdout.readline().decode(errors="replace").strip() if readable else ""
+        if line == READY:
+            stat = read_proc_stat(proc.pid)
+            if stat is not None:
+                return proc.pid, stat.start_time
+        proc.kill()
+        proc.wait()
+        why = proc.stderr.read().decode(errors="replace").strip() or f"no answer within {FORWARDER_READY_TIMEOUT:.0f} s"
+    raise BridgeError(f"could not publish the VM's ports: {why}")

@@ -116,6 +116,12 @@ def _nic_args(nic: NicSpec, machine: Machine, passt_socket: Path | None) -> list
     else:
         forwards = []
         for fwd in nic.forwards:
+            if fwd.protocol == "udp" and not nic.host_access:
+                raise ValueError(
+                    f"UDP port {fwd.host_port} cannot reach an isolated usernet guest here: QEMU's restrict=on drops "
+                    "every UDP datagram the guest sends, replies included; install passt (with a default route) "
+                    "or create the VM with --host-access"
+                )
             address = forward_address(fwd)
             forwards.append(f",hostfwd={fwd.protocol}:{address}:{fwd.host_port}-:{fwd.guest_port}")
         # restrict=on: the guest opens no connection at all (10.0.2.2 would be the host's 127.0.0.1);

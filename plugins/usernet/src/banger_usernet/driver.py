@@ -63,7 +63,8 @@ class UsernetDriver:
             nic=NicSpec(
                 kind="user",
                 mac=request.mac,
-                forwards=(PortForward(LOOPBACK, port, GUEST_SSH_PORT),),
+                # Published ports ride the same user NIC as the ssh forward.
+                forwards=(PortForward(LOOPBACK, port, GUEST_SSH_PORT), *request.published),
                 host_access=request.host_access,
                 egress=bool(self.ctx.config.get("usernet_egress", True)),
             ),
