@@ -52,6 +52,7 @@ def _subclasses(cls: type[BangerError]) -> set[type[BangerError]]:
     return found
 
 
+@pytest.mark.builtins  # it imports every builtin plugin (not installed under tox -e core)
 def test_every_error_class_in_the_core_and_the_plugins_is_registered() -> None:
     for name in _all_modules():
         importlib.import_module(name)
