@@ -391,7 +391,7 @@ async def vm_plan(d: Daemon, request: Request) -> Response:
     """The spec a create would use, with provenance, without creating anything."""
     req = CreateRequest.from_json(await read_body(request))
     values, sources = await d.run_blocking(lambda: d.vms.resolve(req, image_may_be_missing=True))
-    return answer(RunPlan.model_validate({"values": values, "sources": sources}))
+    return answer(RunPlan(values=values, sources=sources))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -334,10 +334,10 @@ def test_unnamed_vms_get_distinct_generated_names(host: Host) -> None:
 
 def test_a_plan_says_each_value_and_where_it_came_from(host: Host) -> None:
     values, sources = host.vms.resolve(CreateRequest(image="fake-later", vcpus=2), image_may_be_missing=True)
-    assert dict(values) == {
+    assert values.model_dump() == {
         "vcpus": 2,
-        "memory_mib": values["memory_mib"],
-        "disk_size": values["disk_size"],
+        "memory_mib": values.memory_mib,
+        "disk_size": values.disk_size,
         "image": "fake-later",
         "image_present": False,
         "kernel": "the image's",

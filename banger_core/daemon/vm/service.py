@@ -17,7 +17,7 @@ from pydantic import JsonValue
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from banger_core.api.models import Deleted, RunPlan, VmDetail, VmView
+from banger_core.api.models import Deleted, PlanValues, RunPlan, VmDetail, VmView
 from banger_core.api.requests import CreateRequest
 from banger_core.api.state import ACTIVE, STARTABLE, VmState
 from banger_core.common.config import bridge_addresses
@@ -95,9 +95,7 @@ class VmService:
 
     # -- spec resolution ---------------------------------------------------
 
-    def resolve(
-        self, req: CreateRequest, *, image_may_be_missing: bool = False
-    ) -> tuple[spec.SpecValues, dict[str, str]]:
+    def resolve(self, req: CreateRequest, *, image_may_be_missing: bool = False) -> tuple[PlanValues, dict[str, str]]:
         """Effective spec values and where each came from (see :func:`spec.resolve`)."""
         return spec.resolve(self.rt, self.store, req, image_may_be_missing=image_may_be_missing)
 
@@ -125,7 +123,7 @@ class VmService:
         values, sources = self.resolve(req)
         sync_entries = disks.file_sync_entries(self.rt)
         if on_spec is not None:
-            on_spec(RunPlan.model_validate({"values": values, "sources": sources}))
+            on_spec(RunPlan(values=values, sources=sources))
         vm = self._insert(req, values, sources)
         if on_record is not None:
             on_record(vm.id, vm.name)
@@ -148,7 +146,7 @@ class VmService:
                 self.records.keep_for_inspection(vm.id)
             raise
 
-    def _insert(self, req: CreateRequest, values: spec.SpecValues, sources: dict[str, str]) -> Vm:
+    def _insert(self, req: CreateRequest, values: PlanValues, sources: dict[str, str]) -> Vm:
         with self._alloc_lock, self.rt.database.session() as s:
             rows = s.exec(select(Vm.name, Vm.guest_ip, Vm.mac, Vm.ports)).all()
             names = {r[0] for r in rows}
@@ -156,28 +154,28 @@ class VmService:
             if name in names:
                 raise Conflict(f"a VM named {name!r} already exists: pick another --name or delete it")
             # Under the allocation lock, so two creates never publish (or pick) the same host port.
-            published = ports.assign(values["ports"], ports.published_by_others((r[0], r[3]) for r in rows))
+            published = ports.assign(values.ports, ports.published_by_others((r[0], r[3]) for r in rows))
             # Checked again in this write transaction: the store's deletes check for users in
             # theirs, so a delete racing this create either sees the new VM or is seen here.
-            for kind, model, ref in (("image", Image, values["image"]), ("kernel", Kernel, values["kernel"])):
+            for kind, model, ref in (("image", Image, values.image), ("kernel", Kernel, values.kernel)):
                 if s.get(model, ref) is None:
                     raise NotFound(f"{kind} {ref!r} was deleted meanwhile: run `banger {kind} pull {ref}`")
             vm = Vm(
                 id=new_vm_id(),
                 name=name,
-                image=values["image"],
-                kernel=values["kernel"],
-                backend=values["backend"],
-                network=values["network"],
-                vcpus=values["vcpus"],
-                memory_mib=values["memory_mib"],
-                disk_size=values["disk_size"],
-                guest_ip=self._allocate_ip(values["network"], {r[1] for r in rows if r[1]}),
+                image=values.image,
+                kernel=values.kernel,
+                backend=values.backend,
+                network=values.network,
+                vcpus=values.vcpus,
+                memory_mib=values.memory_mib,
+                disk_size=values.disk_size,
+                guest_ip=self._allocate_ip(values.network, {r[1] for r in rows if r[1]}),
                 mac=alloc.new_mac({r[2] for r in rows}),
                 state=VmState.CREATED,
                 created_at=datetime.now(UTC),
                 remove_on_exit=req.remove_on_exit,
-                host_access=values["host_access"],
+                host_access=values.host_access,
                 ports=ports.stored(published),
                 spec_sources=sources,
             )

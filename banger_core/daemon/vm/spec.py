@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from typing import TypedDict
 
-from banger_core.api.ports import PortMapping
+from banger_core.api.models import PlanValues
 from banger_core.api.requests import CreateRequest
 from banger_core.common.backends import choose_backend
 from banger_core.common.config import Config, format_size, parse_size
@@ -20,30 +19,13 @@ MIN_DISK = 1 << 30
 MAX_DISK = 2 << 40
 
 
-class SpecValues(TypedDict):
-    """A create's effective spec (the ``values`` of ``POST /v1/vms/plan``)."""
-
-    vcpus: int
-    memory_mib: int
-    disk_size: int
-    image: str
-    #: False only when planning before the automatic pull.
-    image_present: bool
-    kernel: str
-    network: str
-    host_access: bool
-    backend: str
-    #: Published ports; a ``host_port`` of None is picked when the VM is created.
-    ports: list[PortMapping]
-
-
 def _config_source(config: Config, key: str) -> str:
     return "default" if config.sources.get(key) == "default" else "config"
 
 
 def resolve(
     rt: Runtime, store: Store, req: CreateRequest, *, image_may_be_missing: bool = False
-) -> tuple[SpecValues, dict[str, str]]:
+) -> tuple[PlanValues, dict[str, str]]:
     """Effective spec values and where each came from (flag, config, image, host heuristic).
 
     With ``image_may_be_missing`` (planning before an automatic pull) an
@@ -100,7 +82,7 @@ def resolve(
         udp_to_isolated_user_nic(rt, req, network, host_access_value)
         ports.check_bindable(req.ports)
         sources["ports"] = "flag"
-    values = SpecValues(
+    values = PlanValues(
         vcpus=vcpus,
         memory_mib=memory_mib,
         disk_size=disk_size,
