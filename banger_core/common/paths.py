@@ -106,12 +106,19 @@ def _configured_path(env: Mapping[str, str], key: str) -> Path | None:
     stay cheap. A broken value gives None here (the default is used) and is
     reported by the daemon, which validates everything.
     """
+    try:
+        text = config_file(env).read_bytes()
+    except OSError:  # none, or unreadable
+        return None
+    if key.encode() not in text and b"\\u" not in text and b"\\U" not in text:
+        # Without the key's own letters or a \u escape, no spelling of TOML can set it. Most files don't
+        # set it, and tomllib's import costs more than half an interpreter start-up on `banger vm list`.
+        return None
     import tomllib
 
     try:
-        with config_file(env).open("rb") as fh:
-            configured = tomllib.load(fh).get(key)
-    except (OSError, ValueError):  # unreadable, not UTF-8, or not TOML
+        configured = tomllib.loads(text.decode()).get(key)
+    except (UnicodeDecodeError, ValueError):  # not UTF-8, or not TOML
         return None
     if not isinstance(configured, str) or not configured:
         return None

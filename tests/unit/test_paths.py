@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,27 @@ def test_a_config_file_that_is_not_utf8_leaves_the_cli_on_the_defaults(banger_en
     config = Path(banger_env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
     config.write_bytes(b"runtime_dir = '\xff'\n")
     assert paths.runtime_dir(banger_env) == paths.default_runtime_dir(banger_env)  # the daemon reports the file
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        'runtime_dir = "/srv/r"',
+        '"runtime_dir" = "/srv/r"',
+        "'runtime_dir' = '/srv/r'",
+        '"runtime\\u005fdir" = "/srv/r"',
+    ],
+)
+def test_every_toml_spelling_of_runtime_dir_is_read(banger_env: dict[str, str], spelling: str) -> None:
+    config = Path(banger_env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    config.write_text(f'default_image = "x"\n{spelling}\n')
+    assert paths.runtime_dir(banger_env) == Path("/srv/r")
+
+
+def test_a_config_without_the_key_is_not_parsed(banger_env: dict[str, str]) -> None:
+    """tomllib's import is the most costly part of `banger vm list`'s socket lookup: skipped when it cannot matter."""
+    config = Path(banger_env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    config.write_text('default_image = "x"\n[vm_defaults]\nvcpus = 2\n')
+    probe = "import sys; from banger_core.common import paths; print(paths.runtime_dir(), 'tomllib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], env=banger_env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(paths.default_runtime_dir(banger_env)), "False"]
