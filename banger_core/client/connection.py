@@ -13,7 +13,7 @@ import os
 import time
 
 from banger_core.client import transport
-from banger_core.common import paths
+from banger_core.common import locate
 from banger_core.common.errors import DaemonUnavailable, OperationFailed, error_for
 
 #: ``typing`` costs more to import than this module's work: mypy recognises the flag by its name.
@@ -47,17 +47,18 @@ class Connection:
         *,
         autostart: bool = True,
         notify: Callable[[str], None] | None = None,
-        socket: Path | None = None,
+        socket: str | os.PathLike[str] | None = None,
     ) -> None:
         self.env = dict(os.environ if env is None else env)
-        self.socket = socket or paths.socket_path(self.env)
+        #: A string, not a Path: pathlib's import would cost ``banger vm list`` 0.4 interpreter start-ups.
+        self.socket = os.fspath(socket) if socket is not None else locate.socket_file(self.env)
         self.autostart = autostart
         self.notify = notify
         self._checked = False
 
     def ping(self) -> bool:
         try:
-            status, _ = transport.exchange(str(self.socket), "GET", "/v1/daemon", timeout=PING_TIMEOUT)
+            status, _ = transport.exchange(self.socket, "GET", "/v1/daemon", timeout=PING_TIMEOUT)
         except OSError:
             return False
         return status == 200
@@ -74,13 +75,16 @@ class Connection:
         if not self.autostart:
             raise DaemonUnavailable(f"bangerd is not running (no answer on {self.socket}): run any banger command")
         import fcntl
+        from pathlib import Path
+
+        from banger_core.common import paths
 
         state = paths.ensure_private_dir(paths.state_dir(self.env), "state_dir")
         # In the state dir, not the runtime dir: CLIs that disagree about the runtime dir still queue here.
         with open(state / "bangerd.start.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # racing CLIs queue here; the first one starts it
             if not self._wait_for_holder(state):
-                self._spawn(paths.ensure_private_dir(self.socket.parent, "runtime_dir"))
+                self._spawn(paths.ensure_private_dir(Path(self.socket).parent, "runtime_dir"))
         self._checked = True
 
     def _wait_for_holder(self, state: Path) -> bool:
@@ -99,7 +103,7 @@ class Connection:
             holder = lock_holder(state / LOCK_NAME)
             if holder is None:
                 return False
-            if holder.socket is not None and holder.socket != self.socket:
+            if holder.socket is not None and os.fspath(holder.socket) != self.socket:
                 raise DaemonUnavailable(
                     f"{holder.who} already runs for state dir {state} but listens on {holder.socket}, "
                     f"not on {self.socket} (another XDG_RUNTIME_DIR or runtime_dir): run banger with the same "
@@ -153,10 +157,10 @@ class Connection:
         # Optimistic: talk first, start the daemon only if nobody answered (saves a round trip).
         try:
             try:
-                status, content = transport.exchange(str(self.socket), method, path, payload, timeout=QUERY_TIMEOUT)
+                status, content = transport.exchange(self.socket, method, path, payload, timeout=QUERY_TIMEOUT)
             except transport.Unreachable:
                 self.ensure_daemon()
-                status, content = transport.exchange(str(self.socket), method, path, payload, timeout=QUERY_TIMEOUT)
+                status, content = transport.exchange(self.socket, method, path, payload, timeout=QUERY_TIMEOUT)
         except OSError as exc:
             raise DaemonUnavailable(f"lost the connection to bangerd: {exc}") from exc
         self._checked = True

@@ -17,9 +17,9 @@ one-line message. The daemon is started on first use when none answers
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, Unpack
 from urllib.parse import quote
 
@@ -112,7 +112,7 @@ class Client(Connection):
         *,
         autostart: bool = True,
         notify: Callable[[str], None] | None = None,
-        socket: Path | None = None,
+        socket: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(env, autostart=autostart, notify=notify, socket=socket)
         self._streams: httpx.Client | None = None

@@ -1,4 +1,8 @@
-"""Where banger keeps things, following the XDG base directory spec."""
+"""Where banger keeps things, following the XDG base directory spec.
+
+The rules are in :mod:`banger_core.common.locate` (plain strings, for the
+CLI's fastest path); this module gives the same answers as paths.
+"""
 
 from __future__ import annotations
 
@@ -6,68 +10,59 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from banger_core.common import locate
 from banger_core.common.errors import BangerError
 
 
 def home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("HOME") or os.path.expanduser("~"))
-
-
-def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
-    value = env.get(var, "")
-    # The spec says relative values are invalid and must be ignored.
-    if value and os.path.isabs(value):
-        return Path(value)
-    return home(env) / fallback
+    return Path(locate.home(env))
 
 
 def config_file(env: Mapping[str, str] = os.environ) -> Path:
     """``$BANGER_CONFIG``, else ``$XDG_CONFIG_HOME/banger/config.toml``."""
-    explicit = env.get("BANGER_CONFIG")
-    if explicit:
-        return Path(explicit)
-    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "banger" / "config.toml"
+    return Path(locate.config_file(env))
 
 
 def config_dir(env: Mapping[str, str] = os.environ) -> Path:
     """banger's own config directory (generated ssh_config lives here)."""
-    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "banger"
+    return Path(locate.xdg(env, "XDG_CONFIG_HOME", ".config")) / "banger"
 
 
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    return _xdg(env, "XDG_DATA_HOME", ".local/share") / "banger"
+    return Path(locate.default_state_dir(env))
 
 
 def default_cache_dir(env: Mapping[str, str] = os.environ) -> Path:
-    return _xdg(env, "XDG_CACHE_HOME", ".cache") / "banger"
+    return Path(locate.xdg(env, "XDG_CACHE_HOME", ".cache")) / "banger"
 
 
 def default_runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
     """``$XDG_RUNTIME_DIR/banger``; ``/run/banger`` for root; else a per-uid dir in /tmp."""
-    runtime = env.get("XDG_RUNTIME_DIR", "")
-    if runtime and os.path.isabs(runtime):
-        return Path(runtime) / "banger"
-    if os.geteuid() == 0:
-        return Path("/run/banger")
-    return Path(f"/tmp/banger-{os.geteuid()}")
+    return Path(locate.default_runtime_dir(env))
 
 
 def expand_path(value: str, env: Mapping[str, str] = os.environ) -> Path:
-    """The one rule for a path in config.toml, shared by the CLI and the daemon.
-
-    ``~`` and ``~/...`` mean the home directory (``$HOME``); anything else must
-    be absolute. ``~user`` and relative paths raise ``ValueError``: they would
-    mean different things to processes started from different places.
+    """:func:`banger_core.common.locate.expand` as a path (``ValueError`` for ``~user`` and relative paths).
 
     >>> expand_path("~/vms", {"HOME": "/home/ada"}), expand_path("/srv/b", {"HOME": "/home/ada"})
     (PosixPath('/home/ada/vms'), PosixPath('/srv/b'))
     """
-    if value == "~" or value.startswith("~/"):
-        # lstrip: "~//x" must stay under home, not become the absolute "/x".
-        return home(env) / value[2:].lstrip("/")
-    if not os.path.isabs(value):
-        raise ValueError(f"must be an absolute path (or start with ~/), got {value!r}")
-    return Path(value)
+    return Path(locate.expand(value, env))
+
+
+def runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """The runtime dir the daemon uses: config.toml's ``runtime_dir`` if set, else the default."""
+    return Path(locate.runtime_dir(env))
+
+
+def state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """The state dir the daemon uses: config.toml's ``state_dir`` if set, else the default."""
+    return Path(locate.state_dir(env))
+
+
+def socket_path(env: Mapping[str, str] = os.environ) -> Path:
+    """Where the daemon listens: ``<runtime_dir>/bangerd.sock``."""
+    return Path(locate.socket_file(env))
 
 
 def ensure_private_dir(path: Path, key: str) -> Path:
@@ -97,47 +92,3 @@ def ensure_private_dir(path: Path, key: str) -> Path:
         f"{path} is not a private directory ({problem}) and banger will not change an existing directory's "
         f"permissions: set {key} in config.toml to a path that does not exist yet (banger creates it with mode 0700)"
     )
-
-
-def _configured_path(env: Mapping[str, str], key: str) -> Path | None:
-    """``key`` from config.toml, read straight from the TOML file (no plugin loading, no full validation).
-
-    Every CLI call that talks to the daemon needs the runtime dir, and it must
-    stay cheap. A broken value gives None here (the default is used) and is
-    reported by the daemon, which validates everything.
-    """
-    try:
-        text = config_file(env).read_bytes()
-    except OSError:  # none, or unreadable
-        return None
-    if key.encode() not in text and b"\\u" not in text and b"\\U" not in text:
-        # Without the key's own letters or a \u escape, no spelling of TOML can set it. Most files don't
-        # set it, and tomllib's import costs more than half an interpreter start-up on `banger vm list`.
-        return None
-    import tomllib
-
-    try:
-        configured = tomllib.loads(text.decode()).get(key)
-    except (UnicodeDecodeError, ValueError):  # not UTF-8, or not TOML
-        return None
-    if not isinstance(configured, str) or not configured:
-        return None
-    try:
-        return expand_path(configured, env)
-    except ValueError:
-        return None
-
-
-def runtime_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """The runtime dir the daemon uses: config.toml's ``runtime_dir`` if set, else the default."""
-    return _configured_path(env, "runtime_dir") or default_runtime_dir(env)
-
-
-def state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """The state dir the daemon uses: config.toml's ``state_dir`` if set, else the default."""
-    return _configured_path(env, "state_dir") or default_state_dir(env)
-
-
-def socket_path(env: Mapping[str, str] = os.environ) -> Path:
-    """Where the daemon listens: ``<runtime_dir>/bangerd.sock``."""
-    return runtime_dir(env) / "bangerd.sock"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.common import paths
+from banger_core.common import locate, paths
 from banger_core.common.config import ConfigError, load_config
 from banger_core.common.errors import BangerError
 from banger_core.common.plugins import get_plugin_manager
@@ -34,7 +34,7 @@ def test_expand_path_rejects(value: str) -> None:
         paths.expand_path(value, {"HOME": "/home/ada"})
 
 
-@pytest.mark.parametrize("value", ["~/x", "~", "~//y", "/abs/run", "relative"])
+@pytest.mark.parametrize("value", ["~/x", "~", "~//y", "/abs/run", "/abs//run/./x/", "relative"])
 def test_client_and_daemon_agree_on_the_socket(banger_env: dict[str, str], value: str) -> None:
     config = Path(banger_env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
     config.write_text(f'runtime_dir = "{value}"\nstate_dir = "{value}"\n')
@@ -47,6 +47,8 @@ def test_client_and_daemon_agree_on_the_socket(banger_env: dict[str, str], value
         return
     layout = Layout(loaded["state_dir"], loaded["runtime_dir"])
     assert layout.socket == client_socket and layout.state_dir == client_state
+    # The CLI's fast path connects to the string form: the same text the daemon binds.
+    assert locate.socket_file(banger_env) == str(layout.socket)
 
 
 def test_missing_private_dir_is_created_0700(tmp_path: Path) -> None:
