@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -153,3 +155,25 @@ def test_every_plugin_distribution_in_the_tree_is_a_builtin() -> None:
     root = Path(__file__).resolve().parents[2]
     shipped = {tomllib.loads(p.read_text())["project"]["name"] for p in (root / "plugins").glob("*/pyproject.toml")}
     assert shipped and shipped | {"banger"} == set(BUILTIN_DISTRIBUTIONS)
+
+
+#: Modules a plugin's entry point must not import: every CLI command that loads plugins (`--help`,
+#: completion, `plugins list`) would pay for them. Factories import what their drivers need.
+HEAVY_AT_REGISTRATION = ("asyncio", "httpx", "pyroute2", "zstandard", "sqlmodel", "pydantic", "rich")
+
+
+@pytest.mark.builtins
+def test_registering_a_builtin_plugin_imports_nothing_heavy() -> None:
+    probe = (
+        "import sys\n"
+        "from importlib.metadata import entry_points\n"
+        "for ep in entry_points(group='banger'):\n"
+        "    before = set(sys.modules)\n"
+        "    ep.load()\n"
+        f"    heavy = sorted({{m.split('.')[0] for m in set(sys.modules) - before}} & set({HEAVY_AT_REGISTRATION!r}))\n"
+        "    print(ep.dist.name, ','.join(heavy) or '-')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    loaded = dict(line.split() for line in out.stdout.splitlines())
+    assert set(loaded) >= set(BUILTIN_DISTRIBUTIONS) - {"banger"}
+    assert {dist: heavy for dist, heavy in loaded.items() if heavy != "-"} == {}

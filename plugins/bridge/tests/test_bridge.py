@@ -271,11 +271,11 @@ def test_upstream_nameserver_skips_what_a_guest_cannot_reach(tmp_path: Path) -> 
     assert upstream_nameserver([missing], cidr) is None
 
 
-def test_registered_as_the_bridge_network_backend(plugin_manager: PluginManager) -> None:
+def test_registered_as_the_bridge_network_backend(plugin_manager: PluginManager, plugin_context: PluginContext) -> None:
     provided = plugin_manager.network_backends()["bridge"]
 
     assert provided.plugin.dist == "banger-bridge"
-    assert provided.value.factory is BridgeNetwork
+    assert isinstance(provided.value.factory(plugin_context), BridgeNetwork)
 
 
 def test_doctor_row_says_what_bridge_networking_lacks(

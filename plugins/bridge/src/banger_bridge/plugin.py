@@ -7,9 +7,15 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, NetworkBackend, PluginContext, hookimpl
-
-from .network import BridgeNetwork
+from banger_hookspecs import (
+    CheckResult,
+    ConfigOption,
+    DoctorCheck,
+    NetworkBackend,
+    NetworkDriver,
+    PluginContext,
+    hookimpl,
+)
 
 TUN_DEVICE = Path("/dev/net/tun")
 
@@ -25,13 +31,20 @@ def banger_config_options() -> Iterable[ConfigOption]:
     ]
 
 
+def _bridge_network(ctx: PluginContext) -> NetworkDriver:
+    # Imported here: the port forwarder brings asyncio, ~20 ms on every CLI command that loads plugins.
+    from .network import BridgeNetwork
+
+    return BridgeNetwork(ctx)
+
+
 @hookimpl
 def banger_network_backends() -> Iterable[NetworkBackend]:
     return [
         NetworkBackend(
             name="bridge",
             description="a host bridge with NAT and one tap per VM; guests get their own IP and a .vm name",
-            factory=BridgeNetwork,
+            factory=_bridge_network,
         )
     ]
 
