@@ -37,9 +37,10 @@ GUEST_SSH_PORT = 22
 def free_loopback_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now.
 
-    QEMU binds it a moment later; if another process wins the race, the VMM
-    fails to start with "Could not set up host forwarding rule" and the core
-    retries the start with a new attachment.
+    QEMU binds it a moment later; if another process wins that race, the VMM
+    fails to start with "Could not set up host forwarding rule", the VM's
+    start fails with that line, and starting it again picks another port.
+    (The window is the few milliseconds between this call and QEMU's bind.)
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
