@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.catalog import CATALOG_FORMAT, parse_catalog
 from banger_catalog.errors import BundleError, CatalogError
 from banger_core.common.progress import NullProgress
+from banger_hookspecs.bundle_reader import extract_bundle, read_manifest
 
 EMBEDDED_CATALOG = Path(__file__).resolve().parent.parent / "plugins/catalog/src/banger_catalog/catalog.json"
 

@@ -18,12 +18,11 @@ import zstandard
 # Round trips need the catalog plugin's reader: absent in `tox -e core` (no plugins installed).
 pytest.importorskip("banger_catalog", reason="the catalog plugin is not installed (tox -e core)")
 
-from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.errors import BundleError
-from banger_catalog.manifest import parse_manifest
 from banger_core.common.bundles import BundleWriteError, _iter_extents, write_bundle
 from banger_core.testing import RecordingProgress
 from banger_hookspecs.bundle import MANIFEST_LIMIT
+from banger_hookspecs.bundle_reader import extract_bundle, parse_manifest, read_manifest
 
 pytestmark = [pytest.mark.unit, pytest.mark.builtins]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from banger_catalog.bundle import extract_bundle
 from banger_catalog.catalog import Catalog, CatalogEntry, load_catalog
 from banger_catalog.download import download_lock, fetch_bundle, remove_download
 from banger_catalog.errors import BundleError, CatalogError
@@ -18,6 +17,7 @@ from banger_hookspecs import (
     SourceUnavailable,
 )
 from banger_hookspecs.bundle import BundleKind, BundleManifest
+from banger_hookspecs.bundle_reader import extract_bundle
 from banger_hookspecs.names import is_image_name
 
 PLUGIN_NAME = "catalog"
