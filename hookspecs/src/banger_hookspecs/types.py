@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol, runtime_checkable
 
+from banger_hookspecs.bundle import BundleManifest
+
 __all__ = [
     "PROVIDER_NAME_RE",
+    "ArtifactPublisher",
+    "ArtifactPublisherDriver",
     "Availability",
     "CheckResult",
     "CheckStatus",
@@ -45,6 +49,7 @@ __all__ = [
     "PluginContext",
     "PortForward",
     "Progress",
+    "PublishedArtifact",
     "SourceUnavailable",
     "VmInfo",
     "VmProcess",
@@ -402,6 +407,48 @@ class KernelProvider:
 
     def __post_init__(self) -> None:
         validate_provider_name("kernel provider", self.name)
+
+
+@dataclass(frozen=True)
+class PublishedArtifact:
+    """What an artifact publisher pushed.
+
+    Attributes:
+        reference: where it can be pulled from, pinned by digest (``REG/REPO@sha256:...``).
+        digest: the digest of what was published (an OCI manifest's, for a registry).
+        uploaded: bytes actually sent (blobs the destination already held are not sent again).
+    """
+
+    reference: str
+    digest: str
+    uploaded: int
+
+
+class ArtifactPublisherDriver(Protocol):
+    """What an artifact publisher does once constructed."""
+
+    def claims(self, target: str) -> bool:
+        """True if ``target`` (``REGISTRY/REPO:TAG``, a URL, ...) is a destination this publisher understands."""
+
+    def publish(self, bundle: Path, manifest: BundleManifest, target: str, progress: Progress) -> PublishedArtifact:
+        """Publish ``bundle`` (a verified bundle file, :mod:`banger_hookspecs.bundle`) at ``target``.
+
+        ``manifest`` is the bundle's own manifest. Raise an exception whose message is one user
+        sentence when the destination refuses it.
+        """
+
+
+@dataclass(frozen=True)
+class ArtifactPublisher:
+    """Registration of an artifact publisher (``oci``: push image and kernel bundles to a registry)."""
+
+    name: str
+    description: str
+    factory: Callable[[PluginContext], ArtifactPublisherDriver]
+    priority: int = 50
+
+    def __post_init__(self) -> None:
+        validate_provider_name("artifact publisher", self.name)
 
 
 # --------------------------------------------------------------------------

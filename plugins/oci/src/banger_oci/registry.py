@@ -118,7 +118,7 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _descriptor(raw: object, where: str) -> Descriptor:
+def parse_descriptor(raw: object, where: str) -> Descriptor:
     if not isinstance(raw, dict):
         raise RegistryError(f"{where} is not a descriptor object")
     media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
@@ -298,13 +298,13 @@ class RegistryClient:
                 f"{what}: manifest type {media_type or 'unknown'!r} is not supported "
                 "(OCI image manifests, OCI indexes and Docker schema 2 are)"
             )
-        config = _descriptor(document.get("config"), f"{what}: config")
+        config = parse_descriptor(document.get("config"), f"{what}: config")
         if config.media_type not in (OCI_CONFIG, DOCKER_CONFIG):
             raise RegistryError(f"{what} is not a container image (its config is {config.media_type!r})")
         raw_layers = document.get("layers")
         if not isinstance(raw_layers, list) or not raw_layers:
             raise RegistryError(f"{what}: the manifest lists no layers")
-        layers = tuple(_descriptor(raw, f"{what}: layer {i + 1}") for i, raw in enumerate(raw_layers))
+        layers = tuple(parse_descriptor(raw, f"{what}: layer {i + 1}") for i, raw in enumerate(raw_layers))
         for i, layer in enumerate(layers):
             if layer.media_type not in LAYER_MEDIA_TYPES:
                 raise RegistryError(
@@ -323,7 +323,7 @@ class RegistryClient:
         for i, raw in enumerate(entries):
             platform = raw.get("platform") if isinstance(raw, dict) else None
             if isinstance(platform, dict) and (platform.get("os"), platform.get("architecture")) == PLATFORM:
-                found.append(_descriptor(raw, f"{what}: index entry {i + 1}"))
+                found.append(parse_descriptor(raw, f"{what}: index entry {i + 1}"))
         if not found:
             offered = sorted(
                 {
