@@ -261,9 +261,13 @@ class Store:
     def pull_kernel(
         self, ref: str, progress: Progress, *, provider: str | None = None, force: bool = False
     ) -> KernelPulled:
-        validate_image_name(ref, "kernel")
+        # A registry reference (host/repo:tag, what `kernel push` printed) goes to the providers as is;
+        # the kernel is stored under the ref its artifact names.
+        by_reference = any(c in ref for c in "/:@")
+        if not by_reference:
+            validate_image_name(ref, "kernel")
         with self._ref_lock("kernel", ref):
-            if not force:
+            if not force and not by_reference:
                 with self.rt.database.read() as s:
                     existing = s.get(Kernel, ref)
                 if existing is not None:
