@@ -50,6 +50,7 @@ __all__ = [
     "PortForward",
     "Progress",
     "PublishedArtifact",
+    "PublishedElsewhere",
     "SourceUnavailable",
     "VmInfo",
     "VmProcess",
@@ -92,6 +93,24 @@ class SourceUnavailable(Exception):
     the next provider that claims the same reference. The message is a user
     sentence.
     """
+
+
+class PublishedElsewhere(Exception):
+    """A provider's answer that what it was asked for is published at another reference.
+
+    The ``catalog`` raises it for an entry whose ``url`` is an OCI artifact
+    (``oci://REGISTRY/REPO@sha256:...``). The core then pulls ``target``
+    through whichever provider claims it (once: a second redirect is an
+    error) and keeps the result only if it carries the name that was asked
+    for.
+
+    Attributes:
+        target: the reference to pull instead (``ghcr.io/team/golden@sha256:...``).
+    """
+
+    def __init__(self, target: str) -> None:
+        super().__init__(f"published at {target}")
+        self.target = target
 
 
 # --------------------------------------------------------------------------
@@ -337,7 +356,8 @@ class ImageSourceDriver(Protocol):
         """Write the image for ``ref`` into the empty directory ``dest``.
 
         Raise :class:`SourceUnavailable` when the core should fall back to the
-        next source; any other exception fails the pull. The core deletes
+        next source, :class:`PublishedElsewhere` when ``ref`` is served at
+        another reference; any other exception fails the pull. The core deletes
         ``dest`` on failure and moves it into place on success.
         """
 

@@ -242,3 +242,62 @@ def test_push_and_pull_with_the_right_credentials_of_a_token_registry(
     client.images.pull(pushed.reference)
 
     assert client.images.get("fake-tiny").sha256 == sha
+
+
+def use_catalog(daemon: DaemonHarness, tmp_path: Path, *entries: dict[str, object]) -> None:
+    """Point ``catalog_url`` at a catalog of ``entries``; a plugin key needs a daemon restart."""
+    catalog = tmp_path / "team-catalog.json"
+    catalog.write_text(json.dumps({"format": 1, "entries": list(entries)}))
+    config = Path(daemon.env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    config.write_text(config.read_text() + f'catalog_url = "{catalog}"\n')
+    daemon.stop()
+
+
+def test_a_team_catalog_serves_pushed_artifacts_pinned_by_digest(
+    daemon: DaemonHarness, registry: Registry, tmp_path: Path
+) -> None:
+    client = daemon.client()
+    client.images.pull("fake-tiny")
+    image_sha = client.images.get("fake-tiny").sha256
+    [kernel] = client.kernels.list()
+    kernel_files = {name: file_sha256(Path(kernel.path) / name) for name in ("vmlinux", "initrd")}
+    image = client.images.push("fake-tiny", f"{registry.host}/team/golden:v1")
+    pushed_kernel = client.kernels.push("fake-kernel", f"{registry.host}/team/kernel:v1")
+    client.images.delete("fake-tiny")
+    client.kernels.delete("fake-kernel")
+    use_catalog(
+        daemon,
+        tmp_path,
+        {"name": "fake-tiny", "kind": "image", "url": f"oci://{image.reference}", "kernel_ref": "fake-kernel"},
+        {"name": "fake-kernel", "kind": "kernel", "url": f"oci://{pushed_kernel.reference}"},
+    )
+    client = daemon.client()
+
+    kernel_lines = cli_ok(["kernel", "pull", "fake-kernel", "--provider", "catalog"], daemon.env)
+    image_lines = cli_ok(["image", "pull", "fake-tiny", "--source", "catalog"], daemon.env)
+
+    assert f"==> kernel provider catalog: fake-kernel is published at {pushed_kernel.reference}" in kernel_lines
+    assert f"==> image source catalog: fake-tiny is published at {image.reference}" in image_lines
+    pulled = client.images.get("fake-tiny")
+    assert pulled.sha256 == image_sha and file_sha256(Path(pulled.path)) == image_sha
+    assert pulled.meta["origin"] == image.reference
+    [back] = client.kernels.list()
+    assert back.sha256 == kernel_files and back.meta["origin"] == pushed_kernel.reference
+
+
+def test_a_catalog_entry_whose_artifact_holds_another_image_stores_nothing(
+    daemon: DaemonHarness, registry: Registry, tmp_path: Path
+) -> None:
+    client = daemon.client()
+    client.images.pull("fake-tiny")
+    image = client.images.push("fake-tiny", f"{registry.host}/team/golden:v1")
+    use_catalog(daemon, tmp_path, {"name": "golden", "kind": "image", "url": f"oci://{image.reference}"})
+
+    error = one_error_line(["image", "pull", "golden", "--source", "catalog"], daemon.env)
+
+    assert error == (
+        f"banger: error: image source catalog lists image 'golden' at {image.reference}, but that artifact holds "
+        f"image 'fake-tiny': nothing was stored, fix the entry (or pull {image.reference} itself)"
+    )
+    assert [i.name for i in daemon.client().images.list()] == ["fake-tiny"]
+    assert sorted(entry.name for entry in (daemon.state / "images").iterdir()) == ["fake-tiny"]

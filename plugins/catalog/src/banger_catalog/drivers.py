@@ -14,6 +14,7 @@ from banger_hookspecs import (
     KernelArtifact,
     PluginContext,
     Progress,
+    PublishedElsewhere,
     SourceUnavailable,
 )
 from banger_hookspecs.bundle import BundleKind, BundleManifest
@@ -72,6 +73,8 @@ class _CatalogDriver:
             raise SourceUnavailable(f"{catalog.location} lists no {self.kind} named {ref!r}")
         if not entry.published:
             raise SourceUnavailable(f"{self.kind} {ref} is listed in {catalog.location} but not published yet")
+        if entry.oci_reference is not None:
+            raise PublishedElsewhere(entry.oci_reference)  # the core pulls it through the oci provider
         label = f"catalog {self.kind} {ref}"
 
         def matches_entry(manifest: BundleManifest) -> None:
