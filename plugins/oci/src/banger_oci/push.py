@@ -20,7 +20,7 @@ from pathlib import Path
 from banger_hookspecs import PluginContext, Progress, PublishedArtifact
 from banger_hookspecs.bundle import BundleManifest
 from banger_oci.artifact import canonical_json, manifest_document
-from banger_oci.auth import configured_credentials
+from banger_oci.auth import Credentials, configured_credentials
 from banger_oci.reference import BadReference, claims, parse_reference
 from banger_oci.registry import OCI_MANIFEST, RegistryClient, sha256_digest
 
@@ -41,33 +41,45 @@ class OciPublisher:
     def publish(self, bundle: Path, manifest: BundleManifest, target: str, progress: Progress) -> PublishedArtifact:
         """Push ``bundle`` as banger's artifact to ``target`` (``REGISTRY/REPO[:TAG]``); see the module docstring."""
         reference = parse_reference(target)
-        if reference.digest is not None:
-            raise BadReference(
-                f"{target!r}: push to a tag (REGISTRY/REPO:TAG); the digest is what the push answers with"
-            )
-        tag = reference.tag or "latest"
         credentials = configured_credentials(self._ctx.config, reference.registry)
-        progress.step(f"hashing {bundle.name}")
-        bundle_digest, bundle_size = _file_digest(bundle)
-        config_digest = sha256_digest(manifest.raw)
-        document = canonical_json(manifest_document(manifest, bundle_digest, bundle_size, config_digest))
-        uploaded = 0
-        with RegistryClient(reference, credentials) as client:
-            for digest, size, body, what in (
-                (bundle_digest, bundle_size, lambda: _read_chunks(bundle, bundle_size, progress), "bundle"),
-                (config_digest, len(manifest.raw), lambda: manifest.raw, "manifest.json"),
-            ):
-                if client.has_blob(digest):
-                    progress.step(f"{what} {digest[:19]} is already in {reference.registry}/{reference.repository}")
-                    continue
-                progress.step(f"uploading {what} {digest[:19]} ({size} bytes)")
-                client.upload_blob(digest, size, body)
-                uploaded += size
-            progress.step(f"tagging {reference.registry}/{reference.repository}:{tag}")
-            digest = client.put_manifest(tag, document, OCI_MANIFEST)
-        return PublishedArtifact(
-            reference=f"{reference.registry}/{reference.repository}@{digest}", digest=digest, uploaded=uploaded
-        )
+        return publish_bundle(bundle, manifest, target, credentials, progress)
+
+
+def publish_bundle(
+    bundle: Path, manifest: BundleManifest, target: str, credentials: Credentials | None, progress: Progress
+) -> PublishedArtifact:
+    """Push ``bundle`` (whose manifest is ``manifest``) to ``target`` with ``credentials``; see the module docstring.
+
+    Raises:
+        BadReference: ``target`` is not ``REGISTRY/REPO[:TAG]`` (a digest is the push's answer, not its input).
+        AuthError, RegistryError: the registry refused; the message is one sentence.
+        SourceUnavailable: the registry cannot be reached.
+    """
+    reference = parse_reference(target)
+    if reference.digest is not None:
+        raise BadReference(f"{target!r}: push to a tag (REGISTRY/REPO:TAG); the digest is what the push answers with")
+    tag = reference.tag or "latest"
+    progress.step(f"hashing {bundle.name}")
+    bundle_digest, bundle_size = _file_digest(bundle)
+    config_digest = sha256_digest(manifest.raw)
+    document = canonical_json(manifest_document(manifest, bundle_digest, bundle_size, config_digest))
+    uploaded = 0
+    with RegistryClient(reference, credentials) as client:
+        for digest, size, body, what in (
+            (bundle_digest, bundle_size, lambda: _read_chunks(bundle, bundle_size, progress), "bundle"),
+            (config_digest, len(manifest.raw), lambda: manifest.raw, "manifest.json"),
+        ):
+            if client.has_blob(digest):
+                progress.step(f"{what} {digest[:19]} is already in {reference.registry}/{reference.repository}")
+                continue
+            progress.step(f"uploading {what} {digest[:19]} ({size} bytes)")
+            client.upload_blob(digest, size, body)
+            uploaded += size
+        progress.step(f"tagging {reference.registry}/{reference.repository}:{tag}")
+        digest = client.put_manifest(tag, document, OCI_MANIFEST)
+    return PublishedArtifact(
+        reference=f"{reference.registry}/{reference.repository}@{digest}", digest=digest, uploaded=uploaded
+    )
 
 
 def _file_digest(path: Path) -> tuple[str, int]:

@@ -1,0 +1,103 @@
+"""The push side against docker-registry on 127.0.0.1: the artifact's bytes, and publish_catalog.py --registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from banger_catalog.catalog import parse_catalog
+from banger_core.common.bundles import BundleInfo, write_bundle
+from banger_core.testing import RecordingProgress
+from banger_oci.artifact import ARTIFACT_TYPES, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPES
+from banger_oci.push import publish_bundle
+from plugins.oci.tests.registry_lab import Registry, digest_of
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    server = Registry(tmp_path / "registry")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> BundleInfo:
+    source = tmp_path / "golden"
+    source.mkdir()
+    (source / "rootfs.ext4").write_bytes(b"\x53\xef" * 50_000)
+    (source / "manifest.json").write_text(json.dumps({"name": "golden", "version": "7", "kernel_ref": "generic-6.1"}))
+    return write_bundle("image", source, tmp_path / "golden.tar.zst", RecordingProgress())
+
+
+def test_the_pushed_blobs_are_the_bundle_and_its_manifest_byte_for_byte(registry: Registry, bundle: BundleInfo) -> None:
+    progress = RecordingProgress()
+
+    published = publish_bundle(bundle.path, bundle.manifest, f"{registry.host}/team/golden:v1", None, progress)
+
+    raw = httpx.get(
+        f"http://{registry.host}/v2/team/golden/manifests/{published.digest}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    ).content
+    assert digest_of(raw) == published.digest
+    manifest = json.loads(raw)
+    assert manifest["artifactType"] == ARTIFACT_TYPES["image"]
+    config, layer = manifest["config"], manifest["layers"][0]
+    assert config["mediaType"] == CONFIG_MEDIA_TYPE and layer["mediaType"] == LAYER_MEDIA_TYPES["image"]
+    blob = f"http://{registry.host}/v2/team/golden/blobs/"
+    assert httpx.get(blob + layer["digest"]).content == bundle.path.read_bytes()
+    assert httpx.get(blob + config["digest"]).content == bundle.manifest.raw
+    assert published.uploaded == bundle.size + len(bundle.manifest.raw)
+    assert published.reference == f"{registry.host}/team/golden@{published.digest}"
+    assert max(done for done, total, _ in progress.advances if total == bundle.size) == bundle.size
+
+
+def test_a_tag_elsewhere_reuses_the_blobs_and_names_the_same_digest(registry: Registry, bundle: BundleInfo) -> None:
+    first = publish_bundle(bundle.path, bundle.manifest, f"{registry.host}/team/golden:v1", None, RecordingProgress())
+    second = publish_bundle(
+        bundle.path, bundle.manifest, f"{registry.host}/team/golden:latest", None, RecordingProgress()
+    )
+
+    assert second.uploaded == 0 and second.digest == first.digest
+
+
+def test_publish_catalog_pushes_to_a_registry_and_pins_the_entry(
+    registry: Registry, bundle: BundleInfo, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "catalog.json"
+    script = [sys.executable, str(REPO / "scripts/publish_catalog.py"), "--catalog", str(catalog)]
+    target = ["--registry", f"{registry.host}/team", "--tag", "v7", "--description", "golden=the team image"]
+
+    run = subprocess.run([*script, *target, str(bundle.path)], capture_output=True, text=True, timeout=120)
+
+    assert run.returncode == 0, run.stderr
+    [entry] = json.loads(catalog.read_text())["entries"]
+    digest = httpx.head(
+        f"http://{registry.host}/v2/team/golden/manifests/v7",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    ).headers["docker-content-digest"]
+    assert entry == {
+        "name": "golden",
+        "kind": "image",
+        "description": "the team image",
+        "url": f"oci://{registry.host}/team/golden@{digest}",
+        "kernel_ref": "generic-6.1",
+    }
+    assert run.stdout.splitlines()[0] == f"added image golden: oci://{registry.host}/team/golden@{digest}"
+    assert parse_catalog(catalog.read_bytes(), "test", base=None).entries[0].published
+
+    missing_tag = subprocess.run(
+        [*script, "--registry", registry.host, str(bundle.path)], capture_output=True, text=True
+    )
+    assert missing_tag.returncode == 2 and "--registry needs --tag TAG" in missing_tag.stderr
