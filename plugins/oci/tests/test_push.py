@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -15,7 +18,10 @@ from banger_catalog.catalog import parse_catalog
 from banger_core.common.bundles import BundleInfo, write_bundle
 from banger_core.testing import RecordingProgress
 from banger_oci.artifact import ARTIFACT_TYPES, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPES
+from banger_oci.auth import find_credentials
 from banger_oci.push import publish_bundle
+from banger_oci.reference import parse_reference
+from banger_oci.registry import RegistryClient
 from plugins.oci.tests.registry_lab import Registry, digest_of
 
 pytestmark = pytest.mark.integration
@@ -101,3 +107,70 @@ def test_publish_catalog_pushes_to_a_registry_and_pins_the_entry(
         [*script, "--registry", registry.host, str(bundle.path)], capture_output=True, text=True
     )
     assert missing_tag.returncode == 2 and "--registry needs --tag TAG" in missing_tag.stderr
+
+
+@dataclass
+class Recorded:
+    """Requests a loopback server saw: (method, path, Authorization header)."""
+
+    seen: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+
+def serve(answer: Callable[[BaseHTTPRequestHandler, Recorded], None]) -> tuple[ThreadingHTTPServer, Recorded]:
+    recorded = Recorded()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def handle_any(self) -> None:
+            recorded.seen.append((self.command, self.path, self.headers.get("Authorization")))
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            answer(self, recorded)
+
+        do_HEAD = do_POST = do_PUT = handle_any
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, recorded
+
+
+def test_registry_credentials_never_go_to_an_upload_url_on_another_host(tmp_path: Path) -> None:
+    """A registry may hand out an upload Location elsewhere (a blob store): the PUT there carries no credentials."""
+
+    def storage_answer(request: BaseHTTPRequestHandler, recorded: Recorded) -> None:
+        request.send_response(201)
+        request.send_header("Content-Length", "0")
+        request.end_headers()
+
+    storage, stored = serve(storage_answer)
+    storage_url = f"http://localhost:{storage.server_address[1]}/upload/abc?_state=x"
+
+    def registry_answer(request: BaseHTTPRequestHandler, recorded: Recorded) -> None:
+        if request.headers.get("Authorization") is None:
+            request.send_response(401)
+            request.send_header("WWW-Authenticate", 'Basic realm="registry"')
+        elif request.command == "POST":
+            request.send_response(202)
+            request.send_header("Location", storage_url)
+        else:
+            request.send_response(404)
+        request.send_header("Content-Length", "0")
+        request.end_headers()
+
+    registry, asked = serve(registry_answer)
+    try:
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps({"auths": {f"127.0.0.1:{registry.server_address[1]}": {"auth": "bWU6c2VjcmV0"}}}))
+        reference = parse_reference(f"127.0.0.1:{registry.server_address[1]}/team/golden:v1")
+        with RegistryClient(reference, find_credentials(reference.registry, config)) as client:
+            client.upload_blob(digest_of(b"data"), 4, lambda: b"data")
+    finally:
+        registry.shutdown()
+        storage.shutdown()
+
+    assert [(method, auth) for method, _, auth in asked.seen] == [("POST", None), ("POST", "Basic bWU6c2VjcmV0")]
+    assert stored.seen == [("PUT", f"/upload/abc?_state=x&digest={digest_of(b'data').replace(':', '%3A')}", None)]

@@ -175,8 +175,10 @@ class RegistryClient:
 
         ``body`` makes the request's content afresh for each attempt (a challenge means sending it twice).
         """
+        # An upload URL (a Location header) may name another host: the registry's credentials never go there.
+        own = not isinstance(path, httpx.URL) or _same_origin(path, self._http.base_url)
         for attempt in range(2):
-            auth = {"Authorization": self._authorization} if self._authorization else {}
+            auth = {"Authorization": self._authorization} if self._authorization and own else {}
             request = self._http.build_request(
                 method, path, headers=headers | auth, content=body() if body is not None else None
             )
@@ -438,6 +440,10 @@ class RegistryClient:
                     "it rewrote what banger sent"
                 )
         return digest
+
+
+def _same_origin(url: httpx.URL, base: httpx.URL) -> bool:
+    return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
 
 
 def _error_detail(response: httpx.Response) -> str:
