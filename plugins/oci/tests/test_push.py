@@ -1,10 +1,8 @@
-"""The push side against docker-registry on 127.0.0.1: the artifact's bytes, and publish_catalog.py --registry."""
+"""The push side against docker-registry on 127.0.0.1 (and a scripted loopback registry): the artifact's bytes."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from banger_catalog.catalog import parse_catalog
 from banger_core.common.bundles import BundleInfo, write_bundle
 from banger_core.testing import RecordingProgress
 from banger_oci.artifact import ARTIFACT_TYPES, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPES
@@ -76,37 +73,6 @@ def test_a_tag_elsewhere_reuses_the_blobs_and_names_the_same_digest(registry: Re
     )
 
     assert second.uploaded == 0 and second.digest == first.digest
-
-
-def test_publish_catalog_pushes_to_a_registry_and_pins_the_entry(
-    registry: Registry, bundle: BundleInfo, tmp_path: Path
-) -> None:
-    catalog = tmp_path / "catalog.json"
-    script = [sys.executable, str(REPO / "scripts/publish_catalog.py"), "--catalog", str(catalog)]
-    target = ["--registry", f"{registry.host}/team", "--tag", "v7", "--description", "golden=the team image"]
-
-    run = subprocess.run([*script, *target, str(bundle.path)], capture_output=True, text=True, timeout=120)
-
-    assert run.returncode == 0, run.stderr
-    [entry] = json.loads(catalog.read_text())["entries"]
-    digest = httpx.head(
-        f"http://{registry.host}/v2/team/golden/manifests/v7",
-        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-    ).headers["docker-content-digest"]
-    assert entry == {
-        "name": "golden",
-        "kind": "image",
-        "description": "the team image",
-        "url": f"oci://{registry.host}/team/golden@{digest}",
-        "kernel_ref": "generic-6.1",
-    }
-    assert run.stdout.splitlines()[0] == f"added image golden: oci://{registry.host}/team/golden@{digest}"
-    assert parse_catalog(catalog.read_bytes(), "test", base=None).entries[0].published
-
-    missing_tag = subprocess.run(
-        [*script, "--registry", registry.host, str(bundle.path)], capture_output=True, text=True
-    )
-    assert missing_tag.returncode == 2 and "--registry needs --tag TAG" in missing_tag.stderr
 
 
 @dataclass
