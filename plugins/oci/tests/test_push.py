@@ -13,12 +13,14 @@ import httpx
 import pytest
 
 from banger_core.common.bundles import BundleInfo, write_bundle
-from banger_core.testing import RecordingProgress
+from banger_core.testing import RecordingProgress, make_plugin_context
+from banger_hookspecs.bundle import BundleError
 from banger_oci.artifact import ARTIFACT_TYPES, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPES
 from banger_oci.auth import find_credentials
 from banger_oci.push import publish_bundle
 from banger_oci.reference import parse_reference
-from banger_oci.registry import RegistryClient
+from banger_oci.registry import RegistryClient, RegistryError
+from banger_oci.source import OciImageSource
 from plugins.oci.tests.registry_lab import Registry, digest_of
 
 pytestmark = pytest.mark.integration
@@ -140,3 +142,80 @@ def test_registry_credentials_never_go_to_an_upload_url_on_another_host(tmp_path
 
     assert [(method, auth) for method, _, auth in asked.seen] == [("POST", None), ("POST", "Basic bWU6c2VjcmV0")]
     assert stored.seen == [("PUT", f"/upload/abc?_state=x&digest={digest_of(b'data').replace(':', '%3A')}", None)]
+
+
+def publish_by_hand(registry: Registry, bundle: BundleInfo, config: bytes, manifest: dict[str, object]) -> str:
+    """Upload ``bundle`` and ``config`` and tag ``manifest`` (with their descriptors filled in); return the ref."""
+    reference = parse_reference(f"{registry.host}/team/odd:v1")
+    data = bundle.path.read_bytes()
+    with RegistryClient(reference, None) as client:
+        client.upload_blob(digest_of(data), len(data), lambda: data)
+        client.upload_blob(digest_of(config), len(config), lambda: config)
+        manifest["config"] = {"mediaType": CONFIG_MEDIA_TYPE, "digest": digest_of(config), "size": len(config)}
+        manifest["layers"] = [{"mediaType": LAYER_MEDIA_TYPES["image"], "digest": digest_of(data), "size": len(data)}]
+        client.put_manifest("v1", json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+    return str(reference)
+
+
+def test_an_artifact_whose_registry_dropped_artifact_type_is_still_recognised(
+    registry: Registry, bundle: BundleInfo, banger_env: dict[str, str], tmp_path: Path
+) -> None:
+    document: dict[str, object] = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}
+    ref = publish_by_hand(registry, bundle, bundle.manifest.raw, document)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    artifact = OciImageSource(make_plugin_context(banger_env)).pull(ref, dest, RecordingProgress())
+
+    assert (artifact.name, artifact.version, artifact.kernel_ref) == ("golden", "7", "generic-6.1")
+    assert (dest / "rootfs.ext4").read_bytes() == b"\x53\xef" * 50_000
+
+
+def test_a_config_that_is_not_the_bundles_manifest_is_refused_and_nothing_is_unpacked(
+    registry: Registry, bundle: BundleInfo, banger_env: dict[str, str], tmp_path: Path
+) -> None:
+    other = json.loads(bundle.manifest.raw)
+    other["kernel_ref"] = "somebody-elses-kernel"
+    config = json.dumps(other).encode()
+    document: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": ARTIFACT_TYPES["image"],
+    }
+    ref = publish_by_hand(registry, bundle, config, document)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    with pytest.raises(BundleError) as caught:
+        OciImageSource(make_plugin_context(banger_env)).pull(ref, dest, RecordingProgress())
+
+    assert str(caught.value) == (
+        f"image artifact {ref}: the bundle's manifest.json is not the artifact's config; it was rejected, "
+        "tell its publisher"
+    )
+    assert list(dest.iterdir()) == []
+
+
+def test_a_banger_artifact_of_an_unknown_kind_asks_for_an_upgrade(
+    registry: Registry, bundle: BundleInfo, banger_env: dict[str, str], tmp_path: Path
+) -> None:
+    reference = parse_reference(f"{registry.host}/team/future:v1")
+    config = bundle.manifest.raw
+    with RegistryClient(reference, None) as client:
+        client.upload_blob(digest_of(config), len(config), lambda: config)
+        document = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": digest_of(config), "size": len(config)},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.banger.snapshot.bundle.v1.tar+zstd",
+                    "digest": digest_of(config),
+                    "size": len(config),
+                }
+            ],
+        }
+        client.put_manifest("v1", json.dumps(document).encode(), "application/vnd.oci.image.manifest.v1+json")
+
+    with pytest.raises(RegistryError, match=r"is a banger artifact of no kind this banger knows: upgrade banger$"):
+        OciImageSource(make_plugin_context(banger_env)).pull(str(reference), tmp_path, RecordingProgress())
