@@ -242,3 +242,14 @@ def test_push_and_pull_with_the_right_credentials_of_a_token_registry(
     client.images.pull(pushed.reference)
 
     assert client.images.get("fake-tiny").sha256 == sha
+
+
+def test_an_image_pull_of_a_kernel_artifact_is_refused_in_one_line(daemon: DaemonHarness, registry: Registry) -> None:
+    client = daemon.client()
+    client.kernels.pull("fake-kernel")
+    pushed = client.kernels.push("fake-kernel", f"{registry.host}/team/kernel:v1")
+
+    error = one_error_line(["image", "pull", pushed.reference], daemon.env)
+
+    assert f"{pushed.reference} is a banger kernel artifact, not an image: use `banger kernel pull`" in error
+    assert client.images.list() == []

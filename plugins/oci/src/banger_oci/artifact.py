@@ -133,7 +133,8 @@ def pull_bundle(
     what = fetched.what
     found = artifact_kind(fetched)
     if found != kind:
-        raise RegistryError(f"{what} is a banger {found} artifact, not a {kind}: use `banger {found} pull`")
+        wanted = "an image" if kind == "image" else "a kernel"
+        raise RegistryError(f"{what} is a banger {found} artifact, not {wanted}: use `banger {found} pull`")
     config = parse_descriptor(fetched.document.get("config"), f"{what}: config")
     layers = fetched.document.get("layers")
     if not isinstance(layers, list) or len(layers) != 1:
