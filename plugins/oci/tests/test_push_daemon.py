@@ -107,6 +107,8 @@ def test_image_push_delete_pull_gives_back_the_same_rootfs(daemon: DaemonHarness
     assert after.source == "oci" and after.kernel_ref == "fake-kernel"
     assert after.meta["manifest_digest"] == digest
     assert after.meta["origin"] == pinned
+    cache = Path(daemon.env["XDG_CACHE_HOME"]) / "banger" / "plugins" / "oci" / "blobs" / "sha256"
+    assert list(cache.iterdir()) == [], "the bundle is unpacked into the store, not kept twice"
 
 
 def test_kernel_push_delete_pull_gives_back_the_same_files(daemon: DaemonHarness, registry: Registry) -> None:

@@ -154,7 +154,11 @@ def pull_bundle(
             )
 
     progress.step(f"unpacking {kind} {announced.name}")
-    manifest = extract_bundle(bundle, kind, dest, progress, label, check=matches_config)
+    try:
+        manifest = extract_bundle(bundle, kind, dest, progress, label, check=matches_config)
+    finally:
+        # The store keeps the unpacked files: a second copy in the cache would only double the disk used.
+        bundle.unlink(missing_ok=True)
     return PulledBundle(
         manifest=manifest,
         metadata={

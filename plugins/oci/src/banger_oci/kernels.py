@@ -2,7 +2,7 @@
 
 ``banger kernel pull REGISTRY/REPO:TAG`` (or ``@sha256:...``) resolves the
 reference, accepts only banger's kernel artifact (:mod:`banger_oci.artifact`),
-downloads its bundle into the blob cache (digest verified) and unpacks it with
+downloads its bundle into the blob cache (digest verified; deleted once unpacked) and unpacks it with
 every file checked against the bundle's manifest. The kernel keeps the ref it
 was published under (``generic-6.1``), so images naming it find it.
 """
