@@ -143,9 +143,8 @@ def report_push(app: App, pushed: Pushed, as_json: bool) -> None:
         print_models(pushed)
         return
     if not app.quiet:
-        sent = format_size(pushed.uploaded) if pushed.uploaded else "nothing new"
+        sent = f"{pushed.uploaded} bytes" if pushed.uploaded else "nothing new"
         click.echo(
-            f"{pushed.kind} {pushed.name} pushed to {pushed.target} "
-            f"(bundle {format_size(pushed.bundle_size)}, {sent} sent)"
+            f"{pushed.kind} {pushed.name} pushed to {pushed.target} (bundle {pushed.bundle_size} bytes, {sent} sent)"
         )
     click.echo(pushed.reference)
