@@ -8,7 +8,7 @@ into a staging dir), then measures, in the same run:
 * baseline ``sha256sum`` of the rootfs (reads every byte: the least a verified export does);
 * baseline ``zstd -T0 -3`` of the rootfs (what compressing it costs with the reference tool);
 * ``write_bundle`` (banger_core.common.bundles), without and with a digest recorded in the source
-  manifest, and ``extract_bundle`` (banger_catalog.bundle).
+  manifest, and ``extract_bundle`` (banger_hookspecs.bundle_reader).
 
 Prints median seconds, ratios to the baselines, the bundle size, and how much disk the
 source and the extracted rootfs really use (sparseness kept or lost).
@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from banger_catalog.bundle import extract_bundle
 from banger_core.common.bundles import write_bundle
 from banger_core.common.progress import NullProgress
+from banger_hookspecs.bundle_reader import extract_bundle
 
 DEFAULT_SOURCES = ["/usr/share/doc", "/usr/share/locale", "/usr/lib/gcc", "/usr/lib/python3"]
 

@@ -14,6 +14,12 @@ Usage (at release time, before uploading the bundles to the release)::
         --base-url https://github.com/banger-dev/banger/releases/download/v0.1.0 \\
         dist/debian-bookworm.tar.zst dist/debian-bookworm-docker.tar.zst dist/generic-6.1.tar.zst
 
+Or publish through an OCI registry instead (``--registry REGISTRY/NAMESPACE
+--tag TAG``): each verified bundle is pushed as banger's OCI artifact to
+``REGISTRY/NAMESPACE/<name>:TAG`` (credentials from the Docker-style
+``config.json``, as for pulls) and its entry's ``url`` becomes
+``oci://REGISTRY/NAMESPACE/<name>@sha256:<manifest digest>``, pinned.
+
 Default catalog: the embedded ``plugins/catalog/src/banger_catalog/catalog.json``.
 """
 
@@ -29,19 +35,30 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.catalog import CATALOG_FORMAT, parse_catalog
 from banger_catalog.errors import BundleError, CatalogError
 from banger_core.common.progress import NullProgress
+from banger_hookspecs import SourceUnavailable
+from banger_hookspecs.bundle import BundleManifest
+from banger_hookspecs.bundle_reader import extract_bundle, read_manifest
+from banger_oci.auth import default_auth_file, find_credentials
+from banger_oci.push import publish_bundle
+from banger_oci.reference import OciError, parse_reference
 
 EMBEDDED_CATALOG = Path(__file__).resolve().parent.parent / "plugins/catalog/src/banger_catalog/catalog.json"
 
 
-def bundle_entry(bundle: Path, base_url: str, description: str | None) -> dict[str, Any]:
-    """Verify ``bundle`` and return its catalog entry (``description`` may be filled in later)."""
+def verified_manifest(bundle: Path) -> BundleManifest:
+    """Check ``bundle`` completely (what every pull checks) and return its manifest."""
     label = f"bundle {bundle}"
     manifest = read_manifest(bundle, label)
     extract_bundle(bundle, manifest.kind, None, NullProgress(), label)
+    return manifest
+
+
+def bundle_entry(bundle: Path, base_url: str, description: str | None) -> dict[str, Any]:
+    """Verify ``bundle`` and return its catalog entry (``description`` may be filled in later)."""
+    manifest = verified_manifest(bundle)
     digest = hashlib.sha256()
     with open(bundle, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -53,6 +70,23 @@ def bundle_entry(bundle: Path, base_url: str, description: str | None) -> dict[s
         "url": f"{base_url.rstrip('/')}/{quote(bundle.name)}",
         "sha256": digest.hexdigest(),
         "size": bundle.stat().st_size,
+    }
+    if manifest.kind == "image":
+        entry["kernel_ref"] = manifest.kernel_ref
+    return entry
+
+
+def registry_entry(bundle: Path, namespace: str, tag: str, description: str | None) -> dict[str, Any]:
+    """Verify ``bundle``, push it to ``NAMESPACE/<name>:TAG`` as banger's OCI artifact, return its pinned entry."""
+    manifest = verified_manifest(bundle)
+    target = f"{namespace.rstrip('/')}/{manifest.name}:{tag}"
+    credentials = find_credentials(parse_reference(target).registry, default_auth_file())
+    published = publish_bundle(bundle, manifest, target, credentials, NullProgress())
+    entry: dict[str, Any] = {
+        "name": manifest.name,
+        "kind": manifest.kind,
+        "description": description or manifest.metadata.get("description"),
+        "url": f"oci://{published.reference}",
     }
     if manifest.kind == "image":
         entry["kernel_ref"] = manifest.kernel_ref
@@ -94,14 +128,23 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("bundles", nargs="+", type=Path, help="bundle files (.tar.zst) to list")
-    parser.add_argument("--base-url", required=True, help="URL the bundles will be downloadable under")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--base-url", help="URL the bundles will be downloadable under")
+    where.add_argument(
+        "--registry", metavar="REGISTRY/NAMESPACE", help="push the bundles there as OCI artifacts (needs --tag)"
+    )
+    parser.add_argument("--tag", help="tag of the pushed artifacts (with --registry)")
     parser.add_argument("--catalog", type=Path, default=EMBEDDED_CATALOG, help="catalog.json to update")
     parser.add_argument(
         "--description", action="append", default=[], metavar="NAME=TEXT", help="one-line description for NAME"
     )
     args = parser.parse_args(argv)
 
-    if urlsplit(args.base_url).scheme not in ("https", "http") or not urlsplit(args.base_url).hostname:
+    if args.registry is not None and not args.tag:
+        parser.error("--registry needs --tag TAG (the tag each bundle is pushed under)")
+    if args.base_url is not None and (
+        urlsplit(args.base_url).scheme not in ("https", "http") or not urlsplit(args.base_url).hostname
+    ):
         parser.error(f"--base-url {args.base_url!r} must be an http(s) URL")
     descriptions = dict(item.split("=", 1) for item in args.description if "=" in item)
     if len(descriptions) != len(args.description):
@@ -120,13 +163,17 @@ def main(argv: list[str] | None = None) -> int:
 
     for bundle in args.bundles:
         try:
-            entry = bundle_entry(bundle, args.base_url, None)
-        except (BundleError, OSError) as exc:
+            if args.registry is not None:
+                entry = registry_entry(bundle, args.registry, args.tag, None)
+            else:
+                entry = bundle_entry(bundle, args.base_url, None)
+        except (BundleError, OSError, OciError, SourceUnavailable) as exc:  # OciError: the registry refused
             print(f"error: {exc}", file=sys.stderr)
             return 1
         entry["description"] = descriptions.get(entry["name"]) or entry["description"]
         action = update_catalog(catalog, entry)
-        print(f"{action} {entry['kind']} {entry['name']}: {entry['size']} bytes, sha256 {entry['sha256']}")
+        pinned = entry["url"] if args.registry is not None else f"{entry['size']} bytes, sha256 {entry['sha256']}"
+        print(f"{action} {entry['kind']} {entry['name']}: {pinned}")
     write_atomically(args.catalog, catalog)
     print(f"wrote {args.catalog}")
     return 0

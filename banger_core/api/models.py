@@ -235,6 +235,26 @@ class DaemonStatus(BaseModel):
     web_url: str | None = None
 
 
+class Pushed(ApiModel):
+    """``POST /v1/images/{name}/push`` and ``/v1/kernels/{ref}/push``: what was published, pinned by digest."""
+
+    kind: Literal["image", "kernel"]
+    #: The image name or kernel ref that was pushed.
+    name: str
+    #: Where it was pushed, as given (``REGISTRY/REPO:TAG``).
+    target: str
+    #: The artifact publisher that pushed it (``oci``).
+    publisher: str
+    #: ``REGISTRY/REPO@sha256:...``: pull this to get exactly what was pushed.
+    reference: str
+    digest: str
+    #: sha256 and size of the bundle that was published.
+    bundle_sha256: str
+    bundle_size: int
+    #: Bytes sent (what the destination already held is not sent again).
+    uploaded: int
+
+
 class Stopping(ApiModel):
     """``POST /v1/daemon/shutdown``: the daemon stops shortly after answering."""
 

@@ -55,6 +55,12 @@ class KernelPull(ApiRequest):
     force: bool = False
 
 
+class ArtifactPush(ApiRequest):
+    """``POST /v1/images/{name}/push`` and ``POST /v1/kernels/{ref}/push``."""
+
+    target: str = ""
+
+
 class VmOptions(TypedDict, total=False):
     """The spec keywords of :meth:`Client.vms.create <banger_core.client.sdk.Vms.create>`, ``plan`` and
     ``ephemeral``: the fields of :class:`CreateRequest` that describe the VM (left out: the default)."""

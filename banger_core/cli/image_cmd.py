@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,10 +15,13 @@ from banger_core.cli.progress import ProgressPrinter
 from banger_core.common.config import format_size
 from banger_core.common.errors import BangerError
 
+if TYPE_CHECKING:
+    from banger_core.api.models import Pushed
+
 
 @click.group(name="image")
 def cli() -> None:
-    """Pull, list and delete images (root filesystems VMs boot from)."""
+    """Pull, list, delete, export and push images (root filesystems VMs boot from)."""
 
 
 @cli.command(name="list")
@@ -114,3 +118,33 @@ def export_bundle(app: App, kind: str, source: Path, output: Path, force: bool) 
         raise BangerError(str(exc)) from exc
     printer.done()
     click.echo(f"{info.path}: {format_size(info.size)}, sha256 {info.sha256}")
+
+
+@cli.command(name="push")
+@click.argument("name", shell_complete=complete_images)
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print what was pushed as JSON.")
+@pass_app
+def push(app: App, name: str, target: str, as_json: bool) -> None:
+    """Publish image NAME at TARGET (REGISTRY/REPO:TAG) as banger's OCI artifact.
+
+    Prints the pinned reference (REGISTRY/REPO@sha256:...) last: `banger image
+    pull` of it, or a catalog entry naming it, gets exactly this image.
+    """
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet or as_json)
+    pushed = get_client(app).images.push(name, target, progress=printer)
+    printer.done()
+    report_push(app, pushed, as_json)
+
+
+def report_push(app: App, pushed: Pushed, as_json: bool) -> None:
+    """What ``image push`` and ``kernel push`` print: a summary line, then the reference to pin."""
+    if as_json:
+        print_models(pushed)
+        return
+    if not app.quiet:
+        sent = f"{pushed.uploaded} bytes" if pushed.uploaded else "nothing new"
+        click.echo(
+            f"{pushed.kind} {pushed.name} pushed to {pushed.target} (bundle {pushed.bundle_size} bytes, {sent} sent)"
+        )
+    click.echo(pushed.reference)

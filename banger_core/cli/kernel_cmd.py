@@ -15,7 +15,7 @@ from banger_core.cli.progress import ProgressPrinter
 
 @click.group(name="kernel")
 def cli() -> None:
-    """Pull, list and delete kernels (an image names the kernel it boots with)."""
+    """Pull, list, delete, export and push kernels (an image names the kernel it boots with)."""
 
 
 @cli.command(name="list")
@@ -76,3 +76,22 @@ def export(app: App, ref: str, output: Path | None, force: bool) -> None:
 
         raise NotFound(f"kernel {ref!r} is not pulled: run `banger kernel pull {ref}`")
     export_bundle(app, "kernel", Path(kernels[ref].path), output or Path(f"{ref}.tar.zst"), force)
+
+
+@cli.command(name="push")
+@click.argument("ref", shell_complete=complete_kernels)
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print what was pushed as JSON.")
+@pass_app
+def push(app: App, ref: str, target: str, as_json: bool) -> None:
+    """Publish kernel REF at TARGET (REGISTRY/REPO:TAG) as banger's OCI artifact.
+
+    Prints the pinned reference (REGISTRY/REPO@sha256:...) last; `banger kernel
+    pull` of it gets exactly this kernel, under its ref.
+    """
+    from banger_core.cli.image_cmd import report_push
+
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet or as_json)
+    pushed = get_client(app).kernels.push(ref, target, progress=printer)
+    printer.done()
+    report_push(app, pushed, as_json)

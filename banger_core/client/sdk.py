@@ -36,13 +36,14 @@ from banger_core.api.models import (
     KernelDeleted,
     KernelPulled,
     KernelView,
+    Pushed,
     RunPlan,
     SshTargetView,
     Stopping,
     VmDetail,
     VmView,
 )
-from banger_core.api.requests import CreateRequest, ImagePull, KernelPull, VmOptions
+from banger_core.api.requests import ArtifactPush, CreateRequest, ImagePull, KernelPull, VmOptions
 from banger_core.api.validation import ApiRequest, build_request
 from banger_core.client.connection import Connection, decode
 from banger_core.common.errors import BangerError, DaemonUnavailable, OperationFailed, error_for
@@ -306,6 +307,12 @@ class Images:
     def delete(self, name: str) -> Deleted:
         return _parsed(Deleted, self._c.request("DELETE", f"/v1/images/{_segment(name)}"))
 
+    def push(self, name: str, target: str, *, progress: ProgressCallback | None = None) -> Pushed:
+        """Publish image ``name`` at ``target`` (``REGISTRY/REPO:TAG``); ``Pushed.reference`` pins it by digest."""
+        request = build_request(ArtifactPush, {"target": target})
+        data = self._c.stream("POST", f"/v1/images/{_segment(name)}/push", body=request, progress=progress)
+        return _parsed(Pushed, data)
+
 
 class Kernels:
     """``client.kernels``: the local kernel store."""
@@ -324,6 +331,12 @@ class Kernels:
 
     def delete(self, ref: str) -> KernelDeleted:
         return _parsed(KernelDeleted, self._c.request("DELETE", f"/v1/kernels/{_segment(ref)}"))
+
+    def push(self, ref: str, target: str, *, progress: ProgressCallback | None = None) -> Pushed:
+        """Publish kernel ``ref`` at ``target`` (``REGISTRY/REPO:TAG``); ``Pushed.reference`` pins it by digest."""
+        request = build_request(ArtifactPush, {"target": target})
+        data = self._c.stream("POST", f"/v1/kernels/{_segment(ref)}/push", body=request, progress=progress)
+        return _parsed(Pushed, data)
 
 
 class DaemonApi:

@@ -126,7 +126,9 @@ def write_bundle(
             recorded = _hash_file(path, size, progress)
         files[name] = FileDigest(sha256=recorded, size=size)
 
-    manifest_bytes = json.dumps(_bundle_manifest(kind, source, files), indent=2, sort_keys=True).encode() + b"\n"
+    fallback_created = _file_time(source_dir / MANIFEST_NAME)
+    bundle_manifest = _bundle_manifest(kind, source, files, fallback_created)
+    manifest_bytes = json.dumps(bundle_manifest, indent=2, sort_keys=True).encode() + b"\n"
     if len(manifest_bytes) > MANIFEST_LIMIT:
         raise BundleWriteError(
             f"manifest.json of {source_dir} would be {len(manifest_bytes)} bytes, over the {MANIFEST_LIMIT} byte "
@@ -232,11 +234,13 @@ def _payload_size(path: Path) -> int:
     return st.st_size
 
 
-def _bundle_manifest(kind: str, source: Mapping[str, object], files: Mapping[str, FileDigest]) -> dict[str, object]:
+def _bundle_manifest(
+    kind: str, source: Mapping[str, object], files: Mapping[str, FileDigest], fallback_created: str
+) -> dict[str, object]:
     """The bundle manifest as JSON data; :func:`write_bundle` checks it with ``parse_manifest``."""
     created = source.get("created")
     if not isinstance(created, str) or not created:
-        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        created = fallback_created
     metadata = source.get("metadata")
     manifest: dict[str, object] = {"format": BUNDLE_FORMAT, "kind": kind}
     if kind == "image":
@@ -394,6 +398,17 @@ def _member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     info.mtime = mtime
     info.type = tarfile.REGTYPE
     return info
+
+
+def _file_time(path: Path) -> str:
+    """When ``path`` was last written, as a bundle's ``created``.
+
+    A source manifest without ``created`` (what the store records for most
+    sources) is dated by its file, written when the image was stored: never by
+    the clock, so exporting the same image twice gives the same bundle, byte
+    for byte (and pushing it again uploads nothing).
+    """
+    return datetime.fromtimestamp(int(path.stat().st_mtime), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _mtime(created: str) -> int:

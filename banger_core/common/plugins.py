@@ -41,6 +41,7 @@ from banger_core.common.errors import PluginError
 from banger_hookspecs import (
     ENTRY_POINT_GROUP,
     PROJECT_NAME,
+    ArtifactPublisher,
     ConfigOption,
     DnsRouter,
     DoctorCheck,
@@ -160,6 +161,7 @@ class ProviderHook(Generic[R_co]):
 
 IMAGE_SOURCES = ProviderHook("banger_image_sources", "image source", ImageSource)
 KERNEL_PROVIDERS = ProviderHook("banger_kernel_providers", "kernel provider", KernelProvider)
+ARTIFACT_PUBLISHERS = ProviderHook("banger_artifact_publishers", "artifact publisher", ArtifactPublisher)
 VMM_BACKENDS = ProviderHook("banger_vmm_backends", "VMM backend", VmmBackend)
 NETWORK_BACKENDS = ProviderHook("banger_network_backends", "network backend", NetworkBackend)
 DNS_ROUTERS = ProviderHook("banger_dns_routers", "DNS router", DnsRouter)
@@ -332,6 +334,9 @@ class PluginManager:
 
     def kernel_providers(self) -> Providers[KernelProvider]:
         return self.providers(KERNEL_PROVIDERS)
+
+    def artifact_publishers(self) -> Providers[ArtifactPublisher]:
+        return self.providers(ARTIFACT_PUBLISHERS)
 
     def vmm_backends(self) -> Providers[VmmBackend]:
         return self.providers(VMM_BACKENDS)

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import anyio
 from starlette.applications import Starlette
@@ -44,7 +44,7 @@ from banger_core.api.models import (
     Stopping,
     VmDetail,
 )
-from banger_core.api.requests import CreateRequest, ImagePull, KernelPull
+from banger_core.api.requests import ArtifactPush, CreateRequest, ImagePull, KernelPull
 from banger_core.api.state import VmState
 from banger_core.common.buildinfo import build_info
 from banger_core.common.errors import BangerError, NotFound, RequestTooLarge
@@ -52,6 +52,7 @@ from banger_core.daemon.bodies import query_flags, read_body, refuse_body
 from banger_core.daemon.config_watch import ConfigWatch
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store, image_view
+from banger_core.daemon.publish import Publisher
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.vm import VmService
 from banger_hookspecs import DnsRouterDriver
@@ -98,6 +99,7 @@ class Daemon:
         self.rt = rt
         self.store = Store(rt)
         self.vms = VmService(rt, self.store)
+        self.publisher = Publisher(rt, self.store)
         self.config_watch = ConfigWatch(rt)
         self.started = time.time()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -529,6 +531,21 @@ async def kernel_delete(d: Daemon, request: Request) -> Response:
     return answer(KernelDeleted(ref=ref))
 
 
+def _push(kind: Literal["image", "kernel"], key: str) -> Callable[[Request], Awaitable[Response]]:
+    """``POST /v1/images/{name}/push`` / ``POST /v1/kernels/{ref}/push``: publish it at the body's ``target``."""
+
+    @handler
+    async def endpoint(d: Daemon, request: Request) -> Response:
+        name = request.path_params[key]
+        body = ArtifactPush.from_json(await read_body(request))
+        target = _required_ref(body.target, f"{kind} push needs a target, e.g. ghcr.io/team/{name}:v1")
+        # Not pulled: one line before streaming anything.
+        await d.run_blocking(lambda: d.store.get_image(name) if kind == "image" else d.store.get_kernel(name))
+        return d.stream(lambda p: d.publisher.push(kind, name, target, p))
+
+    return endpoint
+
+
 async def no_route(request: Request, exc: Exception) -> Response:
     """Unmatched paths answer like every other error, so the SDK raises NotFound with this line."""
     message = f"no API route {request.method} {request.url.path}: docs/sdk.md lists the API"
@@ -565,9 +582,11 @@ def create_app(daemon: Daemon) -> Starlette:
         Route("/v1/images/pull", image_pull, methods=["POST"]),
         Route("/v1/images/{name}", image_get, methods=["GET"]),
         Route("/v1/images/{name}", image_delete, methods=["DELETE"]),
+        Route("/v1/images/{name}/push", _push("image", "name"), methods=["POST"]),
         Route("/v1/kernels", kernel_list, methods=["GET"]),
         Route("/v1/kernels/pull", kernel_pull, methods=["POST"]),
         Route("/v1/kernels/{ref}", kernel_delete, methods=["DELETE"]),
+        Route("/v1/kernels/{ref}/push", _push("kernel", "ref"), methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={404: no_route, 405: method_not_allowed})
     app.state.daemon = daemon

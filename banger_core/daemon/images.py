@@ -40,6 +40,7 @@ from banger_hookspecs import (
     KernelArtifact,
     KernelProvider,
     Progress,
+    PublishedElsewhere,
     SourceUnavailable,
 )
 from banger_hookspecs.boot import BOOT_PROTOCOL
@@ -86,6 +87,15 @@ def kernel_view(kernel: Kernel, directory: Path) -> KernelView:
         path=str(directory),
         meta=kernel.meta,
     )
+
+
+def _artifact_name(artifact: object) -> str:
+    """The name an image artifact, or the ref a kernel artifact, will be stored under."""
+    if isinstance(artifact, ImageArtifact):
+        return artifact.name
+    if isinstance(artifact, KernelArtifact):
+        return artifact.ref
+    raise TypeError(f"not an image or kernel artifact: {artifact!r}")
 
 
 def _inside(path: Path, directory: Path) -> bool:
@@ -261,9 +271,13 @@ class Store:
     def pull_kernel(
         self, ref: str, progress: Progress, *, provider: str | None = None, force: bool = False
     ) -> KernelPulled:
-        validate_image_name(ref, "kernel")
+        # A registry reference (host/repo:tag, what `kernel push` printed) goes to the providers as is;
+        # the kernel is stored under the ref its artifact names.
+        by_reference = any(c in ref for c in "/:@")
+        if not by_reference:
+            validate_image_name(ref, "kernel")
         with self._ref_lock("kernel", ref):
-            if not force:
+            if not force and not by_reference:
                 with self.rt.database.read() as s:
                     existing = s.get(Kernel, ref)
                 if existing is not None:
@@ -345,8 +359,14 @@ class Store:
         only: str | None,
         progress: Progress,
         store: Callable[[str, A, Path], None],
+        *,
+        redirected_from: str | None = None,
     ) -> tuple[A, str]:
-        """Ask each provider that claims ``ref`` in priority order; fall back on SourceUnavailable."""
+        """Ask each provider that claims ``ref`` in priority order; fall back on SourceUnavailable.
+
+        A provider answering :class:`PublishedElsewhere` (a catalog entry naming an OCI artifact) sends
+        the pull to its target, once; what comes back is stored only under the name first asked for.
+        """
         kind = providers.hook.kind
         if only is not None:
             providers.require(only)  # unknown name -> error listing the known ones
@@ -361,9 +381,12 @@ class Store:
                 continue
             progress.step(f"{kind} {name}: getting {ref}")
             staging = Path(tempfile.mkdtemp(dir=parent, prefix=".staging-"))
+            elsewhere: str | None = None
             try:
                 artifact = driver.pull(ref, staging, progress)
                 store(name, artifact, staging)
+            except PublishedElsewhere as moved:
+                elsewhere = moved.target
             except SourceUnavailable as exc:
                 tried.append(f"{name}: {exc}")
                 progress.step(f"{kind} {name} unavailable ({exc}); trying the next one")
@@ -375,12 +398,49 @@ class Store:
                 raise BangerError(f"{kind} {name} failed to get {ref}: {type(exc).__name__}: {exc}") from exc
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
+            if elsewhere is not None:
+                return self._pull_elsewhere(
+                    providers, driver_of, ref, elsewhere, name, progress, store, redirected_from
+                )
             progress.step(f"got {ref} from {kind} {name}")
             return artifact, name
         if tried:
             raise Unavailable(f"no {kind} could provide {ref!r}: " + "; ".join(tried))
         known = ", ".join(names) or "none installed"
         raise NotFound(f"no {kind} knows {ref!r} (asked: {known})")
+
+    def _pull_elsewhere(
+        self,
+        providers: Providers[ImageSource] | Providers[KernelProvider],
+        driver_of: Callable[[str], _Puller[A]],
+        ref: str,
+        target: str,
+        provider: str,
+        progress: Progress,
+        store: Callable[[str, A, Path], None],
+        redirected_from: str | None,
+    ) -> tuple[A, str]:
+        kind = providers.hook.kind
+        what = "image" if providers.hook is IMAGE_SOURCES else "kernel"
+        if redirected_from is not None:
+            raise BangerError(
+                f"{redirected_from!r} is published at {ref!r}, which {kind} {provider} sends on to {target!r}: "
+                "one redirect at most, point the catalog entry at the artifact itself"
+            )
+
+        def store_as_asked(used: str, artifact: A, staging: Path) -> None:
+            found = _artifact_name(artifact)
+            if found != ref:
+                raise BangerError(
+                    f"{kind} {provider} lists {what} {ref!r} at {target}, but that artifact holds {what} "
+                    f"{found!r}: nothing was stored, fix the entry (or pull {target} itself)"
+                )
+            store(used, artifact, staging)
+
+        progress.step(f"{kind} {provider}: {ref} is published at {target}")
+        return self._pull_with_fallback(
+            providers, driver_of, target, None, progress, store_as_asked, redirected_from=ref
+        )
 
     @staticmethod
     def _replace_dir(staging: Path, final: Path) -> None:

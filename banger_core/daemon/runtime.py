@@ -12,6 +12,7 @@ from banger_core.common.config import Config, load_config
 from banger_core.common.context import make_context
 from banger_core.common.errors import Unavailable
 from banger_core.common.plugins import (
+    ARTIFACT_PUBLISHERS,
     DNS_ROUTERS,
     IMAGE_SOURCES,
     KERNEL_PROVIDERS,
@@ -27,6 +28,7 @@ from banger_core.daemon.layout import Layout
 from banger_core.daemon.state.db import Database
 from banger_core.host.hostops import host_ops_for_current_user
 from banger_hookspecs import (
+    ArtifactPublisherDriver,
     DnsRouterDriver,
     ImageSourceDriver,
     KernelProviderDriver,
@@ -104,6 +106,9 @@ class Runtime:
 
     def kernel_provider(self, name: str) -> KernelProviderDriver:
         return self._driver(KERNEL_PROVIDERS, name)
+
+    def artifact_publisher(self, name: str) -> ArtifactPublisherDriver:
+        return self._driver(ARTIFACT_PUBLISHERS, name)
 
     def vmm(self, name: str) -> VmmDriver:
         return self._driver(VMM_BACKENDS, name)

@@ -299,8 +299,8 @@ def test_sigterm_leaves_running_vms_running(daemon: DaemonHarness, tmp_path: Pat
 
 
 def test_image_and_kernel_export_write_bundles_the_catalog_reads(daemon: DaemonHarness, tmp_path: Path) -> None:
-    from banger_catalog.bundle import extract_bundle
     from banger_core.testing import RecordingProgress
+    from banger_hookspecs.bundle_reader import extract_bundle
 
     prepare(daemon)
     out = tmp_path / "fake.tar.zst"

@@ -18,12 +18,11 @@ import zstandard
 # Round trips need the catalog plugin's reader: absent in `tox -e core` (no plugins installed).
 pytest.importorskip("banger_catalog", reason="the catalog plugin is not installed (tox -e core)")
 
-from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.errors import BundleError
-from banger_catalog.manifest import parse_manifest
 from banger_core.common.bundles import BundleWriteError, _iter_extents, write_bundle
 from banger_core.testing import RecordingProgress
 from banger_hookspecs.bundle import MANIFEST_LIMIT
+from banger_hookspecs.bundle_reader import extract_bundle, parse_manifest, read_manifest
 
 pytestmark = [pytest.mark.unit, pytest.mark.builtins]
 
@@ -363,3 +362,20 @@ def test_publish_script_fills_in_the_placeholder_entry(image_dir: Path, tmp_path
     run = subprocess.run([*script, str(broken)], capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.startswith("error: ")
     assert json.loads(catalog.read_bytes())["entries"] == list(after.values())
+
+
+def test_a_source_without_created_gets_its_manifest_files_time_so_exports_are_reproducible(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    """What the store records for most sources has no ``created``: the bundle must not take the wall clock,
+    or two exports (two ``image push``) of the same image differ and a registry gets the bundle twice."""
+    manifest = json.loads((image_dir / "manifest.json").read_text())
+    del manifest["created"]
+    (image_dir / "manifest.json").write_text(json.dumps(manifest))
+    os.utime(image_dir / "manifest.json", (1_700_000_000, 1_700_000_000))
+
+    first = write_bundle("image", image_dir, tmp_path / "first.tar.zst", RecordingProgress())
+    second = write_bundle("image", image_dir, tmp_path / "second.tar.zst", RecordingProgress())
+
+    assert first.manifest.created == "2023-11-14T22:13:20Z"
+    assert first.sha256 == second.sha256

@@ -10,6 +10,7 @@ import pytest
 
 from banger_core.common.config import load_config
 from banger_core.common.plugins import (
+    ARTIFACT_PUBLISHERS,
     DNS_ROUTERS,
     IMAGE_SOURCES,
     KERNEL_PROVIDERS,
@@ -53,6 +54,10 @@ def test_banger_image_sources(banger_site: FakeSite, banger_env: dict[str, str])
 
 def test_banger_kernel_providers(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
     _provider_test(banger_site, banger_env, KERNEL_PROVIDERS, "acme-kernels")
+
+
+def test_banger_artifact_publishers(banger_site: FakeSite, banger_env: dict[str, str]) -> None:
+    _provider_test(banger_site, banger_env, ARTIFACT_PUBLISHERS, "acme-publish")
 
 
 def test_banger_vmm_backends(banger_site: FakeSite, banger_env: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from banger_core.common.plugins import (
+    ARTIFACT_PUBLISHERS,
     CONFIG_OPTIONS,
     DNS_ROUTERS,
     DOCTOR_CHECKS,
@@ -25,6 +26,7 @@ from banger_core.common.plugins import (
 from banger_core.daemon.runtime import Runtime
 from banger_core.testing import FakeSite
 from banger_hookspecs import (
+    ArtifactPublisher,
     ConfigOption,
     DnsRouter,
     DoctorCheck,
@@ -40,7 +42,7 @@ from banger_hookspecs import (
 #: One registration of every provider hook; each factory returns a marker naming its kind.
 EVERY_KIND = """
 from banger_hookspecs import (
-    hookimpl, CheckResult, ConfigOption, DnsRouter, DoctorCheck, ImageSource, KernelProvider,
+    hookimpl, ArtifactPublisher, CheckResult, ConfigOption, DnsRouter, DoctorCheck, ImageSource, KernelProvider,
     NetworkBackend, VmmBackend, WorkspaceSyncer,
 )
 
@@ -54,6 +56,10 @@ def banger_image_sources():
 @hookimpl
 def banger_kernel_providers():
     return [KernelProvider("acme-kernels", "x", _driver("kernel provider"))]
+
+@hookimpl
+def banger_artifact_publishers():
+    return [ArtifactPublisher("acme-publish", "x", _driver("artifact publisher"))]
 
 @hookimpl
 def banger_vmm_backends():
@@ -83,6 +89,7 @@ def banger_config_options():
 ACCESSORS: list[tuple[Callable[[PluginManager], Providers[object]], ProviderHook[object], type, str]] = [
     (PluginManager.image_sources, IMAGE_SOURCES, ImageSource, "acme-images"),
     (PluginManager.kernel_providers, KERNEL_PROVIDERS, KernelProvider, "acme-kernels"),
+    (PluginManager.artifact_publishers, ARTIFACT_PUBLISHERS, ArtifactPublisher, "acme-publish"),
     (PluginManager.vmm_backends, VMM_BACKENDS, VmmBackend, "acme-vmm"),
     (PluginManager.network_backends, NETWORK_BACKENDS, NetworkBackend, "acme-net"),
     (PluginManager.dns_routers, DNS_ROUTERS, DnsRouter, "acme-dns"),
@@ -126,6 +133,7 @@ def test_each_accessor_returns_its_contract_type(
     [
         (Runtime.image_source, "acme-images", "image source"),
         (Runtime.kernel_provider, "acme-kernels", "kernel provider"),
+        (Runtime.artifact_publisher, "acme-publish", "artifact publisher"),
         (Runtime.vmm, "acme-vmm", "VMM backend"),
         (Runtime.network, "acme-net", "network backend"),
         (Runtime.dns_router, "acme-dns", "DNS router"),

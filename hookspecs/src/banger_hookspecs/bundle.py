@@ -37,6 +37,7 @@ __all__ = [
     "PAYLOAD_FILES",
     "SHA256_RE",
     "VERSION_RE",
+    "BundleError",
     "BundleKind",
     "BundleManifest",
     "FileDigest",
@@ -60,6 +61,15 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}")
 #: Printable ASCII, no spaces: recipe hashes, dates, kernel releases.
 VERSION_RE = re.compile(r"[\x21-\x7e]{1,128}")
 MAX_CREATED_LENGTH = 64
+
+
+class BundleError(Exception):
+    """A bundle failed verification: wrong digest, truncated, or hostile content.
+
+    Deliberately not :class:`~banger_hookspecs.SourceUnavailable`: the core must
+    not silently fall back to another source after a tampered download. The
+    message is one user sentence.
+    """
 
 
 class ManifestError(ValueError):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 from banger_hookspecs.types import (
+    ArtifactPublisher,
     ConfigOption,
     DnsRouter,
     DoctorCheck,
@@ -72,6 +73,28 @@ def banger_kernel_providers() -> Iterable[KernelProvider]:
         ...                            factory=lambda ctx: NotImplemented)]
         >>> banger_kernel_providers()[0].name
         'custom'
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def banger_artifact_publishers() -> Iterable[ArtifactPublisher]:
+    """Register artifact publishers: ways to publish an image or kernel bundle (``banger image push``).
+
+    The core writes the bundle from its store and hands it to the publisher
+    whose driver ``claims(target)``, asked in priority order (lower first).
+
+    Returns:
+        Artifact publishers this plugin provides.
+
+    Example:
+        >>> from banger_hookspecs import hookimpl, ArtifactPublisher
+        >>> @hookimpl
+        ... def banger_artifact_publishers():
+        ...     return [ArtifactPublisher(name="s3", description="bundles in an S3 bucket",
+        ...                               factory=lambda ctx: NotImplemented)]
+        >>> banger_artifact_publishers()[0].name
+        's3'
     """
     raise NotImplementedError
 

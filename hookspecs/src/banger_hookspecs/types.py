@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol, runtime_checkable
 
+from banger_hookspecs.bundle import BundleManifest
+
 __all__ = [
     "PROVIDER_NAME_RE",
+    "ArtifactPublisher",
+    "ArtifactPublisherDriver",
     "Availability",
     "CheckResult",
     "CheckStatus",
@@ -45,6 +49,8 @@ __all__ = [
     "PluginContext",
     "PortForward",
     "Progress",
+    "PublishedArtifact",
+    "PublishedElsewhere",
     "SourceUnavailable",
     "VmInfo",
     "VmProcess",
@@ -87,6 +93,24 @@ class SourceUnavailable(Exception):
     the next provider that claims the same reference. The message is a user
     sentence.
     """
+
+
+class PublishedElsewhere(Exception):
+    """A provider's answer that what it was asked for is published at another reference.
+
+    The ``catalog`` raises it for an entry whose ``url`` is an OCI artifact
+    (``oci://REGISTRY/REPO@sha256:...``). The core then pulls ``target``
+    through whichever provider claims it (once: a second redirect is an
+    error) and keeps the result only if it carries the name that was asked
+    for.
+
+    Attributes:
+        target: the reference to pull instead (``ghcr.io/team/golden@sha256:...``).
+    """
+
+    def __init__(self, target: str) -> None:
+        super().__init__(f"published at {target}")
+        self.target = target
 
 
 # --------------------------------------------------------------------------
@@ -332,7 +356,8 @@ class ImageSourceDriver(Protocol):
         """Write the image for ``ref`` into the empty directory ``dest``.
 
         Raise :class:`SourceUnavailable` when the core should fall back to the
-        next source; any other exception fails the pull. The core deletes
+        next source, :class:`PublishedElsewhere` when ``ref`` is served at
+        another reference; any other exception fails the pull. The core deletes
         ``dest`` on failure and moves it into place on success.
         """
 
@@ -402,6 +427,48 @@ class KernelProvider:
 
     def __post_init__(self) -> None:
         validate_provider_name("kernel provider", self.name)
+
+
+@dataclass(frozen=True)
+class PublishedArtifact:
+    """What an artifact publisher pushed.
+
+    Attributes:
+        reference: where it can be pulled from, pinned by digest (``REG/REPO@sha256:...``).
+        digest: the digest of what was published (an OCI manifest's, for a registry).
+        uploaded: bytes actually sent (blobs the destination already held are not sent again).
+    """
+
+    reference: str
+    digest: str
+    uploaded: int
+
+
+class ArtifactPublisherDriver(Protocol):
+    """What an artifact publisher does once constructed."""
+
+    def claims(self, target: str) -> bool:
+        """True if ``target`` (``REGISTRY/REPO:TAG``, a URL, ...) is a destination this publisher understands."""
+
+    def publish(self, bundle: Path, manifest: BundleManifest, target: str, progress: Progress) -> PublishedArtifact:
+        """Publish ``bundle`` (a verified bundle file, :mod:`banger_hookspecs.bundle`) at ``target``.
+
+        ``manifest`` is the bundle's own manifest. Raise an exception whose message is one user
+        sentence when the destination refuses it.
+        """
+
+
+@dataclass(frozen=True)
+class ArtifactPublisher:
+    """Registration of an artifact publisher (``oci``: push image and kernel bundles to a registry)."""
+
+    name: str
+    description: str
+    factory: Callable[[PluginContext], ArtifactPublisherDriver]
+    priority: int = 50
+
+    def __post_init__(self) -> None:
+        validate_provider_name("artifact publisher", self.name)
 
 
 # --------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import zstandard
 
-from banger_catalog.bundle import extract_bundle, read_manifest
 from banger_catalog.errors import BundleError
 from banger_core.testing import RecordingProgress
 from banger_hookspecs.bundle import MANIFEST_LIMIT, BundleManifest
+from banger_hookspecs.bundle_reader import extract_bundle, read_manifest
 
 pytestmark = pytest.mark.unit
 

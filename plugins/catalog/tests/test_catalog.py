@@ -70,6 +70,34 @@ def test_published_entry_parses() -> None:
     )
 
 
+PINNED = f"oci://127.0.0.1:5000/team/golden:v1@sha256:{'c' * 64}"
+
+
+def test_an_entry_naming_a_pinned_oci_artifact_is_published_without_a_bundle_digest() -> None:
+    catalog = parse_catalog(_catalog(_entry(url=PINNED, sha256=None, size=None)), "test", base=None)
+    [entry] = catalog.entries
+    assert entry.published and entry.url == PINNED
+    assert entry.oci_reference == PINNED.removeprefix("oci://")
+    assert parse_catalog(_catalog(_entry()), "test", base=None).entries[0].oci_reference is None
+
+
+@pytest.mark.parametrize(
+    ("url", "sha256", "message"),
+    [
+        ("oci://127.0.0.1:5000/team/golden:v1", None, "is not oci://REGISTRY/REPO@sha256:<64 hex>: pin the artifact"),
+        (f"oci://ghcr.io/team/golden@sha256:{'C' * 64}", None, "is not oci://REGISTRY/REPO@sha256:<64 hex>"),
+        ("oci://ghcr.io@sha256:" + "c" * 64, None, "is not oci://REGISTRY/REPO@sha256:<64 hex>"),
+        (PINNED, SHA, "names an OCI artifact: drop sha256 and size, its reference's digest pins it"),
+    ],
+    ids=["unpinned", "uppercase-digest", "no-repository", "bundle-digest-too"],
+)
+def test_an_oci_entry_must_be_pinned_by_its_manifest_digest_alone(url: str, sha256: str | None, message: str) -> None:
+    size = None if sha256 is None else 1234
+    with pytest.raises(CatalogError, match=r"^test entry 1 \(debian-bookworm\) ") as caught:
+        parse_catalog(_catalog(_entry(url=url, sha256=sha256, size=size)), "test", base=None)
+    assert message in str(caught.value)
+
+
 def test_find_distinguishes_kinds() -> None:
     catalog = parse_catalog(_catalog(_entry(name="x"), _entry(name="x", kind="kernel")), "test", base=None)
     image, kernel = catalog.find("image", "x"), catalog.find("kernel", "x")

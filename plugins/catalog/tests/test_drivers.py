@@ -14,7 +14,7 @@ from banger_catalog import plugin
 from banger_catalog.drivers import CatalogImageSource, CatalogKernelProvider
 from banger_catalog.errors import BundleError, CatalogError
 from banger_core.testing import RecordingProgress, make_plugin_context
-from banger_hookspecs import ImageListing, PluginContext, SourceUnavailable
+from banger_hookspecs import ImageListing, PluginContext, PublishedElsewhere, SourceUnavailable
 
 pytestmark = pytest.mark.unit
 
@@ -166,3 +166,27 @@ def test_malformed_catalog_fails_the_pull(banger_env: dict[str, str], tmp_path: 
     ctx = make_plugin_context(banger_env, {"catalog_url": str(catalog)})
     with pytest.raises(CatalogError, match="not valid JSON"):
         CatalogImageSource(ctx).pull("debian-bookworm", tmp_path / "dest", RecordingProgress())
+
+
+def test_an_entry_naming_an_oci_artifact_sends_the_pull_there(banger_env: dict[str, str], tmp_path: Path) -> None:
+    image_ref = f"127.0.0.1:5000/team/golden@sha256:{'d' * 64}"
+    kernel_ref = f"127.0.0.1:5000/team/kernel:6.1@sha256:{'e' * 64}"
+    oci = {"sha256": None, "size": None, "description": "from the team registry"}
+    ctx = _context(
+        banger_env,
+        tmp_path,
+        {"name": "golden", "kind": "image", "url": f"oci://{image_ref}", **oci},
+        {"name": "generic-6.1", "kind": "kernel", "url": f"oci://{kernel_ref}", **oci},
+    )
+    source, kernels = CatalogImageSource(ctx), CatalogKernelProvider(ctx)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    with pytest.raises(PublishedElsewhere) as image:
+        source.pull("golden", dest, RecordingProgress())
+    with pytest.raises(PublishedElsewhere) as kernel:
+        kernels.pull("generic-6.1", dest, RecordingProgress())
+
+    assert (image.value.target, kernel.value.target) == (image_ref, kernel_ref)
+    assert list(dest.iterdir()) == [], "nothing downloaded: the oci provider does that"
+    assert [i.name for i in source.available()] == ["golden"]

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from banger_catalog.errors import BundleError
-from banger_catalog.manifest import parse_manifest
 from banger_hookspecs.bundle import MAX_FILE_SIZE
+from banger_hookspecs.bundle_reader import parse_manifest
 
 pytestmark = pytest.mark.unit
 

@@ -12,12 +12,20 @@ An entry whose ``sha256`` and ``size`` are both ``null`` is *not published
 yet*: it is listed (so its name is known) but cannot be pulled. Entries of an
 unknown ``kind`` are skipped so that older clients can read newer catalogs.
 Relative ``url`` values are resolved against the catalog's own location.
+
+An entry's ``url`` may instead name an OCI artifact that ``banger image push``
+(or ``kernel push``) published, pinned by its manifest digest:
+``"url": "oci://ghcr.io/team/golden@sha256:<64 hex>"`` (no ``sha256``/``size``:
+the digest in the reference pins it). Pulling that name pulls the artifact
+through the ``oci`` provider, which checks every digest, and keeps it only if it
+holds the image (or kernel) of that name.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +47,9 @@ CATALOG_LIMIT = 4 << 20
 MAX_BUNDLE_SIZE = 64 << 30
 EMBEDDED = "the embedded catalog"
 _URL_SCHEMES = ("http", "https", "file")
+#: ``oci://REGISTRY/REPO[:TAG]@sha256:HEX``: the oci provider parses the rest; a catalog pins by digest.
+OCI_SCHEME = "oci://"
+_OCI_URL_RE = re.compile(r"oci://[A-Za-z0-9.\-\[\]:]+/[a-z0-9._/\-]+(?::[A-Za-z0-9_.\-]{1,128})?@sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -49,9 +60,10 @@ class CatalogEntry:
         name: image name or kernel ref.
         kind: ``image`` or ``kernel``.
         description: one line for listings.
-        url: absolute URL of the bundle (``http``, ``https`` or ``file``).
-        sha256: hex digest of the bundle file, or None when not published yet.
-        size: size of the bundle file in bytes, or None when not published yet.
+        url: absolute URL of the bundle (``http``, ``https`` or ``file``), or ``oci://`` and
+            the reference of the OCI artifact holding it, pinned by digest.
+        sha256: hex digest of the bundle file, or None when not published yet (or an OCI artifact).
+        size: size of the bundle file in bytes, or None when not published yet (or an OCI artifact).
         kernel_ref: for images, the kernel the image wants.
     """
 
@@ -64,9 +76,14 @@ class CatalogEntry:
     kernel_ref: str | None = None
 
     @property
+    def oci_reference(self) -> str | None:
+        """The pinned registry reference when the bundle is an OCI artifact (``url`` is ``oci://...``)."""
+        return self.url.removeprefix(OCI_SCHEME) if self.url.startswith(OCI_SCHEME) else None
+
+    @property
     def published(self) -> bool:
         """False for a placeholder entry whose bundle has not been released yet."""
-        return self.sha256 is not None
+        return self.sha256 is not None or self.oci_reference is not None
 
 
 @dataclass(frozen=True)
@@ -209,11 +226,14 @@ def _parse_entry(item: Mapping[str, object], where: str, base: str | None) -> Ca
     if kernel_ref is not None and not is_image_name(kernel_ref):
         raise CatalogError(f"{where} has an invalid kernel_ref {kernel_ref!r}")
     kind: BundleKind = "image" if item.get("kind") == "image" else "kernel"  # the caller skipped other kinds
+    url = _resolve_url(item.get("url"), where, base)
+    if url.startswith(OCI_SCHEME) and sha256 is not None:
+        raise CatalogError(f"{where} names an OCI artifact: drop sha256 and size, its reference's digest pins it")
     return CatalogEntry(
         name=name,
         kind=kind,
         description=description,
-        url=_resolve_url(item.get("url"), where, base),
+        url=url,
         sha256=sha256,
         size=size,
         kernel_ref=kernel_ref if kind == "image" else None,
@@ -224,6 +244,13 @@ def _resolve_url(value: object, where: str, base: str | None) -> str:
     if not isinstance(value, str) or not value or len(value) > 2048 or any(c.isspace() for c in value):
         raise CatalogError(f"{where} has an invalid url")
     url: str = value
+    if url.startswith(OCI_SCHEME):
+        if not _OCI_URL_RE.fullmatch(url):
+            raise CatalogError(
+                f"{where} has an OCI url that is not oci://REGISTRY/REPO@sha256:<64 hex>: pin the artifact by "
+                "the digest `banger image push` printed"
+            )
+        return url
     if not urlsplit(url).scheme:
         if base is None:
             raise CatalogError(f"{where} has a relative url {url!r}, which only a catalog file or URL may use")

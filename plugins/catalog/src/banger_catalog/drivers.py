@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from banger_catalog.bundle import extract_bundle
 from banger_catalog.catalog import Catalog, CatalogEntry, load_catalog
 from banger_catalog.download import download_lock, fetch_bundle, remove_download
 from banger_catalog.errors import BundleError, CatalogError
@@ -15,9 +14,11 @@ from banger_hookspecs import (
     KernelArtifact,
     PluginContext,
     Progress,
+    PublishedElsewhere,
     SourceUnavailable,
 )
 from banger_hookspecs.bundle import BundleKind, BundleManifest
+from banger_hookspecs.bundle_reader import extract_bundle
 from banger_hookspecs.names import is_image_name
 
 PLUGIN_NAME = "catalog"
@@ -72,6 +73,8 @@ class _CatalogDriver:
             raise SourceUnavailable(f"{catalog.location} lists no {self.kind} named {ref!r}")
         if not entry.published:
             raise SourceUnavailable(f"{self.kind} {ref} is listed in {catalog.location} but not published yet")
+        if entry.oci_reference is not None:
+            raise PublishedElsewhere(entry.oci_reference)  # the core pulls it through the oci provider
         label = f"catalog {self.kind} {ref}"
 
         def matches_entry(manifest: BundleManifest) -> None:

@@ -1,15 +1,11 @@
-"""Errors of the catalog plugin (``SourceUnavailable`` comes from the contract)."""
+"""Errors of the catalog plugin (``SourceUnavailable`` comes from the contract, and so does
+``BundleError``: every bundle reader raises the same one, see :mod:`banger_hookspecs.bundle_reader`)."""
 
 from __future__ import annotations
 
+from banger_hookspecs.bundle import BundleError
 
-class BundleError(Exception):
-    """A downloaded bundle failed verification: wrong digest, truncated, or hostile content.
-
-    Deliberately not :class:`~banger_hookspecs.SourceUnavailable`: the core must
-    not silently fall back to another source after a tampered download. The
-    message is one user sentence.
-    """
+__all__ = ["BundleError", "CatalogError"]
 
 
 class CatalogError(Exception):

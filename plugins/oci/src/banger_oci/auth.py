@@ -15,8 +15,10 @@ import binascii
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from banger_oci.reference import OciError
 
@@ -100,3 +102,9 @@ def parse_challenge(header: str) -> Challenge:
         value = match.group(2) if match.group(2) is not None else match.group(3)
         params[match.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
     return Challenge(scheme.lower(), params)
+
+
+def configured_credentials(config: Mapping[str, Any], registry: str) -> Credentials | None:
+    """The credentials for ``registry`` from config ``oci_auth_file`` (else :func:`default_auth_file`)."""
+    auth_file = config.get("oci_auth_file")
+    return find_credentials(registry, Path(auth_file) if auth_file is not None else default_auth_file())

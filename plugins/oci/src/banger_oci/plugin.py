@@ -1,4 +1,4 @@
-"""Entry point of banger-oci: images from OCI registries.
+"""Entry point of banger-oci: images (and banger's own kernel artifacts) from OCI registries, and pushes to them.
 
 Registration is cheap: httpx and the flattener are imported only when the core
 builds the driver.
@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from banger_hookspecs import ConfigOption, ImageSource, ImageSourceDriver, PluginContext, hookimpl
+from banger_hookspecs import (
+    ArtifactPublisher,
+    ArtifactPublisherDriver,
+    ConfigOption,
+    ImageSource,
+    ImageSourceDriver,
+    KernelProvider,
+    KernelProviderDriver,
+    PluginContext,
+    hookimpl,
+)
 
 #: References and plain names never overlap (see ``banger_oci.reference.claims``); between the
 #: catalog (10) and the local builders (60) so an explicit ``--source`` is never needed.
@@ -25,6 +35,20 @@ def make_image_source(ctx: PluginContext) -> ImageSourceDriver:
     return OciImageSource(ctx)
 
 
+def make_kernel_provider(ctx: PluginContext) -> KernelProviderDriver:
+    """Build the ``oci`` kernel provider driver (kernels pushed with ``banger kernel push``)."""
+    from banger_oci.kernels import OciKernelProvider
+
+    return OciKernelProvider(ctx)
+
+
+def make_publisher(ctx: PluginContext) -> ArtifactPublisherDriver:
+    """Build the ``oci`` artifact publisher driver."""
+    from banger_oci.push import OciPublisher
+
+    return OciPublisher(ctx)
+
+
 @hookimpl
 def banger_image_sources() -> Iterable[ImageSource]:
     return [
@@ -33,6 +57,29 @@ def banger_image_sources() -> Iterable[ImageSource]:
             description="pull an image from any OCI registry (alpine:3.20, ghcr.io/org/repo@sha256:...)",
             factory=make_image_source,
             priority=PRIORITY,
+        )
+    ]
+
+
+@hookimpl
+def banger_kernel_providers() -> Iterable[KernelProvider]:
+    return [
+        KernelProvider(
+            name="oci",
+            description="pull a kernel published with `banger kernel push` (REGISTRY/REPO:TAG or @sha256:...)",
+            factory=make_kernel_provider,
+            priority=PRIORITY,
+        )
+    ]
+
+
+@hookimpl
+def banger_artifact_publishers() -> Iterable[ArtifactPublisher]:
+    return [
+        ArtifactPublisher(
+            name="oci",
+            description="push an image or kernel to any OCI registry as banger's artifact (REGISTRY/REPO:TAG)",
+            factory=make_publisher,
         )
     ]
 

@@ -20,7 +20,7 @@ import base64
 import hashlib
 import json
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +90,25 @@ class ResolvedImage:
     diff_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class FetchedManifest:
+    """An image manifest as the registry served it, digest checked, not interpreted yet.
+
+    Attributes:
+        what: names it in messages (the reference, plus the platform entry it came from).
+        digest: its digest.
+        index_digest: digest of the index or manifest list it came from, if any.
+        media_type: its media type.
+        document: the parsed JSON.
+    """
+
+    what: str
+    digest: str
+    index_digest: str | None
+    media_type: str
+    document: dict[str, Any]
+
+
 def _basic(credentials: Credentials) -> str:
     pair = f"{credentials.username}:{credentials.password}".encode()
     return "Basic " + base64.b64encode(pair).decode()
@@ -99,7 +118,7 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _descriptor(raw: object, where: str) -> Descriptor:
+def parse_descriptor(raw: object, where: str) -> Descriptor:
     if not isinstance(raw, dict):
         raise RegistryError(f"{where} is not a descriptor object")
     media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
@@ -144,12 +163,27 @@ class RegistryClient:
     # -- HTTP with auth -----------------------------------------------------
 
     @contextmanager
-    def _send(self, path: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
-        """GET ``path`` (relative to ``/v2/``), answering one auth challenge; the response streams."""
+    def _send(
+        self,
+        path: str | httpx.URL,
+        headers: dict[str, str],
+        *,
+        method: str = "GET",
+        body: Callable[[], Iterable[bytes] | bytes] | None = None,
+    ) -> Iterator[httpx.Response]:
+        """Send ``method path`` (relative to ``/v2/``), answering one auth challenge; the response streams.
+
+        ``body`` makes the request's content afresh for each attempt (a challenge means sending it twice).
+        """
+        # An upload URL (a Location header) may name another host: the registry's credentials never go there.
+        own = not isinstance(path, httpx.URL) or _same_origin(path, self._http.base_url)
         for attempt in range(2):
-            auth = {"Authorization": self._authorization} if self._authorization else {}
+            auth = {"Authorization": self._authorization} if self._authorization and own else {}
+            request = self._http.build_request(
+                method, path, headers=headers | auth, content=body() if body is not None else None
+            )
             try:
-                response = self._http.send(self._http.build_request("GET", path, headers=headers | auth), stream=True)
+                response = self._http.send(request, stream=True)
             except httpx.TransportError as exc:
                 raise SourceUnavailable(f"registry {self.ref.registry} is unreachable: {exc}") from None
             if response.status_code == 401 and attempt == 0:
@@ -243,8 +277,8 @@ class RegistryClient:
         media_type = document.get("mediaType") or headers.get("content-type", "").split(";")[0].strip()
         return digest, str(media_type), document
 
-    def resolve(self, progress: Progress) -> ResolvedImage:
-        """Find the linux/amd64 image for the reference; see the module docstring."""
+    def fetch_manifest(self, progress: Progress) -> FetchedManifest:
+        """The reference's image manifest, its digest checked; an index gives its linux/amd64 entry."""
         what = str(self.ref)
         progress.step(f"resolving {what}")
         digest, media_type, document = self._manifest(self.ref.manifest_ref, self.ref.digest, what)
@@ -254,18 +288,25 @@ class RegistryClient:
             entry = self._pick_platform(document, what)
             what = f"{what} (linux/amd64 {entry.digest[:19]})"
             digest, media_type, document = self._manifest(entry.digest, entry.digest, what)
+        return FetchedManifest(what, digest, index_digest, media_type, document)
+
+    def resolve(self, progress: Progress, fetched: FetchedManifest | None = None) -> ResolvedImage:
+        """Find the linux/amd64 image for the reference (or in ``fetched``); see the module docstring."""
+        fetched = fetched or self.fetch_manifest(progress)
+        what, digest, index_digest = fetched.what, fetched.digest, fetched.index_digest
+        media_type, document = fetched.media_type, fetched.document
         if media_type not in MANIFEST_TYPES:
             raise RegistryError(
                 f"{what}: manifest type {media_type or 'unknown'!r} is not supported "
                 "(OCI image manifests, OCI indexes and Docker schema 2 are)"
             )
-        config = _descriptor(document.get("config"), f"{what}: config")
+        config = parse_descriptor(document.get("config"), f"{what}: config")
         if config.media_type not in (OCI_CONFIG, DOCKER_CONFIG):
             raise RegistryError(f"{what} is not a container image (its config is {config.media_type!r})")
         raw_layers = document.get("layers")
         if not isinstance(raw_layers, list) or not raw_layers:
             raise RegistryError(f"{what}: the manifest lists no layers")
-        layers = tuple(_descriptor(raw, f"{what}: layer {i + 1}") for i, raw in enumerate(raw_layers))
+        layers = tuple(parse_descriptor(raw, f"{what}: layer {i + 1}") for i, raw in enumerate(raw_layers))
         for i, layer in enumerate(layers):
             if layer.media_type not in LAYER_MEDIA_TYPES:
                 raise RegistryError(
@@ -284,7 +325,7 @@ class RegistryClient:
         for i, raw in enumerate(entries):
             platform = raw.get("platform") if isinstance(raw, dict) else None
             if isinstance(platform, dict) and (platform.get("os"), platform.get("architecture")) == PLATFORM:
-                found.append(_descriptor(raw, f"{what}: index entry {i + 1}"))
+                found.append(parse_descriptor(raw, f"{what}: index entry {i + 1}"))
         if not found:
             offered = sorted(
                 {
@@ -333,3 +374,84 @@ class RegistryClient:
                     f"registry {self.ref.registry} answered HTTP {response.status_code} for blob {digest}"
                 )
             yield response
+
+    def read_blob(self, blob: Descriptor, what: str) -> bytes:
+        """A small blob (a config) into memory, checked against its descriptor."""
+        if blob.size > MAX_DOCUMENT:
+            raise RegistryError(f"{what} is larger than {MAX_DOCUMENT >> 20} MiB: refused")
+        body, _ = self._document(f"{self.ref.repository}/blobs/{blob.digest}", "*/*", what)
+        if len(body) != blob.size or sha256_digest(body) != blob.digest:
+            raise RegistryError(f"{what} does not match its digest {blob.digest}: refused")
+        return body
+
+    # -- uploads (the distribution spec's push side) -------------------------------
+
+    def has_blob(self, digest: str) -> bool:
+        """True when the repository already holds blob ``digest`` (a ``HEAD``, so nothing is uploaded twice)."""
+        with self._send(f"{self.ref.repository}/blobs/{digest}", {}, method="HEAD") as response:
+            if response.status_code in (200, 307):
+                return True
+            if response.status_code == 404:
+                return False
+            raise RegistryError(f"registry {self.ref.registry} answered HTTP {response.status_code} for blob {digest}")
+
+    def upload_blob(self, digest: str, size: int, body: Callable[[], Iterable[bytes] | bytes]) -> None:
+        """Upload one blob monolithically: ``POST`` an upload session, then ``PUT`` the bytes with their digest.
+
+        ``body`` gives the ``size`` bytes afresh on each call. The registry checks the digest; a blob it
+        refuses is an error, never a half-published artifact (the manifest goes up only after every blob).
+        """
+        upload = f"{self.ref.repository}/blobs/uploads/"
+        with self._send(upload, {"Content-Length": "0"}, method="POST") as response:
+            location = response.headers.get("location")
+            if response.status_code != 202 or not location:
+                raise RegistryError(
+                    f"registry {self.ref.registry} refused to start an upload to {self.ref.repository} "
+                    f"(HTTP {response.status_code}{_error_detail(response)})"
+                )
+        url = self._http.base_url.join(location)
+        url = url.copy_merge_params({"digest": digest})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        with self._send(url, headers, method="PUT", body=body) as response:
+            if response.status_code != 201:
+                raise RegistryError(
+                    f"registry {self.ref.registry} refused blob {digest} (HTTP {response.status_code}"
+                    f"{_error_detail(response)})"
+                )
+
+    def put_manifest(self, tag: str, manifest: bytes, media_type: str) -> str:
+        """``PUT`` a manifest under ``tag``; returns its digest (the one to pin)."""
+        digest = sha256_digest(manifest)
+        with self._send(
+            f"{self.ref.repository}/manifests/{tag}",
+            {"Content-Type": media_type},
+            method="PUT",
+            body=lambda: manifest,
+        ) as response:
+            if response.status_code not in (200, 201):
+                raise RegistryError(
+                    f"registry {self.ref.registry} refused the manifest for {self.ref.repository}:{tag} "
+                    f"(HTTP {response.status_code}{_error_detail(response)})"
+                )
+            announced = response.headers.get("docker-content-digest")
+            if announced is not None and announced != digest:
+                raise RegistryError(
+                    f"registry {self.ref.registry} stored the manifest as {announced}, not {digest}: "
+                    "it rewrote what banger sent"
+                )
+        return digest
+
+
+def _same_origin(url: httpx.URL, base: httpx.URL) -> bool:
+    return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """``: CODE message`` from a distribution error body (``{"errors": [...]}``), if it has one."""
+    try:
+        response.read()
+        errors = response.json().get("errors")
+        first = errors[0]
+        return f": {first.get('code', '')} {first.get('message', '')}".rstrip()[:200]
+    except (ValueError, AttributeError, IndexError, KeyError, TypeError, httpx.HTTPError):
+        return ""

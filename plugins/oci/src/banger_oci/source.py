@@ -4,7 +4,10 @@
 manifest, downloads every layer into the content-addressed cache (verified),
 and hands the layers with their ``diff_ids`` to
 :func:`banger_oci.ext4.build_rootfs`, which flattens them into
-``dest/rootfs.ext4`` made bootable by banger. The artifact's metadata records
+``dest/rootfs.ext4`` made bootable by banger. A reference to banger's own
+artifact (``banger image push``, :mod:`banger_oci.artifact`) is not flattened:
+its bundle is downloaded, verified and unpacked as it was published, under the
+name it was published with. The artifact's metadata records
 the reference and the manifest digest, so ``banger image show`` tells where an
 image came from and ``@sha256:`` pins can be reproduced.
 """
@@ -15,7 +18,8 @@ import hashlib
 from pathlib import Path
 
 from banger_hookspecs import ImageArtifact, ImageListing, PluginContext, Progress
-from banger_oci.auth import default_auth_file, find_credentials
+from banger_oci.artifact import artifact_kind, pull_bundle
+from banger_oci.auth import configured_credentials
 from banger_oci.blobs import BlobCache
 from banger_oci.plugin import DEFAULT_CACHE_MAX, DEFAULT_KERNEL_REF
 from banger_oci.reference import claims, parse_reference
@@ -50,14 +54,25 @@ class OciImageSource:
     def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
         """Write ``dest/rootfs.ext4`` for reference ``ref``; see the module docstring."""
         reference = parse_reference(ref)
-        auth_file = self._ctx.config.get("oci_auth_file")
-        credentials = find_credentials(
-            reference.registry, Path(auth_file) if auth_file is not None else default_auth_file()
-        )
+        credentials = configured_credentials(self._ctx.config, reference.registry)
         cache = self.cache
         image = dest / "rootfs.ext4"
         with RegistryClient(reference, credentials) as client, cache.locked():
-            resolved = client.resolve(progress)
+            fetched = client.fetch_manifest(progress)
+            if artifact_kind(fetched) is not None:  # pushed by `banger image push`: a bundle, not layers
+                pulled = pull_bundle(client, fetched, "image", cache, dest, progress)
+                cache.evict()
+                rootfs = pulled.manifest.files["rootfs.ext4"]
+                return ImageArtifact(
+                    name=pulled.manifest.name,
+                    version=pulled.manifest.version,
+                    rootfs=image,
+                    kernel_ref=pulled.manifest.kernel_ref,
+                    sha256=rootfs.sha256,
+                    size=rootfs.size,
+                    metadata={**pulled.metadata, "reference": ref},
+                )
+            resolved = client.resolve(progress, fetched)
             paths = []
             for number, blob in enumerate(resolved.layers, 1):
                 label = f"layer {number}/{len(resolved.layers)} {blob.digest[:19]}"

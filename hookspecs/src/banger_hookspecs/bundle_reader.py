@@ -1,5 +1,10 @@
 """Read a bundle safely: verify every member against the manifest while extracting it.
 
+Needs ``zstandard`` (the ``bundles`` extra: ``banger-hookspecs[bundles]``); the
+contract's other modules import nothing beyond the standard library. Every
+reader of bundles uses this one (the ``catalog`` plugin for catalog entries, the
+``oci`` plugin for bundles published to a registry by ``banger image push``).
+
 Every bundle is treated as hostile, even after its digest matched the catalog
 (the catalog may be a third party's). Only regular files are accepted: exactly
 ``manifest.json`` first, then each payload file of the bundle's kind once, with
@@ -25,10 +30,18 @@ from typing import IO, cast
 
 import zstandard
 
-from banger_catalog.errors import BundleError
-from banger_catalog.manifest import parse_manifest
-from banger_hookspecs import Progress
-from banger_hookspecs.bundle import MANIFEST_LIMIT, MANIFEST_NAME, PAYLOAD_FILES, BundleManifest
+from banger_hookspecs import bundle
+from banger_hookspecs.bundle import (
+    BUNDLE_FORMAT,
+    MANIFEST_LIMIT,
+    MANIFEST_NAME,
+    PAYLOAD_FILES,
+    BundleError,
+    BundleManifest,
+)
+from banger_hookspecs.types import Progress
+
+__all__ = ["BundleError", "extract_bundle", "parse_manifest", "read_manifest"]
 
 _CHUNK = 1 << 20
 #: Granularity of holes in extracted files (a multiple of every filesystem block size in use).
@@ -40,6 +53,30 @@ _HEADER_ROOM = 64 << 10
 #: zstd's own default window limit (128 MiB), stated so a frame cannot ask for more memory.
 _MAX_WINDOW = 1 << 27
 _PROGRESS_EVERY = 16 << 20
+
+
+def parse_manifest(raw: bytes, kind: str, label: str) -> BundleManifest:
+    """Validate manifest bytes from a bundle of ``kind``, as a :class:`BundleError` naming the bundle.
+
+    Args:
+        raw: the manifest.json member's content.
+        kind: the kind of bundle expected.
+        label: names the bundle in error messages (``"catalog image debian-bookworm"``).
+
+    Returns:
+        The manifest.
+
+    Raises:
+        BundleError: the manifest is not a valid format-1 manifest of ``kind``; the message says what to do.
+    """
+    try:
+        return bundle.parse_manifest(raw, kind)
+    except bundle.UnsupportedFormat as exc:
+        raise BundleError(
+            f"{label}: bundle format {exc.found!r} is not format {BUNDLE_FORMAT}: upgrade banger to use it"
+        ) from None
+    except bundle.ManifestError as exc:
+        raise BundleError(f"{label}: bundle manifest {exc}; the bundle is corrupt, tell its publisher") from None
 
 
 class _BudgetReader:
