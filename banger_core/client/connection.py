@@ -36,7 +36,8 @@ class Connection:
 
     Args:
         env: environment to resolve the socket from (default ``os.environ``).
-        autostart: start the daemon when none answers.
+        autostart: start the daemon when none answers (never when banger is installed as a
+            service: then the CLI talks to the service's socket, see ``banger system install``).
         notify: called with one line when the daemon had to be started.
         socket: talk to the daemon on this socket instead of the configured one.
     """
@@ -50,8 +51,11 @@ class Connection:
         socket: Path | None = None,
     ) -> None:
         self.env = dict(os.environ if env is None else env)
-        self.socket = socket or paths.socket_path(self.env)
-        self.autostart = autostart
+        service = None if socket else paths.installed_socket(self.env)
+        self.socket = socket or service or paths.runtime_dir(self.env) / "bangerd.sock"
+        #: Talking to the installed bangerd.service: systemd starts it, this CLI never does.
+        self.service = service is not None
+        self.autostart = autostart and not self.service
         self.notify = notify
         self._checked = False
 
@@ -71,6 +75,12 @@ class Connection:
         if self._checked or self.ping():
             self._checked = True
             return
+        if self.service:
+            raise DaemonUnavailable(
+                f"the installed bangerd service does not answer on {self.socket}: `sudo banger system restart` "
+                "starts it again (`systemctl status bangerd.service` and `journalctl -u bangerd.service` say why "
+                "it stopped)"
+            )
         if not self.autostart:
             raise DaemonUnavailable(f"bangerd is not running (no answer on {self.socket}): run any banger command")
         import fcntl

@@ -131,6 +131,40 @@ def state_dir(env: Mapping[str, str] = os.environ) -> Path:
     return _configured_path(env, "state_dir") or default_state_dir(env)
 
 
+#: Written by ``banger system install``; its presence switches the CLI to the installed service.
+INSTALL_TOML = "/etc/banger/install.toml"
+#: Where the installed bangerd.service listens (systemd's RuntimeDirectory=banger).
+SERVICE_SOCKET = "/run/banger/bangerd.sock"
+
+
+def install_toml(env: Mapping[str, str] = os.environ) -> Path:
+    """``$BANGER_INSTALL_TOML`` (tests, staged roots), else ``/etc/banger/install.toml``."""
+    return Path(env.get("BANGER_INSTALL_TOML") or INSTALL_TOML)
+
+
+def installed_socket(env: Mapping[str, str] = os.environ) -> Path | None:
+    """The installed service's socket when banger is installed as a service, else None.
+
+    Every CLI call asks, so the common case (not installed) costs one failed
+    ``stat``: the TOML is parsed only when the file exists. An install.toml
+    that cannot be read or names no socket still means "installed": the CLI
+    then uses the service's default socket rather than starting a daemon of its own.
+    """
+    path = install_toml(env)
+    try:
+        os.stat(path)
+    except OSError:
+        return None
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            socket = tomllib.load(fh).get("paths", {}).get("socket")
+    except (OSError, ValueError, AttributeError):
+        socket = None
+    return Path(socket) if isinstance(socket, str) and os.path.isabs(socket) else Path(SERVICE_SOCKET)
+
+
 def socket_path(env: Mapping[str, str] = os.environ) -> Path:
-    """Where the daemon listens: ``<runtime_dir>/bangerd.sock``."""
-    return runtime_dir(env) / "bangerd.sock"
+    """Where the daemon listens: the installed service's socket, else ``<runtime_dir>/bangerd.sock``."""
+    return installed_socket(env) or runtime_dir(env) / "bangerd.sock"
