@@ -196,3 +196,20 @@ def test_status_and_uninstall_when_not_installed(banger_env: dict[str, str], tmp
             f"banger: error: banger is not installed as a service (no {missing}): `banger system install` installs it\n"
         )
     assert not os.path.exists(missing)
+
+
+def test_a_damaged_install_toml_is_one_line(banger_env: dict[str, str], host_root: Path) -> None:
+    assert banger(banger_env, "system", "install", "--owner", OWNER, "--root", str(host_root)).returncode == 0
+    record = host_root / "etc/banger/install.toml"
+    record.write_text(record.read_text().replace("owner_uid = ", 'owner_uid = "x" # '))
+    result = banger(banger_env, "system", "status", "--root", str(host_root))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"banger: error: {record}: key 'owner_uid' is missing or not an integer: "
+        "reinstall with `banger system install`\n"
+    )
+    record.write_text("not = [toml")
+    result = banger(banger_env, "system", "uninstall", "--root", str(host_root))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"banger: error: {record}: cannot read the install record (")
+    assert (host_root / "etc/systemd/system" / DAEMON_UNIT).exists()  # nothing removed on a bad record
