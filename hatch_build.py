@@ -1,7 +1,12 @@
-"""Stamp release wheels with version, commit and build time (see banger_core/buildinfo.py)."""
+"""Stamp wheels with version, commit and build time (read by banger_core/common/buildinfo.py).
+
+The version is the git tag on HEAD when it is one (``v0.2.0``), else ``dev``: only
+tagged builds are compared by ``banger doctor``'s version row.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from datetime import UTC, datetime
@@ -25,10 +30,13 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             return  # development checkouts read .git at run time
         commit = _git("rev-parse", "HEAD") or "unknown"
         tag = _git("describe", "--tags", "--exact-match", "HEAD")
+        # SOURCE_DATE_EPOCH (reproducible-builds.org): a rebuild of the same commit stamps the same time.
+        epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+        built = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
         info = {
             "version": tag if tag and tag.startswith("v") else "dev",
             "commit": commit,
-            "built": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "built": built.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         out = Path(tempfile.mkdtemp()) / "_build_info.py"
         out.write_text("".join(f"{key.upper()} = {value!r}\n" for key, value in info.items()))

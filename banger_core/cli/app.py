@@ -28,6 +28,7 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "version": ("banger_core.cli.version_cmd", "Print version, commit and build time."),
     "web": ("banger_core.cli.web_cmd", "Print (or open) a login link for the web UI."),
     "completion": ("banger_core.cli.completion", "Print the shell completion script for bash, zsh or fish."),
+    "system": ("banger_core.cli.system_cmd", "Install banger as a system service (systemd), inspect or remove it."),
 }
 
 

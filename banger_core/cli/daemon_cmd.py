@@ -70,6 +70,7 @@ def stop(app: App) -> None:
     answer at all) gets SIGTERM, then SIGKILL: only that exact process (pid and
     start time from its state-dir lock), never whatever now has its pid.
     """
+    _refuse_when_installed(app, "stop")
     _stop(app)
 
 
@@ -77,10 +78,22 @@ def stop(app: App) -> None:
 @pass_app
 def restart(app: App) -> None:
     """Stop the daemon (as `banger daemon stop` does) and start a new one, e.g. to apply config.toml."""
+    _refuse_when_installed(app, "restart")
     _stop(app)
     with _client(app, autostart=True) as client:
         client.ensure_daemon()
         click.echo(f"bangerd (pid {client.daemon.status().pid}) started")
+
+
+def _refuse_when_installed(app: App, action: str) -> None:
+    """The installed bangerd.service is systemd's to stop and start, not this CLI's."""
+    from banger_core.common import paths
+
+    if paths.installed_socket(app.env) is not None:
+        raise click.ClickException(
+            f"bangerd runs as the installed service: `sudo banger system restart` restarts it "
+            f"(`sudo systemctl {action} bangerd.service` to {action} it)"
+        )
 
 
 #: Seconds to wait after the shutdown request, after SIGTERM, after SIGKILL.
@@ -154,9 +167,16 @@ def _request_shutdown(client: Client) -> bool:
 @pass_app
 def logs(app: App, lines: int, follow: bool) -> None:
     """Print the daemon's log file (works whether or not it runs)."""
+    from banger_core.common import paths
     from banger_core.common.config import load_config
 
-    log_file = Path(load_config(app.pm, app.env)["state_dir"]) / "logs" / "bangerd.log"
+    if paths.installed_socket(app.env) is not None:  # the service's state dir, not this user's
+        from banger_core.install.record import load_record
+
+        state_dir = Path(load_record(paths.install_toml(app.env)).state_dir)
+    else:
+        state_dir = Path(load_config(app.pm, app.env)["state_dir"])
+    log_file = state_dir / "logs" / "bangerd.log"
     if not log_file.exists():
         click.echo(f"no daemon log yet ({log_file})")
         return

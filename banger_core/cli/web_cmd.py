@@ -28,7 +28,7 @@ def cli(app: App, open_browser: bool) -> None:
         if state == "off":
             fail('the web UI is off: set web_listen_addr = "127.0.0.1:7777" in config.toml, then `banger daemon stop`')
         fail(f"the web UI is {state} (see docs/web-ui.md)")
-    token_file = token_path(paths.runtime_dir(app.env))
+    token_file = token_path(paths.socket_path(app.env).parent)  # the installed service's runtime dir too
     try:
         token = token_file.read_text().strip()
     except OSError as exc:

@@ -36,7 +36,8 @@ class Connection:
 
     Args:
         env: environment to resolve the socket from (default ``os.environ``).
-        autostart: start the daemon when none answers.
+        autostart: start the daemon when none answers (never when banger is installed as a
+            service: then the CLI talks to the service's socket, see ``banger system install``).
         notify: called with one line when the daemon had to be started.
         socket: talk to the daemon on this socket instead of the configured one.
     """
@@ -50,9 +51,12 @@ class Connection:
         socket: str | os.PathLike[str] | None = None,
     ) -> None:
         self.env = dict(os.environ if env is None else env)
+        service = None if socket is not None else locate.installed_socket(self.env)
         #: A string, not a Path: pathlib's import would cost ``banger vm list`` 0.4 interpreter start-ups.
-        self.socket = os.fspath(socket) if socket is not None else locate.socket_file(self.env)
-        self.autostart = autostart
+        self.socket = os.fspath(socket) if socket is not None else service or locate.user_socket_file(self.env)
+        #: Talking to the installed bangerd.service: systemd starts it, this CLI never does.
+        self.service = service is not None
+        self.autostart = autostart and not self.service
         self.notify = notify
         self._checked = False
 
@@ -72,6 +76,12 @@ class Connection:
         if self._checked or self.ping():
             self._checked = True
             return
+        if self.service:
+            raise DaemonUnavailable(
+                f"the installed bangerd service does not answer on {self.socket}: `sudo banger system restart` "
+                "starts it again (`systemctl status bangerd.service` and `journalctl -u bangerd.service` say why "
+                "it stopped)"
+            )
         if not self.autostart:
             raise DaemonUnavailable(f"bangerd is not running (no answer on {self.socket}): run any banger command")
         import fcntl

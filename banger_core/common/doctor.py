@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from banger_core.common.backends import BackendFinding, choose_backend
+from banger_core.common.buildinfo import UNKNOWN, BuildInfo
 from banger_core.common.plugins import PluginManager
 from banger_hookspecs import Availability, PluginContext, VmmDriver
 
@@ -103,4 +104,48 @@ def _backend_row(status: str, summary: str, hint: str | None) -> DoctorRow:
         "summary": summary,
         "hint": hint,
         "blocks_vm_run": status == "fail",
+    }
+
+
+def _is_dev(info: BuildInfo) -> bool:
+    return info.version in ("dev", UNKNOWN) or info.commit == UNKNOWN
+
+
+def _shown(info: BuildInfo) -> str:
+    return f"{info.version} (commit {info.short_commit})"
+
+
+def version_row(cli: BuildInfo, daemon: BuildInfo | None, installed: BuildInfo | None) -> DoctorRow:
+    """Do the running CLI, the running daemon and install.toml describe the same build?
+
+    Drift is one ``warn`` line naming all three; a development or unknown build
+    among them turns the comparison off (every checkout commit would differ).
+    ``daemon`` is None when none answers, ``installed`` when banger is not installed as a service.
+    """
+    builds = {"CLI": cli, "daemon": daemon, "install.toml": installed}
+    present = {who: info for who, info in builds.items() if info is not None}
+    dev = [who for who, info in present.items() if _is_dev(info)]
+    if dev:
+        return version_finding("info", f"version drift not checked: development build ({', '.join(dev)})", None)
+    if len({(info.version, info.commit) for info in present.values()}) == 1:
+        absent = "" if daemon is not None else " (no daemon running)"
+        return version_finding("ok", f"{' = '.join(present)}: banger {_shown(cli)}{absent}", None)
+    summary = "version drift: " + ", ".join(f"{who} {_shown(info)}" for who, info in present.items())
+    if installed is not None:
+        hint = "`sudo banger system restart` runs the installed build; `sudo banger system install` installs this CLI's"
+    else:
+        hint = "`banger daemon restart` starts the daemon of this CLI's build"
+    return version_finding("warn", summary, hint)
+
+
+def version_finding(status: str, summary: str, hint: str | None) -> DoctorRow:
+    """A row of the ``version`` check."""
+    return {
+        "check": "version",
+        "plugin": "core",
+        "name": "version",
+        "status": status,
+        "summary": summary,
+        "hint": hint,
+        "blocks_vm_run": False,
     }

@@ -117,6 +117,45 @@ def state_dir(env: Mapping[str, str] = os.environ) -> str:
     return configured(env, "state_dir") or default_state_dir(env)
 
 
-def socket_file(env: Mapping[str, str] = os.environ) -> str:
-    """Where the daemon listens: ``<runtime_dir>/bangerd.sock``."""
+#: Written by ``banger system install``; its presence switches the CLI to the installed service.
+INSTALL_TOML = "/etc/banger/install.toml"
+#: Where the installed bangerd.service listens (systemd's RuntimeDirectory=banger).
+SERVICE_SOCKET = "/run/banger/bangerd.sock"
+
+
+def install_toml(env: Mapping[str, str] = os.environ) -> str:
+    """``$BANGER_INSTALL_TOML`` (tests, staged roots), else ``/etc/banger/install.toml``."""
+    return env.get("BANGER_INSTALL_TOML") or INSTALL_TOML
+
+
+def installed_socket(env: Mapping[str, str] = os.environ) -> str | None:
+    """The installed service's socket when banger is installed as a service, else None.
+
+    Every CLI call asks, so the common case (not installed) costs one failed
+    ``stat``: the TOML is parsed only when the file exists. An install.toml
+    that cannot be read or names no socket still means "installed": the CLI
+    then uses the service's default socket rather than starting a daemon of its own.
+    """
+    path = install_toml(env)
+    try:
+        os.stat(path)
+    except OSError:
+        return None
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            socket = tomllib.load(fh).get("paths", {}).get("socket")
+    except (OSError, ValueError, AttributeError):
+        socket = None
+    return join(socket) if isinstance(socket, str) and os.path.isabs(socket) else SERVICE_SOCKET
+
+
+def user_socket_file(env: Mapping[str, str] = os.environ) -> str:
+    """Where a daemon of the user's own listens: ``<runtime_dir>/bangerd.sock``."""
     return join(runtime_dir(env), "bangerd.sock")
+
+
+def socket_file(env: Mapping[str, str] = os.environ) -> str:
+    """Where the daemon listens: the installed service's socket, else ``<runtime_dir>/bangerd.sock``."""
+    return installed_socket(env) or user_socket_file(env)

@@ -60,8 +60,25 @@ def state_dir(env: Mapping[str, str] = os.environ) -> Path:
     return Path(locate.state_dir(env))
 
 
+#: Written by ``banger system install``; its presence switches the CLI to the installed service.
+INSTALL_TOML = locate.INSTALL_TOML
+#: Where the installed bangerd.service listens (systemd's RuntimeDirectory=banger).
+SERVICE_SOCKET = locate.SERVICE_SOCKET
+
+
+def install_toml(env: Mapping[str, str] = os.environ) -> Path:
+    """``$BANGER_INSTALL_TOML`` (tests, staged roots), else ``/etc/banger/install.toml``."""
+    return Path(locate.install_toml(env))
+
+
+def installed_socket(env: Mapping[str, str] = os.environ) -> Path | None:
+    """:func:`banger_core.common.locate.installed_socket` as a path."""
+    socket = locate.installed_socket(env)
+    return Path(socket) if socket is not None else None
+
+
 def socket_path(env: Mapping[str, str] = os.environ) -> Path:
-    """Where the daemon listens: ``<runtime_dir>/bangerd.sock``."""
+    """Where the daemon listens: the installed service's socket, else ``<runtime_dir>/bangerd.sock``."""
     return Path(locate.socket_file(env))
 
 

@@ -102,6 +102,8 @@ def isolated_env(root: Path, *, cache_home: Path | None = None, config: str | No
         XDG_DATA_HOME=str(home / ".local/share"),
         XDG_CACHE_HOME=str(cache_home or home / ".cache"),
         XDG_RUNTIME_DIR=str(runtime),
+        # A host where banger is installed as a service must not send the tests to that service.
+        BANGER_INSTALL_TOML=str(root / "not-installed" / "install.toml"),
     )
     if config is not None:
         (home / ".config" / "banger" / "config.toml").write_text(config)

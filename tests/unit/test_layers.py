@@ -25,6 +25,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "client": frozenset({"daemon", "host", "cli"}),
     "api": frozenset({"daemon", "host", "client", "cli"}),
     "common": frozenset({"daemon", "host", "client", "cli"}),
+    "install": frozenset({"daemon", "host", "client", "cli"}),
     "host": frozenset({"daemon", "client", "cli"}),
     "daemon": frozenset({"client", "cli"}),
 }

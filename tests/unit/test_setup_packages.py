@@ -74,6 +74,7 @@ NOT_HOST_COMMANDS = {
     "policy-rc.d": "a file debootstrap's build writes into the image it builds",
     "sh": "run in the guest by the git syncer",
     "resolvectl": "systemd-resolved's own client, used only where systemd-resolved runs",
+    "systemctl": "systemd's own client, run by `banger system install` only where systemd is PID 1",
 }
 
 
