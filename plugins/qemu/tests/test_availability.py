@@ -10,6 +10,7 @@ import pytest
 from banger_hookspecs import HostFacts, PluginContext
 from banger_qemu.driver import PREFERENCE_KVM, PREFERENCE_TCG, QemuDriver, resolve_accel
 from banger_qemu.plugin import banger_vmm_backends
+from banger_qemu.probe import SANDBOX, _probe_sandbox, sandbox_option
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +86,18 @@ def test_backend_registration_builds_the_driver(plugin_context: PluginContext) -
     (backend,) = banger_vmm_backends()
     assert backend.name == "qemu"
     assert isinstance(backend.factory(plugin_context), QemuDriver)
+
+
+@pytest.mark.integration
+def test_sandbox_probe_runs_the_real_binary_once(tmp_path: Path) -> None:
+    assert sandbox_option("/usr/bin/qemu-system-x86_64") == SANDBOX  # Debian's QEMU is built with seccomp
+    # A QEMU built without seccomp refuses the option ("-sandbox is disabled"): no filter, no failure.
+    no_seccomp = tmp_path / "qemu-without-seccomp"
+    count = tmp_path / "runs"
+    no_seccomp.write_text(f'#!/bin/sh\necho run >> {count}\necho "-sandbox is disabled" >&2\nexit 1\n')
+    no_seccomp.chmod(0o755)
+    assert sandbox_option(str(no_seccomp)) is None
+    assert sandbox_option(str(no_seccomp)) is None
+    assert count.read_text() == "run\n"  # cached: probed once per binary file
+    assert sandbox_option(str(tmp_path / "missing")) is None
+    _probe_sandbox.cache_clear()
