@@ -32,6 +32,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from banger_core.common.config import ConfigError, bridge_addresses
 from banger_core.common.errors import HostOpError
+from banger_core.host.jailops import JailOps
 
 BRIDGE_PREFIX = "banger"
 TAP_PREFIX = "bgr"
@@ -119,7 +120,7 @@ def _tap_owner(link: _NetlinkMessage) -> int | None:
     return owner if isinstance(owner, int) else None
 
 
-class NetlinkHostOps:
+class NetlinkHostOps(JailOps):
     """:class:`~banger_hookspecs.HostOps` for a process with CAP_NET_ADMIN (the root daemon or helper).
 
     Args:
@@ -138,8 +139,10 @@ class NetlinkHostOps:
         ops.ensure_nat("172.16.0.0/24", "banger0")
     """
 
-    def __init__(self, config: Mapping[str, object]) -> None:
+    def __init__(self, config: Mapping[str, object], owner_uid: int | None = None) -> None:
         self.config = config
+        # Whom a jailed VMM may run as (JailOps); bangerd-root passes its --owner-uid.
+        self.owner_uid = owner_uid
         self.nft = shutil.which("nft") or "/usr/sbin/nft"
         self.ip_forward = IP_FORWARD
 
