@@ -125,7 +125,10 @@ class NetlinkHostOps(JailOps):
 
     Args:
         config: effective configuration; reads ``cidr`` (the guest subnet, e.g.
-            ``"172.16.0.0/24"``) and ``bridge_ip`` (the host's address in it).
+            ``"172.16.0.0/24"``) and ``bridge_ip`` (the host's address in it);
+            the jailer keys for :meth:`spawn_jailed_vmm` (see :mod:`banger_core.host.jailops`).
+        owner_uid: the uid bangerd-root serves: the only one a jailed VMM may run
+            as; None (a root daemon's own host ops) refuses every jailed spawn.
 
     Raises:
         ValueError: from the first call that needs them, when ``cidr`` is not an
