@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from banger_core.common import hostfacts
 from banger_core.common.config import Config
-from banger_core.common.errors import NotPrivileged
+from banger_core.common.errors import NoRootHelper, NotPrivileged
 from banger_hookspecs import HostOps, PluginContext
 
 
@@ -51,6 +51,14 @@ class UnprivilegedHostOps:
 
     def host_routes(self) -> list[str]:
         return []
+
+    def spawn_jailed_vmm(
+        self, jailer: str, firecracker: str, vm_id: str, uid: int, gid: int, chroot_base: str, console_fifo: str
+    ) -> int:
+        raise NoRootHelper(
+            "the Firecracker jailer needs root: install the services (`banger system install`) so bangerd-root "
+            "starts it, run the daemon as root, or set use_jailer = false"
+        )
 
 
 def resolved_dirs(config: Config) -> tuple[Path, Path, Path]:

@@ -90,6 +90,11 @@ class NotPrivileged(BangerError):
     """A privileged operation was asked of a process without privileges."""
 
 
+class NoRootHelper(NotPrivileged, NotImplementedError):
+    """Nothing privileged can start the Firecracker jailer; also a NotImplementedError, which
+    ``HostOps.spawn_jailed_vmm`` documents, so a VMM backend may fall back to running unjailed."""
+
+
 class HostOpError(BangerError):
     """A privileged host operation failed; the message says what to do."""
 
@@ -115,6 +120,7 @@ ERRORS_BY_NAME: dict[str, type[BangerError]] = {
         StateError,
         BundleWriteError,
         NotPrivileged,
+        NoRootHelper,
         HostOpError,
     )
 }

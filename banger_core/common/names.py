@@ -5,6 +5,7 @@ The rules themselves live in :mod:`banger_hookspecs.names` (plugins need them to
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 
@@ -162,6 +163,10 @@ def generate_vm_name(taken: Callable[[str], bool], attempts: int = 200) -> str:
         if not taken(name):
             return name
     raise BangerError("could not find a free VM name: pass --name")
+
+
+#: What :func:`new_vm_id` makes (matched whole): checked wherever an id becomes a path.
+VM_ID_RE = re.compile(r"[0-9a-f]{16}")
 
 
 def new_vm_id() -> str:

@@ -32,6 +32,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from banger_core.common.config import ConfigError, bridge_addresses
 from banger_core.common.errors import HostOpError
+from banger_core.host.jailops import JailOps
 
 BRIDGE_PREFIX = "banger"
 TAP_PREFIX = "bgr"
@@ -119,12 +120,15 @@ def _tap_owner(link: _NetlinkMessage) -> int | None:
     return owner if isinstance(owner, int) else None
 
 
-class NetlinkHostOps:
+class NetlinkHostOps(JailOps):
     """:class:`~banger_hookspecs.HostOps` for a process with CAP_NET_ADMIN (the root daemon or helper).
 
     Args:
         config: effective configuration; reads ``cidr`` (the guest subnet, e.g.
-            ``"172.16.0.0/24"``) and ``bridge_ip`` (the host's address in it).
+            ``"172.16.0.0/24"``) and ``bridge_ip`` (the host's address in it);
+            the jailer keys for :meth:`spawn_jailed_vmm` (see :mod:`banger_core.host.jailops`).
+        owner_uid: the uid bangerd-root serves: the only one a jailed VMM may run
+            as; None (a root daemon's own host ops) refuses every jailed spawn.
 
     Raises:
         ValueError: from the first call that needs them, when ``cidr`` is not an
@@ -138,8 +142,10 @@ class NetlinkHostOps:
         ops.ensure_nat("172.16.0.0/24", "banger0")
     """
 
-    def __init__(self, config: Mapping[str, object]) -> None:
+    def __init__(self, config: Mapping[str, object], owner_uid: int | None = None) -> None:
         self.config = config
+        # Whom a jailed VMM may run as (JailOps); bangerd-root passes its --owner-uid.
+        self.owner_uid = owner_uid
         self.nft = shutil.which("nft") or "/usr/sbin/nft"
         self.ip_forward = IP_FORWARD
 

@@ -33,7 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["SERIAL_LOG_MAX_BYTES", "pump", "rotated", "start_log_pump"]
+__all__ = ["SERIAL_LOG_MAX_BYTES", "pump", "rotated", "start_log_pump", "start_log_pump_from"]
 
 #: Cap of one serial log file; with the rotated copy a VM's console takes at most twice this.
 SERIAL_LOG_MAX_BYTES = 4 << 20
@@ -89,24 +89,32 @@ def start_log_pump(path: Path, max_bytes: int = SERIAL_LOG_MAX_BYTES) -> int:
     """
     read_end, write_end = os.pipe()
     try:
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "banger_hookspecs.logpump", "--max-bytes", str(max_bytes), str(path)],
-            stdin=read_end,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-        )
-        launcher.wait()  # the launcher only forks the pump and exits: nothing is left to reap
+        start_log_pump_from(read_end, path, max_bytes)
     except BaseException:
         os.close(write_end)
         raise
     finally:
         os.close(read_end)
-    if launcher.returncode != 0:
-        os.close(write_end)
-        raise OSError(f"the console log pump for {path} failed to start (exit status {launcher.returncode})")
     return write_end
+
+
+def start_log_pump_from(source: int, path: Path, max_bytes: int = SERIAL_LOG_MAX_BYTES) -> None:
+    """Start a detached pump copying ``source`` (a blocking readable fd: pipe or FIFO) into ``path``.
+
+    For a VMM whose console was opened by someone else (a root helper writing
+    into a FIFO the caller reads). The caller closes its ``source`` afterwards.
+    """
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "banger_hookspecs.logpump", "--max-bytes", str(max_bytes), str(path)],
+        stdin=source,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+    launcher.wait()  # the launcher only forks the pump and exits: nothing is left to reap
+    if launcher.returncode != 0:
+        raise OSError(f"the console log pump for {path} failed to start (exit status {launcher.returncode})")
 
 
 def main(argv: list[str] | None = None) -> None:

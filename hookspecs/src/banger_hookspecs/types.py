@@ -177,6 +177,23 @@ class HostOps(Protocol):
         out, so a second setup does not see its own bridge as a conflict.
         """
 
+    def spawn_jailed_vmm(
+        self, jailer: str, firecracker: str, vm_id: str, uid: int, gid: int, chroot_base: str, console_fifo: str
+    ) -> int:
+        """Start ``firecracker`` through the Firecracker ``jailer`` as ``uid:gid``; return its pid.
+
+        The jailed process chroots to ``<chroot_base>/<firecracker's name>/<vm_id>/root``,
+        listens on ``/run/firecracker.socket`` there, and writes its stdout and stderr
+        into ``console_fifo`` (a FIFO the caller owns and holds the read end of).
+        The root side accepts only its configured binaries and chroot base, a banger
+        VM id and the owner's uid/gid, and adds no other argument.
+
+        Raises:
+            NotImplementedError: these host ops have no root side (no root helper):
+                the caller may run Firecracker unjailed instead.
+            ValueError: an argument the root side does not allow.
+        """
+
 
 KvmKind = Literal["hardware", "software", "unusable", "absent"]
 

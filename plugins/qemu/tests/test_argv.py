@@ -177,3 +177,10 @@ def test_vsock_only_with_vhost_vsock(make_spec, run_dir: Path) -> None:
     assert not any("vsock" in d for d in pairs(build_argv(spec, opts(run_dir, vsock=False)), "-device"))
     assert "vhost-vsock-device,guest-cid=7" in pairs(build_argv(spec, opts(run_dir, vsock=True)), "-device")
     assert "vhost-vsock-pci,guest-cid=7" in pairs(build_argv(spec, opts(run_dir, vsock=True, machine="q35")), "-device")
+
+
+def test_sandbox_comes_after_the_monitor_when_the_binary_has_seccomp(make_spec, run_dir: Path) -> None:
+    sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+    argv = build_argv(make_spec(), opts(run_dir, sandbox=sandbox))
+    assert argv[argv.index("-mon") + 2 : argv.index("-mon") + 4] == ["-sandbox", sandbox]
+    assert "-sandbox" not in build_argv(make_spec(), opts(run_dir))

@@ -9,7 +9,8 @@ import pytest
 
 from banger_hookspecs import HostFacts, PluginContext
 from banger_qemu.driver import PREFERENCE_KVM, PREFERENCE_TCG, QemuDriver, resolve_accel
-from banger_qemu.plugin import banger_vmm_backends
+from banger_qemu.plugin import banger_doctor_checks, banger_vmm_backends
+from banger_qemu.probe import SANDBOX, _probe_sandbox, sandbox_option
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +86,34 @@ def test_backend_registration_builds_the_driver(plugin_context: PluginContext) -
     (backend,) = banger_vmm_backends()
     assert backend.name == "qemu"
     assert isinstance(backend.factory(plugin_context), QemuDriver)
+
+
+@pytest.mark.integration
+def test_sandbox_probe_runs_the_real_binary_once(tmp_path: Path) -> None:
+    assert sandbox_option("/usr/bin/qemu-system-x86_64") == SANDBOX  # Debian's QEMU is built with seccomp
+    # A QEMU built without seccomp refuses the option ("-sandbox is disabled"): no filter, no failure.
+    no_seccomp = tmp_path / "qemu-without-seccomp"
+    count = tmp_path / "runs"
+    no_seccomp.write_text(f'#!/bin/sh\necho run >> {count}\necho "-sandbox is disabled" >&2\nexit 1\n')
+    no_seccomp.chmod(0o755)
+    assert sandbox_option(str(no_seccomp)) is None
+    assert sandbox_option(str(no_seccomp)) is None
+    assert count.read_text() == "run\n"  # cached: probed once per binary file
+    assert sandbox_option(str(tmp_path / "missing")) is None
+    _probe_sandbox.cache_clear()
+
+
+@pytest.mark.integration
+def test_doctor_warns_about_a_qemu_without_seccomp(plugin_context: PluginContext, tmp_path: Path) -> None:
+    (check,) = banger_doctor_checks()
+    rows = [(row.name, row.status) for row in check.run(plugin_context)]
+    assert rows == [("qemu", "ok")]  # Debian's QEMU: the sandbox is on, nothing to say
+    old = tmp_path / "qemu-system-x86_64"
+    old.write_text('#!/bin/sh\ncase "$1" in --version) echo "QEMU emulator version 7.2.0";; *) exit 1;; esac\n')
+    old.chmod(0o755)
+    rows = [(row.name, row.status, row.summary) for row in check.run(context(plugin_context, "absent", qemu_bin=old))]
+    assert rows[-1] == (
+        "qemu-sandbox",
+        "warn",
+        f"{old} has no seccomp support (-sandbox): QEMU runs without a system call filter",
+    )

@@ -21,6 +21,7 @@ from banger_core.testing import RecordingProgress
 from banger_hookspecs import NicSpec, PluginContext, PortForward, VmProcess, VmSpec
 from banger_hookspecs.process import is_same_process
 from banger_qemu.driver import QemuDriver, QemuLaunchError
+from banger_qemu.probe import SANDBOX
 from banger_qemu.qmp import QmpClient
 
 pytestmark = pytest.mark.e2e
@@ -67,6 +68,12 @@ def _listeners(port: int) -> list[str]:
     return found
 
 
+def _seccomp_mode(pid: int) -> int:
+    """``Seccomp:`` of /proc/PID/status: 2 = a filter is installed."""
+    (line,) = (row for row in Path(f"/proc/{pid}/status").read_text().splitlines() if row.startswith("Seccomp:"))
+    return int(line.split()[1])
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -90,6 +97,9 @@ def test_guest_runs_and_powers_off_on_the_acpi_power_button(
     assert argv[argv.index("-append") + 1].endswith(f"reboot=t tsc_early_khz={driver.ctx.host.tsc_khz}")
     # Own session: the VM survives the daemon's process group and terminal.
     assert os.getsid(proc.pid) == proc.pid
+    # QEMU's seccomp filter at its strictest is on, and the serial pump and QMP below still work under it.
+    assert argv[argv.index("-sandbox") + 1] == SANDBOX
+    assert _seccomp_mode(proc.pid) == 2
 
     serial_waiter(spec.serial_log, guest_up)
     assert driver.is_running(proc)
@@ -245,6 +255,7 @@ def test_isolated_user_nic_runs_on_passt_which_goes_with_the_vm(
     assert is_same_process(passt_pid, passt_start)
     assert Path(f"/proc/{passt_pid}/cmdline").read_bytes().split(b"\0")[0] == b"/usr/bin/passt"
     assert f"addr.path={run_dir}/passt.sock" in Path(f"/proc/{proc.pid}/cmdline").read_text()
+    assert _seccomp_mode(proc.pid) == 2  # the sandboxed QEMU connects to passt's socket
     assert _listeners(port) == ["0100007F"]  # passt holds the ssh forward, on 127.0.0.1 only
     # A driver that did not start it (the daemon restarted) still ends and reaps passt with the VM.
     QemuDriver(plugin_context).kill(proc)

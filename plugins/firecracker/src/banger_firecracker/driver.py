@@ -6,15 +6,25 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from banger_firecracker.api import FirecrackerApi, FirecrackerApiError
-from banger_firecracker.jail import API_SOCKET_IN_JAIL, Jail, jailer_argv, prepare_jail, remove_jail
+from banger_firecracker.jail import (
+    API_SOCKET_IN_JAIL,
+    DEFAULT_CHROOT_BASE,
+    LOG_IN_JAIL,
+    VSOCK_IN_JAIL,
+    Jail,
+    jailer_argv,
+    populate_jail,
+    prepare_jail,
+    remove_jail,
+)
 from banger_firecracker.payloads import GuestFiles, check_spec, configuration_calls
 from banger_firecracker.probe import MIN_VERSION, TESTED_SERIES, binary_version, find_binary, show
 from banger_hookspecs import Availability, PluginContext, Progress, VmmDriver, VmProcess, VmSpec
-from banger_hookspecs.logpump import start_log_pump
+from banger_hookspecs.logpump import start_log_pump, start_log_pump_from
 from banger_hookspecs.process import (
     MAX_SOCKET_PATH,
     format_log_tails,
@@ -30,6 +40,8 @@ BACKEND = "firecracker"
 API_SOCKET = "fc.sock"
 LOG = "firecracker.log"
 VSOCK_SOCKET = "vsock.sock"
+#: The jailed Firecracker's console (stdout and stderr) when bangerd-root starts it: read by the log pump.
+CONSOLE_FIFO = "console.fifo"
 API_READY_TIMEOUT = 10.0
 TERM_GRACE = 5.0
 #: Above QEMU's best (hardware KVM): Firecracker boots faster and is banger's primary VMM.
@@ -41,11 +53,13 @@ class FirecrackerLaunchError(Exception):
 
 
 class FirecrackerDriver(VmmDriver):
-    """Runs each VM as ``firecracker --api-sock <run_dir>/fc.sock --id <vm id>``, optionally jailed."""
+    """Runs each VM as ``firecracker --api-sock <run_dir>/fc.sock --id <vm id>``, jailed when it can be."""
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
-        self.use_jailer = bool(ctx.config.get("use_jailer"))
+        # None (unset): the jailer whenever it is installed and something privileged can run it.
+        setting = ctx.config.get("use_jailer")
+        self.use_jailer: bool | None = None if setting is None else bool(setting)
         # Processes this driver started: polled so they never linger as zombies.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -66,7 +80,7 @@ class FirecrackerDriver(VmmDriver):
             )
         if self.ctx.host.kvm != "hardware":
             return Availability(False, 0, f"Firecracker needs hardware KVM: {self.ctx.host.kvm_detail}", shown)
-        if self.use_jailer and find_binary(self.ctx, "jailer_bin", "jailer") is None:
+        if self.use_jailer is True and find_binary(self.ctx, "jailer_bin", "jailer") is None:
             return Availability(False, 0, "use_jailer is set but jailer is not found", shown)
         reason = f"Firecracker {shown} with hardware KVM"
         if version[:2] != TESTED_SERIES:
@@ -95,9 +109,18 @@ class FirecrackerDriver(VmmDriver):
             )
         if self.ctx.host.kvm != "hardware":
             progress.log(f"warning: {self.ctx.host.kvm_detail}")
+        jailer = self._jailer()
+        if jailer is not None and os.geteuid() != 0:
+            try:
+                return self._launch_through_helper(spec, binary, jailer, progress)
+            except NotImplementedError as exc:  # no root helper: these host ops cannot run the jailer
+                if self.use_jailer:
+                    raise FirecrackerLaunchError(f"use_jailer = true, but {exc}") from None
+                progress.log(f"Firecracker runs without the jailer: {exc}")
+                jailer = None
         jail: Jail | None = None
-        if self.use_jailer:
-            argv, jail = self._jailed_argv(spec, binary, progress)
+        if jailer is not None:
+            argv, jail = self._jailed_argv(spec, binary, jailer, progress)
             api_socket = jail.host_path(API_SOCKET_IN_JAIL)
             files = jail.files
             log_path = jail.host_path(files.log)
@@ -153,8 +176,13 @@ class FirecrackerDriver(VmmDriver):
             self._cleanup_files(extra)
             raise
         self._children[popen.pid] = popen
+
+        def exited() -> str | None:
+            code = popen.poll()
+            return None if code is None else f"Firecracker exited with status {code}"
+
         try:
-            self._configure(popen, api_socket, spec, files, extra, progress)
+            self._configure(exited, api_socket, spec, lambda: files, extra, progress)
             proc_stat = read_proc_stat(popen.pid)
             if proc_stat is None or proc_stat.zombie:
                 raise FirecrackerLaunchError(_failure(spec.name, "Firecracker exited right after InstanceStart", extra))
@@ -164,15 +192,91 @@ class FirecrackerDriver(VmmDriver):
             raise
         return VmProcess(BACKEND, popen.pid, proc_stat.start_time, str(api_socket), extra)
 
-    def _jailed_argv(self, spec: VmSpec, binary: str, progress: Progress) -> tuple[list[str], Jail]:
-        if os.geteuid() != 0:
-            raise FirecrackerLaunchError(
-                "use_jailer needs the daemon to run as root (the jailer chroots and creates device nodes): "
-                "set use_jailer = false or run bangerd as root"
-            )
+    def _jailer(self) -> str | None:
+        """The jailer to run Firecracker in, or None for none (``use_jailer = false``, or unset and not installed)."""
+        if self.use_jailer is False:
+            return None
         jailer = find_binary(self.ctx, "jailer_bin", "jailer")
-        if jailer is None:
-            raise FirecrackerLaunchError("use_jailer is set but jailer is not found: install it or set jailer_bin")
+        if jailer is None and self.use_jailer:
+            raise FirecrackerLaunchError("use_jailer = true but jailer is not found: install it or set jailer_bin")
+        return jailer
+
+    def _launch_through_helper(self, spec: VmSpec, binary: str, jailer: str, progress: Progress) -> VmProcess:
+        """An owner daemon's jailed launch: bangerd-root runs the jailer, the daemon does the rest as the owner.
+
+        Raises:
+            NotImplementedError: the host ops have no root side (nothing has been started then).
+        """
+        base = Path(str(self.ctx.config.get("jailer_chroot_base") or DEFAULT_CHROOT_BASE))
+        firecracker = str(Path(binary).resolve())  # bangerd-root compares resolved paths
+        directory = base / Path(firecracker).name / spec.vm_id
+        root = directory / "root"
+        api_socket = root / API_SOCKET_IN_JAIL.lstrip("/")
+        extra = {
+            "log": str(root / LOG_IN_JAIL.lstrip("/")),
+            "serial_log": str(spec.serial_log),
+            "api_socket": str(api_socket),
+            "vsock_socket": str(root / VSOCK_IN_JAIL.lstrip("/")),
+            # The owner may empty only root/ (its parents are root's and unlistable): that is what goes on stop.
+            "jail_dir": str(root),
+        }
+        for key in ("api_socket", "vsock_socket"):
+            if len(extra[key]) > MAX_SOCKET_PATH:
+                raise FirecrackerLaunchError(
+                    f"socket path {extra[key]} is longer than {MAX_SOCKET_PATH} bytes: use a shorter jailer_chroot_base"
+                )
+        fifo = spec.run_dir / CONSOLE_FIFO
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo, 0o600)
+        try:
+            # Held open before the request: bangerd-root opens the write end without waiting for a reader.
+            reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                pid = self.ctx.host_ops.spawn_jailed_vmm(
+                    str(Path(jailer).resolve()),
+                    firecracker,
+                    spec.vm_id,
+                    self.ctx.owner_uid,
+                    self.ctx.owner_gid,
+                    str(base),
+                    str(fifo),
+                )
+                proc_stat = read_proc_stat(pid)  # at once: its start time tells this process from a reused pid
+                # Only now: without a root helper the launch falls back to an unjailed one.
+                progress.step("starting Firecracker in the jailer (through bangerd-root)")
+                spec.serial_log.write_bytes(b"")
+                os.set_blocking(reader, True)
+                start_log_pump_from(reader, spec.serial_log)  # capped: the guest may print forever
+            finally:
+                os.close(reader)
+        finally:
+            fifo.unlink(missing_ok=True)
+        progress.log(f"jailer pid {pid}, chroot {root}")
+        if proc_stat is None or proc_stat.zombie:
+            self._cleanup_files(extra)
+            raise FirecrackerLaunchError(_failure(spec.name, "the jailer exited at once", extra))
+        start_time = proc_stat.start_time
+
+        def exited() -> str | None:
+            return None if is_same_process(pid, start_time) else "the jailed Firecracker exited"
+
+        def link_files() -> GuestFiles:
+            # Now that the jailer has handed root/ to the owner: link the guest's files in as the owner.
+            return populate_jail(spec, base, directory, self.ctx.owner_uid, self.ctx.owner_gid, progress).files
+
+        try:
+            self._configure(exited, api_socket, spec, link_files, extra, progress)
+            if not is_same_process(pid, start_time):
+                raise FirecrackerLaunchError(_failure(spec.name, "Firecracker exited right after InstanceStart", extra))
+        except BaseException:
+            # Signals reach it once it runs as the owner; a jailer stuck as root is left to bangerd-root.
+            if signal_process(pid, start_time, signal.SIGKILL):
+                wait_gone(pid, start_time, TERM_GRACE)
+            self._cleanup_files(extra)
+            raise
+        return VmProcess(BACKEND, pid, start_time, str(api_socket), extra)
+
+    def _jailed_argv(self, spec: VmSpec, binary: str, jailer: str, progress: Progress) -> tuple[list[str], Jail]:
         uid = int(self.ctx.config.get("jailer_uid") or self.ctx.owner_uid)
         gid = int(self.ctx.config.get("jailer_gid") or self.ctx.owner_gid)
         jail = prepare_jail(spec, binary, uid, gid, progress)
@@ -180,19 +284,20 @@ class FirecrackerDriver(VmmDriver):
 
     def _configure(
         self,
-        popen: subprocess.Popen[bytes],
+        exited: Callable[[], str | None],
         api_socket: Path,
         spec: VmSpec,
-        files: GuestFiles,
+        guest_files: Callable[[], GuestFiles],
         extra: Mapping[str, str],
         progress: Progress,
     ) -> None:
+        """Wait for the API, get the guest's file paths (a jail may be filled only now), configure, start."""
         with FirecrackerApi(api_socket) as api:
             deadline = time.monotonic() + API_READY_TIMEOUT
             while True:
-                code = popen.poll()
-                if code is not None:
-                    raise FirecrackerLaunchError(_failure(spec.name, f"Firecracker exited with status {code}", extra))
+                gone = exited()
+                if gone is not None:
+                    raise FirecrackerLaunchError(_failure(spec.name, gone, extra))
                 try:
                     api.get("/")
                     break
@@ -202,6 +307,7 @@ class FirecrackerDriver(VmmDriver):
                         raise FirecrackerLaunchError(_failure(spec.name, what, extra)) from None
                     time.sleep(0.02)
             progress.step("configuring Firecracker")
+            files = guest_files()
             try:
                 for path, body in [*configuration_calls(spec, files), ("/actions", {"action_type": "InstanceStart"})]:
                     status = api.put(path, body)

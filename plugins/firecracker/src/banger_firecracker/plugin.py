@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from banger_firecracker.jail import DEFAULT_CHROOT_BASE
 from banger_firecracker.probe import MIN_VERSION, TESTED_SERIES, binary_version, find_binary, show
 from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, PluginContext, VmmBackend, VmmDriver, hookimpl
 
@@ -32,7 +33,18 @@ def banger_config_options() -> Iterable[ConfigOption]:
     return [
         ConfigOption("firecracker_bin", "path", help="firecracker binary (default: from PATH)"),
         ConfigOption("jailer_bin", "path", help="jailer binary (default: from PATH)"),
-        ConfigOption("use_jailer", "bool", False, help="run each Firecracker in a jailer chroot"),
+        ConfigOption(
+            "use_jailer",
+            "bool",
+            help="run each Firecracker in a jailer chroot (unset: whenever the jailer is installed and the daemon "
+            "is root or bangerd-root runs; false: never)",
+        ),
+        ConfigOption(
+            "jailer_chroot_base",
+            "path",
+            DEFAULT_CHROOT_BASE,
+            help="where bangerd-root builds jails: a root-owned directory (same on both sides, install.toml too)",
+        ),
         ConfigOption("jailer_uid", "int", help="uid the jailed Firecracker drops to (default: the daemon's)"),
         ConfigOption("jailer_gid", "int", help="gid the jailed Firecracker drops to (default: the daemon's)"),
     ]
@@ -73,12 +85,14 @@ def _check(ctx: PluginContext) -> Iterable[CheckResult]:
         yield CheckResult(
             "firecracker-kvm", "info", "Firecracker needs hardware KVM, which this host lacks: auto picks QEMU"
         )
-    if ctx.config.get("use_jailer"):
+    if ctx.config.get("use_jailer") is not False:
         yield from _jailer_rows(ctx, version)
 
 
 def _jailer_rows(ctx: PluginContext, firecracker_version: tuple[int, int, int]) -> Iterable[CheckResult]:
     jailer = find_binary(ctx, "jailer_bin", "jailer")
+    if not jailer and ctx.config.get("use_jailer") is None:
+        return  # unset: no jailer, no row (Firecracker runs unjailed as it always did)
     if not jailer:
         yield CheckResult(
             "jailer",
@@ -99,9 +113,9 @@ def _jailer_rows(ctx: PluginContext, firecracker_version: tuple[int, int, int]) 
     elif os.geteuid() != 0:
         yield CheckResult(
             "jailer",
-            "warn",
-            f"jailer {show(jailer_version)} found, but the jailer needs root and banger does not run as root",
-            hint="run bangerd as root, or set use_jailer = false",
+            "info",
+            f"jailer {show(jailer_version)} at {jailer}: used through bangerd-root when it runs, else not",
+            hint="the jailer needs root: `banger system install` runs bangerd-root; use_jailer = false opts out",
         )
     else:
         yield CheckResult("jailer", "ok", f"jailer {show(jailer_version)} at {jailer}")

@@ -37,6 +37,8 @@ class QemuOptions:
         qmp_socket: where QEMU listens for QMP.
         passt_socket: the VM's passt socket: an isolated user-mode NIC connects
             there (``-netdev stream``) instead of running QEMU's slirp with no egress.
+        sandbox: the ``-sandbox`` value (QEMU's seccomp filter), or None when
+            the binary was built without seccomp.
     """
 
     binary: str
@@ -46,6 +48,7 @@ class QemuOptions:
     vsock: bool
     qmp_socket: Path
     passt_socket: Path | None = None
+    sandbox: str | None = None
 
 
 def option_value(value: str | Path, what: str) -> str:
@@ -180,6 +183,8 @@ def build_argv(spec: VmSpec, opts: QemuOptions) -> list[str]:
         "-mon",
         "chardev=qmp,mode=control",
     ]
+    if opts.sandbox is not None:
+        argv += ["-sandbox", opts.sandbox]
     for index, disk in enumerate(spec.disks):
         drive = (
             f"if=none,id=disk{index},format=raw,file.driver=file,"

@@ -32,7 +32,7 @@ from banger_qemu.passt import (
     stop_passt,
     uses_passt,
 )
-from banger_qemu.probe import find_binary, qemu_version
+from banger_qemu.probe import find_binary, qemu_version, sandbox_option
 from banger_qemu.qmp import QmpClient, QmpError
 from banger_qemu.spawn import spawn_detached
 
@@ -104,6 +104,7 @@ class QemuDriver(VmmDriver):
             vsock=VHOST_VSOCK.exists(),
             qmp_socket=spec.run_dir / QMP_SOCKET,
             passt_socket=spec.run_dir / PASST_SOCKET if uses_passt(spec.nic, find_passt()) else None,
+            sandbox=sandbox_option(binary),
         )
 
     # ------------------------------------------------------------------ launching
@@ -133,6 +134,8 @@ class QemuDriver(VmmDriver):
     def _launch(self, spec: VmSpec, opts: QemuOptions, serial: int, progress: Progress) -> VmProcess:
         argv = build_argv(replace(spec, serial_log=Path(f"/proc/self/fd/{serial}")), opts)
         progress.step(f"starting QEMU ({opts.machine}, {opts.accel.upper()})")
+        if opts.sandbox is None:
+            progress.log(f"{opts.binary} has no seccomp support (-sandbox): QEMU runs without a syscall filter")
         if spec.vsock_cid is not None and not opts.vsock:
             progress.log(f"{VHOST_VSOCK} is missing: the VM gets no vsock device")
         progress.log(" ".join(argv))

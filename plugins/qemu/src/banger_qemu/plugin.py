@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from banger_hookspecs import CheckResult, ConfigOption, DoctorCheck, PluginContext, VmmBackend, VmmDriver, hookimpl
-from banger_qemu.probe import find_binary, qemu_version
+from banger_qemu.probe import find_binary, qemu_version, sandbox_option
 
 
 def _make_driver(ctx: PluginContext) -> VmmDriver:
@@ -47,6 +47,13 @@ def _check(ctx: PluginContext) -> Iterable[CheckResult]:
         return
     accel = "KVM" if ctx.host.kvm == "hardware" else "TCG software emulation (slow: ~10-50x)"
     yield CheckResult("qemu", "ok", f"QEMU {version} at {binary}; guests will run with {accel}")
+    if sandbox_option(binary) is None:
+        yield CheckResult(
+            "qemu-sandbox",
+            "warn",
+            f"{binary} has no seccomp support (-sandbox): QEMU runs without a system call filter",
+            hint="use a QEMU built with seccomp (Debian's qemu-system-x86 is)",
+        )
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import shutil
 import subprocess
@@ -9,6 +11,10 @@ import subprocess
 from banger_hookspecs import PluginContext
 
 DEFAULT_BINARY = "qemu-system-x86_64"
+#: QEMU's seccomp filter at its strictest: no obsolete syscalls, no set*id, no fork/exec, no
+#: scheduler/affinity changes. banger's QEMU needs none of them: passt and the console pump are
+#: started by the daemon, and taps come opened by name (``script=no``), never through a helper.
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 
 def find_binary(ctx: PluginContext) -> str | None:
@@ -27,3 +33,26 @@ def qemu_version(binary: str) -> str | None:
         return None
     match = re.search(r"version (\d+\.\d+(?:\.\d+)?)", out)
     return match.group(1) if match else None
+
+
+def sandbox_option(binary: str) -> str | None:
+    """:data:`SANDBOX` when ``binary`` accepts it (built with seccomp), else None.
+
+    Probed once per binary file (path, inode, mtime: an upgraded QEMU is probed again).
+    """
+    try:
+        info = os.stat(binary)
+    except OSError:
+        return None
+    return _probe_sandbox(binary, info.st_ino, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _probe_sandbox(binary: str, inode: int, mtime_ns: int) -> str | None:
+    # `-version` exits before QEMU installs the filter: start a machine-less QEMU for real and quit it.
+    probe = [binary, "-sandbox", SANDBOX, "-M", "none", "-nodefaults", "-no-user-config", "-display", "none"]
+    try:
+        done = subprocess.run([*probe, "-monitor", "stdio"], input="quit\n", capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return SANDBOX if done.returncode == 0 else None
