@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from banger_hookspecs import Progress
-from banger_oci.bootable import make_bootable
+from banger_oci.bootable import has_sshd, make_bootable
 from banger_oci.flatten import Node, Tree, flatten
 from banger_oci.layers import Kind, Layer, LayerLimits
 
@@ -311,9 +311,11 @@ def build_rootfs(
     *,
     min_free: int = 256 << 20,
     limits: LayerLimits | None = None,
+    with_sshd: bool = False,
 ) -> int:
     """Flatten layers (image-spec rules) into a new ext4 file at ``image`` (sized to fit + min_free), made
-    bootable by banger (bootable.py). Returns the image size. Leaves nothing behind on error.
+    bootable by banger (bootable.py; ``with_sshd``: an image without sshd installs it at first boot).
+    Returns the image size. Leaves nothing behind on error.
 
     Raises:
         LayerError: a layer is hostile or broken.
@@ -326,7 +328,9 @@ def build_rootfs(
         blobs = work / "blobs"
         blobs.mkdir()
         tree = flatten(layers, blobs, progress, limits)
-        make_bootable(tree, work / "boot")
+        if with_sshd and not has_sshd(tree):
+            progress.step("the image has no openssh-server: each VM installs it at its first boot (--with-sshd)")
+        make_bootable(tree, work / "boot", with_sshd=with_sshd)
         progress.step("building rootfs.ext4")
         size = write_ext4(tree, image, work, min_free=min_free)
     image.chmod(0o444)
