@@ -14,8 +14,8 @@ one ``debugfs -w -f`` script. This module does (b):
   xattrs are all set in the same script, where (a) needs fakeroot's faked
   state and a second debugfs pass for xattrs (fakeroot's ``tar --xattrs``
   leaves such files with a broken mode that mkfs then skips);
-* the contents are written once to the blob directory and once into the
-  image, as (a) would (extract, then mkfs).
+* the contents are written once to the blob directory (a pack per layer)
+  and once into the image, as (a) would (extract, then mkfs).
 
 debugfs's ``write`` copies a host file given by name, but creating a file on
 the host per image file is what made (b) slow: 0.5-0.7 ms each on the lab's
