@@ -155,6 +155,8 @@ def test_with_sshd_bakes_the_first_boot_install_for_the_image_family(family: str
     assert script.data == install_sshd_script(family, installs[family])
     assert script.data.startswith(b"#!/bin/sh\n") and install_line in script.data
     assert b"installed && exit 0\n" in script.data  # idempotent: a later boot of the VM does nothing
+    (tmp_path / "script").write_bytes(script.data)
+    subprocess.run(["sh", "-n", str(tmp_path / "script")], check=True)  # POSIX sh (dash) parses it
     unit = seen["/etc/systemd/system/banger-install-sshd.service"]
     assert (unit.type, unit.mode, unit.data) == ("file", 0o644, INSTALL_SSHD_UNIT_TEXT.encode())
     for line in (b"Before=banger-ready.service", b"StandardOutput=journal+console", b"WantedBy=multi-user.target"):
