@@ -76,15 +76,3 @@ def test_an_image_without_sshd_says_so_and_with_sshd_reaches_the_oci_source(
             result.output
         )
     assert harness.client().images.list() == []
-
-
-def test_with_sshd_is_refused_by_a_source_that_cannot_install_it(harness: DaemonHarness) -> None:
-    result = invoke_cli(["image", "pull", "--with-sshd", "debian-bookworm"], harness.env)
-    assert result.exit_code != 0
-    lines = [line for line in result.output.splitlines() if "error" in line]
-    assert len(lines) == 1, result.output
-    assert (
-        "--with-sshd: image source catalog provides debian-bookworm and cannot install sshd in it; "
-        "--with-sshd is for container images (image source oci), pull without it"
-    ) in lines[0]
-    assert harness.client().images.list() == []
