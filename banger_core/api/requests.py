@@ -45,6 +45,8 @@ class ImagePull(ApiRequest):
     ref: str = ""
     source: str | None = None
     force: bool = False
+    #: An image without openssh-server installs it at first boot (sources that can: ``oci``).
+    with_sshd: bool = False
 
 
 class KernelPull(ApiRequest):

@@ -65,16 +65,22 @@ def list_images(app: App, available: bool, as_json: bool) -> None:
     "--source", shell_complete=complete_image_sources, help="Use only this image source (catalog, debootstrap, ...)."
 )
 @click.option("--force", is_flag=True, help="Pull again even if the image is present.")
+@click.option(
+    "--with-sshd",
+    is_flag=True,
+    help="An OCI image without openssh-server installs it with its own package manager at first boot "
+    "(the VM needs network; docs/oci-import.md).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the image as JSON when done.")
 @pass_app
-def pull(app: App, ref: str, source: str | None, force: bool, as_json: bool) -> None:
+def pull(app: App, ref: str, source: str | None, force: bool, with_sshd: bool, as_json: bool) -> None:
     """Get image REF and its kernel: from the catalog when reachable, else built locally.
 
     The first pull of debian-bookworm without a reachable catalog builds it
     with debootstrap (a few minutes); later pulls are instant.
     """
     printer = ProgressPrinter(app.verbose, quiet=app.quiet or as_json)
-    image = get_client(app).images.pull(ref, source=source, force=force, progress=printer)
+    image = get_client(app).images.pull(ref, source=source, force=force, with_sshd=with_sshd, progress=printer)
     printer.done()
     if as_json:
         print_models(image)

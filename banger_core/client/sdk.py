@@ -298,10 +298,19 @@ class Images:
         return _parsed(ImageView, self._c.request("GET", f"/v1/images/{_segment(name)}"))
 
     def pull(
-        self, ref: str, *, source: str | None = None, force: bool = False, progress: ProgressCallback | None = None
+        self,
+        ref: str,
+        *,
+        source: str | None = None,
+        force: bool = False,
+        with_sshd: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> ImagePulled:
-        """Pull image ``ref`` and its kernel (already present: nothing is fetched unless ``force``)."""
-        request = build_request(ImagePull, {"ref": ref, "source": source, "force": force})
+        """Pull image ``ref`` and its kernel (already present: nothing is fetched unless ``force``).
+
+        ``with_sshd``: an image without openssh-server installs it at first boot (``oci`` images).
+        """
+        request = build_request(ImagePull, {"ref": ref, "source": source, "force": force, "with_sshd": with_sshd})
         return _parsed(ImagePulled, self._c.stream("POST", "/v1/images/pull", body=request, progress=progress))
 
     def delete(self, name: str) -> Deleted:

@@ -502,7 +502,9 @@ async def image_get(d: Daemon, request: Request) -> Response:
 async def image_pull(d: Daemon, request: Request) -> Response:
     body = ImagePull.from_json(await read_body(request))
     ref = _required_ref(body.ref, "image pull needs a reference, e.g. debian-bookworm")
-    return d.stream(lambda p: d.store.pull_image(ref, p, source=body.source, force=body.force))
+    return d.stream(
+        lambda p: d.store.pull_image(ref, p, source=body.source, force=body.force, with_sshd=body.with_sshd)
+    )
 
 
 @handler

@@ -37,11 +37,13 @@ from banger_core.daemon.state.models import Image, Kernel, Vm
 from banger_hookspecs import (
     ImageArtifact,
     ImageSource,
+    ImageSourceDriver,
     KernelArtifact,
     KernelProvider,
     Progress,
     PublishedElsewhere,
     SourceUnavailable,
+    SshdInstallingImageSource,
 )
 from banger_hookspecs.boot import BOOT_PROTOCOL
 
@@ -60,6 +62,28 @@ class _Puller(Protocol[A_co]):
     def claims(self, ref: str) -> bool: ...
 
     def pull(self, ref: str, dest: Path, progress: Progress) -> A_co: ...
+
+
+class _WithSshd:
+    """An image source asked for ``--with-sshd``: pulls through its ``pull_with_sshd``, refuses without one."""
+
+    def __init__(self, name: str, driver: ImageSourceDriver) -> None:
+        self.name, self.driver = name, driver
+
+    @classmethod
+    def wrapping(cls, driver_of: Callable[[str], ImageSourceDriver]) -> Callable[[str], _WithSshd]:
+        return lambda name: cls(name, driver_of(name))
+
+    def claims(self, ref: str) -> bool:
+        return self.driver.claims(ref)
+
+    def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
+        if not isinstance(self.driver, SshdInstallingImageSource):
+            raise BangerError(
+                f"--with-sshd: image source {self.name} provides {ref} and cannot install sshd in it; "
+                "--with-sshd is for container images (image source oci), pull without it"
+            )
+        return self.driver.pull_with_sshd(ref, dest, progress)
 
 
 def image_view(image: Image, rootfs: Path) -> ImageView:
@@ -157,9 +181,12 @@ class Store:
         return out
 
     def pull_image(
-        self, ref: str, progress: Progress, *, source: str | None = None, force: bool = False
+        self, ref: str, progress: Progress, *, source: str | None = None, force: bool = False, with_sshd: bool = False
     ) -> ImagePulled:
-        """Pull ``ref`` (a name such as ``debian-bookworm``) and its kernel; return the image row."""
+        """Pull ``ref`` (a name such as ``debian-bookworm``) and its kernel; return the image row.
+
+        ``with_sshd``: pulled through the source's ``pull_with_sshd`` (refused by sources without one).
+        """
         with self._ref_lock("image", ref):
             if not force and self._existing_image(ref):
                 image = self.get_image(ref)
@@ -169,8 +196,9 @@ class Store:
                 if force and self._existing_image(ref):
                     with self.rt.database.read() as s:  # fail before a download that could not be used
                         self._refuse_if_in_use(s, ref, PULL_AGAIN)
+                driver_of = _WithSshd.wrapping(self.rt.image_source) if with_sshd else self.rt.image_source
                 artifact, used = self._pull_with_fallback(
-                    self.rt.pm.image_sources(), self.rt.image_source, ref, source, progress, self._store_image
+                    self.rt.pm.image_sources(), driver_of, ref, source, progress, self._store_image
                 )
                 image, pulled = self.get_image(artifact.name), True
         # The kernel has its own lock: pulling it while holding the image's is how

@@ -52,6 +52,7 @@ __all__ = [
     "PublishedArtifact",
     "PublishedElsewhere",
     "SourceUnavailable",
+    "SshdInstallingImageSource",
     "VmInfo",
     "VmProcess",
     "VmSpec",
@@ -377,6 +378,14 @@ class ImageSourceDriver(Protocol):
         another reference; any other exception fails the pull. The core deletes
         ``dest`` on failure and moves it into place on success.
         """
+
+
+@runtime_checkable
+class SshdInstallingImageSource(Protocol):
+    """An image source that can make an image without sshd install it at first boot (``image pull --with-sshd``)."""
+
+    def pull_with_sshd(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
+        """Like :meth:`ImageSourceDriver.pull`; an image without openssh-server installs it at its first boot."""
 
 
 @dataclass(frozen=True)

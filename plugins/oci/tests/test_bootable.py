@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from banger_oci.bootable import NotBootableError, golden_dir
+from banger_core.testing import RecordingProgress
+from banger_oci.bootable import (
+    INSTALL_SSHD_UNIT_TEXT,
+    PACKAGE_MANAGERS,
+    NotBootableError,
+    golden_dir,
+    install_sshd_script,
+    package_manager,
+)
 from banger_oci.ext4 import build_rootfs
+from banger_oci.flatten import flatten
 from banger_oci.layers import Layer
 from plugins.oci.tests.ocifs_kit import ZSTD, E, Seen, d, read_ext4, write_layer
 from plugins.oci.tests.test_ext4 import EXPECTED, Quiet, comparable, image_layers
@@ -101,9 +110,93 @@ def refused(tmp_path: Path, layers: list[Layer], match: str) -> None:
     assert list(out.iterdir()) == []
 
 
-def test_an_image_without_sshd_is_refused_with_the_fix(tmp_path: Path) -> None:
+def test_an_image_without_sshd_is_refused_with_the_documented_ways(tmp_path: Path) -> None:
     layers = [*image_layers(tmp_path / "blobs"), write_layer(tmp_path / "blobs", [E("usr/sbin/.wh.sshd")])]
-    refused(tmp_path, layers, r"no openssh-server .*apt-get install -y openssh-server")
+    refused(
+        tmp_path,
+        layers,
+        r"^the image has no openssh-server \(/usr/sbin/sshd\) and banger reaches its VMs over ssh: pull it with "
+        r"--with-sshd to install it at first boot with the image's package manager \(apt-get, apk or dnf; the VM "
+        r"needs network\), or build the image with it \(apt-get install -y openssh-server\), "
+        r"see docs/oci-import.md#images-without-sshd$",
+    )
+
+
+#: Each family's package manager as its images have it, and the install line the first-boot script runs.
+FAMILIES = {
+    "apt-get": (
+        "usr/bin/apt-get",
+        b"if apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+        b"openssh-server; then",
+    ),
+    "apk": ("usr/sbin/apk", b"if apk add --no-cache openssh-server; then"),  # /sbin/apk: sbin -> usr/sbin here
+    "dnf": ("usr/bin/dnf", b"if dnf install -y openssh-server; then"),
+}
+
+
+def without_sshd(directory: Path, *extra: E) -> list[Layer]:
+    """The test image with its sshd whited out, plus ``extra`` entries."""
+    return [*image_layers(directory), write_layer(directory, [E("usr/sbin/.wh.sshd"), *extra])]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_with_sshd_bakes_the_first_boot_install_for_the_image_family(family: str, tmp_path: Path) -> None:
+    path, install_line = FAMILIES[family]
+    layers = without_sshd(tmp_path / "blobs", E(path, data=b"package manager", mode=0o755))
+    image = tmp_path / "rootfs.ext4"
+    progress = RecordingProgress()
+    build_rootfs(layers, image, progress, with_sshd=True)
+    subprocess.run([E2FSCK, "-fn", str(image)], check=True, capture_output=True)
+    seen = read_ext4(image, tmp_path / "read")
+
+    script = seen["/usr/lib/banger/banger-install-sshd"]
+    assert (script.type, script.mode, script.uid, script.gid) == ("file", 0o755, 0, 0)
+    installs = {name: install for name, _, install in PACKAGE_MANAGERS}
+    assert script.data == install_sshd_script(family, installs[family])
+    assert script.data.startswith(b"#!/bin/sh\n") and install_line in script.data
+    assert b"installed && exit 0\n" in script.data  # idempotent: a later boot of the VM does nothing
+    (tmp_path / "script").write_bytes(script.data)
+    subprocess.run(["sh", "-n", str(tmp_path / "script")], check=True)  # POSIX sh (dash) parses it
+    unit = seen["/etc/systemd/system/banger-install-sshd.service"]
+    assert (unit.type, unit.mode, unit.data) == ("file", 0o644, INSTALL_SSHD_UNIT_TEXT.encode())
+    for line in (b"Before=banger-ready.service", b"StandardOutput=journal+console", b"WantedBy=multi-user.target"):
+        assert line in unit.data
+    wants = seen["/etc/systemd/system/multi-user.target.wants/banger-install-sshd.service"]
+    assert (wants.type, wants.data) == ("symlink", b"/etc/systemd/system/banger-install-sshd.service")
+    assert "/usr/sbin/sshd" not in seen
+    assert "the image has no openssh-server: each VM installs it at its first boot (--with-sshd)" in progress.steps
+
+
+def test_the_package_manager_is_detected_per_family(tmp_path: Path) -> None:
+    for family, (path, _) in FAMILIES.items():
+        blobs = tmp_path / family
+        tree = flatten(without_sshd(blobs, E(path, data=b"x", mode=0o755)), blobs, Quiet())
+        found = package_manager(tree)
+        assert found is not None and found[0] == family
+    blobs = tmp_path / "none"
+    assert package_manager(flatten(without_sshd(blobs), blobs, Quiet())) is None
+    # apt-get wins over a dnf someone also installed (Debian first, as PACKAGE_MANAGERS orders them)
+    blobs = tmp_path / "both"
+    both = without_sshd(blobs, E("usr/bin/dnf", data=b"x"), E("usr/bin/apt-get", data=b"x"))
+    assert package_manager(flatten(both, blobs, Quiet())) == ("apt-get", PACKAGE_MANAGERS[0][2])
+
+
+def test_with_sshd_and_no_known_package_manager_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(NotBootableError) as caught:
+        build_rootfs(without_sshd(tmp_path / "blobs"), out / "rootfs.ext4", Quiet(), with_sshd=True)
+    assert str(caught.value) == (
+        "--with-sshd: the image has no package manager banger knows (apt-get, apk, dnf) to install openssh-server "
+        "with: build the image with openssh-server instead, see docs/oci-import.md#images-without-sshd"
+    )
+    assert list(out.iterdir()) == []
+
+
+def test_with_sshd_changes_nothing_in_an_image_that_has_sshd(tmp_path: Path) -> None:
+    image = tmp_path / "rootfs.ext4"
+    build_rootfs(with_ssh_config(tmp_path / "blobs"), image, Quiet(), with_sshd=True)
+    assert comparable(read_ext4(image, tmp_path / "read")) == expected_bootable()
 
 
 def test_an_image_without_init_is_refused_with_the_fix(tmp_path: Path) -> None:

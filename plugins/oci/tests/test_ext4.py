@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from banger_hookspecs import Progress
+from banger_oci import ext4
 from banger_oci.ext4 import Ext4Error, build_rootfs, write_ext4
 from banger_oci.flatten import flatten
 from banger_oci.layers import Layer
@@ -194,6 +195,30 @@ def test_write_ext4_keeps_owners_modes_links_xattrs_and_devices(layers: list[Lay
     assert comparable(seen) == EXPECTED
     assert seen["/opt/keep"].inode == seen["/opt/link2"].inode
     assert seen["/shared/orig"].inode != seen["/shared/twin"].inode
+
+
+@pytest.mark.parametrize(
+    ("files_per_run", "memory_per_run", "small_file"),
+    [(1, 1 << 20, 1 << 20), (3, 4, 2)],  # a debugfs run per file; runs cut by bytes, most files staged on disk
+)
+def test_the_script_in_chunks_builds_the_same_image(
+    files_per_run: int,
+    memory_per_run: int,
+    small_file: int,
+    layers: list[Layer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ext4, "FILES_PER_RUN", files_per_run)
+    monkeypatch.setattr(ext4, "MEMORY_PER_RUN", memory_per_run)
+    monkeypatch.setattr(ext4, "SMALL_FILE", small_file)
+    work = tmp_path / "work"
+    (work / "blobs").mkdir(parents=True)
+    image = tmp_path / "rootfs.ext4"
+    write_ext4(flatten(layers, work / "blobs", Quiet()), image, work, min_free=1 << 20)
+    subprocess.run([E2FSCK, "-fn", str(image)], check=True, capture_output=True)
+    assert comparable(read_ext4(image, tmp_path / "read")) == EXPECTED
+    assert sorted(p.name for p in (work / "blobs").iterdir()) == ["layer1", "layer2", "layer3"]  # one pack a layer
 
 
 def _host_tree(root: Path) -> dict[str, Seen]:

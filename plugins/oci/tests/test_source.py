@@ -39,10 +39,16 @@ class StandInFlattener:
     """Takes the place of banger_oci.ext4 / banger_oci.layers (the interface in the shared plan)."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[list[StandInLayer], Path]] = []
+        self.calls: list[tuple[list[StandInLayer], Path, bool]] = []
 
     def build_rootfs(
-        self, layers: Sequence[StandInLayer], image: Path, progress: Progress, *, min_free: int = 256 << 20
+        self,
+        layers: Sequence[StandInLayer],
+        image: Path,
+        progress: Progress,
+        *,
+        min_free: int = 256 << 20,
+        with_sshd: bool = False,
     ) -> int:
         for layer in layers:
             data = layer.path.read_bytes()
@@ -51,7 +57,7 @@ class StandInFlattener:
             elif layer.media_type.endswith("zstd"):
                 data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
             assert "sha256:" + hashlib.sha256(data).hexdigest() == layer.diff_id
-        self.calls.append((list(layers), image))
+        self.calls.append((list(layers), image, with_sshd))
         image.write_bytes(b"stand-in ext4 " * 100)
         return image.stat().st_size
 
@@ -151,13 +157,26 @@ def test_pull_an_index_by_tag(
     assert artifact.metadata["layers"] == [layer.digest for layer in amd.layers]
     json.dumps(dict(artifact.metadata))  # the core stores it as JSON
 
-    ((handed, image),) = flattener.calls
+    ((handed, image, with_sshd),) = flattener.calls
     assert image == dest / "rootfs.ext4"
+    assert with_sshd is False and "with_sshd" not in artifact.metadata
     assert [(layer.media_type, layer.diff_id) for layer in handed] == [(b.media_type, b.diff_id) for b in amd.layers]
     assert [layer.path.read_bytes() for layer in handed] == [b.data for b in amd.layers]
     assert [layer.path for layer in handed] == [source.cache.path(b.digest) for b in amd.layers]
     for blob in amd.layers:  # progress in bytes: each layer ends at its full size
         assert (len(blob.data), len(blob.data), "B") in progress.advances
+
+
+@pytest.mark.integration
+def test_pull_with_sshd_asks_the_flattener_for_it_and_records_it(
+    registry: Registry, flattener: StandInFlattener, banger_env: dict[str, str], tmp_path: Path
+) -> None:
+    ref = registry.push(write_layout(tmp_path / "layout", "v1", [ImageSpec(layers())]), "team/base")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    artifact = OciImageSource(make_plugin_context(banger_env)).pull_with_sshd(ref, dest, RecordingProgress())
+    assert [with_sshd for _, _, with_sshd in flattener.calls] == [True]
+    assert artifact.metadata["with_sshd"] is True
 
 
 @pytest.mark.integration

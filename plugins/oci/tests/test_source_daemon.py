@@ -49,3 +49,30 @@ def test_a_tampered_layer_is_refused_in_one_line_and_nothing_stays(harness: Daem
     cache = Path(harness.env["XDG_CACHE_HOME"]) / "banger" / "plugins" / "oci" / "blobs"
     assert not (cache / "sha256" / image.layers[1].digest[7:]).exists()
     assert list((cache / "partial").iterdir()) == []
+
+
+def test_an_image_without_sshd_says_so_and_with_sshd_reaches_the_oci_source(
+    harness: DaemonHarness, tmp_path: Path
+) -> None:
+    """The refusal is one line naming both ways; --with-sshd travels CLI -> daemon -> oci -> bootable."""
+    registry = Registry(tmp_path / "registry")
+    try:
+        image = ImageSpec([make_layer({"sbin/init": b"init", "etc/os-release": b"ID=x\n"}, "gzip")])
+        ref = registry.push(write_layout(tmp_path / "layout", "v1", [image]), "team/nossh")
+        plain = invoke_cli(["image", "pull", ref], harness.env)
+        # No package manager in this image: the --with-sshd refusal comes from the oci source's first-boot step.
+        with_sshd = invoke_cli(["image", "pull", "--with-sshd", ref], harness.env)
+    finally:
+        registry.stop()
+
+    for result, says in [
+        (plain, "the image has no openssh-server (/usr/sbin/sshd) and banger reaches its VMs over ssh: "
+                "pull it with --with-sshd"),
+        (with_sshd, "--with-sshd: the image has no package manager banger knows (apt-get, apk, dnf)"),
+    ]:  # fmt: skip
+        assert result.exit_code != 0
+        lines = [line for line in result.output.splitlines() if "error" in line]
+        assert len(lines) == 1 and says in lines[0] and "docs/oci-import.md#images-without-sshd" in lines[0], (
+            result.output
+        )
+    assert harness.client().images.list() == []

@@ -53,6 +53,13 @@ class OciImageSource:
 
     def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
         """Write ``dest/rootfs.ext4`` for reference ``ref``; see the module docstring."""
+        return self._pull(ref, dest, progress, with_sshd=False)
+
+    def pull_with_sshd(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
+        """:meth:`pull`, and an image without sshd installs it at first boot (``image pull --with-sshd``)."""
+        return self._pull(ref, dest, progress, with_sshd=True)
+
+    def _pull(self, ref: str, dest: Path, progress: Progress, *, with_sshd: bool) -> ImageArtifact:
         reference = parse_reference(ref)
         credentials = configured_credentials(self._ctx.config, reference.registry)
         cache = self.cache
@@ -87,7 +94,7 @@ class OciImageSource:
                 for path, blob, diff_id in zip(paths, resolved.layers, resolved.diff_ids, strict=True)
             ]
             progress.step(f"building the root filesystem of {reference}")
-            size = build_rootfs(layers, image, progress)
+            size = build_rootfs(layers, image, progress, with_sshd=with_sshd)
             cache.evict(keep=[blob.digest for blob in resolved.layers])
         progress.step("hashing the root filesystem")
         kernel_ref = self._ctx.config.get("oci_kernel_ref")
@@ -107,6 +114,7 @@ class OciImageSource:
                 "config_digest": resolved.config_digest,
                 "platform": "linux/amd64",
                 "layers": [blob.digest for blob in resolved.layers],
+                **({"with_sshd": True} if with_sshd else {}),
             },
         )
 
