@@ -18,7 +18,11 @@ Or publish through an OCI registry instead (``--registry REGISTRY/NAMESPACE
 --tag TAG``): each verified bundle is pushed as banger's OCI artifact to
 ``REGISTRY/NAMESPACE/<name>:TAG`` (credentials from the Docker-style
 ``config.json``, as for pulls) and its entry's ``url`` becomes
-``oci://REGISTRY/NAMESPACE/<name>@sha256:<manifest digest>``, pinned.
+``oci://REGISTRY/NAMESPACE/<name>@sha256:<manifest digest>``, pinned. The
+catalog itself is then pushed too, as a catalog artifact, to
+``REGISTRY/NAMESPACE/banger-catalog:TAG``, and its pinned reference printed: put
+``catalog_url = "oci://REGISTRY/NAMESPACE/banger-catalog@sha256:..."`` in
+config.toml and nothing but the registry is needed to share the images.
 
 Default catalog: the embedded ``plugins/catalog/src/banger_catalog/catalog.json``.
 """
@@ -35,17 +39,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from banger_catalog.catalog import CATALOG_FORMAT, parse_catalog
+from banger_catalog.catalog import CATALOG_ARTIFACT_TYPE, CATALOG_FORMAT, CATALOG_MEDIA_TYPE, parse_catalog
 from banger_catalog.errors import BundleError, CatalogError
 from banger_core.common.progress import NullProgress
 from banger_hookspecs import SourceUnavailable
 from banger_hookspecs.bundle import BundleManifest
 from banger_hookspecs.bundle_reader import extract_bundle, read_manifest
 from banger_oci.auth import default_auth_file, find_credentials
-from banger_oci.push import publish_bundle
+from banger_oci.push import publish_bundle, publish_document
 from banger_oci.reference import OciError, parse_reference
 
 EMBEDDED_CATALOG = Path(__file__).resolve().parent.parent / "plugins/catalog/src/banger_catalog/catalog.json"
+#: Repository (under ``--registry``) the catalog itself is pushed to; no bundle may take this name.
+CATALOG_REPOSITORY = "banger-catalog"
 
 
 def verified_manifest(bundle: Path) -> BundleManifest:
@@ -91,6 +97,20 @@ def registry_entry(bundle: Path, namespace: str, tag: str, description: str | No
     if manifest.kind == "image":
         entry["kernel_ref"] = manifest.kernel_ref
     return entry
+
+
+def registry_catalog(path: Path, namespace: str, tag: str) -> str:
+    """Push the catalog at ``path`` to ``NAMESPACE/banger-catalog:TAG``; return its pinned ``oci://`` reference.
+
+    A catalog read from a registry has no location to resolve relative entry URLs against:
+    such a catalog is refused here, before anything is pushed, as every reader would refuse it.
+    """
+    raw = path.read_bytes()
+    target = f"{namespace.rstrip('/')}/{CATALOG_REPOSITORY}:{tag}"
+    parse_catalog(raw, f"catalog {path} (to be pushed to {target})", base=None)
+    credentials = find_credentials(parse_reference(target).registry, default_auth_file())
+    published = publish_document(raw, CATALOG_ARTIFACT_TYPE, CATALOG_MEDIA_TYPE, target, credentials, NullProgress())
+    return f"oci://{published.reference}"
 
 
 def update_catalog(catalog: dict[str, Any], entry: dict[str, Any]) -> str:
@@ -164,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     for bundle in args.bundles:
         try:
             if args.registry is not None:
+                if read_manifest(bundle, f"bundle {bundle}").name == CATALOG_REPOSITORY:
+                    print(f"error: {bundle}: the name {CATALOG_REPOSITORY!r} is the catalog's own", file=sys.stderr)
+                    return 1
                 entry = registry_entry(bundle, args.registry, args.tag, None)
             else:
                 entry = bundle_entry(bundle, args.base_url, None)
@@ -176,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{action} {entry['kind']} {entry['name']}: {pinned}")
     write_atomically(args.catalog, catalog)
     print(f"wrote {args.catalog}")
+    if args.registry is not None:
+        try:
+            pinned_catalog = registry_catalog(args.catalog, args.registry, args.tag)
+        except (CatalogError, OciError, SourceUnavailable) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f'pushed the catalog: catalog_url = "{pinned_catalog}"')
     return 0
 
 

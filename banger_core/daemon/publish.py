@@ -17,6 +17,7 @@ from typing import Literal
 from banger_core.api.models import Pushed
 from banger_core.common.bundles import write_bundle
 from banger_core.common.errors import BangerError, InvalidRequest, Unavailable
+from banger_core.daemon.documents import claiming_publisher
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_hookspecs import ArtifactPublisherDriver, Progress, SourceUnavailable
@@ -74,13 +75,11 @@ class Publisher:
         )
 
     def _claiming(self, target: str, kind: str) -> tuple[str, ArtifactPublisherDriver]:
-        publishers = self.rt.pm.artifact_publishers()
-        for name in sorted(publishers, key=lambda n: (publishers[n].value.priority, n)):
-            driver = self.rt.artifact_publisher(name)
-            if driver.claims(target):
-                return name, driver
-        known = ", ".join(sorted(publishers)) or "none installed"
-        raise InvalidRequest(
-            f"no artifact publisher understands {target!r} (asked: {known}): "
-            f"push to a registry reference such as ghcr.io/team/{kind}:v1"
-        )
+        claimed = claiming_publisher(self.rt, target)
+        if claimed is None:
+            known = ", ".join(sorted(self.rt.pm.artifact_publishers())) or "none installed"
+            raise InvalidRequest(
+                f"no artifact publisher understands {target!r} (asked: {known}): "
+                f"push to a registry reference such as ghcr.io/team/{kind}:v1"
+            )
+        return claimed

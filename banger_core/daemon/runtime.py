@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -24,12 +25,14 @@ from banger_core.common.plugins import (
     get_plugin_manager,
 )
 from banger_core.common.ssh import SshKeys
+from banger_core.daemon import documents
 from banger_core.daemon.layout import Layout
 from banger_core.daemon.state.db import Database
 from banger_core.host.hostops import host_ops_for_current_user
 from banger_hookspecs import (
     ArtifactPublisherDriver,
     DnsRouterDriver,
+    FetchedDocument,
     ImageSourceDriver,
     KernelProviderDriver,
     NetworkDriver,
@@ -67,6 +70,7 @@ class Runtime:
         self.ctx: PluginContext = make_context(
             self.config, host_ops_for_current_user(self.config), env=self.env, logger=logging.getLogger("banger")
         )
+        self.ctx = dataclasses.replace(self.ctx, fetch_document=self.fetch_document)
         self.layout = Layout(self.ctx.state_dir, self.ctx.runtime_dir)
         self.keys = SshKeys(self.layout.ssh, self.config.get("ssh_key_path"))
         self._drivers: dict[tuple[str, str], object] = {}
@@ -109,6 +113,12 @@ class Runtime:
 
     def artifact_publisher(self, name: str) -> ArtifactPublisherDriver:
         return self._driver(ARTIFACT_PUBLISHERS, name)
+
+    def fetch_document(self, reference: str, *, artifact_type: str, media_type: str, max_size: int) -> FetchedDocument:
+        """Plugins' ``ctx.fetch_document``: through the artifact publisher claiming ``reference``."""
+        return documents.fetch_document(
+            self, reference, artifact_type=artifact_type, media_type=media_type, max_size=max_size
+        )
 
     def vmm(self, name: str) -> VmmDriver:
         return self._driver(VMM_BACKENDS, name)

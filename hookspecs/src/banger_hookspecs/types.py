@@ -29,6 +29,9 @@ __all__ = [
     "DnsRouter",
     "DnsRouterDriver",
     "DoctorCheck",
+    "DocumentFetcher",
+    "DocumentRefused",
+    "FetchedDocument",
     "GuestNetConfig",
     "GuestResult",
     "GuestShell",
@@ -93,6 +96,14 @@ class SourceUnavailable(Exception):
     Raising this (instead of any other error) tells the core it may fall back to
     the next provider that claims the same reference. The message is a user
     sentence.
+    """
+
+
+class DocumentRefused(Exception):
+    """A document was fetched but is not what was asked for (another artifact type, too large, a digest mismatch).
+
+    :attr:`PluginContext.fetch_document` raises it (and :class:`SourceUnavailable` when the
+    location cannot be reached); the message is one user sentence.
     """
 
 
@@ -222,6 +233,38 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
+class FetchedDocument:
+    """A small document fetched by :attr:`PluginContext.fetch_document`.
+
+    Attributes:
+        data: its bytes, checked against the digest that pins them.
+        reference: where it came from, pinned by digest (``REGISTRY/REPO@sha256:...`` for a registry).
+        digest: the digest of the artifact holding it (an OCI manifest's).
+    """
+
+    data: bytes
+    reference: str
+    digest: str
+
+
+class DocumentFetcher(Protocol):
+    """Fetches the one document of an artifact (see :meth:`ArtifactPublisherDriver.fetch_document`)."""
+
+    def __call__(self, reference: str, *, artifact_type: str, media_type: str, max_size: int) -> FetchedDocument:
+        """The ``media_type`` document of the ``artifact_type`` artifact at ``reference``, at most ``max_size`` bytes.
+
+        Raises:
+            SourceUnavailable: nothing can fetch ``reference``, or its location is unreachable.
+            DocumentRefused: the artifact is of another type, the document too large, or a digest does not match.
+        """
+        ...
+
+
+def _refuse_document_fetch(reference: str, *, artifact_type: str, media_type: str, max_size: int) -> FetchedDocument:
+    raise SourceUnavailable(f"{reference} can be fetched only by the daemon, through its artifact publishers")
+
+
+@dataclass(frozen=True)
 class PluginContext:
     """What a provider factory receives: effective config, directories, host services.
 
@@ -236,6 +279,10 @@ class PluginContext:
         owner_uid: the uid that owns the VMs (the daemon's user).
         owner_gid: its gid.
         host: facts about the host (KVM kind, TSC frequency, CPUs, memory).
+        fetch_document: fetches a small document stored as an artifact where an artifact
+            publisher publishes (a catalog in an OCI registry); the daemon routes it to the
+            publisher claiming the reference. Outside the daemon it refuses with
+            :class:`SourceUnavailable`.
     """
 
     # Any: each value has the type its ConfigOption declares, known only at runtime.
@@ -248,6 +295,7 @@ class PluginContext:
     owner_uid: int
     owner_gid: int
     host: HostFacts
+    fetch_document: DocumentFetcher = field(default=_refuse_document_fetch)
 
     def plugin_dir(self, name: str, *, cache: bool = False) -> Path:
         """The directory a plugin named ``name`` owns (created on demand, 0700)."""
@@ -481,6 +529,15 @@ class ArtifactPublisherDriver(Protocol):
 
         ``manifest`` is the bundle's own manifest. Raise an exception whose message is one user
         sentence when the destination refuses it.
+        """
+
+    def fetch_document(self, reference: str, *, artifact_type: str, media_type: str, max_size: int) -> FetchedDocument:
+        """Fetch the one ``media_type`` document of the ``artifact_type`` artifact at ``reference`` (claimed).
+
+        What :attr:`PluginContext.fetch_document` routes to (a catalog.json stored in a registry).
+        Refuse anything else, a document over ``max_size`` bytes, or one that does not match its
+        digest; raise :class:`SourceUnavailable` when the location cannot be reached. Any other
+        exception's message is one user sentence (the core turns it into :class:`DocumentRefused`).
         """
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from banger_catalog.catalog import EMBEDDED, load_catalog, parse_catalog
+from banger_catalog.catalog import CATALOG_LIMIT, EMBEDDED, load_catalog, parse_catalog
 from banger_catalog.download import download_lock, fetch_bundle
 from banger_catalog.errors import CatalogError
 from banger_core.testing import RecordingProgress, mint_tls
-from banger_hookspecs import SourceUnavailable
+from banger_hookspecs import FetchedDocument, SourceUnavailable
 
 pytestmark = pytest.mark.unit
 
@@ -226,3 +226,51 @@ def test_https_catalog_and_bundle_verified_against_the_system_trust_store(
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "oci://",
+        "oci://ghcr.io",
+        "oci://ghcr.io/Team/Catalog:v1",  # repositories are lowercase
+        "oci://ghcr.io/team/catalog@sha256:abc",
+        "oci://ghcr.io/team/catalog:v1 extra",
+    ],
+)
+def test_a_malformed_oci_catalog_url_is_a_config_error(url: str) -> None:
+    fetched: list[str] = []
+
+    def fetch(reference: str, *, artifact_type: str, media_type: str, max_size: int) -> FetchedDocument:
+        fetched.append(reference)
+        raise AssertionError("a malformed reference must not be fetched")
+
+    with pytest.raises(CatalogError, match=r"is not oci://REGISTRY/REPO@sha256:<64 hex> \(or :TAG\)"):
+        load_catalog(url, fetch_document=fetch)
+    assert fetched == []
+
+
+def test_an_oci_catalog_asks_for_the_catalog_artifact_and_refuses_relative_urls() -> None:
+    calls: list[tuple[str, str, str, int]] = []
+    pinned = "127.0.0.1:5000/team/banger-catalog@sha256:" + "cd" * 32
+
+    def fetch(reference: str, *, artifact_type: str, media_type: str, max_size: int) -> FetchedDocument:
+        calls.append((reference, artifact_type, media_type, max_size))
+        entries = [_entry(url="bundles/debian-bookworm.tar.zst")]
+        return FetchedDocument(data=json.dumps({"format": 1, "entries": entries}).encode(), reference=pinned, digest="")
+
+    with pytest.raises(CatalogError, match=r"relative url 'bundles/debian-bookworm\.tar\.zst'"):
+        load_catalog("oci://127.0.0.1:5000/team/banger-catalog:v1", fetch_document=fetch)
+    assert calls == [
+        (
+            "127.0.0.1:5000/team/banger-catalog:v1",
+            "application/vnd.banger.catalog.v1",
+            "application/vnd.banger.catalog.v1+json",
+            CATALOG_LIMIT,
+        )
+    ]
+
+
+def test_an_oci_catalog_without_a_fetcher_is_unavailable() -> None:
+    with pytest.raises(SourceUnavailable, match="can be read only by the daemon"):
+        load_catalog("oci://ghcr.io/team/banger-catalog:v1")

@@ -19,6 +19,15 @@ An entry's ``url`` may instead name an OCI artifact that ``banger image push``
 the digest in the reference pins it). Pulling that name pulls the artifact
 through the ``oci`` provider, which checks every digest, and keeps it only if it
 holds the image (or kernel) of that name.
+
+``catalog_url`` itself may name a catalog stored in a registry:
+``oci://REGISTRY/REPO@sha256:<64 hex>`` (or ``:TAG``, which trusts whoever can
+move the tag: pin the digest ``scripts/publish_catalog.py --registry`` prints).
+That artifact's ``artifactType`` is :data:`CATALOG_ARTIFACT_TYPE` and its one
+layer, of :data:`CATALOG_MEDIA_TYPE`, is the catalog.json. This plugin cannot
+import the ``oci`` plugin: it asks ``ctx.fetch_document``, which the daemon routes
+to the artifact publisher claiming the reference, and which checks every digest
+and the size. Relative entry URLs are refused in such a catalog.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from banger_catalog.errors import CatalogError
-from banger_hookspecs import SourceUnavailable
+from banger_hookspecs import DocumentFetcher, DocumentRefused, SourceUnavailable
 from banger_hookspecs.bundle import PAYLOAD_FILES, SHA256_RE, BundleKind
 from banger_hookspecs.names import IMAGE_NAME_RULE, is_image_name
 
@@ -49,6 +58,14 @@ EMBEDDED = "the embedded catalog"
 _URL_SCHEMES = ("http", "https", "file")
 #: ``oci://REGISTRY/REPO[:TAG]@sha256:HEX``: the oci provider parses the rest; a catalog pins by digest.
 OCI_SCHEME = "oci://"
+#: ``catalog_url = "oci://REGISTRY/REPO:TAG"`` or ``...@sha256:HEX``: a catalog stored in a registry.
+_OCI_CATALOG_RE = re.compile(
+    r"oci://[A-Za-z0-9.\-\[\]:]+/[a-z0-9._/\-]+(?::[A-Za-z0-9_.\-]{1,128})?(?:@sha256:[0-9a-f]{64})?"
+)
+#: ``artifactType`` of a catalog published to a registry (``scripts/publish_catalog.py --registry``).
+CATALOG_ARTIFACT_TYPE = "application/vnd.banger.catalog.v1"
+#: Media type of its one layer: the catalog.json.
+CATALOG_MEDIA_TYPE = "application/vnd.banger.catalog.v1+json"
 _OCI_URL_RE = re.compile(r"oci://[A-Za-z0-9.\-\[\]:]+/[a-z0-9._/\-]+(?::[A-Za-z0-9_.\-]{1,128})?@sha256:[0-9a-f]{64}")
 
 
@@ -101,13 +118,17 @@ class Catalog:
         return None
 
 
-def load_catalog(catalog_url: str | None, *, timeout: float = 30.0) -> Catalog:
+def load_catalog(
+    catalog_url: str | None, *, timeout: float = 30.0, fetch_document: DocumentFetcher | None = None
+) -> Catalog:
     """Load the catalog named by config ``catalog_url``, or the embedded one when unset.
 
     Args:
         catalog_url: an http(s) URL, a ``file://`` URL, an absolute path (``~``
-            allowed), or None/empty for the embedded catalog.
+            allowed), ``oci://REGISTRY/REPO@sha256:...`` (or ``:TAG``), or None/empty
+            for the embedded catalog.
         timeout: seconds for each network operation.
+        fetch_document: the plugin context's, for an ``oci://`` catalog_url.
 
     Returns:
         The catalog.
@@ -119,6 +140,8 @@ def load_catalog(catalog_url: str | None, *, timeout: float = 30.0) -> Catalog:
     if not catalog_url:
         raw = resources.files("banger_catalog").joinpath("catalog.json").read_bytes()
         return parse_catalog(raw, EMBEDDED, base=None)
+    if catalog_url.startswith(OCI_SCHEME):
+        return _load_oci_catalog(catalog_url, fetch_document)
     scheme = urlsplit(catalog_url).scheme
     if scheme in ("http", "https"):
         return parse_catalog(_fetch(catalog_url, timeout), f"catalog {catalog_url}", base=catalog_url)
@@ -127,7 +150,10 @@ def load_catalog(catalog_url: str | None, *, timeout: float = 30.0) -> Catalog:
     elif scheme == "":
         path = Path(os.path.expanduser(catalog_url))
     else:
-        raise CatalogError(f"catalog_url {catalog_url!r} is neither an http(s) URL nor a path: fix it in config.toml")
+        raise CatalogError(
+            f"catalog_url {catalog_url!r} is neither an http(s) URL, an oci:// reference nor a path: "
+            "fix it in config.toml"
+        )
     if not path.is_absolute():
         raise CatalogError(f"catalog_url {catalog_url!r} is a relative path: use an absolute path or a URL")
     try:
@@ -136,6 +162,28 @@ def load_catalog(catalog_url: str | None, *, timeout: float = 30.0) -> Catalog:
     except OSError as exc:
         raise SourceUnavailable(f"catalog file {path} cannot be read ({exc.strerror}): fix catalog_url") from None
     return parse_catalog(raw, f"catalog {path}", base=path.as_uri())
+
+
+def _load_oci_catalog(catalog_url: str, fetch_document: DocumentFetcher | None) -> Catalog:
+    if not _OCI_CATALOG_RE.fullmatch(catalog_url):
+        raise CatalogError(
+            f"catalog_url {catalog_url!r} is not oci://REGISTRY/REPO@sha256:<64 hex> (or :TAG): "
+            "use the reference scripts/publish_catalog.py --registry printed"
+        )
+    if fetch_document is None:
+        raise SourceUnavailable(f"catalog {catalog_url} can be read only by the daemon")
+    try:
+        document = fetch_document(
+            catalog_url.removeprefix(OCI_SCHEME),
+            artifact_type=CATALOG_ARTIFACT_TYPE,
+            media_type=CATALOG_MEDIA_TYPE,
+            max_size=CATALOG_LIMIT,
+        )
+    except SourceUnavailable as exc:
+        raise SourceUnavailable(f"catalog {catalog_url} cannot be loaded: {exc}") from None
+    except DocumentRefused as exc:
+        raise CatalogError(f"catalog {catalog_url} is not a banger catalog: {exc}") from None
+    return parse_catalog(document.data, f"catalog {OCI_SCHEME}{document.reference}", base=None)
 
 
 def system_trust() -> ssl.SSLContext:

@@ -48,7 +48,9 @@ class _CatalogDriver:
         if self._loaded is None or now - self._loaded[0] > CATALOG_TTL:
             result: Catalog | Exception
             try:
-                result = load_catalog(self._ctx.config.get("catalog_url"), timeout=self._timeout)
+                result = load_catalog(
+                    self._ctx.config.get("catalog_url"), timeout=self._timeout, fetch_document=self._ctx.fetch_document
+                )
             except (SourceUnavailable, CatalogError) as exc:
                 result = exc
             self._loaded = (now, result)

@@ -39,7 +39,11 @@ def make_kernel_provider(ctx: PluginContext) -> KernelProviderDriver:
 @hookimpl
 def banger_config_options() -> Iterable[ConfigOption]:
     return [
-        ConfigOption("catalog_url", "str", help="URL or file of a catalog.json used instead of the embedded one"),
+        ConfigOption(
+            "catalog_url",
+            "str",
+            help="URL, file or oci://REGISTRY/REPO@sha256:... of a catalog.json used instead of the embedded one",
+        ),
     ]
 
 

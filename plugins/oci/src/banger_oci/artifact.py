@@ -30,7 +30,14 @@ from banger_hookspecs import Progress
 from banger_hookspecs.bundle import BundleError, BundleKind, BundleManifest
 from banger_oci.blobs import BlobCache
 from banger_oci.reference import Reference
-from banger_oci.registry import OCI_MANIFEST, FetchedManifest, RegistryClient, RegistryError, parse_descriptor
+from banger_oci.registry import (
+    OCI_MANIFEST,
+    FetchedManifest,
+    RegistryClient,
+    RegistryError,
+    parse_descriptor,
+    sha256_digest,
+)
 
 #: ``artifactType`` of a published image or kernel.
 ARTIFACT_TYPES: dict[BundleKind, str] = {
@@ -181,3 +188,49 @@ def _pinned(ref: Reference, digest: str) -> str:
 def canonical_json(document: dict[str, object]) -> bytes:
     """The bytes a manifest is published as (its digest is taken over exactly these)."""
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+#: The config of a document artifact (image-spec 1.1's empty descriptor): the ``artifactType`` says what it is.
+EMPTY_CONFIG_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
+EMPTY_CONFIG = b"{}"
+
+
+def document_manifest(artifact_type: str, media_type: str, data: bytes) -> dict[str, object]:
+    """The OCI manifest of a one-document artifact (a catalog.json): empty config, the document as its layer."""
+    return {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {
+            "mediaType": EMPTY_CONFIG_MEDIA_TYPE,
+            "digest": sha256_digest(EMPTY_CONFIG),
+            "size": len(EMPTY_CONFIG),
+        },
+        "layers": [{"mediaType": media_type, "digest": sha256_digest(data), "size": len(data)}],
+    }
+
+
+def read_document(
+    client: RegistryClient, fetched: FetchedManifest, artifact_type: str, media_type: str, max_size: int
+) -> bytes:
+    """The one ``media_type`` layer of ``fetched`` if it is an ``artifact_type`` artifact, digest checked.
+
+    Raises:
+        RegistryError: another kind of artifact (or a container image), a layer over ``max_size``
+            bytes, or bytes that do not match the layer's digest.
+    """
+    what = fetched.what
+    found = fetched.document.get("artifactType")
+    if found != artifact_type:
+        if not isinstance(found, str):
+            raise RegistryError(f"{what} is not a {artifact_type} artifact (a container image?): check the reference")
+        raise RegistryError(f"{what} is a {found} artifact, not a {artifact_type} one: check the reference")
+    layers = fetched.document.get("layers")
+    if not isinstance(layers, list) or len(layers) != 1:
+        raise RegistryError(f"{what}: a {artifact_type} artifact has exactly one layer")
+    layer = parse_descriptor(layers[0], f"{what}: layer")
+    if layer.media_type != media_type:
+        raise RegistryError(f"{what}: its layer is {layer.media_type!r}, not {media_type}: refused")
+    if layer.size > max_size:
+        raise RegistryError(f"{what}: its layer is {layer.size} bytes, more than the {max_size} allowed: refused")
+    return client.read_blob(layer, f"{what}: layer {layer.digest[:19]}")

@@ -9,17 +9,24 @@ manifest last, so a tag never names an artifact whose blobs are missing. Auth
 is the pull's: anonymous, Basic, or a Bearer token asked with the challenge's
 ``push`` scope, credentials from the Docker-style ``config.json``. The answer
 is the manifest digest: ``REG/REPO@sha256:...`` pins exactly what was pushed.
+
+A small document (the catalog.json that ``scripts/publish_catalog.py --registry``
+publishes) goes up the same way as a one-layer artifact of its own type
+(:func:`publish_document`), and comes back through the driver's
+:meth:`OciPublisher.fetch_document`, which the core offers every plugin as
+``ctx.fetch_document`` (the catalog reads ``catalog_url = "oci://..."`` with it).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
-from banger_hookspecs import PluginContext, Progress, PublishedArtifact
+from banger_hookspecs import FetchedDocument, PluginContext, Progress, PublishedArtifact
 from banger_hookspecs.bundle import BundleManifest
-from banger_oci.artifact import canonical_json, manifest_document
+from banger_oci.artifact import EMPTY_CONFIG, canonical_json, document_manifest, manifest_document, read_document
 from banger_oci.auth import Credentials, configured_credentials
 from banger_oci.reference import BadReference, claims, parse_reference
 from banger_oci.registry import OCI_MANIFEST, RegistryClient, sha256_digest
@@ -43,6 +50,33 @@ class OciPublisher:
         reference = parse_reference(target)
         credentials = configured_credentials(self._ctx.config, reference.registry)
         return publish_bundle(bundle, manifest, target, credentials, progress)
+
+    def fetch_document(self, reference: str, *, artifact_type: str, media_type: str, max_size: int) -> FetchedDocument:
+        """The one ``media_type`` layer of the ``artifact_type`` artifact at ``reference`` (a tag or a digest).
+
+        Every digest is checked (the manifest's against a pinned reference, the layer's against the manifest).
+        """
+        parsed = parse_reference(reference)
+        credentials = configured_credentials(self._ctx.config, parsed.registry)
+        with RegistryClient(parsed, credentials) as client:
+            fetched = client.fetch_manifest(_Quiet())
+            data = read_document(client, fetched, artifact_type, media_type, max_size)
+        return FetchedDocument(
+            data=data, reference=f"{parsed.registry}/{parsed.repository}@{fetched.digest}", digest=fetched.digest
+        )
+
+
+class _Quiet:
+    """A progress sink that drops everything: fetching a small document has no phases worth showing."""
+
+    def step(self, message: str) -> None:
+        pass
+
+    def advance(self, done: int, total: int | None = None, unit: str = "B") -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
 
 
 def publish_bundle(
@@ -77,6 +111,39 @@ def publish_bundle(
             uploaded += size
         progress.step(f"tagging {reference.registry}/{reference.repository}:{tag}")
         digest = client.put_manifest(tag, document, OCI_MANIFEST)
+    return PublishedArtifact(
+        reference=f"{reference.registry}/{reference.repository}@{digest}", digest=digest, uploaded=uploaded
+    )
+
+
+def publish_document(
+    data: bytes,
+    artifact_type: str,
+    media_type: str,
+    target: str,
+    credentials: Credentials | None,
+    progress: Progress,
+) -> PublishedArtifact:
+    """Push ``data`` to ``target`` (``REGISTRY/REPO:TAG``) as a one-layer ``artifact_type`` artifact.
+
+    Raises:
+        BadReference, AuthError, RegistryError, SourceUnavailable: as :func:`publish_bundle`.
+    """
+    reference = parse_reference(target)
+    if reference.digest is not None:
+        raise BadReference(f"{target!r}: push to a tag (REGISTRY/REPO:TAG); the digest is what the push answers with")
+    tag = reference.tag or "latest"
+    manifest = canonical_json(document_manifest(artifact_type, media_type, data))
+    uploaded = 0
+    with RegistryClient(reference, credentials) as client:
+        for blob in (data, EMPTY_CONFIG):
+            digest = sha256_digest(blob)
+            if not client.has_blob(digest):
+                progress.step(f"uploading {digest[:19]} ({len(blob)} bytes)")
+                client.upload_blob(digest, len(blob), partial(bytes, blob))
+                uploaded += len(blob)
+        progress.step(f"tagging {reference.registry}/{reference.repository}:{tag}")
+        digest = client.put_manifest(tag, manifest, OCI_MANIFEST)
     return PublishedArtifact(
         reference=f"{reference.registry}/{reference.repository}@{digest}", digest=digest, uploaded=uploaded
     )
