@@ -45,6 +45,16 @@ class ImagePull(ApiRequest):
     ref: str = ""
     source: str | None = None
     force: bool = False
+    #: The kernel the image boots with, instead of the one its source names.
+    kernel_ref: str | None = None
+
+
+class ImageRegister(ApiRequest):
+    """``POST /v1/images/register``: adopt an ext4 file on the daemon's host as image ``name``."""
+
+    name: str = ""
+    rootfs: str = ""
+    kernel_ref: str | None = None
 
 
 class KernelPull(ApiRequest):

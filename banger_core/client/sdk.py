@@ -42,7 +42,7 @@ from banger_core.api.models import (
     VmDetail,
     VmView,
 )
-from banger_core.api.requests import CreateRequest, ImagePull, KernelPull, VmOptions
+from banger_core.api.requests import CreateRequest, ImagePull, ImageRegister, KernelPull, VmOptions
 from banger_core.api.validation import ApiRequest, build_request
 from banger_core.client.connection import Connection, decode
 from banger_core.common.errors import BangerError, DaemonUnavailable, OperationFailed, error_for
@@ -297,11 +297,31 @@ class Images:
         return _parsed(ImageView, self._c.request("GET", f"/v1/images/{_segment(name)}"))
 
     def pull(
-        self, ref: str, *, source: str | None = None, force: bool = False, progress: ProgressCallback | None = None
+        self,
+        ref: str,
+        *,
+        source: str | None = None,
+        force: bool = False,
+        kernel_ref: str | None = None,
+        progress: ProgressCallback | None = None,
     ) -> ImagePulled:
-        """Pull image ``ref`` and its kernel (already present: nothing is fetched unless ``force``)."""
-        request = build_request(ImagePull, {"ref": ref, "source": source, "force": force})
+        """Pull image ``ref`` and its kernel (already present: nothing is fetched unless ``force``).
+
+        ``kernel_ref`` replaces the kernel the image's source names (``generic-6.1`` for OCI images).
+        """
+        request = build_request(ImagePull, {"ref": ref, "source": source, "force": force, "kernel_ref": kernel_ref})
         return _parsed(ImagePulled, self._c.stream("POST", "/v1/images/pull", body=request, progress=progress))
+
+    def register(
+        self, name: str, rootfs: str, *, kernel_ref: str | None = None, progress: ProgressCallback | None = None
+    ) -> ImagePulled:
+        """Adopt the ext4 file ``rootfs`` (an absolute path on the daemon's host) as image ``name``.
+
+        The file is hard-linked into the store (copied when on another file
+        system) and never modified; an existing image ``name`` is an error.
+        """
+        request = build_request(ImageRegister, {"name": name, "rootfs": rootfs, "kernel_ref": kernel_ref})
+        return _parsed(ImagePulled, self._c.stream("POST", "/v1/images/register", body=request, progress=progress))
 
     def delete(self, name: str) -> Deleted:
         return _parsed(Deleted, self._c.request("DELETE", f"/v1/images/{_segment(name)}"))

@@ -72,6 +72,7 @@ BUILTIN_DISTRIBUTIONS = frozenset(
         "banger-resolved",
         "banger-git",
         "banger-oci",
+        "banger-register",
     }
 )
 ESSENTIAL_PLUGIN = "core"

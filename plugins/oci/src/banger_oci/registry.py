@@ -144,12 +144,12 @@ class RegistryClient:
     # -- HTTP with auth -----------------------------------------------------
 
     @contextmanager
-    def _send(self, path: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
-        """GET ``path`` (relative to ``/v2/``), answering one auth challenge; the response streams."""
+    def _send(self, path: str, headers: dict[str, str], method: str = "GET") -> Iterator[httpx.Response]:
+        """GET (or HEAD) ``path`` (relative to ``/v2/``), answering one auth challenge; the response streams."""
         for attempt in range(2):
             auth = {"Authorization": self._authorization} if self._authorization else {}
             try:
-                response = self._http.send(self._http.build_request("GET", path, headers=headers | auth), stream=True)
+                response = self._http.send(self._http.build_request(method, path, headers=headers | auth), stream=True)
             except httpx.TransportError as exc:
                 raise SourceUnavailable(f"registry {self.ref.registry} is unreachable: {exc}") from None
             if response.status_code == 401 and attempt == 0:
@@ -242,6 +242,29 @@ class RegistryClient:
             raise RegistryError(f"{what}: the manifest is not a JSON object")
         media_type = document.get("mediaType") or headers.get("content-type", "").split(";")[0].strip()
         return digest, str(media_type), document
+
+    def current_digest(self) -> str:
+        """The digest the reference names now, from one manifest request (no layer, no config).
+
+        A ``HEAD`` answered with ``Docker-Content-Digest`` (as distribution,
+        Docker Hub, GHCR and Harbor answer; Docker Hub does not count it against
+        pull limits) is enough: the digest only decides whether to pull again,
+        and a pull checks everything it downloads. A registry that announces no
+        digest is asked with a ``GET``, and the manifest is hashed.
+        """
+        if self.ref.digest is not None:
+            return self.ref.digest
+        what = str(self.ref)
+        with self._send(f"{self.ref.repository}/manifests/{self.ref.manifest_ref}", {"Accept": _ACCEPT}, "HEAD") as r:
+            if r.status_code == 404:
+                raise RegistryError(f"registry {self.ref.registry} has no {what}")
+            if r.status_code != 200:
+                raise RegistryError(f"registry {self.ref.registry} answered HTTP {r.status_code} for {what}")
+            announced = str(r.headers.get("docker-content-digest", ""))
+        if len(announced) == 71 and announced.startswith("sha256:"):
+            return announced
+        digest, _, _ = self._manifest(self.ref.manifest_ref, None, what)
+        return digest
 
     def resolve(self, progress: Progress) -> ResolvedImage:
         """Find the linux/amd64 image for the reference; see the module docstring."""

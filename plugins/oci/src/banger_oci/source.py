@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from banger_hookspecs import ImageArtifact, ImageListing, PluginContext, Progress
+from banger_hookspecs import ImageArtifact, ImageIdentity, ImageListing, PluginContext, Progress
 from banger_oci.auth import default_auth_file, find_credentials
 from banger_oci.blobs import BlobCache
 from banger_oci.plugin import DEFAULT_CACHE_MAX, DEFAULT_KERNEL_REF
-from banger_oci.reference import claims, parse_reference
+from banger_oci.reference import Reference, claims, parse_reference
 from banger_oci.registry import RegistryClient
 
 PLUGIN_NAME = "oci"
@@ -47,16 +47,32 @@ class OciImageSource:
         """Nothing to list: a registry holds whatever the user names."""
         return []
 
-    def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
-        """Write ``dest/rootfs.ext4`` for reference ``ref``; see the module docstring."""
-        reference = parse_reference(ref)
+    def _client(self, reference: Reference) -> RegistryClient:
         auth_file = self._ctx.config.get("oci_auth_file")
         credentials = find_credentials(
             reference.registry, Path(auth_file) if auth_file is not None else default_auth_file()
         )
+        return RegistryClient(reference, credentials)
+
+    def identify(self, ref: str, progress: Progress) -> ImageIdentity:
+        """The image name and the digest ``ref`` resolves to now: one manifest HEAD (none for a ``@sha256:`` pin).
+
+        The digest is the one :meth:`pull` records as the artifact's ``digest``:
+        the index's when the reference names an image index, else the manifest's.
+        """
+        reference = parse_reference(ref)
+        if reference.digest is not None:
+            return ImageIdentity(reference.image_name(), reference.digest)
+        progress.step(f"asking {reference.registry} which image {reference} names")
+        with self._client(reference) as client:
+            return ImageIdentity(reference.image_name(), client.current_digest())
+
+    def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
+        """Write ``dest/rootfs.ext4`` for reference ``ref``; see the module docstring."""
+        reference = parse_reference(ref)
         cache = self.cache
         image = dest / "rootfs.ext4"
-        with RegistryClient(reference, credentials) as client, cache.locked():
+        with self._client(reference) as client, cache.locked():
             resolved = client.resolve(progress)
             paths = []
             for number, blob in enumerate(resolved.layers, 1):
@@ -83,6 +99,7 @@ class OciImageSource:
             kernel_ref=kernel_ref if isinstance(kernel_ref, str) else DEFAULT_KERNEL_REF,
             sha256=_sha256(image),
             size=size,
+            digest=resolved.index_digest or resolved.manifest_digest,
             metadata={
                 "origin": str(reference),
                 "reference": ref,
