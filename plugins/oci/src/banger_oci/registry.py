@@ -250,20 +250,17 @@ class RegistryClient:
         Docker Hub, GHCR and Harbor answer; Docker Hub does not count it against
         pull limits) is enough: the digest only decides whether to pull again,
         and a pull checks everything it downloads. A registry that announces no
-        digest is asked with a ``GET``, and the manifest is hashed.
+        digest (or refuses HEAD) is asked with a ``GET``, and the manifest is
+        hashed; its errors (no such tag) are the ``GET``'s.
         """
         if self.ref.digest is not None:
             return self.ref.digest
-        what = str(self.ref)
-        with self._send(f"{self.ref.repository}/manifests/{self.ref.manifest_ref}", {"Accept": _ACCEPT}, "HEAD") as r:
-            if r.status_code == 404:
-                raise RegistryError(f"registry {self.ref.registry} has no {what}")
-            if r.status_code != 200:
-                raise RegistryError(f"registry {self.ref.registry} answered HTTP {r.status_code} for {what}")
-            announced = str(r.headers.get("docker-content-digest", ""))
+        path = f"{self.ref.repository}/manifests/{self.ref.manifest_ref}"
+        with self._send(path, {"Accept": _ACCEPT}, "HEAD") as response:
+            announced = str(response.headers.get("docker-content-digest", "")) if response.status_code == 200 else ""
         if len(announced) == 71 and announced.startswith("sha256:"):
             return announced
-        digest, _, _ = self._manifest(self.ref.manifest_ref, None, what)
+        digest, _, _ = self._manifest(self.ref.manifest_ref, None, str(self.ref))
         return digest
 
     def resolve(self, progress: Progress) -> ResolvedImage:
