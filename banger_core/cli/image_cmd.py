@@ -99,13 +99,16 @@ def pull(app: App, ref: str, source: str | None, force: bool, kernel_ref: str | 
 @click.option("--json", "as_json", is_flag=True, help="Print the image as JSON when done.")
 @pass_app
 def register(app: App, name: str, rootfs: str, kernel_ref: str | None, as_json: bool) -> None:
-    """Adopt an ext4 file you already have as image NAME, without copying it when possible.
+    """Adopt an ext4 root filesystem you already have (--rootfs) as a new image (--name).
 
-    The file is hard-linked into banger's store when it is on the same file
-    system (else copied, holes kept) and never modified. A hard link is the
-    same file: do not write to it while VMs use the image (copy it first if
-    you keep editing it). The image boots like any other:
+    The file is checked (regular file, ext4, cleanly unmounted, not open for
+    writing), hard-linked into banger's store when it is on the same file
+    system (else copied, holes kept), and never modified. A hard link is the
+    same file: do not write to it while VMs use the image (copy it first if you
+    keep editing it). banger does not change it, so it must already boot as a
+    banger image (one banger built or exported). Then it boots like any other:
 
+    \b
         banger image register --name base --rootfs /srv/images/base.ext4
         banger vm run --image base
     """

@@ -38,4 +38,6 @@ class Fingerprint:
     @classmethod
     def of(cls, path: Path) -> Fingerprint:
         st = os.stat(path)
-        return cls(hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mtime_ns, st.st_mode)
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return cls(digest, st.st_mtime_ns, st.st_mode)
