@@ -290,18 +290,19 @@ class Store:
         if artifact.rootfs.name != "rootfs.ext4":
             os.replace(artifact.rootfs, staging / "rootfs.ext4")
         rootfs = staging / "rootfs.ext4"
-        # Shared by every VM: never written. A file hard-linked from its owner's
-        # (image register) keeps its mode: the inode is theirs, not banger's.
-        if rootfs.stat().st_nlink == 1:
+        # Shared by every VM: never written. A registered file hard-linked into the
+        # store keeps its mode: the inode is its owner's (other sources link banger's own caches).
+        if not (provider == REGISTER_SOURCE and rootfs.stat().st_nlink > 1):
             os.chmod(rootfs, 0o444)
         manifest = staging / "manifest.json"
         if manifest.exists():
-            # A source's own manifest (a catalog bundle's) must tell the kernel and name this image has
-            # here: `image export` bundles it as it stands.
-            written = json.loads(manifest.read_text())
-            if (written.get("name"), written.get("kernel_ref")) != (name, artifact.kernel_ref):
-                written.update(name=name, kernel_ref=artifact.kernel_ref)
-                manifest.write_text(json.dumps(written, indent=2))
+            if kernel_ref is not None and json.loads(manifest.read_text()).get("kernel_ref") != kernel_ref:
+                # A source's own manifest (a catalog bundle's) must name the kernel this image boots with:
+                # `image export` bundles it as it stands. A new file: the old one may be a link into a cache.
+                written = {**json.loads(manifest.read_text()), "kernel_ref": kernel_ref}
+                fresh = manifest.with_name(f".{manifest.name}.new")
+                fresh.write_text(json.dumps(written, indent=2))
+                os.replace(fresh, manifest)
         else:
             manifest.write_text(
                 json.dumps(
