@@ -144,7 +144,7 @@ class RegistryClient:
     # -- HTTP with auth -----------------------------------------------------
 
     @contextmanager
-    def _send(self, path: str, headers: dict[str, str], method: str = "GET") -> Iterator[httpx.Response]:
+    def _send(self, path: str, headers: dict[str, str], *, method: str = "GET") -> Iterator[httpx.Response]:
         """GET (or HEAD) ``path`` (relative to ``/v2/``), answering one auth challenge; the response streams."""
         for attempt in range(2):
             auth = {"Authorization": self._authorization} if self._authorization else {}
@@ -256,7 +256,7 @@ class RegistryClient:
         if self.ref.digest is not None:
             return self.ref.digest
         path = f"{self.ref.repository}/manifests/{self.ref.manifest_ref}"
-        with self._send(path, {"Accept": _ACCEPT}, "HEAD") as response:
+        with self._send(path, {"Accept": _ACCEPT}, method="HEAD") as response:
             announced = str(response.headers.get("docker-content-digest", "")) if response.status_code == 200 else ""
         if len(announced) == 71 and announced.startswith("sha256:"):
             return announced
