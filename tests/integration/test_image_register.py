@@ -126,6 +126,9 @@ def test_name_clash_relative_path_and_bad_files_are_one_line_errors_and_create_n
         f"banger: error: {tmp_path / 'zeros'} is not an ext4 file system (no superblock magic 0xEF53 at byte 1080): "
         "give an ext4 image file (mkfs.ext4, or `banger image export` of an image)"
     )
+    stored = daemon.client().images.get("base").path  # what VMs of image base boot from
+    own = banger(daemon, "image", "register", "--name", "again", "--rootfs", stored)
+    assert one_line_error(own).startswith(f"banger: error: {stored} is one of banger's own files (under ")
     bad_name = banger(daemon, "image", "register", "--name", "../x", "--rootfs", str(other))
     assert "invalid image name" in one_line_error(bad_name).lower()
 
@@ -145,3 +148,13 @@ def test_a_file_attached_to_a_loop_device_is_refused(daemon: DaemonHarness, tmp_
         subprocess.run(["losetup", "-d", device], check=True)
     assert one_line_error(result) == (f"banger: error: {rootfs} is attached to {device}: `losetup -d {device}` first")
     assert daemon.client().images.list() == []
+
+
+def test_a_plain_pull_of_a_register_reference_names_the_image_after_the_file(
+    daemon: DaemonHarness, tmp_path: Path
+) -> None:
+    rootfs = make_ext4(tmp_path / "Team Base.ext4")
+    pulled = banger(daemon, "image", "pull", f"register:{rootfs}", "--kernel-ref", "fake-kernel", "--json")
+    assert pulled.returncode == 0, pulled.stderr
+    image = json.loads(pulled.stdout)
+    assert (image["name"], image["source"], image["used_source"]) == ("team-base", "register", "register")
