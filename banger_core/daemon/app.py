@@ -508,8 +508,8 @@ async def image_pull(d: Daemon, request: Request) -> Response:
 @handler
 async def image_register(d: Daemon, request: Request) -> Response:
     body = ImageRegister.from_json(await read_body(request))
-    usage = "image register needs a name and a rootfs, e.g. --name base --rootfs /abs/rootfs.ext4"
-    _required_ref(body.name and body.rootfs, usage)
+    if not body.name or not body.rootfs:
+        raise BangerError("image register needs a name and a rootfs, e.g. --name base --rootfs /abs/rootfs.ext4")
     return d.stream(lambda p: d.store.register_image(body.name, body.rootfs, p, kernel_ref=body.kernel_ref))
 
 
