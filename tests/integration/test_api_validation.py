@@ -67,6 +67,7 @@ MALFORMED: list[tuple[str, str, Any, int, str]] = [
     ("POST", "/v1/images/pull", {"ref": "fake-tiny", "kernel_ref": 6}, 400, "kernel_ref: expected a string, got 6"),
     ("POST", "/v1/images/register", {"name": "x", "rootfs": ["/a"]}, 400, 'rootfs: expected a string, got ["/a"]'),
     ("POST", "/v1/images/register", {"name": "x", "path": "/a"}, 400, "path: unknown field"),
+    ("POST", "/v1/images/register", {"rootfs": "/a"}, 400, "image register needs a name and a rootfs"),
     ("POST", "/v1/kernels/pull", {"ref": "fake-kernel", "force": 1}, 400, "force: expected true or false, got 1"),
     ("POST", "/v1/kernels/pull", {"ref": "fake-kernel", "source": "x"}, 400, "source: unknown field"),
     ("POST", "/v1/vms/keep/stop", {"force": True}, 400, "takes no request body"),
