@@ -152,6 +152,11 @@ class ImageView(ApiModel):
     created_at: Timestamp
     path: str
     meta: dict[str, JsonValue]
+    #: The reference it was pulled by (``registry/repo:tag``, ``register:/abs/rootfs.ext4``); None for an image
+    #: pulled before banger recorded references.
+    reference: str | None = None
+    #: The digest the reference resolved to (OCI: the manifest, or index, digest), when the source has one.
+    digest: str | None = None
 
 
 class ImagePulled(ImageView):

@@ -47,6 +47,16 @@ class ImagePull(ApiRequest):
     force: bool = False
     #: An image without openssh-server installs it at first boot (sources that can: ``oci``).
     with_sshd: bool = False
+    #: The kernel the image boots with, instead of the one its source names.
+    kernel_ref: str | None = None
+
+
+class ImageRegister(ApiRequest):
+    """``POST /v1/images/register``: adopt an ext4 file on the daemon's host as image ``name``."""
+
+    name: str = ""
+    rootfs: str = ""
+    kernel_ref: str | None = None
 
 
 class KernelPull(ApiRequest):

@@ -71,22 +71,101 @@ def list_images(app: App, available: bool, as_json: bool) -> None:
     help="An OCI image without openssh-server installs it with its own package manager at first boot "
     "(the VM needs network; docs/oci-import.md).",
 )
+@click.option(
+    "--kernel-ref",
+    metavar="KERNEL",
+    help="Boot the image with this kernel instead of the one its source names (OCI images: generic-6.1).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the image as JSON when done.")
 @pass_app
-def pull(app: App, ref: str, source: str | None, force: bool, with_sshd: bool, as_json: bool) -> None:
+def pull(
+    app: App, ref: str, source: str | None, force: bool, with_sshd: bool, kernel_ref: str | None, as_json: bool
+) -> None:
     """Get image REF and its kernel: from the catalog when reachable, else built locally.
 
-    The first pull of debian-bookworm without a reachable catalog builds it
-    with debootstrap (a few minutes); later pulls are instant.
+    REF is a name (debian-bookworm) or an OCI reference (alpine:3.20,
+    ghcr.io/org/app:1, 127.0.0.1:5000/team/base@sha256:...). The first pull of
+    debian-bookworm without a reachable catalog builds it with debootstrap (a
+    few minutes); later pulls are instant. Pulling a registry tag again asks
+    the registry for its digest only, and pulls again when the tag moved.
     """
     printer = ProgressPrinter(app.verbose, quiet=app.quiet or as_json)
-    image = get_client(app).images.pull(ref, source=source, force=force, with_sshd=with_sshd, progress=printer)
+    image = get_client(app).images.pull(
+        ref, source=source, force=force, with_sshd=with_sshd, kernel_ref=kernel_ref, progress=printer
+    )
     printer.done()
     if as_json:
         print_models(image)
         return
     how = f"from {image.used_source}" if image.pulled else "already present"
     click.echo(f"{image.name}: {how} ({format_size(image.size)}, kernel {image.kernel_ref or '-'})")
+
+
+@cli.command(name="register")
+@click.option("--name", required=True, help="Name of the new image (refused if an image has it).")
+@click.option(
+    "--rootfs",
+    required=True,
+    metavar="/ABS/PATH",
+    help="Absolute path of an ext4 file system image (a regular file, cleanly unmounted, not open for writing).",
+)
+@click.option("--kernel-ref", metavar="KERNEL", help="Kernel it boots with (default: generic-6.1, pulled if missing).")
+@click.option("--json", "as_json", is_flag=True, help="Print the image as JSON when done.")
+@pass_app
+def register(app: App, name: str, rootfs: str, kernel_ref: str | None, as_json: bool) -> None:
+    """Adopt an ext4 root filesystem you already have (--rootfs) as a new image (--name).
+
+    The file is checked (regular file, ext4, cleanly unmounted, not open for
+    writing), hard-linked into banger's store when it is on the same file
+    system (else copied, holes kept), and never modified. A hard link is the
+    same file: do not write to it while VMs use the image (copy it first if you
+    keep editing it). banger does not change it, so it must already boot as a
+    banger image (one banger built or exported). Then it boots like any other:
+
+    \b
+        banger image register --name base --rootfs /srv/images/base.ext4
+        banger vm run --image base
+    """
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet or as_json)
+    image = get_client(app).images.register(name, rootfs, kernel_ref=kernel_ref, progress=printer)
+    printer.done()
+    if as_json:
+        print_models(image)
+        return
+    click.echo(f"{image.name}: registered from {rootfs} ({format_size(image.size)}, kernel {image.kernel_ref or '-'})")
+
+
+@cli.command(name="show")
+@click.argument("name", shell_complete=complete_images)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def show(app: App, name: str, as_json: bool) -> None:
+    """Show one image: where it came from (reference, digest), its kernel, its file."""
+    image = get_client(app).images.get(name)
+    if as_json:
+        print_models(image)
+        return
+    fields: list[tuple[str, object]] = [
+        ("name", image.name),
+        ("source", image.source),
+        ("reference", image.reference),
+        ("digest", image.digest),
+    ]
+    # A tag naming an image index resolves to the index; the linux/amd64 manifest under it is another digest.
+    manifest_digest = image.meta.get("manifest_digest")
+    if manifest_digest is not None and manifest_digest != image.digest:
+        fields.append(("manifest digest", manifest_digest))
+    fields += [
+        ("kernel", image.kernel_ref),
+        ("version", image.version),
+        ("size", format_size(image.size)),
+        ("sha256", image.sha256),
+        ("created", image.created_at.isoformat()[:19]),
+        ("path", image.path),
+    ]
+    width = max(len(key) for key, _ in fields)
+    for key, value in fields:
+        click.echo(f"{key:<{width}}  {value if value is not None else '-'}")
 
 
 @cli.command(name="delete")

@@ -43,7 +43,7 @@ from banger_core.api.models import (
     VmDetail,
     VmView,
 )
-from banger_core.api.requests import ArtifactPush, CreateRequest, ImagePull, KernelPull, VmOptions
+from banger_core.api.requests import ArtifactPush, CreateRequest, ImagePull, ImageRegister, KernelPull, VmOptions
 from banger_core.api.validation import ApiRequest, build_request
 from banger_core.client.connection import Connection, decode
 from banger_core.common.errors import BangerError, DaemonUnavailable, OperationFailed, error_for
@@ -304,14 +304,30 @@ class Images:
         source: str | None = None,
         force: bool = False,
         with_sshd: bool = False,
+        kernel_ref: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> ImagePulled:
         """Pull image ``ref`` and its kernel (already present: nothing is fetched unless ``force``).
 
         ``with_sshd``: an image without openssh-server installs it at first boot (``oci`` images).
+        ``kernel_ref`` replaces the kernel the image's source names (``generic-6.1`` for OCI images).
         """
-        request = build_request(ImagePull, {"ref": ref, "source": source, "force": force, "with_sshd": with_sshd})
+        request = build_request(
+            ImagePull,
+            {"ref": ref, "source": source, "force": force, "with_sshd": with_sshd, "kernel_ref": kernel_ref},
+        )
         return _parsed(ImagePulled, self._c.stream("POST", "/v1/images/pull", body=request, progress=progress))
+
+    def register(
+        self, name: str, rootfs: str, *, kernel_ref: str | None = None, progress: ProgressCallback | None = None
+    ) -> ImagePulled:
+        """Adopt the ext4 file ``rootfs`` (an absolute path on the daemon's host) as image ``name``.
+
+        The file is hard-linked into the store (copied when on another file
+        system) and never modified; an existing image ``name`` is an error.
+        """
+        request = build_request(ImageRegister, {"name": name, "rootfs": rootfs, "kernel_ref": kernel_ref})
+        return _parsed(ImagePulled, self._c.stream("POST", "/v1/images/register", body=request, progress=progress))
 
     def delete(self, name: str) -> Deleted:
         return _parsed(Deleted, self._c.request("DELETE", f"/v1/images/{_segment(name)}"))

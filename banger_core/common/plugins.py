@@ -73,6 +73,7 @@ BUILTIN_DISTRIBUTIONS = frozenset(
         "banger-resolved",
         "banger-git",
         "banger-oci",
+        "banger-register",
     }
 )
 ESSENTIAL_PLUGIN = "core"

@@ -44,7 +44,7 @@ from banger_core.api.models import (
     Stopping,
     VmDetail,
 )
-from banger_core.api.requests import ArtifactPush, CreateRequest, ImagePull, KernelPull
+from banger_core.api.requests import ArtifactPush, CreateRequest, ImagePull, ImageRegister, KernelPull
 from banger_core.api.state import VmState
 from banger_core.common.buildinfo import build_info
 from banger_core.common.errors import BangerError, NotFound, RequestTooLarge
@@ -503,8 +503,18 @@ async def image_pull(d: Daemon, request: Request) -> Response:
     body = ImagePull.from_json(await read_body(request))
     ref = _required_ref(body.ref, "image pull needs a reference, e.g. debian-bookworm")
     return d.stream(
-        lambda p: d.store.pull_image(ref, p, source=body.source, force=body.force, with_sshd=body.with_sshd)
+        lambda p: d.store.pull_image(
+            ref, p, source=body.source, force=body.force, with_sshd=body.with_sshd, kernel_ref=body.kernel_ref
+        )
     )
+
+
+@handler
+async def image_register(d: Daemon, request: Request) -> Response:
+    body = ImageRegister.from_json(await read_body(request))
+    if not body.name or not body.rootfs:
+        raise BangerError("image register needs a name and a rootfs, e.g. --name base --rootfs /abs/rootfs.ext4")
+    return d.stream(lambda p: d.store.register_image(body.name, body.rootfs, p, kernel_ref=body.kernel_ref))
 
 
 @handler
@@ -582,6 +592,7 @@ def create_app(daemon: Daemon) -> Starlette:
         Route("/v1/vms/{name}/logs", vm_logs, methods=["GET"]),
         Route("/v1/images", image_list, methods=["GET"]),
         Route("/v1/images/pull", image_pull, methods=["POST"]),
+        Route("/v1/images/register", image_register, methods=["POST"]),
         Route("/v1/images/{name}", image_get, methods=["GET"]),
         Route("/v1/images/{name}", image_delete, methods=["DELETE"]),
         Route("/v1/images/{name}/push", _push("image", "name"), methods=["POST"]),

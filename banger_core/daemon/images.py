@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -28,14 +29,16 @@ from typing import Protocol, TypeVar
 from sqlmodel import Session, select
 
 from banger_core.api.models import AvailableImage, ImagePulled, ImageView, KernelPulled, KernelView
-from banger_core.common.errors import BangerError, Conflict, NotFound, Unavailable
+from banger_core.common.errors import BangerError, Conflict, InvalidRequest, NotFound, Unavailable
 from banger_core.common.names import validate_image_name
 from banger_core.common.plugins import IMAGE_SOURCES, Providers
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Image, Kernel, Vm
 from banger_hookspecs import (
+    IdentifyingImageSource,
     ImageArtifact,
+    ImageRefused,
     ImageSource,
     ImageSourceDriver,
     KernelArtifact,
@@ -51,6 +54,8 @@ log = logging.getLogger("banger.images")
 PULL_AGAIN = ", then pull again"
 #: ``.old-NAME``: the previous copy of ``NAME`` while a pull swaps in the new one.
 OLD_PREFIX = ".old-"
+#: The image source that adopts a file already on the host (plugins/register); its references are ``register:PATH``.
+REGISTER_SOURCE = "register"
 
 A_co = TypeVar("A_co", covariant=True)
 A = TypeVar("A")
@@ -97,6 +102,8 @@ def image_view(image: Image, rootfs: Path) -> ImageView:
         created_at=image.created_at,
         path=str(rootfs),
         meta=image.meta,
+        reference=image.reference,
+        digest=image.digest,
     )
 
 
@@ -181,24 +188,54 @@ class Store:
         return out
 
     def pull_image(
-        self, ref: str, progress: Progress, *, source: str | None = None, force: bool = False, with_sshd: bool = False
+        self,
+        ref: str,
+        progress: Progress,
+        *,
+        source: str | None = None,
+        force: bool = False,
+        with_sshd: bool = False,
+        kernel_ref: str | None = None,
     ) -> ImagePulled:
-        """Pull ``ref`` (a name such as ``debian-bookworm``) and its kernel; return the image row.
+        """Pull ``ref`` (``debian-bookworm``, ``registry/repo:tag``) and its kernel; return the image row.
 
-        ``with_sshd``: pulled through the source's ``pull_with_sshd`` (refused by sources without one).
+        ``kernel_ref`` replaces the kernel the source names. ``with_sshd``:
+        pulled through the source's ``pull_with_sshd`` (refused by sources
+        without one). A reference the store already holds is "already
+        present" without downloading: a plain name when an image of that name
+        exists, a reference an :class:`IdentifyingImageSource` claims when the
+        stored image has the digest it resolves to now (a moved registry tag
+        is pulled again).
         """
+        if kernel_ref is not None:
+            validate_image_name(kernel_ref, "kernel")
         with self._ref_lock("image", ref):
-            if not force and self._existing_image(ref):
-                image = self.get_image(ref)
-                progress.step(f"image {ref} is already present ({image.source}, {image.version})")
+            present = None if force else self._present_image(ref, source, progress)
+            if present is not None:
+                if kernel_ref is not None and kernel_ref != present.kernel_ref:
+                    raise Conflict(
+                        f"image {present.name} is already present with kernel {present.kernel_ref or 'none'}: "
+                        f"add --force to pull {ref} again with kernel {kernel_ref}"
+                    )
+                if with_sshd and not (present.meta or {}).get("with_sshd"):
+                    raise Conflict(
+                        f"image {present.name} is already present without --with-sshd: "
+                        f"add --force to pull {ref} again with it"
+                    )
+                image = present
+                progress.step(f"image {image.name} is already present ({image.source}, {image.version})")
                 pulled, used = False, None
             else:
                 if force and self._existing_image(ref):
                     with self.rt.database.read() as s:  # fail before a download that could not be used
                         self._refuse_if_in_use(s, ref, PULL_AGAIN)
                 driver_of = _WithSshd.wrapping(self.rt.image_source) if with_sshd else self.rt.image_source
+
+                def store(provider: str, artifact: ImageArtifact, staging: Path) -> None:
+                    self._store_image(provider, artifact, staging, reference=ref, kernel_ref=kernel_ref)
+
                 artifact, used = self._pull_with_fallback(
-                    self.rt.pm.image_sources(), driver_of, ref, source, progress, self._store_image
+                    self.rt.pm.image_sources(), driver_of, ref, source, progress, store
                 )
                 image, pulled = self.get_image(artifact.name), True
         # The kernel has its own lock: pulling it while holding the image's is how
@@ -207,6 +244,72 @@ class Store:
         view = image_view(image, self.rootfs(image.name))
         return ImagePulled(**dict(view), kernel=kernel, pulled=pulled, used_source=used)
 
+    def register_image(
+        self, name: str, rootfs: str, progress: Progress, *, kernel_ref: str | None = None
+    ) -> ImagePulled:
+        """Adopt the ext4 file ``rootfs`` as image ``name`` through the ``register`` source; never replaces an image.
+
+        The source validates the file (see plugins/register); the name is
+        checked here first so a clash costs nothing, and again when the image is
+        put in place (a pull of the same name may have finished meanwhile).
+        """
+        validate_image_name(name)
+        if kernel_ref is not None:
+            validate_image_name(kernel_ref, "kernel")
+        if not os.path.isabs(rootfs):
+            raise InvalidRequest(f"--rootfs {rootfs!r} is not an absolute path: give the file's full path")
+        if self.has_image(name):
+            raise Conflict(f"image {name!r} already exists: pick another --name, or `banger image delete {name}` first")
+        ref = f"{REGISTER_SOURCE}:{rootfs}"
+
+        def store(provider: str, artifact: ImageArtifact, staging: Path) -> None:
+            self._store_image(
+                provider,
+                replace(artifact, name=name),
+                staging,
+                reference=ref,
+                kernel_ref=kernel_ref,
+                replace_image=False,
+            )
+
+        with self._ref_lock("image", name):
+            self._pull_with_fallback(
+                self.rt.pm.image_sources(), self.rt.image_source, ref, REGISTER_SOURCE, progress, store
+            )
+        image = self.get_image(name)
+        kernel = self._ensure_kernel(image.kernel_ref, progress)
+        view = image_view(image, self.rootfs(name))
+        return ImagePulled(**dict(view), kernel=kernel, pulled=True, used_source=REGISTER_SOURCE)
+
+    def _present_image(self, ref: str, only: str | None, progress: Progress) -> Image | None:
+        """The stored image ``ref`` names now, if the store has it (see :meth:`pull_image`)."""
+        if self._existing_image(ref):
+            return self.get_image(ref)
+        providers = self.rt.pm.image_sources()
+        if only is not None:
+            providers.require(only)
+        names = [only] if only is not None else sorted(providers, key=lambda n: (providers[n].value.priority, n))
+        for name in names:
+            driver = self.rt.image_source(name)
+            if not driver.claims(ref):
+                continue
+            # Only the source that would pull it is asked; one without identify() is asked to pull.
+            if not isinstance(driver, IdentifyingImageSource):
+                return None
+            try:
+                identity = driver.identify(ref, progress)
+            except Exception as exc:  # the pull that follows says what is wrong, with the source's fallbacks
+                log.info("image source %s cannot identify %s (%s): pulling it", name, ref, exc)
+                return None
+            with self.rt.database.read() as s:
+                row = s.get(Image, identity.name)
+                if row is None:  # stored under a name of its own (a banger artifact): found by what it was pulled as
+                    row = s.exec(select(Image).where(Image.reference == ref, Image.source == name)).first()
+            if row is not None and row.source == name and row.digest == identity.digest:
+                return row
+            return None
+        return None
+
     def _existing_image(self, ref: str) -> bool:
         try:
             validate_image_name(ref)
@@ -214,15 +317,38 @@ class Store:
             return False
         return self.has_image(ref)
 
-    def _store_image(self, provider: str, artifact: ImageArtifact, staging: Path) -> None:
+    def _store_image(
+        self,
+        provider: str,
+        artifact: ImageArtifact,
+        staging: Path,
+        *,
+        reference: str,
+        kernel_ref: str | None = None,
+        replace_image: bool = True,
+    ) -> None:
+        if kernel_ref is not None:
+            artifact = replace(artifact, kernel_ref=kernel_ref)
         name = validate_image_name(artifact.name)
         if not _inside(artifact.rootfs, staging) or not artifact.rootfs.is_file():
             raise BangerError(f"image source {provider} returned a rootfs outside its directory")
         if artifact.rootfs.name != "rootfs.ext4":
             os.replace(artifact.rootfs, staging / "rootfs.ext4")
-        os.chmod(staging / "rootfs.ext4", 0o444)  # shared by every VM: never written
+        rootfs = staging / "rootfs.ext4"
+        # Shared by every VM: never written. A registered file hard-linked into the
+        # store keeps its mode: the inode is its owner's (other sources link banger's own caches).
+        if not (provider == REGISTER_SOURCE and rootfs.stat().st_nlink > 1):
+            os.chmod(rootfs, 0o444)
         manifest = staging / "manifest.json"
-        if not manifest.exists():
+        if manifest.exists():
+            if kernel_ref is not None and json.loads(manifest.read_text()).get("kernel_ref") != kernel_ref:
+                # A source's own manifest (a catalog bundle's) must name the kernel this image boots with:
+                # `image export` bundles it as it stands. A new file: the old one may be a link into a cache.
+                written = {**json.loads(manifest.read_text()), "kernel_ref": kernel_ref}
+                fresh = manifest.with_name(f".{manifest.name}.new")
+                fresh.write_text(json.dumps(written, indent=2))
+                os.replace(fresh, manifest)
+        else:
             manifest.write_text(
                 json.dumps(
                     {
@@ -242,11 +368,17 @@ class Store:
         # One write transaction around the in-use check and the swap: a VM
         # created meanwhile waits for it and then sees the new image, never half of it.
         with self._commit_lock, self.rt.database.session() as s:
+            if not replace_image and s.get(Image, name) is not None:
+                raise Conflict(
+                    f"image {name!r} already exists: pick another name, or `banger image delete {name}` first"
+                )
             self._refuse_if_in_use(s, name, PULL_AGAIN)
             self._replace_dir(staging, final)
             row = s.get(Image, name) or Image(
                 name=name, version="", source="", sha256="", size=0, created_at=datetime.now(UTC)
             )
+            row.reference = reference
+            row.digest = artifact.digest
             row.version = artifact.version
             row.source = provider
             row.kernel_ref = artifact.kernel_ref
@@ -413,6 +545,8 @@ class Store:
             try:
                 artifact = driver.pull(ref, staging, progress)
                 store(name, artifact, staging)
+            except ImageRefused as exc:
+                raise InvalidRequest(str(exc)) from None
             except PublishedElsewhere as moved:
                 elsewhere = moved.target
             except SourceUnavailable as exc:

@@ -102,7 +102,8 @@ def test_a_stopped_vm_has_no_live_fields_whatever_its_stale_handles_say() -> Non
 
 def test_images_and_kernels_keep_their_keys_and_timestamp_format() -> None:
     image = Image(name="debian-bookworm", version="2026.11", source="catalog", kernel_ref="generic-6.1",
-                  sha256="ab" * 32, size=1 << 30, created_at=CREATED, meta={"arch": "x86_64"})  # fmt: skip
+                  sha256="ab" * 32, size=1 << 30, created_at=CREATED, meta={"arch": "x86_64"},
+                  reference="debian-bookworm")  # fmt: skip
     assert image_view(image, Path("/i/rootfs.ext4")).model_dump(mode="json") == {
         "name": "debian-bookworm",
         "version": "2026.11",
@@ -113,6 +114,8 @@ def test_images_and_kernels_keep_their_keys_and_timestamp_format() -> None:
         "created_at": "2026-12-01T05:59:51.620643+00:00",
         "path": "/i/rootfs.ext4",
         "meta": {"arch": "x86_64"},
+        "reference": "debian-bookworm",
+        "digest": None,
     }
     kernel = Kernel(ref="generic-6.1", version="6.1.0", provider="debian", boot_protocol=1,
                     sha256={"vmlinux": "cd" * 32}, created_at=CREATED, meta={})  # fmt: skip

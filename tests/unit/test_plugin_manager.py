@@ -15,7 +15,19 @@ from banger_core.testing import FakeSite, invoke_cli
 
 pytestmark = pytest.mark.builtins
 
-BUILTINS = {"catalog", "debootstrap", "debian", "qemu", "firecracker", "bridge", "usernet", "resolved", "git", "oci"}
+BUILTINS = {
+    "catalog",
+    "debootstrap",
+    "debian",
+    "qemu",
+    "firecracker",
+    "bridge",
+    "usernet",
+    "resolved",
+    "git",
+    "oci",
+    "register",
+}
 
 
 def _listing(env: dict[str, str], *args: str) -> list[dict[str, object]]:

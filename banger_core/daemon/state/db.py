@@ -71,6 +71,9 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (2, ("ALTER TABLE vms ADD COLUMN host_access BOOLEAN NOT NULL DEFAULT 0",)),
     # -p: ports published on 127.0.0.1, kept with the VM so each boot publishes the same host ports.
     (3, ("ALTER TABLE vms ADD COLUMN ports JSON NOT NULL DEFAULT '[]'",)),
+    # image show: the reference an image was pulled by, and the digest it resolved to (OCI), so a second
+    # pull of a registry tag can answer "already present" from one manifest request.
+    (4, ("ALTER TABLE images ADD COLUMN reference VARCHAR", "ALTER TABLE images ADD COLUMN digest VARCHAR")),
 )
 
 

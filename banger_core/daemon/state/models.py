@@ -66,6 +66,10 @@ class Image(SQLModel, table=True):
     size: int
     created_at: datetime
     meta: dict[str, JsonValue] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    #: What it was pulled by (``debian-bookworm``, ``registry/repo:tag``, ``register:/abs/rootfs.ext4``).
+    reference: str | None = None
+    #: The content digest that reference resolved to (OCI), when the source has one.
+    digest: str | None = None
 
 
 class Kernel(SQLModel, table=True):

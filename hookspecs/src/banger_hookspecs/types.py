@@ -37,8 +37,11 @@ __all__ = [
     "GuestShell",
     "HostFacts",
     "HostOps",
+    "IdentifyingImageSource",
     "ImageArtifact",
+    "ImageIdentity",
     "ImageListing",
+    "ImageRefused",
     "ImageSource",
     "ImageSourceDriver",
     "KernelArtifact",
@@ -377,6 +380,17 @@ class DoctorCheck:
 # --------------------------------------------------------------------------
 
 
+class ImageRefused(ValueError):
+    """An image source refuses what the reference names (a bad file, a bad name), for a reason the user can fix.
+
+    The core reports the message as the user's error, as it stands (so it
+    should be a whole sentence: what is wrong and how to fix it), with no
+    traceback and without trying the next source. Example::
+
+        raise ImageRefused(f"{path} is not an ext4 file system: give the path of an ext4 image")
+    """
+
+
 @dataclass(frozen=True)
 class ImageArtifact:
     """A pulled image: the files a source wrote into its destination directory.
@@ -389,6 +403,10 @@ class ImageArtifact:
         sha256: hex digest of ``rootfs`` as written.
         size: size of ``rootfs`` in bytes.
         metadata: extra manifest fields (recipe hash, build time, origin URL).
+        digest: the content digest the reference resolved to (an OCI manifest
+            or index digest), when the source has one: ``banger image show``
+            prints it, and :meth:`IdentifyingImageSource.identify` is compared
+            with it to answer "already present" without downloading.
     """
 
     name: str
@@ -398,6 +416,20 @@ class ImageArtifact:
     sha256: str
     size: int
     metadata: Mapping[str, object] = field(default_factory=dict)
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageIdentity:
+    """What a reference names right now, found without downloading the image.
+
+    Attributes:
+        name: the image name a pull of the reference stores.
+        digest: the digest a pull would record as :attr:`ImageArtifact.digest`.
+    """
+
+    name: str
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -434,6 +466,29 @@ class SshdInstallingImageSource(Protocol):
 
     def pull_with_sshd(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
         """Like :meth:`ImageSourceDriver.pull`; an image without openssh-server installs it at its first boot."""
+
+
+@runtime_checkable
+class IdentifyingImageSource(Protocol):
+    """Optional for an image source: tell cheaply which image a reference names now.
+
+    A source whose references can move (a registry tag) implements it so that
+    pulling a reference again answers "already present" when the store holds
+    the image it names; the core then neither downloads nor rebuilds anything.
+    Sources without it are asked to :meth:`ImageSourceDriver.pull` again, as
+    before (plain image names are answered from the store without asking).
+
+    Example::
+
+        def identify(self, ref, progress):
+            return ImageIdentity(name="app-1", digest=registry.head_manifest(ref))
+    """
+
+    def identify(self, ref: str, progress: Progress) -> ImageIdentity:
+        """The name and digest of ``ref`` now: at most one small request (an OCI manifest HEAD).
+
+        Raise :class:`SourceUnavailable` when it cannot tell (the core then pulls as usual).
+        """
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,12 @@ def test_image_push_delete_pull_gives_back_the_same_rootfs(daemon: DaemonHarness
     cache = Path(daemon.env["XDG_CACHE_HOME"]) / "banger" / "plugins" / "oci" / "blobs" / "sha256"
     assert list(cache.iterdir()) == [], "the bundle is unpacked into the store, not kept twice"
 
+    # Stored under its published name, not the reference's: a second pull of the tag still finds it.
+    by_tag = client.images.pull(target)
+    assert by_tag.name == "fake-tiny" and by_tag.pulled is True  # the tag was not what it was pulled as
+    again_by_tag = client.images.pull(target)
+    assert (again_by_tag.name, again_by_tag.pulled) == ("fake-tiny", False), "already present, by its reference"
+
 
 def test_kernel_push_delete_pull_gives_back_the_same_files(daemon: DaemonHarness, registry: Registry) -> None:
     client = daemon.client()

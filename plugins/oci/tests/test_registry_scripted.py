@@ -337,3 +337,18 @@ def test_an_expired_token_is_renewed_once_mid_pull(scripted: Scripted, tmp_path:
         (blob,) = client.resolve(RecordingProgress()).layers
         assert cache.fetch(blob, client, RecordingProgress(), "layer").read_bytes() == data
     assert issued == ["t1", "t2"]
+
+
+def test_current_digest_of_a_registry_refusing_head_comes_from_one_get(scripted: Scripted) -> None:
+    """HEAD gets 501 here (the server has no do_HEAD): the digest is the GET manifest's, hashed."""
+    ref, _ = serve_image(scripted)
+    with RegistryClient(parse_reference(ref), None) as client:
+        digest = client.current_digest()
+    with RegistryClient(parse_reference(ref), None) as client:
+        assert digest == client.resolve(RecordingProgress()).manifest_digest
+    assert scripted.seen.count(("/v2/demo/manifests/v1", None)) == 2  # one for current_digest, one for resolve
+    pinned = parse_reference(f"{scripted.host}/demo@{digest}")
+    scripted.seen.clear()
+    with RegistryClient(pinned, None) as client:
+        assert client.current_digest() == digest
+    assert scripted.seen == []  # a digest pin is its own answer

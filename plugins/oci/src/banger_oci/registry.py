@@ -277,6 +277,26 @@ class RegistryClient:
         media_type = document.get("mediaType") or headers.get("content-type", "").split(";")[0].strip()
         return digest, str(media_type), document
 
+    def current_digest(self) -> str:
+        """The digest the reference names now, from one manifest request (no layer, no config).
+
+        A ``HEAD`` answered with ``Docker-Content-Digest`` (as distribution,
+        Docker Hub, GHCR and Harbor answer; Docker Hub does not count it against
+        pull limits) is enough: the digest only decides whether to pull again,
+        and a pull checks everything it downloads. A registry that announces no
+        digest (or refuses HEAD) is asked with a ``GET``, and the manifest is
+        hashed; its errors (no such tag) are the ``GET``'s.
+        """
+        if self.ref.digest is not None:
+            return self.ref.digest
+        path = f"{self.ref.repository}/manifests/{self.ref.manifest_ref}"
+        with self._send(path, {"Accept": _ACCEPT}, method="HEAD") as response:
+            announced = str(response.headers.get("docker-content-digest", "")) if response.status_code == 200 else ""
+        if len(announced) == 71 and announced.startswith("sha256:"):
+            return announced
+        digest, _, _ = self._manifest(self.ref.manifest_ref, None, str(self.ref))
+        return digest
+
     def fetch_manifest(self, progress: Progress) -> FetchedManifest:
         """The reference's image manifest, its digest checked; an index gives its linux/amd64 entry."""
         what = str(self.ref)

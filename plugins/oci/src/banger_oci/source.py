@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from banger_hookspecs import ImageArtifact, ImageListing, PluginContext, Progress
+from banger_hookspecs import ImageArtifact, ImageIdentity, ImageListing, PluginContext, Progress
 from banger_oci.artifact import artifact_kind, pull_bundle
 from banger_oci.auth import configured_credentials
 from banger_oci.blobs import BlobCache
 from banger_oci.plugin import DEFAULT_CACHE_MAX, DEFAULT_KERNEL_REF
-from banger_oci.reference import claims, parse_reference
+from banger_oci.reference import Reference, claims, parse_reference
 from banger_oci.registry import RegistryClient
 
 PLUGIN_NAME = "oci"
@@ -51,6 +51,24 @@ class OciImageSource:
         """Nothing to list: a registry holds whatever the user names."""
         return []
 
+    def _client(self, reference: Reference) -> RegistryClient:
+        return RegistryClient(reference, configured_credentials(self._ctx.config, reference.registry))
+
+    def identify(self, ref: str, progress: Progress) -> ImageIdentity:
+        """The image name and the digest ``ref`` resolves to now: one manifest HEAD (none for a ``@sha256:`` pin).
+
+        The digest is the one :meth:`pull` records as the artifact's ``digest``:
+        the index's when the reference names an image index, else the manifest's.
+        A banger artifact (``image push``) is stored under its published name,
+        which the core finds by the reference it was pulled with.
+        """
+        reference = parse_reference(ref)
+        if reference.digest is not None:
+            return ImageIdentity(reference.image_name(), reference.digest)
+        progress.step(f"asking {reference.registry} which image {reference} names")
+        with self._client(reference) as client:
+            return ImageIdentity(reference.image_name(), client.current_digest())
+
     def pull(self, ref: str, dest: Path, progress: Progress) -> ImageArtifact:
         """Write ``dest/rootfs.ext4`` for reference ``ref``; see the module docstring."""
         return self._pull(ref, dest, progress, with_sshd=False)
@@ -61,10 +79,9 @@ class OciImageSource:
 
     def _pull(self, ref: str, dest: Path, progress: Progress, *, with_sshd: bool) -> ImageArtifact:
         reference = parse_reference(ref)
-        credentials = configured_credentials(self._ctx.config, reference.registry)
         cache = self.cache
         image = dest / "rootfs.ext4"
-        with RegistryClient(reference, credentials) as client, cache.locked():
+        with self._client(reference) as client, cache.locked():
             fetched = client.fetch_manifest(progress)
             if artifact_kind(fetched) is not None:  # pushed by `banger image push`: a bundle, not layers
                 pulled = pull_bundle(client, fetched, "image", cache, dest, progress)
@@ -78,6 +95,7 @@ class OciImageSource:
                     sha256=rootfs.sha256,
                     size=rootfs.size,
                     metadata={**pulled.metadata, "reference": ref},
+                    digest=fetched.index_digest or fetched.digest,
                 )
             resolved = client.resolve(progress, fetched)
             paths = []
@@ -105,6 +123,7 @@ class OciImageSource:
             kernel_ref=kernel_ref if isinstance(kernel_ref, str) else DEFAULT_KERNEL_REF,
             sha256=_sha256(image),
             size=size,
+            digest=resolved.index_digest or resolved.manifest_digest,
             metadata={
                 "origin": str(reference),
                 "reference": ref,
