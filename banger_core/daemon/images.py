@@ -129,6 +129,15 @@ def _artifact_name(artifact: object) -> str:
     raise TypeError(f"not an image or kernel artifact: {artifact!r}")
 
 
+def _from_elsewhere(image: Image, provider: str, reference: str) -> bool:
+    """Whether storing ``reference`` from ``provider`` would replace ``image`` with another image.
+
+    The same source and reference (a moved registry tag) is an update; a row
+    from before references were recorded counts as the same when its source is.
+    """
+    return image.source != provider or (image.reference is not None and image.reference != reference)
+
+
 def _inside(path: Path, directory: Path) -> bool:
     try:
         path.resolve().relative_to(directory.resolve())
@@ -232,7 +241,9 @@ class Store:
                 driver_of = _WithSshd.wrapping(self.rt.image_source) if with_sshd else self.rt.image_source
 
                 def store(provider: str, artifact: ImageArtifact, staging: Path) -> None:
-                    self._store_image(provider, artifact, staging, reference=ref, kernel_ref=kernel_ref)
+                    self._store_image(
+                        provider, artifact, staging, reference=ref, kernel_ref=kernel_ref, replace_other=force
+                    )
 
                 artifact, used = self._pull_with_fallback(
                     self.rt.pm.image_sources(), driver_of, ref, source, progress, store
@@ -326,7 +337,15 @@ class Store:
         reference: str,
         kernel_ref: str | None = None,
         replace_image: bool = True,
+        replace_other: bool = False,
     ) -> None:
+        """Put a pulled image in place under its name.
+
+        An image of that name from another source or reference is replaced only
+        with ``replace_other`` (``--force``): `image pull x/debian:bookworm`
+        must not silently swap out the `debian-bookworm` the catalog gave.
+        ``replace_image=False`` refuses any image of that name (register).
+        """
         if kernel_ref is not None:
             artifact = replace(artifact, kernel_ref=kernel_ref)
         name = validate_image_name(artifact.name)
@@ -368,9 +387,15 @@ class Store:
         # One write transaction around the in-use check and the swap: a VM
         # created meanwhile waits for it and then sees the new image, never half of it.
         with self._commit_lock, self.rt.database.session() as s:
-            if not replace_image and s.get(Image, name) is not None:
+            existing = s.get(Image, name)
+            if not replace_image and existing is not None:
                 raise Conflict(
                     f"image {name!r} already exists: pick another name, or `banger image delete {name}` first"
+                )
+            if existing is not None and not replace_other and _from_elsewhere(existing, provider, reference):
+                raise Conflict(
+                    f"image {name} already exists from {existing.source} ({existing.reference or 'an older pull'}): "
+                    f"add --force to replace it with {reference} from {provider}, or `banger image delete {name}` first"
                 )
             self._refuse_if_in_use(s, name, PULL_AGAIN)
             self._replace_dir(staging, final)

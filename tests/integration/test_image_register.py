@@ -158,3 +158,25 @@ def test_a_plain_pull_of_a_register_reference_names_the_image_after_the_file(
     assert pulled.returncode == 0, pulled.stderr
     image = json.loads(pulled.stdout)
     assert (image["name"], image["source"], image["used_source"]) == ("team-base", "register", "register")
+
+
+def test_a_pull_never_silently_replaces_a_same_named_image_from_elsewhere(
+    daemon: DaemonHarness, tmp_path: Path
+) -> None:
+    """Any source could name its image like another's (`x/debian:bookworm` is `debian-bookworm`): --force decides."""
+    daemon.client().images.pull("fake-tiny")
+    before = daemon.client().images.get("fake-tiny")
+    rootfs = make_ext4(tmp_path / "fake-tiny.ext4")
+    ref = f"register:{rootfs}"
+
+    refused = banger(daemon, "image", "pull", ref, "--kernel-ref", "fake-kernel")
+    assert one_line_error(refused) == (
+        f"banger: error: image fake-tiny already exists from fake ({before.reference}): add --force to replace it "
+        f"with {ref} from register, or `banger image delete fake-tiny` first"
+    )
+    assert daemon.client().images.get("fake-tiny") == before
+    assert store_entries(daemon) == ["fake-tiny"], "the refused pull's staging is gone"
+
+    forced = banger(daemon, "image", "pull", ref, "--kernel-ref", "fake-kernel", "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["source"] == "register"
