@@ -62,9 +62,8 @@ class Runtime:
         self.env = dict(os.environ if env is None else env)
         self.pm = pm or get_plugin_manager(self.env)
         self.config = config or load_config(self.pm, self.env)
-        self.ctx: PluginContext = make_context(
-            self.config, host_ops_for_current_user(self.config), env=self.env, logger=logging.getLogger("banger")
-        )
+        host_ops = host_ops_for_current_user(self.config, self.env)
+        self.ctx: PluginContext = make_context(self.config, host_ops, env=self.env, logger=logging.getLogger("banger"))
         self.layout = Layout(self.ctx.state_dir, self.ctx.runtime_dir)
         self.keys = SshKeys(self.layout.ssh, self.config.get("ssh_key_path"))
         self._drivers: dict[tuple[str, str], object] = {}
