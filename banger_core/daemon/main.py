@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from banger_core.common.buildinfo import build_info
+from banger_core.common.daemonenv import daemon_environment
 from banger_core.common.errors import BangerError
 from banger_core.common.instance import AlreadyHeld, hold_for_life
 from banger_core.common.paths import ensure_private_dir
@@ -139,7 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         print(build_info().line("bangerd"))
         return
     os.umask(0o077)
-    env = dict(os.environ)
+    # Also for the children (QEMU, ssh, mkfs): whoever started us passes on only the allowlist.
+    env = daemon_environment(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
     try:
         code = asyncio.run(serve(env, foreground=not args.background))
     except BangerError as exc:
