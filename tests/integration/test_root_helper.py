@@ -10,62 +10,24 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
+import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
+import tempfile
 from pathlib import Path
 
-import pytest
-
-from tests.netns import NetNamespace, temporary_netns
+from tests.netns import NetNamespace
 from tests.support.roothelper import (
     OwnerDaemon,
     RootHelper,
     call_helper,
-    helper_root,
-    kill_processes_of,
     process_status,
     raw_frames,
     run_python_as,
-    throwaway_user,
 )
 
 NOBODY = pwd.getpwnam("nobody")
-
-
-@pytest.fixture
-def owner() -> Iterator[pwd.struct_passwd]:
-    with throwaway_user() as user:
-        yield user
-
-
-@pytest.fixture
-def ns() -> Iterator[NetNamespace]:
-    with temporary_netns() as namespace:
-        yield namespace
-
-
-@pytest.fixture
-def helper(ns: NetNamespace, owner: pwd.struct_passwd) -> Iterator[RootHelper]:
-    with helper_root() as root:
-        running = RootHelper(ns, owner, root)
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-
-
-@pytest.fixture
-def daemon(ns: NetNamespace, owner: pwd.struct_passwd, helper: RootHelper) -> Iterator[OwnerDaemon]:
-    runtime = Path("/tmp") / f"bgr-{owner.pw_name}"
-    running = OwnerDaemon(ns, owner, helper, runtime)
-    try:
-        yield running
-    finally:
-        running.stop()
-        kill_processes_of(owner.pw_uid)
-        subprocess.run(["rm", "-rf", str(runtime), f"{runtime}.stderr"], check=False)
 
 
 def host_state(ns: NetNamespace) -> tuple[str, ...]:
@@ -97,43 +59,43 @@ def connect_as(user: pwd.struct_passwd, ns: NetNamespace, path: Path) -> str:
     return "\n".join(run_python_as(user, ns, code))
 
 
-def test_the_socket_is_reachable_by_the_owner_only(helper: RootHelper, owner: pwd.struct_passwd) -> None:
-    directory = helper.socket.parent.stat()
+def test_the_socket_is_reachable_by_the_owner_only(root_helper: RootHelper, owner: pwd.struct_passwd) -> None:
+    directory = root_helper.socket.parent.stat()
     assert (directory.st_uid, directory.st_gid, stat.S_IMODE(directory.st_mode)) == (0, owner.pw_gid, 0o710)
-    sock = helper.socket.stat()
+    sock = root_helper.socket.stat()
     assert stat.S_ISSOCK(sock.st_mode) and (sock.st_uid, stat.S_IMODE(sock.st_mode)) == (owner.pw_uid, 0o600)
-    assert connect_as(owner, helper.ns, helper.socket) == "ok"
-    refused = connect_as(NOBODY, helper.ns, helper.socket)
+    assert connect_as(owner, root_helper.ns, root_helper.socket) == "ok"
+    refused = connect_as(NOBODY, root_helper.ns, root_helper.socket)
     assert refused.startswith("Unavailable: the root helper does not answer on") and "Permission denied" in refused
 
 
 def test_so_peercred_refuses_another_uid_even_when_the_file_modes_let_it_in(
-    helper: RootHelper, owner: pwd.struct_passwd
+    root_helper: RootHelper, owner: pwd.struct_passwd
 ) -> None:
     """Modes are the first fence; the kernel's word on the peer's uid is the one that counts."""
-    os.chmod(helper.socket.parent, 0o711)
-    os.chmod(helper.socket, 0o666)
-    before = host_state(helper.ns)
-    assert connect_as(NOBODY, helper.ns, helper.socket) == (
+    os.chmod(root_helper.socket.parent, 0o711)
+    os.chmod(root_helper.socket, 0o666)
+    before = host_state(root_helper.ns)
+    assert connect_as(NOBODY, root_helper.ns, root_helper.socket) == (
         f"NotPrivileged: bangerd-root serves only uid {owner.pw_uid} and root, not uid {NOBODY.pw_uid}"
     )
-    assert f"refused a connection from uid {NOBODY.pw_uid}" in helper.log.read_text()
-    assert host_state(helper.ns) == before
+    assert f"refused a connection from uid {NOBODY.pw_uid}" in root_helper.log.read_text()
+    assert host_state(root_helper.ns) == before
 
 
-def test_hostile_requests_are_refused_and_change_nothing(daemon: OwnerDaemon, helper: RootHelper) -> None:
+def test_hostile_requests_are_refused_and_change_nothing(owner_daemon: OwnerDaemon, root_helper: RootHelper) -> None:
     """A compromised owner daemon, calling the helper directly: banger's own interfaces and cidr only."""
-    ns, uid = helper.ns, daemon.owner.pw_uid
+    ns, uid = root_helper.ns, owner_daemon.owner.pw_uid
     # Interfaces banger does not own: a veth with a tap's prefix (its peer named like a host NIC),
     # a root-owned tap, a bridge with banger's prefix that is not the configured one.
     ns.run(["ip", "link", "add", "bgrdummy", "type", "veth", "peer", "name", "eth9"])
     ns.run(["ip", "tuntap", "add", "bgrforeign", "mode", "tap", "user", "0"])
     ns.run(["ip", "link", "add", "bangerother", "type", "bridge"])
-    ok = call_helper(daemon, [("ensure_bridge", {"name": "banger0", "address": "172.16.0.1/24"})])
+    ok = call_helper(owner_daemon, [("ensure_bridge", {"name": "banger0", "address": "172.16.0.1/24"})])
     assert ok == ["ok"]
     before = host_state(ns)
     outcomes = call_helper(
-        daemon,
+        owner_daemon,
         [
             ("create_tap", {"name": "../x", "bridge": "banger0", "owner_uid": uid}),
             ("create_tap", {"name": "bgrmine", "bridge": "banger0", "owner_uid": 0}),
@@ -169,11 +131,11 @@ def test_hostile_requests_are_refused_and_change_nothing(daemon: OwnerDaemon, he
     assert host_state(ns) == before
 
 
-def test_malformed_frames_are_refused_with_a_reason(daemon: OwnerDaemon, helper: RootHelper) -> None:
+def test_malformed_frames_are_refused_with_a_reason(owner_daemon: OwnerDaemon, root_helper: RootHelper) -> None:
     """Unknown methods, missing or extra arguments, wrong types: refused on the wire, before any host code."""
-    before = host_state(helper.ns)
+    before = host_state(root_helper.ns)
     answers = raw_frames(
-        daemon,
+        owner_daemon,
         [
             {"method": "__init__", "args": {}},
             {"method": "ensure_bridge", "args": {"name": "banger0"}},
@@ -194,18 +156,18 @@ def test_malformed_frames_are_refused_with_a_reason(daemon: OwnerDaemon, helper:
             'a request is an object with exactly "method" and "args"',
         )
     ]
-    assert host_state(helper.ns) == before
+    assert host_state(root_helper.ns) == before
 
 
 def test_the_owner_daemon_runs_unprivileged_and_its_socket_refuses_others(
-    daemon: OwnerDaemon, owner: pwd.struct_passwd
+    owner_daemon: OwnerDaemon, owner: pwd.struct_passwd
 ) -> None:
-    daemon.start()
-    status = process_status(daemon.pid())
+    owner_daemon.start()
+    status = process_status(owner_daemon.pid())
     assert status["Uid"].split() == [str(owner.pw_uid)] * 4
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
-    assert daemon.banger("vm", "list", "--json", check=True).stdout.strip() == "[]"
-    sock = daemon.runtime / "bangerd.sock"
+    assert owner_daemon.banger("vm", "list", "--json", check=True).stdout.strip() == "[]"
+    sock = owner_daemon.runtime / "bangerd.sock"
     code = (
         "import socket\n"
         "s = socket.socket(socket.AF_UNIX)\n"
@@ -215,4 +177,39 @@ def test_the_owner_daemon_runs_unprivileged_and_its_socket_refuses_others(
         "except OSError as exc:\n"
         "    print(type(exc).__name__)\n"
     )
-    assert run_python_as(NOBODY, daemon.ns, code) == ["PermissionError"]
+    assert run_python_as(NOBODY, owner_daemon.ns, code) == ["PermissionError"]
+
+
+def test_a_work_disk_staged_by_the_owner_says_so_in_its_root_directory(helper_ns: NetNamespace, tmp_path: Path) -> None:
+    """The guest's initramfs makes the work disk root's when its root directory is not root's.
+
+    An owner daemon stages authorized_keys as itself; mkfs.ext4 alone makes the
+    root directory 0:0, so the guest kept the owner's files and sshd refused
+    banger's key (StrictModes). The root directory must carry the stager's ids.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="bgr-disk-", dir="/var/tmp"))
+    try:
+        os.chown(scratch, NOBODY.pw_uid, NOBODY.pw_gid)
+        code = (
+            "import sys\n"
+            "from pathlib import Path\n"
+            "from banger_core.daemon import guest\n"
+            "staging = Path(sys.argv[1]) / 'staging'\n"
+            "staging.mkdir()\n"
+            "guest.stage_authorized_keys(staging, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheTest0000 t')\n"
+            "guest.create_work_disk(Path(sys.argv[1]) / 'work.ext4', 64 << 20, staging)\n"
+        )
+        run_python_as(NOBODY, helper_ns, code, str(scratch))
+        disk = scratch / "work.ext4"
+        owners = {
+            path: re.search(r"User:\s+(\d+)\s+Group:\s+(\d+)", debugfs_stat(disk, path)).groups()  # type: ignore[union-attr]
+            for path in ("/", "/.ssh", "/.ssh/authorized_keys")
+        }
+        assert set(owners.values()) == {(str(NOBODY.pw_uid), str(NOBODY.pw_gid))}, owners
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def debugfs_stat(disk: Path, path: str) -> str:
+    result = subprocess.run(["debugfs", "-R", f"stat {path}", str(disk)], capture_output=True, text=True, check=True)
+    return result.stdout

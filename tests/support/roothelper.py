@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.netns import NetNamespace
+import pytest
+
+from tests.netns import NetNamespace, temporary_netns
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -64,9 +66,65 @@ def helper_root() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+TUN = Path("/dev/net/tun")
+
+#: Run as root in the command's own mount namespace (``ip netns exec`` makes one per command), then
+#: exec the rest. ``$1``/``$2``: show directory ``$2`` through a tmpfs laid over its parent ``$1``
+#: (both empty: skip). ``$3`` = 1: lay a mode-0666 /dev/net/tun over the host's.
+_VIEW_SCRIPT = """set -e
+blocked=$1 keep=$2 tun=$3; shift 3
+if [ -n "$blocked" ]; then
+  stash=$(mktemp -d /tmp/bgr-view-XXXXXX)
+  mount --bind "$keep" "$stash"
+  mount -t tmpfs -o mode=0711 tmpfs "$blocked"
+  mkdir "$blocked/${keep##*/}"
+  mount --bind "$stash" "$blocked/${keep##*/}"
+  umount "$stash"
+  rmdir "$stash"
+fi
+if [ "$tun" = 1 ]; then
+  scratch=$(mktemp -d /tmp/bgr-tun-XXXXXX)
+  mount -t tmpfs -o mode=0755 tmpfs "$scratch"
+  mknod -m 0666 "$scratch/tun" c 10 200
+  mount --bind "$scratch/tun" /dev/net/tun
+  umount -l "$scratch"
+  rmdir "$scratch"
+fi
+exec "$@"
+"""
+
+
+def owner_view() -> list[str]:
+    """A prefix that gives the owner's processes what a stock host gives them, or nothing when they have it.
+
+    Two things on the test machines differ from a user's host, and only in
+    the command's private mount namespace are they changed (nothing outside
+    it is touched):
+
+    * the test venv's interpreter may live under a directory others cannot
+      traverse (pyenv in /root, mode 0700), and the daemon runs it again for
+      its children (log pumps): that directory is replaced by a tmpfs
+      holding just the interpreter's tree;
+    * /dev/net/tun may be mode 0600 (udev makes it 0666 on a stock host, and
+      a tap owned by the owner is opened through it): a 0666 node of the same
+      device is laid over it.
+    """
+    blocked = keep = ""
+    real = Path(os.path.realpath(sys.executable))
+    for parent in reversed(real.parents):
+        if parent != Path("/") and not parent.stat().st_mode & 0o001:
+            blocked, keep = str(parent), str(real.parents[len(real.parents) - len(parent.parts) - 1])
+            break
+    tun = "1" if TUN.stat().st_mode & 0o006 != 0o006 else "0"
+    if not blocked and tun == "0":
+        return []
+    return ["sh", "-c", _VIEW_SCRIPT, "sh", blocked, keep, tun]
+
+
 def as_user(user: pwd.struct_passwd, argv: Sequence[str]) -> list[str]:
     """``argv`` run as ``user``: its uid, gid and groups, no capabilities of any kind."""
     return [
+        *owner_view(),
         "setpriv",
         f"--reuid={user.pw_uid}",
         f"--regid={user.pw_gid}",
@@ -270,3 +328,48 @@ def raw_frames(daemon: OwnerDaemon, messages: Sequence[object]) -> list[object]:
         "        print(json.dumps(recv_frame(conn)[0]))\n"
     )
     return [json.loads(line) for line in run_python_as(daemon.owner, daemon.ns, code, json.dumps(messages))]
+
+
+# ---------------------------------------------------------------------- fixtures (registered in conftest.py)
+
+
+@pytest.fixture
+def owner() -> Iterator[pwd.struct_passwd]:
+    """A throw-away unprivileged user (removed afterwards, with its home)."""
+    with throwaway_user() as user:
+        yield user
+
+
+@pytest.fixture
+def helper_ns() -> Iterator[NetNamespace]:
+    """The network namespace the helper, the daemon and the guests live in."""
+    with temporary_netns() as namespace:
+        yield namespace
+
+
+@pytest.fixture
+def root_helper(helper_ns: NetNamespace, owner: pwd.struct_passwd) -> Iterator[RootHelper]:
+    """``bangerd-root`` as root for ``owner`` in ``helper_ns`` (install.toml absent: banger's defaults)."""
+    with helper_root() as root:
+        running = RootHelper(helper_ns, owner, root)
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
+
+
+@pytest.fixture
+def owner_daemon(helper_ns: NetNamespace, owner: pwd.struct_passwd, root_helper: RootHelper) -> Iterator[OwnerDaemon]:
+    """``bangerd`` as ``owner`` (not started yet: call ``start``); stopped, and every process of the owner killed."""
+    runtime = Path("/tmp") / f"bgr-{owner.pw_name}"
+    running = OwnerDaemon(helper_ns, owner, root_helper, runtime)
+    try:
+        yield running
+    finally:
+        running.stop()
+        with suppress(OSError):  # shown by pytest when the test failed
+            print(f"--- bangerd.log of {owner.pw_name}:\n" + "\n".join(running.log.read_text().splitlines()[-60:]))
+        kill_processes_of(owner.pw_uid)
+        shutil.rmtree(runtime, ignore_errors=True)
+        Path(f"{runtime}.stderr").unlink(missing_ok=True)
