@@ -10,6 +10,7 @@ otherwise). This module imports no netlink code: the daemon needs none.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -90,7 +91,23 @@ class RootHelperHostOps:
         except ProtocolError as exc:
             raise HostOpError(f"the root helper answered badly: {exc}") from None
 
-    # One line per HostOps method: the helper validates, this side only forwards.
+    def __getattr__(self, name: str) -> Callable[..., object]:
+        """A ``HostOps`` method without a line below (added to the protocol later): forwarded by name.
+
+        Positional arguments are named after the protocol's parameters.
+        """
+        spec = host_ops_methods().get(name)
+        if spec is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+        def forward(*args: object, **kwargs: object) -> object:
+            if len(args) > len(spec.params):
+                raise TypeError(f"{name} takes {len(spec.params)} arguments, {len(args)} given")
+            return self.call(name, **dict(zip(spec.params, args, strict=False)), **kwargs)
+
+        return forward
+
+    # One line per HostOps method, for readers and type checkers: the helper validates, this side forwards.
 
     def ensure_bridge(self, name: str, address: str) -> bool:
         return cast(bool, self.call("ensure_bridge", name=name, address=address))
