@@ -515,7 +515,11 @@ class NetworkDriver(Protocol):
     """What a network backend does once constructed."""
 
     def setup_host(self, progress: Progress) -> None:
-        """Idempotently prepare the host (bridge, NAT); called at daemon start."""
+        """Idempotently prepare the host (bridge, NAT).
+
+        Called before the first VM that uses this backend starts, and at daemon
+        start for the default backend.
+        """
 
     def attach(self, request: NicRequest) -> NetAttachment:
         """Give one VM a NIC before its VMM launches."""
