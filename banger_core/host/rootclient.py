@@ -62,7 +62,10 @@ class RootHelperHostOps:
                     "start it (`sudo systemctl start bangerd-root`), or unset BANGER_ROOT_HELPER"
                 ) from None
             try:
-                send_frame(conn, {"method": method, "args": to_json(args)})
+                try:
+                    send_frame(conn, {"method": method, "args": to_json(args)})
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a refused peer is answered and hung up on before it is heard: read why
                 answer, fds = recv_frame(conn)
             except (OSError, ProtocolError) as exc:
                 raise HostOpError(f"{method} through the root helper failed: {exc}") from None
