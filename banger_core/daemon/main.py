@@ -90,6 +90,7 @@ async def serve(env: dict[str, str], foreground: bool) -> int:
     from banger_core.daemon.app import Daemon, create_app
     from banger_core.daemon.runtime import Runtime
     from banger_core.daemon.web import start_web_ui
+    from banger_core.host.hostops import describe
 
     rt = Runtime(env)
     ensure_private_dir(rt.layout.state_dir, "state_dir")
@@ -98,6 +99,7 @@ async def serve(env: dict[str, str], foreground: bool) -> int:
     claim(rt.layout)
     info = build_info()
     log.info("bangerd %s (commit %s) starting, pid %d", info.version, info.short_commit, os.getpid())
+    log.info("privileged host operations: %s", describe(rt.ctx.host_ops))
     rt.open()
     daemon = Daemon(rt)
     summary = await daemon.run_blocking(daemon.vms.reconcile)

@@ -55,3 +55,14 @@ def host_ops_for_current_user(config: Config, env: Mapping[str, str] = os.enviro
 
         return RootHelperHostOps(helper)
     return UnprivilegedHostOps()
+
+
+def describe(ops: HostOps) -> str:
+    """Who performs this daemon's privileged host operations, for its log."""
+    from banger_core.host.rootclient import RootHelperHostOps
+
+    if isinstance(ops, RootHelperHostOps):
+        return f"bangerd-root at {ops.socket_path}"
+    if isinstance(ops, UnprivilegedHostOps):
+        return "none (not root and no root helper: bridge networking is unavailable)"
+    return "this process (root)"

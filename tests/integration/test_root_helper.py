@@ -167,6 +167,7 @@ def test_the_owner_daemon_runs_unprivileged_and_its_socket_refuses_others(
     assert status["Uid"].split() == [str(owner.pw_uid)] * 4
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
     assert owner_daemon.banger("vm", "list", "--json", check=True).stdout.strip() == "[]"
+    assert f"privileged host operations: bangerd-root at {owner_daemon.helper.socket}" in owner_daemon.log.read_text()
     sock = owner_daemon.runtime / "bangerd.sock"
     code = (
         "import socket\n"
