@@ -38,6 +38,7 @@ import stat
 import struct
 import sys
 import threading
+import time
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,6 +71,8 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 #: A client gets this long to send its request; a call's own work is not limited.
 REQUEST_TIMEOUT = 10.0
 MAX_CLIENTS = 16
+#: How long a stopping helper waits for calls in flight.
+DRAIN_TIMEOUT = 30.0
 _PEERCRED = struct.Struct("3i")
 
 
@@ -286,6 +289,10 @@ class RootHelper:
                     slots.release()
 
             threading.Thread(target=run, name="bangerd-root-call", daemon=True).start()
+        # Let calls in flight finish (a half-applied nft script is worse than a slow stop).
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        for _ in range(MAX_CLIENTS):
+            slots.acquire(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def bind_listener(path: Path, owner: pwd.struct_passwd) -> socket.socket:
