@@ -16,6 +16,7 @@ import pytest
 pytest_plugins = [
     "tests.support.daemon",
     "tests.support.e2e",
+    "tests.support.roothelper",
     "tests.fixtures.guest",
     "tests.fixtures.tap_netns",
     "tests.fixtures.firecracker",

@@ -130,6 +130,8 @@ class Connection:
         import subprocess
         import sys
 
+        from banger_core.common.daemonenv import daemon_environment
+
         errors = runtime / "bangerd.stderr"
         with open(errors, "wb") as err:
             proc = subprocess.Popen(
@@ -137,7 +139,7 @@ class Connection:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
-                env=self.env,
+                env=daemon_environment(self.env),  # the daemon inherits an allowlist, not the shell
                 start_new_session=True,
                 close_fds=True,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
@@ -23,7 +24,10 @@ class UnprivilegedHostOps:
     """Host ops for a daemon without CAP_NET_ADMIN: every call explains how to get it."""
 
     def _refuse(self, what: str) -> NoReturn:
-        raise NotPrivileged(f'{what} needs root: run the daemon as root, or use network_backend = "usernet"')
+        raise NotPrivileged(
+            f"{what} needs root: run the daemon as root, start the root helper (`sudo banger system install "
+            '--owner $USER`), or use network_backend = "usernet"'
+        )
 
     def ensure_bridge(self, name: str, address: str) -> bool:
         self._refuse(f"creating bridge {name}")
@@ -59,6 +63,9 @@ class UnprivilegedHostOps:
             "the Firecracker jailer needs root: install the services (`banger system install`) so bangerd-root "
             "starts it, run the daemon as root, or set use_jailer = false"
         )
+
+    def bind_dns_socket(self, address: str, port: int) -> socket.socket:
+        self._refuse(f"listening for DNS on {address}:{port}")
 
 
 def resolved_dirs(config: Config) -> tuple[Path, Path, Path]:

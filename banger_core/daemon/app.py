@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("banger.api")
 NDJSON = "application/x-ndjson"
 SESSION_HEARTBEAT = 10.0
+DNS_START_TIMEOUT = 10.0
 LOG_FOLLOW_INTERVAL = 0.25
 T = TypeVar("T")
 ResultT = TypeVar("ResultT", bound=ApiModel)
@@ -130,35 +132,56 @@ class Daemon:
             log.warning("cannot write %s: %s", path, exc)
 
     async def start_services(self) -> None:
-        """Host network, the .vm DNS server and resolver routing; failures are logged, not fatal.
+        """Host network of the default backend (and of adopted VMs), the .vm DNS server; failures are logged.
 
-        A VM needing a network backend that failed here fails to start with
-        that backend's own error, which names the fix.
+        Other backends are set up by the first VM that needs one
+        (:meth:`Runtime.ready_network`); a VM whose backend cannot be set up
+        fails to start with that backend's own error, which names the fix.
         """
         from banger_core.common.progress import NullProgress
-        from banger_core.daemon.dns import DnsServer, listen_addresses
+        from banger_core.daemon.dns import DnsServer
 
         await self.run_blocking(self.refresh_ssh_config)
         await self.run_blocking(self.refresh_dns_table)
-        name = self.rt.config["network_backend"]
-        dns_link: tuple[str, str] | None = None
-        try:
-            driver = self.rt.network(name)
-            await self.run_blocking(lambda: driver.setup_host(NullProgress()))
-            dns_link = driver.dns_link()
-        except Exception as exc:
-            log.warning("network backend %s is not ready: %s", name, exc)
-        binds = listen_addresses(dns_link, self.rt.config["dns_port"], self.rt.config.get("dns_loopback_port"))
-        if binds:
-            # A lambda, not the bound .get: the table object is replaced on every change.
-            server = DnsServer(lambda vm_name: self.dns_table.get(vm_name), logger=logging.getLogger("banger.dns"))
+        # A lambda, not the bound .get: the table object is replaced on every change.
+        self.dns_server = DnsServer(lambda vm_name: self.dns_table.get(vm_name), logger=logging.getLogger("banger.dns"))
+        loopback_port = self.rt.config.get("dns_loopback_port")
+        if loopback_port is not None:
             try:
-                log.info("DNS for .vm on %s", ", ".join(f"{a}:{p}" for a, p in await server.start(binds=binds)))
-                self.dns_server = server
+                await self.dns_server.start(binds=[("127.0.0.1", loopback_port)])
+                log.info("DNS for .vm on 127.0.0.1:%s", loopback_port)
             except Exception as exc:
-                log.warning("the .vm DNS server could not start: %s", exc)
-        if dns_link is not None and self.dns_server is not None:
-            await self.run_blocking(lambda: self._route_dns(dns_link))
+                log.warning("the .vm DNS server could not start on 127.0.0.1:%s: %s", loopback_port, exc)
+        loop = asyncio.get_running_loop()
+        self.rt.on_network_ready.append(lambda name, driver: self._serve_dns_on(loop, driver.dns_link()))
+        adopted = {vm.network for vm in self.vms.all() if vm.state == VmState.RUNNING}
+        default = self.rt.config["network_backend"]
+        for name in [default, *sorted(adopted - {default})]:
+            try:
+                await self.run_blocking(functools.partial(self.rt.ready_network, name, NullProgress()))
+            except Exception as exc:
+                log.warning("network backend %s is not ready (the first VM using it tries again): %s", name, exc)
+
+    def _serve_dns_on(self, loop: asyncio.AbstractEventLoop, dns_link: tuple[str, str] | None) -> None:
+        """Answer .vm queries on a backend's DNS address too, then route ``*.vm`` there (from a worker thread).
+
+        The socket comes from the host ops: port 53 needs privilege, so an
+        owner daemon gets it bound by ``bangerd-root``.
+        """
+        if dns_link is None or self.dns_server is None:
+            return
+        address, port = dns_link[1], self.rt.config["dns_port"]
+        if (address, port) in self.dns_server.addresses:
+            return
+        try:
+            sock = self.rt.ctx.host_ops.bind_dns_socket(address, port)
+            server = self.dns_server
+            asyncio.run_coroutine_threadsafe(server.start(sockets=[sock]), loop).result(DNS_START_TIMEOUT)
+            log.info("DNS for .vm on %s:%s", address, port)
+        except Exception as exc:
+            log.warning("the .vm DNS server could not listen on %s:%s: %s", address, port, exc)
+            return
+        self._route_dns(dns_link)
 
     def _route_dns(self, dns_link: tuple[str, str]) -> None:
         link, address = dns_link

@@ -18,7 +18,9 @@ malformed packet                        dropped, logged (rate-limited)
 The daemon runs it in its own event loop::
 
     server = DnsServer(lambda name: vms.ip_of(name))
-    await server.start(binds=listen_addresses(network.dns_link(), config["dns_port"], config.get("dns_loopback_port")))
+    await server.start(binds=[("127.0.0.1", config["dns_loopback_port"])])
+    # the bridge's address: a socket bound by the host ops (port 53 needs privilege)
+    await server.start(sockets=[host_ops.bind_dns_socket(bridge_ip, config["dns_port"])])
     ...
     await server.stop()
 
@@ -212,40 +214,13 @@ class _DnsProtocol(asyncio.DatagramProtocol):
         self.zone.warn.warning("DNS socket error: %s", exc)
 
 
-def listen_addresses(
-    dns_link: tuple[str, str] | None, dns_port: int = 53, loopback_port: int | None = None
-) -> list[tuple[str, int]]:
-    """Where the daemon's DNS server listens, from the network backend and the core config.
-
-    Args:
-        dns_link: the network backend's ``dns_link()``: ``(link, address)`` or None.
-        dns_port: config ``dns_port``: the port on the backend's address.
-        loopback_port: config ``dns_loopback_port``: also listen on 127.0.0.1 there (None: don't).
-
-    Returns:
-        ``(address, dns_port)`` on the backend's address, plus ``("127.0.0.1",
-        loopback_port)`` when that is set; possibly empty (usernet without a
-        loopback port: no DNS server needed).
-
-    Example:
-        >>> listen_addresses(("banger0", "172.16.0.1"), 53, 5353)
-        [('172.16.0.1', 53), ('127.0.0.1', 5353)]
-    """
-    binds = []
-    if dns_link is not None:
-        binds.append((dns_link[1], dns_port))
-    if loopback_port is not None:
-        binds.append(("127.0.0.1", loopback_port))
-    return binds
-
-
 def _bind_hint(code: int | None, port: int) -> str:
     if code == errno.EADDRINUSE:
         return "another DNS server (dnsmasq, systemd-resolved, libvirt) holds it: stop it or change dns_port"
     if code == errno.EACCES:
         return f"port {port} needs root or CAP_NET_BIND_SERVICE: run the daemon as root or change dns_port"
     if code == errno.EADDRNOTAVAIL:
-        return "the address is not on this host: is the bridge up? restart the daemon"
+        return "the address is not on this host: give an address of one of its interfaces"
     return "check the address and port"
 
 

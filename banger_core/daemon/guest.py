@@ -127,9 +127,12 @@ def _mkfs(dest: Path, size: int, staging: Path, label: str) -> None:
                 label,
                 "-m",
                 "0",
-                # Lazy init keeps a multi-GiB disk to a few MiB written and ~15 ms.
+                # Lazy init keeps a multi-GiB disk to a few MiB written and ~15 ms. The root
+                # directory gets the staging user's ids, like the files under it: the guest's
+                # initramfs makes a disk root's when its root directory is not (mkfs alone
+                # would make it 0:0 and hide an owner daemon's files from that check).
                 "-E",
-                "lazy_itable_init=1,lazy_journal_init=1",
+                f"lazy_itable_init=1,lazy_journal_init=1,root_owner={os.geteuid()}:{os.getegid()}",
                 "-d",
                 str(staging),
                 str(tmp),

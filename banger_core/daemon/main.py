@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from banger_core.common.buildinfo import build_info
+from banger_core.common.daemonenv import daemon_environment
 from banger_core.common.errors import BangerError
 from banger_core.common.instance import AlreadyHeld, hold_for_life
 from banger_core.common.paths import ensure_private_dir
@@ -89,6 +90,7 @@ async def serve(env: dict[str, str], foreground: bool) -> int:
     from banger_core.daemon.app import Daemon, create_app
     from banger_core.daemon.runtime import Runtime
     from banger_core.daemon.web import start_web_ui
+    from banger_core.host.hostops import describe
 
     rt = Runtime(env)
     ensure_private_dir(rt.layout.state_dir, "state_dir")
@@ -97,6 +99,7 @@ async def serve(env: dict[str, str], foreground: bool) -> int:
     claim(rt.layout)
     info = build_info()
     log.info("bangerd %s (commit %s) starting, pid %d", info.version, info.short_commit, os.getpid())
+    log.info("privileged host operations: %s", describe(rt.ctx.host_ops))
     rt.open()
     daemon = Daemon(rt)
     summary = await daemon.run_blocking(daemon.vms.reconcile)
@@ -139,7 +142,10 @@ def main(argv: list[str] | None = None) -> None:
         print(build_info().line("bangerd"))
         return
     os.umask(0o077)
-    env = dict(os.environ)
+    # Also for the children (QEMU, ssh, mkfs): whoever started us passes on only the allowlist.
+    env = daemon_environment(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
     try:
         code = asyncio.run(serve(env, foreground=not args.background))
     except BangerError as exc:

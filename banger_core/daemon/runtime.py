@@ -37,6 +37,7 @@ from banger_hookspecs import (
     KernelProviderDriver,
     NetworkDriver,
     PluginContext,
+    Progress,
     VmmDriver,
     WorkspaceSyncerDriver,
 )
@@ -67,14 +68,18 @@ class Runtime:
         self.env = dict(os.environ if env is None else env)
         self.pm = pm or get_plugin_manager(self.env)
         self.config = config or load_config(self.pm, self.env)
-        self.ctx: PluginContext = make_context(
-            self.config, host_ops_for_current_user(self.config), env=self.env, logger=logging.getLogger("banger")
-        )
+        host_ops = host_ops_for_current_user(self.config, self.env)
+        self.ctx: PluginContext = make_context(self.config, host_ops, env=self.env, logger=logging.getLogger("banger"))
         self.ctx = dataclasses.replace(self.ctx, fetch_document=self.fetch_document)
         self.layout = Layout(self.ctx.state_dir, self.ctx.runtime_dir)
         self.keys = SshKeys(self.layout.ssh, self.config.get("ssh_key_path"))
         self._drivers: dict[tuple[str, str], object] = {}
         self._drivers_lock = threading.Lock()
+        #: Network backends whose host side is set up (see :meth:`ready_network`), and their locks.
+        self._networks_ready: set[str] = set()
+        self._network_locks: dict[str, threading.Lock] = {}
+        #: Called with ``(name, driver)`` after a backend's host side was set up (the daemon starts DNS there).
+        self.on_network_ready: list[Callable[[str, NetworkDriver], None]] = []
         self.db: Database | None = None
 
     def open(self) -> None:
@@ -125,6 +130,32 @@ class Runtime:
 
     def network(self, name: str) -> NetworkDriver:
         return self._driver(NETWORK_BACKENDS, name)
+
+    def ready_network(self, name: str, progress: Progress) -> NetworkDriver:
+        """Backend ``name`` with its host side set up: the first VM that needs a backend sets it up.
+
+        Setting up runs once per daemon (again after :meth:`forget_network`);
+        concurrent callers wait for the first one. A failure is raised to the
+        caller and the next caller tries again.
+        """
+        driver = self.network(name)
+        with self._drivers_lock:
+            lock = self._network_locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self._networks_ready:
+                driver.setup_host(progress)
+                self._networks_ready.add(name)
+                for listener in self.on_network_ready:
+                    try:
+                        listener(name, driver)
+                    except Exception:  # DNS is a convenience: a VM must still get its network
+                        log.exception("after setting up network backend %s", name)
+        return driver
+
+    def forget_network(self, name: str) -> None:
+        """Set backend ``name`` up again on next use (its host side may have been changed behind our back)."""
+        with self._drivers_lock:
+            self._networks_ready.discard(name)
 
     def dns_router(self, name: str) -> DnsRouterDriver:
         return self._driver(DNS_ROUTERS, name)

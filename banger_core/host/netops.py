@@ -127,8 +127,11 @@ class NetlinkHostOps(JailOps):
         config: effective configuration; reads ``cidr`` (the guest subnet, e.g.
             ``"172.16.0.0/24"``) and ``bridge_ip`` (the host's address in it);
             the jailer keys for :meth:`spawn_jailed_vmm` (see :mod:`banger_core.host.jailops`).
-        owner_uid: the uid bangerd-root serves: the only one a jailed VMM may run
-            as; None (a root daemon's own host ops) refuses every jailed spawn.
+        owner_uid: when set (the ``bangerd-root`` helper), the only uid taps may
+            be created for and a jailed VMM may run as; taps owned by anyone else
+            are left alone. None (a root daemon's own host ops) refuses every jailed spawn.
+        owner_gid: the owner's group, for methods that hand files or processes over.
+        bridge_name: when set (the helper), the only bridge name accepted.
 
     Raises:
         ValueError: from the first call that needs them, when ``cidr`` is not an
@@ -142,11 +145,20 @@ class NetlinkHostOps(JailOps):
         ops.ensure_nat("172.16.0.0/24", "banger0")
     """
 
-    def __init__(self, config: Mapping[str, object], owner_uid: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, object],
+        *,
+        owner_uid: int | None = None,
+        owner_gid: int | None = None,
+        bridge_name: str | None = None,
+        search_path: str | None = None,
+    ) -> None:
         self.config = config
-        # Whom a jailed VMM may run as (JailOps); bangerd-root passes its --owner-uid.
         self.owner_uid = owner_uid
-        self.nft = shutil.which("nft") or "/usr/sbin/nft"
+        self.owner_gid = owner_gid
+        self.bridge_name = bridge_name
+        self.nft = shutil.which("nft", path=search_path) or "/usr/sbin/nft"
         self.ip_forward = IP_FORWARD
 
     # ------------------------------------------------------------------ validation
@@ -202,6 +214,26 @@ class NetlinkHostOps(JailOps):
             raise ValueError(f"NAT network {network} lies outside the configured cidr {self.cidr}")
         return network
 
+    def _bridge(self, name: str) -> str:
+        validate_ifname(name, BRIDGE_PREFIX, "bridge")
+        if self.bridge_name is not None and name != self.bridge_name:
+            raise ValueError(f"bridge {name!r} is not banger's bridge {self.bridge_name!r}: banger leaves it alone")
+        return name
+
+    def _owner(self, uid: int) -> int:
+        _validate_uid(uid)
+        if self.owner_uid is not None and uid != self.owner_uid:
+            raise ValueError(f"owner uid {uid} is not banger's owner uid {self.owner_uid}")
+        return uid
+
+    def _check_tap_owner(self, tap: _NetlinkMessage, name: str) -> None:
+        """Refuse a tap of someone else when an owner is set: banger never touches taps it did not make."""
+        if self.owner_uid is not None and _tap_owner(tap) != self.owner_uid:
+            raise HostOpError(
+                f"tap {name} belongs to uid {_tap_owner(tap)}, not to banger's owner {self.owner_uid}: "
+                "banger left it alone"
+            )
+
     @staticmethod
     def _link_prefix(prefix: str) -> str:
         if not isinstance(prefix, str) or not _IFNAME_RE.match(prefix):
@@ -256,7 +288,7 @@ class NetlinkHostOps(JailOps):
             ValueError: bad name or address (nothing was touched).
             HostOpError: a link with that name exists and is not a bridge, or netlink refused.
         """
-        validate_ifname(name, BRIDGE_PREFIX, "bridge")
+        self._bridge(name)
         iface = self._bridge_interface(address)
         wanted = (str(iface.ip), iface.network.prefixlen)
         changed = False
@@ -292,7 +324,7 @@ class NetlinkHostOps(JailOps):
             ValueError: bad name.
             HostOpError: the link exists but is not a bridge (left alone), or netlink refused.
         """
-        validate_ifname(name, BRIDGE_PREFIX, "bridge")
+        self._bridge(name)
         with self._netlink(f"deleting bridge {name}") as ipr:
             link = self._find(ipr, name)
             if link is None:
@@ -315,12 +347,16 @@ class NetlinkHostOps(JailOps):
                 else, or netlink refused.
         """
         validate_ifname(name, TAP_PREFIX, "tap")
-        validate_ifname(bridge, BRIDGE_PREFIX, "bridge")
-        _validate_uid(owner_uid)
+        self._bridge(bridge)
+        self._owner(owner_uid)
         with self._netlink(f"creating tap {name}") as ipr:
             master = self._find(ipr, bridge)
             if master is None or _link_kind(master) != "bridge":
-                raise HostOpError(f"bridge {bridge} does not exist: restart the daemon so it sets up the bridge")
+                # The daemon sets the bridge up when a VM first needs it; gone now means deleted since.
+                raise HostOpError(
+                    f"bridge {bridge} does not exist (deleted while banger ran?): start the VM again, "
+                    "banger sets the bridge up again first"
+                )
             tap = self._find(ipr, name)
             created = tap is None
             if tap is None:
@@ -353,7 +389,8 @@ class NetlinkHostOps(JailOps):
         with self._netlink(f"renaming tap {name} to {new_name}") as ipr:
             tap = self._find(ipr, name)
             if tap is None or not _is_tap(tap):
-                raise HostOpError(f"tap {name} does not exist: restart the daemon to refill the tap pool")
+                raise HostOpError(f"tap {name} does not exist: start the VM again (banger creates a new tap)")
+            self._check_tap_owner(tap, name)
             if self._find(ipr, new_name) is not None:
                 raise HostOpError(f"network interface {new_name} already exists: delete it (`ip link del {new_name}`)")
             index = tap["index"]
@@ -378,6 +415,7 @@ class NetlinkHostOps(JailOps):
                 return
             if not _is_tap(tap):
                 raise HostOpError(f"network interface {name} is not a tap: banger left it alone")
+            self._check_tap_owner(tap, name)
             ipr.link("del", index=tap["index"])
 
     # ------------------------------------------------------------------ inspection
@@ -404,6 +442,32 @@ class NetlinkHostOps(JailOps):
                 routes.add(f"{destination}/{route['dst_len']}")
         return sorted(routes, key=ipaddress.IPv4Network)
 
+    # ------------------------------------------------------------------ DNS
+
+    def bind_dns_socket(self, address: str, port: int) -> socket.socket:
+        """A UDP socket bound to ``address:port``, where ``address`` is the configured ``bridge_ip``.
+
+        Raises:
+            ValueError: another address, or a port outside 1-65535 (nothing was bound).
+            HostOpError: the kernel refused the bind (the reason and the likely fix).
+        """
+        if self._usable_address(address, "DNS address") != self.bridge_ip:
+            raise ValueError(f"DNS address {address} is not the bridge address {self.bridge_ip}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"DNS port {port!r} is not between 1 and 65535")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((str(self.bridge_ip), port))
+        except OSError as exc:
+            sock.close()
+            hint = {
+                errno.EADDRINUSE: "another DNS server holds it: stop it or change dns_port",
+                errno.EADDRNOTAVAIL: "the bridge does not carry that address yet: start a bridged VM first",
+                errno.EACCES: "ports below 1024 need root: run the daemon as root or through bangerd-root",
+            }.get(exc.errno or 0, "check the address and port")
+            raise HostOpError(f"cannot listen for DNS on {address}:{port}: {exc.strerror}: {hint}") from exc
+        return sock
+
     # ------------------------------------------------------------------ NAT
 
     def ensure_nat(self, cidr: str, bridge: str) -> None:
@@ -417,7 +481,7 @@ class NetlinkHostOps(JailOps):
             HostOpError: nft is missing or refused the rules, or forwarding could not be enabled.
         """
         network = self._nat_network(cidr)
-        validate_ifname(bridge, BRIDGE_PREFIX, "bridge")
+        self._bridge(bridge)
         try:
             if self.ip_forward.read_text().strip() != "1":
                 self.ip_forward.write_text("1\n")
@@ -443,7 +507,7 @@ class NetlinkHostOps(JailOps):
         IPv4 forwarding stays on: other software on the host may rely on it.
         """
         self._nat_network(cidr)
-        validate_ifname(bridge, BRIDGE_PREFIX, "bridge")
+        self._bridge(bridge)
         self._nft(f"table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\n", "remove NAT")
 
     def _nft(self, script: str, what: str) -> None:

@@ -72,6 +72,21 @@ def test_autostart_says_so_once_and_socket_is_private(daemon: DaemonHarness) -> 
     assert "listening on" in log_file.read_text()
 
 
+def test_the_autostarted_daemon_gets_an_allowlisted_environment(daemon: DaemonHarness) -> None:
+    """Issue 17 item 2: nothing of the shell's environment but what bangerd needs; its children inherit the same."""
+    daemon.env.update(
+        LD_PRELOAD="", PYTHONSTARTUP="/nonexistent/startup.py", SECRET_TOKEN="x", PATH=f".::{BIN}:/usr/bin:/bin"
+    )
+    daemon.client().vms.list()
+    (pid,) = daemon_processes(daemon)
+    environ = dict(
+        entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry
+    )
+    assert not {"LD_PRELOAD", "PYTHONSTARTUP", "SECRET_TOKEN"} & set(environ)
+    assert environ["PATH"] == f"{BIN}:/usr/bin:/bin"
+    assert environ["HOME"] == daemon.env["HOME"] and environ["XDG_RUNTIME_DIR"] == daemon.env["XDG_RUNTIME_DIR"]
+
+
 def test_racing_clis_end_with_one_daemon(daemon: DaemonHarness) -> None:
     procs = [
         subprocess.Popen([BIN / "banger", "vm", "list", "--json"], env=daemon.env, stdout=subprocess.PIPE, text=True)

@@ -26,6 +26,8 @@ from banger_hookspecs import (
 ATTACHED: dict[str, NetAttachment] = {}
 #: vm_id -> the ports the core asked the last attach to publish.
 PUBLISHED: dict[str, tuple[PortForward, ...]] = {}
+#: Backend names, once per ``setup_host`` call (the host side is set up when a VM first needs it).
+SET_UP: list[str] = []
 #: Port of the loopback "ssh endpoint" each attach hands out (nothing listens: the ssh probe is the test's).
 SSH_PORT = 2222
 
@@ -37,7 +39,8 @@ class FakeNetwork:
         self.ctx = ctx
 
     def setup_host(self, progress: Progress) -> None:
-        """Nothing to prepare."""
+        """Nothing to prepare; recorded in :data:`SET_UP`."""
+        SET_UP.append(f"fake{self.kind}")
 
     def attach(self, request: NicRequest) -> NetAttachment:
         tap = f"tap-{request.vm_id[:8]}" if self.kind == "tap" else None

@@ -9,7 +9,7 @@ import struct
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 
-from banger_core.daemon.dns import DnsServer, RateLimitedLog, VmZone, listen_addresses
+from banger_core.daemon.dns import DnsServer, RateLimitedLog, VmZone
 
 pytestmark = pytest.mark.unit
 
@@ -201,10 +201,3 @@ def test_bad_bind_addresses_are_refused_before_binding(binds: list[tuple[str, in
     with pytest.raises(ValueError, match=message):
         asyncio.run(server.start(binds))
     assert server.addresses == []
-
-
-def test_listen_addresses_follow_the_config_and_the_network_backend() -> None:
-    assert listen_addresses(("banger0", "172.16.0.1"), 53) == [("172.16.0.1", 53)]
-    assert listen_addresses(None, 53, 5353) == [("127.0.0.1", 5353)]
-    assert listen_addresses(("banger0", "10.1.0.1"), 5300, 5353) == [("10.1.0.1", 5300), ("127.0.0.1", 5353)]
-    assert listen_addresses(None, 53) == []

@@ -99,6 +99,7 @@ def host(banger_env: dict[str, str], banger_site: FakeSite) -> Iterator[Host]:
     banger_site.write_dist_info("banger-bootvmm-testplugin", "0.0.1", {"bootvmm": "tests.support.banger_bootvmm"})
     (Path(banger_env["XDG_CONFIG_HOME"]) / "banger" / "config.toml").write_text(CONFIG)
     banger_fakenet.ATTACHED.clear()
+    banger_fakenet.SET_UP.clear()
     rt = Runtime({**banger_env, "BANGER_DISABLE_PLUGINS": BUILTINS})
     rt.open()
     store = Store(rt)
@@ -242,6 +243,34 @@ def test_guest_addresses_run_out_with_a_clear_error_and_are_reused_after_delete(
     assert len(set(macs)) == 5 and all(str(mac).startswith("52:54:00:") for mac in macs)
     # User-mode NICs take no address from the pool.
     assert create(host, "user", start=False).guest_ip is None
+
+
+def test_the_first_vm_on_a_backend_sets_its_host_side_up_once(host: Host) -> None:
+    """Issue 17 item 6: a daemon set up for one backend gives a VM another one (`--network bridge` on usernet)."""
+    assert banger_fakenet.SET_UP == []  # an in-process service: no daemon start set anything up
+    create(host, "one", network="faketap")
+    assert banger_fakenet.SET_UP == ["faketap"]
+    create(host, "two", network="faketap")
+    create(host, "three")  # the default backend, fakeuser, on first use too
+    assert banger_fakenet.SET_UP == ["faketap", "fakeuser"]
+
+
+def test_a_backend_whose_attach_failed_is_set_up_again_by_the_next_start(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bridge deleted behind the daemon's back: the failed start's error is followed by a repair on the next one."""
+
+    def gone(self: banger_fakenet.FakeNetwork, request: object) -> None:
+        raise OperationFailed("bridge banger0 does not exist")
+
+    create(host, "one", network="faketap")
+    with monkeypatch.context() as patch:
+        patch.setattr(banger_fakenet.FakeTapNetwork, "attach", gone)
+        with pytest.raises(OperationFailed, match="bridge banger0 does not exist"):
+            create(host, "two", network="faketap")
+    host.vms.start("two", RecordingProgress())
+    assert banger_fakenet.SET_UP == ["faketap", "faketap"]
+    assert host.vms.get("two").state == VmState.RUNNING
 
 
 def test_a_running_tap_vm_is_in_the_dns_table(host: Host) -> None:

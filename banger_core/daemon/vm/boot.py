@@ -107,7 +107,6 @@ class Power:
         rootfs = self.store.rootfs(vm.image)
         self.store.get_image(vm.image)
         vmm = self.rt.vmm(vm.backend)
-        net = self.rt.network(vm.network)
         vm = self.records.set_state(vm.id, VmState.STARTING, {"last_error": None})
         attachment: NetAttachment | None = None
         proc: VmProcess | None = None
@@ -115,17 +114,23 @@ class Power:
         run_dir = self.rt.layout.vm_run_dir(vm.id)
         try:
             run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # The first VM on a backend sets its host side up (a usernet daemon's first bridged VM).
+            net = self.rt.ready_network(vm.network, progress)
             progress.step("attaching network")
-            attachment = net.attach(
-                NicRequest(
-                    vm_id=vm.id,
-                    vm_name=vm.name,
-                    mac=vm.mac,
-                    guest_ip=vm.guest_ip or "",
-                    host_access=vm.host_access,
-                    published=ports.forwards(vm.ports),
+            try:
+                attachment = net.attach(
+                    NicRequest(
+                        vm_id=vm.id,
+                        vm_name=vm.name,
+                        mac=vm.mac,
+                        guest_ip=vm.guest_ip or "",
+                        host_access=vm.host_access,
+                        published=ports.forwards(vm.ports),
+                    )
                 )
-            )
+            except BaseException:
+                self.rt.forget_network(vm.network)  # a bridge deleted behind our back is set up again next time
+                raise
             self.handles.write(vm.id, VmHandles(net=attachment))
             serial = serial_log(self.rt, vm.id)
             serial.write_bytes(b"")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,8 +150,9 @@ class Progress(Protocol):
 class HostOps(Protocol):
     """Privileged host operations (CAP_NET_ADMIN), with strictly validated arguments.
 
-    The core implements this in-process when the daemon runs as root, and will
-    later forward it to ``bangerd-root``. Interface names must start with the
+    The core implements this in-process when the daemon runs as root, and
+    forwards it to the ``bangerd-root`` helper when the daemon runs as its
+    owner (every method here is callable through the helper, by name). Interface names must start with the
     configured prefix (``banger`` for bridges, ``bgr`` for taps) and addresses
     must lie inside the configured CIDR, or the call raises ``ValueError``.
     """
@@ -207,6 +209,13 @@ class HostOps(Protocol):
             NotImplementedError: these host ops have no root side (no root helper):
                 the caller may run Firecracker unjailed instead.
             ValueError: an argument the root side does not allow.
+        """
+
+    def bind_dns_socket(self, address: str, port: int) -> socket.socket:
+        """A UDP socket bound to ``address:port``, for the ``.vm`` DNS server on the bridge.
+
+        ``address`` must be the bridge's own address. Port 53 needs
+        CAP_NET_BIND_SERVICE: the root helper binds it and hands the socket over.
         """
 
 
@@ -711,7 +720,11 @@ class NetworkDriver(Protocol):
     """What a network backend does once constructed."""
 
     def setup_host(self, progress: Progress) -> None:
-        """Idempotently prepare the host (bridge, NAT); called at daemon start."""
+        """Idempotently prepare the host (bridge, NAT).
+
+        Called before the first VM that uses this backend starts, and at daemon
+        start for the default backend.
+        """
 
     def attach(self, request: NicRequest) -> NetAttachment:
         """Give one VM a NIC before its VMM launches."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -295,4 +296,11 @@ def test_doctor_row_says_what_bridge_networking_lacks(
     assert [r.status for r in check.run(plugin_context)] == ["ok"]
 
     monkeypatch.setattr(plugin.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("BANGER_ROOT_HELPER", str(tmp_path / "no-helper.sock"))
     assert [r.status for r in check.run(plugin_context)] == ["info"]
+    with socket.socket(socket.AF_UNIX) as listening:  # an owner daemon's helper: a real socket file
+        listening.bind(str(tmp_path / "helper.sock"))
+        monkeypatch.setenv("BANGER_ROOT_HELPER", str(tmp_path / "helper.sock"))
+        assert [(r.status, r.summary) for r in check.run(plugin_context)] == [
+            ("ok", f"not root: bangerd-root ({tmp_path / 'helper.sock'}) sets up bridge networking")
+        ]

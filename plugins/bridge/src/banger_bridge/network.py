@@ -120,7 +120,7 @@ class BridgeNetwork:
     # ------------------------------------------------------------------ host
 
     def setup_host(self, progress: Progress) -> None:
-        """Idempotently make the bridge, NAT and the tap pool; called at daemon start.
+        """Idempotently make the bridge, NAT and the tap pool; called before the first bridged VM starts.
 
         Raises:
             BridgeError: the cidr overlaps a route of the host (nothing was changed).

@@ -18,6 +18,8 @@ from banger_hookspecs import (
 )
 
 TUN_DEVICE = Path("/dev/net/tun")
+#: Where banger's root helper listens when installed (the core's default; $BANGER_ROOT_HELPER overrides it).
+ROOT_HELPER_SOCKET = Path("/run/banger-root/bangerd-root.sock")
 
 
 @hookimpl
@@ -51,11 +53,15 @@ def banger_network_backends() -> Iterable[NetworkBackend]:
 
 def _check(ctx: PluginContext) -> Iterable[CheckResult]:
     if os.geteuid() != 0:
+        helper = Path(os.environ.get("BANGER_ROOT_HELPER") or ROOT_HELPER_SOCKET)
+        if helper.exists():
+            yield CheckResult("bridge", "ok", f"not root: bangerd-root ({helper}) sets up bridge networking")
+            return
         yield CheckResult(
             "bridge",
             "info",
-            "not root: bridge networking needs a root daemon; VMs use usernet",
-            hint="run the daemon as root to give VMs bridge IPs and *.vm names",
+            "not root and no root helper: bridge networking is unavailable; VMs use usernet",
+            hint="install the root helper (`sudo banger system install --owner $USER`) or run the daemon as root",
         )
         return
     missing = []
