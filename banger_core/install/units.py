@@ -16,7 +16,6 @@ ROOT_HELPER_CAPABILITIES: tuple[tuple[str, str], ...] = (
     ("CAP_CHOWN", "handing the owner files it creates (jailer chroot, sockets)"),
     ("CAP_DAC_OVERRIDE", "the jailer preparing its chroot in directories of the owner"),
     ("CAP_FOWNER", "the jailer setting modes on files of the owner"),
-    ("CAP_KILL", "stopping jailed Firecracker processes that run as the owner"),
     ("CAP_SETUID", "the jailer dropping to the owner's uid"),
     ("CAP_SETGID", "the jailer dropping to the owner's gid"),
     ("CAP_SYS_ADMIN", "the jailer's mount namespace and pivot_root"),
