@@ -7,16 +7,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
 import secrets
+import select
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from banger_core.daemon.agent.client import AgentAuthError, AgentClient, agent_client_at
+from banger_core.common.errors import AgentAuthError
+from banger_core.daemon.agent.client import AgentClient, agent_client_at
 from banger_core.daemon.agent.identity import GuestIdentity
 from banger_core.daemon.layout import Layout
-from tests.support.e2e import E2E
+from tests.support.e2e import BIN, E2E
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +51,15 @@ def test_agent_health_exec_files_token_identity(e2e: E2E, tmp_path: Path) -> Non
     vm_id = str(e2e.vm("agent")["id"])
     client = agent_client_at(Layout(e2e.state, e2e.runtime), vm_id)
 
-    health = client.health(timeout=60)
+    try:
+        health = client.health(timeout=60)
+    except Exception:
+        diag = (
+            "ps -eo pid,args | grep -i [a]gent; dmesg | grep -i -e banger -e virtio; "
+            "ls -l /sys/class/virtio-ports/ /dev/vport* /run/banger; cat /sys/class/virtio-ports/*/name"
+        )
+        print(e2e.ssh("agent", "sh", "-c", diag))
+        raise
     assert health["ok"] is True and health["protocol"] == 1
     print(f"\nguest agent: ready {health['ready_ms']} ms after exec, RSS {health['rss_kib']} KiB, {health['python']}")
 
@@ -95,3 +108,109 @@ def test_agent_health_exec_files_token_identity(e2e: E2E, tmp_path: Path) -> Non
     guest_public = run(client, "ssh-keygen", "-y", "-f", "/etc/ssh/ssh_host_ed25519_key")[1].split()[:2]
     assert guest_public == (key_dir / "k.pub").read_bytes().split()[:2]
     e2e.banger("vm", "delete", "--force", "agent", check=True, timeout=300)
+
+
+def test_sessions_attach_detach_logs_stop_across_a_daemon_kill(e2e: E2E) -> None:
+    e2e.banger("vm", "create", "--name", "sess", check=True, timeout=600)
+    script = "echo started; while read line; do echo got:$line; echo err:$line >&2; done; echo bye; exit 5"
+    result = e2e.banger("vm", "session", "start", "--name", "echoer", "sess", "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert "session echoer started in sess" in result.stdout
+    e2e.banger("vm", "session", "start", "--name", "sleeper", "--stdin-mode", "none", "sess", "--", "sleep", "600")
+    e2e.wait_for(lambda: e2e.banger("vm", "session", "logs", "sess", "echoer").stdout == "started\n", 60, "output")
+
+    # Attach under a real pty, type a line, see the echo, detach with Ctrl-]: the session keeps running.
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on the pty
+        os.execve(str(BIN / "banger"), ["banger", "vm", "session", "attach", "sess", "echoer"], e2e.env)
+    seen = b""
+    try:
+        seen += read_until(fd, b"Ctrl-] detaches")
+        os.write(fd, b"hello\n")
+        seen += read_until(fd, b"got:hello")
+        os.write(fd, b"\x1d")
+        seen += read_until(fd, b"detached from echoer (still running)")
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+
+    # The daemon dies hard; the next CLI call starts a new one, which adopts both sessions.
+    daemon_pid = e2e.pid()
+    assert daemon_pid is not None
+    os.kill(daemon_pid, signal.SIGKILL)
+    assert e2e.wait_gone(daemon_pid)
+    listed = {
+        s["name"]: s for s in json.loads(e2e.banger("vm", "session", "list", "sess", "--json", check=True).stdout)
+    }
+    assert {name: s["state"] for name, s in listed.items()} == {"echoer": "running", "sleeper": "running"}
+    assert e2e.pid() not in (None, daemon_pid)
+
+    # Output written while no daemon ran, and after adoption, reaches the host logs.
+    attach_and_type(e2e, "again")
+    e2e.wait_for(
+        lambda: e2e.banger("vm", "session", "logs", "sess", "echoer").stdout == "started\ngot:hello\ngot:again\n",
+        60,
+        "adopted output",
+    )
+    assert (
+        e2e.banger("vm", "session", "logs", "sess", "echoer", "--stream", "stderr").stdout == "err:hello\nerr:again\n"
+    )
+
+    stopped = e2e.banger("vm", "session", "stop", "sess", "sleeper", check=True)
+    assert stopped.stdout.strip() == "session sleeper exited (status -15)"
+    # A follower sees the end of the output when the session ends.
+    follower = subprocess.Popen(
+        [str(BIN / "banger"), "vm", "session", "logs", "-f", "sess", "echoer"],
+        env=e2e.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    e2e.banger("vm", "session", "stop", "sess", "echoer", check=True)
+    out, _ = follower.communicate(timeout=120)
+    assert out.startswith("started\ngot:hello\ngot:again\n")
+    listed = {
+        s["name"]: s for s in json.loads(e2e.banger("vm", "session", "list", "sess", "--json", check=True).stdout)
+    }
+    assert {name: (s["state"], s["status"]) for name, s in listed.items()} == {
+        "echoer": ("exited", -15),
+        "sleeper": ("exited", -15),
+    }
+    refused = e2e.banger("vm", "session", "attach", "sess", "sleeper")
+    assert refused.returncode == 1 and "session 'sleeper' is exited: nothing to attach to" in refused.stderr
+    e2e.banger("vm", "delete", "--force", "sess", check=True, timeout=300)
+
+
+def attach_and_type(e2e: E2E, line: str) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(str(BIN / "banger"), ["banger", "vm", "session", "attach", "sess", "echoer"], e2e.env)
+    try:
+        read_until(fd, b"Ctrl-] detaches")
+        os.write(fd, f"{line}\n".encode())
+        read_until(fd, f"got:{line}".encode())
+        os.write(fd, b"\x1d")
+        read_until(fd, b"detached")
+    finally:
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
+def read_until(fd: int, marker: bytes, timeout: float = 60) -> bytes:
+    """Read the pty until ``marker`` shows up (bounded)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no {marker!r} on the pty in {timeout} s; got {seen!r}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"pty closed before {marker!r}; got {seen!r}")
+            seen += chunk
+    return seen

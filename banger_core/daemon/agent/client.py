@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from banger_core.common.errors import InvalidRequest, OperationFailed
+from banger_core.common.errors import AgentAuthError, AgentError, AgentUnavailable, InvalidRequest
 from banger_core.daemon.agent.identity import GuestIdentity
 from banger_core.daemon.agent.transport import (
     QEMU_AGENT_SOCKET,
-    AgentUnavailable,
     Transport,
     VirtioSerialTransport,
     VsockUdsTransport,
@@ -51,14 +50,6 @@ LOCK_FILE = "agent.lock"
 MAX_RESYNC_BYTES = 4 * wire.MAX_FRAME
 
 OutputSink = Callable[[bytes], None]
-
-
-class AgentError(OperationFailed):
-    """The agent answered with a failure, or broke the protocol; the message says which."""
-
-
-class AgentAuthError(AgentError):
-    """The agent refused the token."""
 
 
 def new_token() -> str:
