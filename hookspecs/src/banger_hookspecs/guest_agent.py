@@ -13,8 +13,8 @@ at most :data:`MAX_FRAME` payload bytes. A connection starts with ``HELLO``
 (JSON ``{"token", "nonce"}``); the agent answers ``SYNC`` with the nonce and
 ``b"1"`` (token matches ``/root/.banger/agent-token`` on the VM's work disk) or
 ``b"0"``. The unique nonce lets the host skip bytes a previous, aborted client
-left in a virtio-serial port. Then one ``REQUEST`` (JSON ``{"op": ...}``) at a
-time, answered by ``ANSWER`` (JSON ``{"ok": bool, ...}``) and, per op, data
+left in a virtio-serial port. Then exactly one ``REQUEST`` (JSON ``{"op": ...}``) per
+HELLO, answered by ``ANSWER`` (JSON ``{"ok": bool, ...}``) and, per op, data
 frames (see :func:`Agent.serve_request`).
 """
 
@@ -138,7 +138,10 @@ class Conn:
             got = self.buffered_frame()
             if got is not None:
                 return got
-            select.select([self.fd], [], [])
+            try:
+                select.select([self.fd], [], [])
+            except (OSError, ValueError) as exc:  # the descriptor went away under us
+                raise Disconnected(str(exc)) from None
             self.fill()
 
 
@@ -293,6 +296,9 @@ class Agent:
                     conn.send_json(ANSWER, {"ok": False, "error": f"bad request: {exc}"})
                     continue
                 self.serve_request(conn, request)
+                # One request per HELLO: a virtio-serial port cannot always tell that its host-side
+                # client changed, so a later client never rides on an earlier one's token.
+                authenticated = False
             # Other frames outside a request (late stdin after an exit, ...) are dropped.
 
     def serve_request(self, conn: Conn, request: dict[str, Any]) -> None:
