@@ -82,7 +82,7 @@ def test_exec_streams_output_and_returns_the_exit_status(client: AgentClient) ->
 
 def test_exec_feeds_stdin_and_reports_a_signal(client: AgentClient) -> None:
     out: list[bytes] = []
-    data = bytes(range(256)) * 1000  # several frames
+    data = bytes(range(256)) * 8000  # 2 MB: many frames, far more than a pipe holds
     assert client.exec(["cat"], stdout=out.append, stderr=print, stdin=data, cwd="/", timeout=30) == 0
     assert b"".join(out) == data
     assert client.exec(["sh", "-c", "kill -9 $$"], stdout=out.append, stderr=print, cwd="/", timeout=30) == -9
