@@ -709,6 +709,8 @@ def _serve_socket(agent: Agent, client: socket.socket) -> None:
 
 
 def main() -> None:
+    # Started from the initramfs, before the image's init: a console hang-up must not end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     agent = Agent()
     threads = [
         threading.Thread(target=target, args=(agent,), daemon=True) for target in (serve_virtio_port, serve_vsock)
