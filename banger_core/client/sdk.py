@@ -309,8 +309,8 @@ class Sessions:
         return _parsed(AttachTarget, self._c.request("POST", f"{self._path(vm, name)}/attach"))
 
     def logs(self, vm: str, name: str, *, stream: str = "stdout", follow: bool = False) -> Iterator[bytes]:
-        params = {"stream": stream, **({"follow": "1"} if follow else {})}
-        with self._c.raw_stream(f"{self._path(vm, name)}/logs", params=params) as response:
+        params = {"follow": "1"} if follow else {}
+        with self._c.raw_stream(f"{self._path(vm, name)}/logs/{_segment(stream)}", params=params) as response:
             yield from response.iter_bytes()
 
 

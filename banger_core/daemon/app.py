@@ -507,7 +507,7 @@ async def session_attach(d: Daemon, request: Request) -> Response:
 async def session_logs(d: Daemon, request: Request) -> Response:
     name, session = request.path_params["name"], request.path_params["session"]
     follow = query_flags(request, "follow")["follow"]
-    stream = request.query_params.get("stream", "stdout")
+    stream = request.path_params["stream"]
     vm_id = await _running_vm_id(d, name)
     path = await d.run_blocking(lambda: d.sessions.log_path(vm_id, session, stream))
     await d.run_blocking(lambda: d.sessions.get(vm_id, session))  # 404 before streaming
@@ -679,7 +679,7 @@ def create_app(daemon: Daemon) -> Starlette:
         Route("/v1/vms/{name}/logs", vm_logs, methods=["GET"]),
         Route("/v1/vms/{name}/sessions", session_list, methods=["GET"]),
         Route("/v1/vms/{name}/sessions", session_start, methods=["POST"]),
-        Route("/v1/vms/{name}/sessions/{session}/logs", session_logs, methods=["GET"]),
+        Route("/v1/vms/{name}/sessions/{session}/logs/{stream}", session_logs, methods=["GET"]),
         Route("/v1/vms/{name}/sessions/{session}/stop", session_stop, methods=["POST"]),
         Route("/v1/vms/{name}/sessions/{session}/attach", session_attach, methods=["POST"]),
         Route("/v1/images", image_list, methods=["GET"]),
