@@ -664,14 +664,15 @@ def _port_device(name: str = PORT_NAME) -> str | None:
 
 def serve_virtio_port(agent: Agent) -> None:
     """Serve the virtio-serial port forever; each host (re)connection starts unauthenticated."""
-    device = None
-    for _ in range(600):  # the port's driver may still be probing at early boot
+    waited = 0
+    # The port's driver may still be probing at early boot; a VMM without the port (vsock only)
+    # leaves this thread waiting cheaply rather than exiting and being restarted.
+    while True:
         device = _port_device()
         if device and os.path.exists(device):
             break
-        time.sleep(0.05)
-    else:
-        return
+        waited += 1
+        time.sleep(0.05 if waited < 600 else 5)
     fd = os.open(device, os.O_RDWR | os.O_NONBLOCK)
     poller = select.poll()
     poller.register(fd, select.POLLIN)
