@@ -222,7 +222,9 @@ def test_binaries_and_base_the_owner_could_replace_are_refused(setup: Setup, fir
     try:
         shutil.copy2(firecracker_binaries.firecracker, owner_bin / "firecracker")
         os.chown(owner_bin, OWNER.pw_uid, OWNER.pw_gid)
-        ops = NetlinkHostOps({**setup.ops.config, "firecracker_bin": str(owner_bin / "firecracker")}, owner_uid=OWNER.pw_uid)
+        ops = NetlinkHostOps(
+            {**setup.ops.config, "firecracker_bin": str(owner_bin / "firecracker")}, owner_uid=OWNER.pw_uid
+        )
         with pytest.raises(ValueError, match=f"^firecracker {owner_bin}/firecracker: {owner_bin} is not owned by root"):
             ops.spawn_jailed_vmm(**setup.request(firecracker=str(owner_bin / "firecracker")))  # type: ignore[arg-type]
     finally:
