@@ -41,6 +41,8 @@ from banger_core.api.models import (
     Stopping,
     VmDetail,
     VmView,
+    WarmTemplatesRemoved,
+    WarmTemplateView,
 )
 from banger_core.api.requests import CreateRequest, ImagePull, KernelPull, VmOptions
 from banger_core.api.validation import ApiRequest, build_request
@@ -305,6 +307,14 @@ class Images:
 
     def delete(self, name: str) -> Deleted:
         return _parsed(Deleted, self._c.request("DELETE", f"/v1/images/{_segment(name)}"))
+
+    def warm(self, name: str, *, progress: ProgressCallback | None = None) -> WarmTemplateView:
+        """Boot image ``name`` once with the default VM spec, save it paused: matching creates restore it."""
+        return _parsed(WarmTemplateView, self._c.stream("POST", f"/v1/images/{_segment(name)}/warm", progress=progress))
+
+    def unwarm(self, name: str) -> WarmTemplatesRemoved:
+        """Delete image ``name``'s warm templates (``banger image warm --rm``)."""
+        return _parsed(WarmTemplatesRemoved, self._c.request("DELETE", f"/v1/images/{_segment(name)}/warm"))
 
 
 class Kernels:

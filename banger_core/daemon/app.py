@@ -43,6 +43,7 @@ from banger_core.api.models import (
     SshTargetView,
     Stopping,
     VmDetail,
+    WarmTemplatesRemoved,
 )
 from banger_core.api.requests import CreateRequest, ImagePull, KernelPull
 from banger_core.api.state import VmState
@@ -511,6 +512,20 @@ async def image_delete(d: Daemon, request: Request) -> Response:
 
 
 @handler
+async def image_warm(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    await d.run_blocking(lambda: d.store.get_image(name))  # 404 before streaming
+    return d.stream(lambda p: d.vms.warm_image(name, p))
+
+
+@handler
+async def image_unwarm(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    removed = await d.run_blocking(lambda: d.vms.templates.remove(name))
+    return answer(WarmTemplatesRemoved(image=name, removed=removed))
+
+
+@handler
 async def kernel_list(d: Daemon, request: Request) -> Response:
     return answer(await d.run_blocking(d.store.list_kernels))
 
@@ -565,6 +580,8 @@ def create_app(daemon: Daemon) -> Starlette:
         Route("/v1/images/pull", image_pull, methods=["POST"]),
         Route("/v1/images/{name}", image_get, methods=["GET"]),
         Route("/v1/images/{name}", image_delete, methods=["DELETE"]),
+        Route("/v1/images/{name}/warm", image_warm, methods=["POST"]),
+        Route("/v1/images/{name}/warm", image_unwarm, methods=["DELETE"]),
         Route("/v1/kernels", kernel_list, methods=["GET"]),
         Route("/v1/kernels/pull", kernel_pull, methods=["POST"]),
         Route("/v1/kernels/{ref}", kernel_delete, methods=["DELETE"]),
