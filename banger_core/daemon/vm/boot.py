@@ -33,7 +33,7 @@ from banger_hookspecs.logpump import rotated
 from banger_hookspecs.process import wait_gone
 
 if TYPE_CHECKING:
-    from banger_core.daemon.warm import Template, Templates
+    from banger_core.daemon.vm.warm import Template, Templates
 
 log = logging.getLogger("banger.vms")
 
@@ -124,7 +124,7 @@ class Power:
         self.handles = handles
 
     def boot(self, vm: Vm, progress: Progress, template: Template | None = None) -> None:
-        """Boot ``vm`` cold, or restore it from ``template`` (a :class:`~banger_core.daemon.warm.Template`
+        """Boot ``vm`` cold, or restore it from ``template`` (a :class:`~banger_core.daemon.vm.warm.Template`
         whose key matches the VM) and make it the VM's own before anyone reaches it."""
         vmlinux, initrd = self.store.kernel_files(vm.kernel)
         rootfs = self.store.rootfs(vm.image)

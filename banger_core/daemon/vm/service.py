@@ -34,7 +34,7 @@ from banger_core.daemon.vm.handles import HandleStore, VmHandles
 from banger_core.daemon.vm.reconcile import Reconciler
 from banger_core.daemon.vm.records import VmLocks, VmRecords
 from banger_core.daemon.vm.views import info, vm_detail, vm_view
-from banger_core.daemon.warm import Template, TemplateKey, Templates
+from banger_core.daemon.vm.warm import Template, TemplateKey, Templates
 from banger_hookspecs import Progress
 
 log = logging.getLogger("banger.vms")
