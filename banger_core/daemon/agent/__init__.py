@@ -1,0 +1,1 @@
+"""The host side of the guest agent (``banger-agent``): transports and :class:`AgentClient`."""

@@ -1,0 +1,375 @@
+""":class:`AgentClient`: health, exec, put/get and set_identity against a guest's ``banger-agent``.
+
+Everything the guest sends is hostile input: frames are bounded
+(:data:`~banger_hookspecs.guest_agent.MAX_FRAME`), JSON answers are checked,
+a ``get`` never writes more than the caller's ``max_bytes`` and never follows a
+symlink on the host, and remote paths must be absolute and normalised. Each
+call opens its own connection, authenticated with the VM's token; callers on
+one VM are serialised through a lock file in its run dir (QEMU serves one
+chardev client at a time).
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import posixpath
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from banger_core.common.errors import InvalidRequest, OperationFailed
+from banger_core.daemon.agent.identity import GuestIdentity
+from banger_core.daemon.agent.transport import (
+    QEMU_AGENT_SOCKET,
+    AgentUnavailable,
+    Transport,
+    VirtioSerialTransport,
+    VsockUdsTransport,
+)
+from banger_hookspecs import guest_agent as wire
+
+if TYPE_CHECKING:
+    from banger_core.daemon.runtime import Runtime
+
+#: The VM's token on the host, in its state dir (0600).
+HOST_TOKEN_FILE = "agent.token"  # noqa: S105 (a file name)
+#: The same token on the work disk (mounted at /root in the guest).
+WORK_DISK_TOKEN = Path(wire.TOKEN_PATH).relative_to("/root")
+#: Serialises clients of one VM's agent channel.
+LOCK_FILE = "agent.lock"
+#: Stale bytes a previous aborted client may have left in the port; more than this is not a banger agent.
+MAX_RESYNC_BYTES = 4 * wire.MAX_FRAME
+
+OutputSink = Callable[[bytes], None]
+
+
+class AgentError(OperationFailed):
+    """The agent answered with a failure, or broke the protocol; the message says which."""
+
+
+class AgentAuthError(AgentError):
+    """The agent refused the token."""
+
+
+def new_token() -> str:
+    """A fresh per-VM agent token (64 hex digits)."""
+    return secrets.token_hex(32)
+
+
+def stage_token(work_staging: Path, token: str) -> None:
+    """Put ``token`` on the work disk being staged (``/root/.banger/agent-token``, 0700 dir, 0600 file)."""
+    path = work_staging / WORK_DISK_TOKEN
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+
+
+def write_host_token(vm_dir: Path, token: str) -> None:
+    fd = os.open(vm_dir / HOST_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+
+
+def validate_remote_path(path: str) -> str:
+    """``path`` if it is an absolute, normalised guest path; else :class:`InvalidRequest`."""
+    if not path.startswith("/") or "\0" in path or "//" in path or posixpath.normpath(path) != path:
+        raise InvalidRequest(f"invalid guest path {path!r}: use an absolute path without '..', '//' or a trailing '/'")
+    return path
+
+
+class _Channel:
+    """One authenticated connection: framed send/receive with bounds."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.send_lock = threading.Lock()
+
+    def send(self, kind: bytes, payload: bytes = b"") -> None:
+        with self.send_lock:
+            self.sock.sendall(wire.frame(kind, payload))
+
+    def send_json(self, kind: bytes, value: object) -> None:
+        self.send(kind, json.dumps(value).encode())
+
+    def _fill(self) -> None:
+        data = self.sock.recv(wire.CHUNK)
+        if not data:
+            raise AgentError("the guest agent closed the connection mid-operation")
+        self.buffer += data
+
+    def _take(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self._fill()
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def sync(self, token: str) -> None:
+        """Send HELLO and skip everything before our own SYNC answer."""
+        nonce = secrets.token_hex(wire.NONCE_LEN // 2)
+        self.send_json(wire.HELLO, {"token": token, "nonce": nonce})
+        marker = wire.HEADER.pack(wire.MAGIC, wire.SYNC, wire.NONCE_LEN + 1) + nonce.encode()
+        while (start := self.buffer.find(marker)) < 0:
+            if len(self.buffer) > MAX_RESYNC_BYTES:
+                raise AgentError(f"no answer to HELLO in {MAX_RESYNC_BYTES} bytes: not a banger agent")
+            self._fill()
+        del self.buffer[: start + len(marker)]
+        if self._take(1) != b"1":
+            raise AgentAuthError("the guest agent refused this VM's token (was the VM's work disk replaced?)")
+
+    def read_frame(self) -> tuple[bytes, bytes]:
+        magic, kind, length = wire.HEADER.unpack(self._take(wire.HEADER.size))
+        if magic != wire.MAGIC:
+            raise AgentError(f"guest agent protocol error: bad frame magic {magic!r}")
+        if length > wire.MAX_FRAME:
+            raise AgentError(f"guest agent protocol error: frame of {length} bytes exceeds {wire.MAX_FRAME}")
+        return kind, self._take(length)
+
+    def read_answer(self, kind: bytes = wire.ANSWER) -> dict[str, object]:
+        got, payload = self.read_frame()
+        if got != kind:
+            raise AgentError(f"guest agent protocol error: expected a {kind!r} frame, got {got!r}")
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            raise AgentError("guest agent protocol error: answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise AgentError("guest agent protocol error: answer is not a JSON object")
+        return answer
+
+    def read_ok(self, what: str) -> dict[str, object]:
+        answer = self.read_answer()
+        if answer.get("ok") is not True:
+            error = answer.get("error")
+            raise AgentError(f"{what} failed in the guest: {str(error)[:500] if error else 'no reason given'}")
+        return answer
+
+
+def _int_field(answer: dict[str, object], key: str) -> int:
+    value = answer.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise AgentError(f"guest agent protocol error: {key!r} is not an integer")
+    return value
+
+
+class AgentClient:
+    """Talks to one VM's agent through ``transport``, authenticated by ``token``."""
+
+    def __init__(self, transport: Transport, token: str, lock_path: Path | None = None) -> None:
+        self.transport = transport
+        self.token = token
+        self.lock_path = lock_path
+
+    @contextmanager
+    def _session(self, timeout: float | None) -> Iterator[_Channel]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._locked(deadline):
+            connect_timeout = 10.0 if deadline is None else max(0.1, deadline - time.monotonic())
+            sock = self.transport.connect(connect_timeout)
+            try:
+                sock.settimeout(None if deadline is None else max(0.1, deadline - time.monotonic()))
+                channel = _Channel(sock)
+                try:
+                    channel.sync(self.token)
+                    yield channel
+                except TimeoutError:
+                    raise AgentError(f"the guest agent ({self.transport.describe()}) did not answer in time") from None
+                except OSError as exc:
+                    raise AgentError(f"guest agent connection failed: {exc}") from None
+            finally:
+                sock.close()
+
+    @contextmanager
+    def _locked(self, deadline: float | None) -> Iterator[None]:
+        if self.lock_path is None:
+            yield
+            return
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise AgentUnavailable("the guest agent is busy with another client; try again") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)
+
+    def health(self, timeout: float) -> dict[str, object]:
+        """The agent's status: protocol, pid, uptime_s, ready_ms, rss_kib, python."""
+        with self._session(timeout) as channel:
+            channel.send_json(wire.REQUEST, {"op": "health"})
+            return channel.read_ok("health")
+
+    def set_identity(self, identity: GuestIdentity, timeout: float) -> None:
+        """Install hostname, machine-id, ssh host key (sshd restarted if running) and network settings."""
+        request = {
+            "op": "identity",
+            "hostname": identity.hostname,
+            "machine_id": identity.machine_id,
+            "ssh_host_key": base64.b64encode(identity.ssh_host_key).decode(),
+            "address": identity.address,
+            "gateway": identity.gateway,
+            "dns": list(identity.dns),
+        }
+        with self._session(timeout) as channel:
+            channel.send_json(wire.REQUEST, request)
+            channel.read_ok("set identity")
+
+    def exec(
+        self,
+        argv: list[str],
+        *,
+        stdout: OutputSink,
+        stderr: OutputSink,
+        stdin: BinaryIO | bytes | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Run ``argv`` in the guest, streaming its output to ``stdout``/``stderr`` as it comes.
+
+        Returns:
+            The exit status; ``-N`` when killed by signal N.
+        """
+        if not argv:
+            raise InvalidRequest("nothing to run: give a command")
+        if cwd is not None:
+            validate_remote_path(cwd)
+        request = {"op": "exec", "argv": argv, "cwd": cwd, "env": env or {}, "stdin": stdin is not None}
+        with self._session(timeout) as channel:
+            channel.send_json(wire.REQUEST, request)
+            channel.read_ok(f"exec {argv[0]}")
+            feeder = None
+            if stdin is not None:
+                feeder = threading.Thread(target=_feed_stdin, args=(channel, stdin), daemon=True)
+                feeder.start()
+            while True:
+                kind, payload = channel.read_frame()
+                if kind == wire.STDOUT:
+                    stdout(payload)
+                elif kind == wire.STDERR:
+                    stderr(payload)
+                elif kind == wire.EXIT:
+                    try:
+                        result = json.loads(payload)
+                    except ValueError:
+                        raise AgentError("guest agent protocol error: exit frame is not JSON") from None
+                    if not isinstance(result, dict):
+                        raise AgentError("guest agent protocol error: exit frame is not a JSON object")
+                    return _int_field(result, "status")
+                else:
+                    raise AgentError(f"guest agent protocol error: unexpected {kind!r} frame during exec")
+
+    def put(self, data: bytes | BinaryIO, remote: str, mode: int = 0o644, timeout: float | None = None) -> int:
+        """Write ``data`` to ``remote`` in the guest (atomically replaced); returns the bytes written."""
+        validate_remote_path(remote)
+        if not 0 <= mode <= 0o7777:
+            raise InvalidRequest(f"invalid file mode {mode:o}")
+        with self._session(timeout) as channel:
+            channel.send_json(wire.REQUEST, {"op": "put", "path": remote, "mode": mode})
+            channel.read_ok(f"put {remote}")
+            reader: BinaryIO | None = None if isinstance(data, bytes) else data
+            offset = 0
+            while True:
+                if reader is None:
+                    assert isinstance(data, bytes)
+                    chunk = data[offset : offset + wire.CHUNK]
+                    offset += len(chunk)
+                else:
+                    chunk = reader.read(wire.CHUNK)
+                if not chunk:
+                    break
+                channel.send(wire.DATA, chunk)
+            channel.send(wire.END)
+            return _int_field(channel.read_ok(f"put {remote}"), "size")
+
+    def get(self, remote: str, local: Path, max_bytes: int, timeout: float | None = None) -> int:
+        """Copy guest file ``remote`` to host file ``local`` (must not exist), at most ``max_bytes``.
+
+        Returns:
+            The size written. Nothing is left at ``local`` on failure.
+        """
+        validate_remote_path(remote)
+        try:
+            # O_EXCL|O_NOFOLLOW: the host path is created fresh, never through a planted symlink.
+            fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            raise InvalidRequest(f"{local} already exists: remove it or pick another destination") from None
+        except OSError as exc:
+            raise InvalidRequest(f"cannot create {local}: {exc.strerror}") from None
+        written = 0
+        try:
+            with os.fdopen(fd, "wb") as fh, self._session(timeout) as channel:
+                channel.send_json(wire.REQUEST, {"op": "get", "path": remote})
+                answer = channel.read_ok(f"get {remote}")
+                size = _int_field(answer, "size")
+                if not 0 <= size <= max_bytes:
+                    raise AgentError(f"{remote} is {size} bytes in the guest, over the {max_bytes}-byte limit")
+                while True:
+                    kind, payload = channel.read_frame()
+                    if kind == wire.END:
+                        break
+                    if kind != wire.DATA:
+                        raise AgentError(f"guest agent protocol error: unexpected {kind!r} frame during get")
+                    written += len(payload)
+                    if written > size:
+                        raise AgentError(f"{remote}: the guest sent more than the {size} bytes it announced")
+                    fh.write(payload)
+                if written != size:
+                    raise AgentError(f"{remote}: the guest sent {written} of the {size} bytes it announced")
+        except BaseException:
+            local.unlink(missing_ok=True)
+            raise
+        return written
+
+
+def _feed_stdin(channel: _Channel, stdin: BinaryIO | bytes) -> None:
+    try:
+        if isinstance(stdin, bytes):
+            for offset in range(0, len(stdin), wire.CHUNK):
+                channel.send(wire.STDIN, stdin[offset : offset + wire.CHUNK])
+        else:
+            while chunk := stdin.read(wire.CHUNK):
+                channel.send(wire.STDIN, chunk)
+        channel.send(wire.STDIN_CLOSE)
+    except OSError:
+        pass  # the exec ended (connection closed) before its input did
+
+
+def agent_client_for(rt: Runtime, vm_id: str) -> AgentClient:
+    """The agent client of a running VM, from its handles, run dir and token.
+
+    Raises:
+        AgentUnavailable: the VM has no agent token (created before agents) or no VMM running.
+    """
+    from banger_core.daemon.vm.handles import HandleStore
+
+    run_dir = rt.layout.vm_run_dir(vm_id)
+    try:
+        token = (rt.layout.vm_dir(vm_id) / HOST_TOKEN_FILE).read_text().strip()
+    except FileNotFoundError:
+        raise AgentUnavailable("this VM has no guest agent token (created by an older banger): recreate it") from None
+    handles = HandleStore(rt.layout).read(vm_id)
+    if handles is None or handles.vmm is None:
+        raise AgentUnavailable("the VM is not running: start it first")
+    transport: Transport
+    vsock = handles.vmm.extra.get("vsock_socket")
+    if vsock:
+        transport = VsockUdsTransport(Path(vsock), wire.VSOCK_PORT)
+    else:
+        transport = VirtioSerialTransport(run_dir / QEMU_AGENT_SOCKET)
+    return AgentClient(transport, token, run_dir / LOCK_FILE)

@@ -1,0 +1,27 @@
+"""What the host hands a running guest so it becomes one distinct VM (``set_identity``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GuestIdentity:
+    """A VM's identity as the guest agent installs it.
+
+    Attributes:
+        hostname: the VM's name (a DNS label).
+        machine_id: 32 lowercase hex digits for ``/etc/machine-id``.
+        ssh_host_key: the OpenSSH private ed25519 host key; the agent installs it
+            (and restarts a running sshd) before answering.
+        address: ``"10.x.y.z/24"`` for ``eth0`` on a bridge; None on usernet.
+        gateway: the default gateway, or None.
+        dns: nameservers for ``/etc/resolv.conf`` (left alone when empty).
+    """
+
+    hostname: str
+    machine_id: str
+    ssh_host_key: bytes = field(repr=False)
+    address: str | None = None
+    gateway: str | None = None
+    dns: tuple[str, ...] = ()

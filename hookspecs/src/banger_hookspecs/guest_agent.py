@@ -1,0 +1,506 @@
+#!/usr/bin/env python3
+"""banger-agent: the guest side of banger's host channel (standard library only, Python >= 3.7).
+
+banger's initramfs copies this file to ``/run/banger/agent`` and starts it with
+the image's ``python3`` just before ``switch_root``, so it runs before the
+image's init (and sshd) in every image kind. It never opens a network socket:
+it serves the virtio-serial port named :data:`PORT_NAME` (QEMU) and vsock port
+:data:`VSOCK_PORT` (Firecracker, QEMU with vhost-vsock), which only the host's
+VMM can reach.
+
+Wire format: frames of ``MAGIC | type (1 byte) | length (u32 BE) | payload``,
+at most :data:`MAX_FRAME` payload bytes. A connection starts with ``HELLO``
+(JSON ``{"token", "nonce"}``); the agent answers ``SYNC`` with the nonce and
+``b"1"`` (token matches ``/root/.banger/agent-token`` on the VM's work disk) or
+``b"0"``. The unique nonce lets the host skip bytes a previous, aborted client
+left in a virtio-serial port. Then one ``REQUEST`` (JSON ``{"op": ...}``) at a
+time, answered by ``ANSWER`` (JSON ``{"ok": bool, ...}``) and, per op, data
+frames (see :func:`Agent.serve_request`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+PROTOCOL = 1
+MAGIC = b"BGA1"
+HEADER = struct.Struct(">4scI")
+MAX_FRAME = 1 << 20
+CHUNK = 64 << 10
+PORT_NAME = "org.banger.agent.0"
+VSOCK_PORT = 1024
+TOKEN_PATH = "/root/.banger/agent-token"  # noqa: S105 (a file name)
+NONCE_LEN = 32
+
+HELLO = b"H"
+SYNC = b"S"
+REQUEST = b"Q"
+ANSWER = b"A"
+STDOUT = b"O"
+STDERR = b"E"
+STDIN = b"I"
+STDIN_CLOSE = b"C"
+KILL = b"K"
+EXIT = b"X"
+DATA = b"D"
+END = b"Z"
+
+_HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_STARTED = time.monotonic()
+
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    """One encoded frame."""
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME}")
+    return HEADER.pack(MAGIC, kind, len(payload)) + payload
+
+
+class Disconnected(Exception):
+    """The peer went away."""
+
+
+class Conn:
+    """A framed byte stream over a file descriptor (virtio-serial port or vsock socket)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def send(self, kind: bytes, payload: bytes = b"") -> None:
+        data = memoryview(frame(kind, payload))
+        while data:
+            try:
+                written = os.write(self.fd, data)
+            except BlockingIOError:
+                select.select([], [self.fd], [], 1.0)
+                continue
+            except OSError as exc:
+                raise Disconnected(str(exc)) from None
+            data = data[written:]
+
+    def send_json(self, kind: bytes, value: object) -> None:
+        self.send(kind, json.dumps(value).encode())
+
+    def buffered_frame(self) -> tuple[bytes, bytes] | None:
+        """A complete frame from the buffer, resynchronising on MAGIC past garbage."""
+        while True:
+            start = self.buffer.find(MAGIC)
+            if start < 0:
+                del self.buffer[: max(0, len(self.buffer) - len(MAGIC) + 1)]
+                return None
+            del self.buffer[:start]
+            if len(self.buffer) < HEADER.size:
+                return None
+            _, kind, length = HEADER.unpack_from(self.buffer)
+            if length > MAX_FRAME:
+                del self.buffer[:1]  # not a real header: look for the next MAGIC
+                continue
+            if len(self.buffer) < HEADER.size + length:
+                return None
+            payload = bytes(self.buffer[HEADER.size : HEADER.size + length])
+            del self.buffer[: HEADER.size + length]
+            return kind, payload
+
+    def fill(self) -> None:
+        """Read what is available (blocking until something is); raises Disconnected at EOF."""
+        try:
+            data = os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            raise Disconnected(str(exc)) from None
+        if not data:
+            raise Disconnected("end of stream")
+        self.buffer += data
+
+    def read_frame(self) -> tuple[bytes, bytes]:
+        while True:
+            got = self.buffered_frame()
+            if got is not None:
+                return got
+            select.select([self.fd], [], [])
+            self.fill()
+
+
+def _json(payload: bytes) -> dict[str, Any]:
+    value = json.loads(payload.decode())
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
+def _write_file(path: str, data: bytes, mode: int) -> None:
+    tmp = f"{path}.banger-tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _process_age_ms() -> float:
+    """Milliseconds since this process was exec'd (its start time in /proc is in clock ticks since boot)."""
+    with open("/proc/self/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return (time.clock_gettime(time.CLOCK_BOOTTIME) - started) * 1000
+
+
+def _run(argv: list[str]) -> None:
+    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+
+
+class Agent:
+    """Serves connections; each one authenticates with the VM's token first."""
+
+    def __init__(self, token_path: str = TOKEN_PATH) -> None:
+        self.token_path = token_path
+        self.ready_ms = 0.0
+
+    def token_matches(self, offered: str) -> bool:
+        try:
+            with open(self.token_path, "rb") as fh:
+                expected = fh.read().strip()
+        except OSError:
+            return False  # no token on the work disk: nobody gets in
+        return bool(expected) and hmac.compare_digest(expected, offered.encode())
+
+    def serve(self, conn: Conn) -> None:
+        """Serve one connection until the peer disconnects."""
+        authenticated = False
+        while True:
+            kind, payload = conn.read_frame()
+            if kind == HELLO:
+                try:
+                    hello = _json(payload)
+                    nonce = str(hello["nonce"]).encode()
+                    offered = str(hello["token"])
+                except (ValueError, KeyError):
+                    continue
+                if len(nonce) != NONCE_LEN:
+                    continue
+                authenticated = self.token_matches(offered)
+                conn.send(SYNC, nonce + (b"1" if authenticated else b"0"))
+            elif kind == REQUEST:
+                if not authenticated:
+                    conn.send_json(ANSWER, {"ok": False, "error": "not authenticated"})
+                    continue
+                try:
+                    request = _json(payload)
+                except ValueError as exc:
+                    conn.send_json(ANSWER, {"ok": False, "error": f"bad request: {exc}"})
+                    continue
+                self.serve_request(conn, request)
+            # Other frames outside a request (late stdin after an exit, ...) are dropped.
+
+    def serve_request(self, conn: Conn, request: dict[str, Any]) -> None:
+        op = request.get("op")
+        try:
+            if op == "health":
+                conn.send_json(
+                    ANSWER,
+                    {
+                        "ok": True,
+                        "protocol": PROTOCOL,
+                        "pid": os.getpid(),
+                        "uptime_s": round(time.monotonic() - _STARTED, 3),
+                        "ready_ms": round(self.ready_ms, 1),
+                        "rss_kib": _rss_kib(),
+                        "python": sys.version.split()[0],
+                    },
+                )
+            elif op == "exec":
+                self.exec(conn, request)
+            elif op == "put":
+                self.put(conn, request)
+            elif op == "get":
+                self.get(conn, request)
+            elif op == "identity":
+                self.identity(request)
+                conn.send_json(ANSWER, {"ok": True})
+            else:
+                conn.send_json(ANSWER, {"ok": False, "error": f"unknown op {op!r}"})
+        except Disconnected:
+            raise
+        except Exception as exc:  # the host gets every failure as one line
+            conn.send_json(ANSWER, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+    def exec(self, conn: Conn, request: dict[str, Any]) -> None:
+        argv = [str(arg) for arg in request["argv"]]
+        env = request.get("env")
+        environ = dict(os.environ, HOME="/root", PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        if isinstance(env, dict):
+            environ.update({str(k): str(v) for k, v in env.items()})
+        try:
+            child = subprocess.Popen(
+                argv,
+                cwd=request.get("cwd") or "/root",
+                env=environ,
+                stdin=subprocess.PIPE if request.get("stdin") else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            conn.send_json(ANSWER, {"ok": False, "error": f"cannot run {argv[0] if argv else '(empty argv)'}: {exc}"})
+            return
+        conn.send_json(ANSWER, {"ok": True, "pid": child.pid})
+        assert child.stdout is not None and child.stderr is not None
+        outputs = {child.stdout.fileno(): STDOUT, child.stderr.fileno(): STDERR}
+        try:
+            while outputs:
+                got = conn.buffered_frame()
+                if got is not None:
+                    self._exec_input(child, *got)
+                    continue
+                readable, _, _ = select.select([conn.fd, *outputs], [], [])
+                for fd in readable:
+                    if fd == conn.fd:
+                        conn.fill()
+                        continue
+                    data = os.read(fd, CHUNK)
+                    if data:
+                        conn.send(outputs[fd], data)
+                    else:
+                        del outputs[fd]
+        except Disconnected:
+            # The host went away mid-exec: the command must not outlive its caller.
+            self._kill(child, signal.SIGKILL)
+            child.wait()
+            raise
+        finally:
+            for pipe in (child.stdin, child.stdout, child.stderr):
+                if pipe is not None:
+                    pipe.close()
+        conn.send_json(EXIT, {"status": child.wait()})
+
+    def _exec_input(self, child: subprocess.Popen[bytes], kind: bytes, payload: bytes) -> None:
+        if kind == STDIN and child.stdin is not None and not child.stdin.closed:
+            try:
+                child.stdin.write(payload)
+                child.stdin.flush()
+            except BrokenPipeError:
+                child.stdin.close()
+        elif kind == STDIN_CLOSE and child.stdin is not None:
+            child.stdin.close()
+        elif kind == KILL:
+            self._kill(child, int(_json(payload).get("signal", signal.SIGTERM)))
+
+    @staticmethod
+    def _kill(child: subprocess.Popen[bytes], signum: int) -> None:
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def put(self, conn: Conn, request: dict[str, Any]) -> None:
+        path = str(request["path"])
+        mode = int(request.get("mode", 0o644)) & 0o7777
+        tmp = f"{path}.banger-tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            conn.send_json(ANSWER, {"ok": False, "error": f"cannot write {path}: {exc}"})
+            return
+        conn.send_json(ANSWER, {"ok": True})
+        size, error = 0, None
+        try:
+            while True:
+                kind, payload = conn.read_frame()
+                if kind == END:
+                    break
+                if kind == DATA and error is None:
+                    try:
+                        os.write(fd, payload)
+                        size += len(payload)
+                    except OSError as exc:
+                        error = f"cannot write {path}: {exc}"
+            if error is None:
+                os.fchmod(fd, mode)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+            if error is not None:
+                os.unlink(tmp)
+        if error is None:
+            os.replace(tmp, path)
+            conn.send_json(ANSWER, {"ok": True, "size": size})
+        else:
+            conn.send_json(ANSWER, {"ok": False, "error": error})
+
+    def get(self, conn: Conn, request: dict[str, Any]) -> None:
+        path = str(request["path"])
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            conn.send_json(ANSWER, {"ok": False, "error": f"cannot read {path}: {exc}"})
+            return
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if info.st_mode & 0o170000 != 0o100000:
+                conn.send_json(ANSWER, {"ok": False, "error": f"{path} is not a regular file"})
+                return
+            conn.send_json(ANSWER, {"ok": True, "size": info.st_size, "mode": info.st_mode & 0o7777})
+            while True:
+                data = fh.read(CHUNK)
+                if not data:
+                    break
+                conn.send(DATA, data)
+        conn.send(END)
+
+    def identity(self, request: dict[str, Any]) -> None:
+        hostname = str(request["hostname"])
+        machine_id = str(request["machine_id"])
+        if not _HOSTNAME_RE.match(hostname):
+            raise ValueError(f"hostname {hostname!r} is not a DNS label")
+        if not _MACHINE_ID_RE.match(machine_id):
+            raise ValueError("machine_id must be 32 lowercase hex digits")
+        key = base64.b64decode(str(request["ssh_host_key"]), validate=True)
+        os.makedirs("/etc/ssh", exist_ok=True)
+        key_path = "/etc/ssh/ssh_host_ed25519_key"
+        _write_file(key_path, key, 0o600)
+        try:
+            public = subprocess.run(["ssh-keygen", "-y", "-f", key_path], capture_output=True, check=True).stdout
+            _write_file(f"{key_path}.pub", public, 0o644)
+        except (OSError, subprocess.CalledProcessError):
+            pass  # sshd needs only the private key
+        _write_file("/etc/machine-id", f"{machine_id}\n".encode(), 0o444)
+        _write_file("/etc/hostname", f"{hostname}\n".encode(), 0o644)
+        socket.sethostname(hostname)
+        address, gateway = request.get("address"), request.get("gateway")
+        if address:
+            _run(["ip", "addr", "flush", "dev", "eth0", "scope", "global"])
+            _run(["ip", "addr", "add", str(address), "dev", "eth0"])
+            _run(["ip", "link", "set", "eth0", "up"])
+        if gateway:
+            _run(["ip", "route", "replace", "default", "via", str(gateway), "dev", "eth0"])
+        dns = request.get("dns") or []
+        if dns:
+            _write_file("/etc/resolv.conf", "".join(f"nameserver {server}\n" for server in dns).encode(), 0o644)
+        if os.path.isdir("/run/systemd/system"):
+            # A running sshd keeps the old key in memory; an sshd not started yet reads the new one.
+            subprocess.run(
+                ["systemctl", "try-restart", "ssh.service", "sshd.service"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+
+def _log(message: str) -> None:
+    try:
+        with open("/dev/kmsg", "w") as fh:
+            fh.write(f"<6>banger-agent: {message}\n")
+    except OSError:
+        pass
+
+
+def _port_device(name: str = PORT_NAME) -> str | None:
+    base = "/sys/class/virtio-ports"
+    try:
+        ports = os.listdir(base)
+    except OSError:
+        return None
+    for port in ports:
+        try:
+            with open(f"{base}/{port}/name") as fh:
+                if fh.read().strip() == name:
+                    return f"/dev/{port}"
+        except OSError:
+            continue
+    return None
+
+
+def serve_virtio_port(agent: Agent) -> None:
+    """Serve the virtio-serial port forever; each host (re)connection starts unauthenticated."""
+    device = None
+    for _ in range(600):  # the port's driver may still be probing at early boot
+        device = _port_device()
+        if device and os.path.exists(device):
+            break
+        time.sleep(0.05)
+    else:
+        return
+    fd = os.open(device, os.O_RDWR | os.O_NONBLOCK)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        # With no host connected the port polls POLLHUP (and reads 0): wait for a host.
+        events = poller.poll(1000)
+        if not events or events[0][1] & select.POLLHUP:
+            time.sleep(0.05)
+            continue
+        try:
+            agent.serve(Conn(fd))
+        except Disconnected:
+            pass
+        except Exception as exc:
+            _log(f"virtio-serial connection failed: {exc}")
+
+
+def serve_vsock(agent: Agent) -> None:
+    family = getattr(socket, "AF_VSOCK", None)
+    if family is None:
+        return
+    try:
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.bind((getattr(socket, "VMADDR_CID_ANY", 0xFFFFFFFF), VSOCK_PORT))
+        listener.listen(4)
+    except OSError:
+        return  # no vsock device in this VM
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=_serve_socket, args=(agent, client), daemon=True).start()
+
+
+def _serve_socket(agent: Agent, client: socket.socket) -> None:
+    with client:
+        try:
+            agent.serve(Conn(client.fileno()))
+        except Disconnected:
+            pass
+        except Exception as exc:
+            _log(f"vsock connection failed: {exc}")
+
+
+def main() -> None:
+    agent = Agent()
+    threads = [
+        threading.Thread(target=target, args=(agent,), daemon=True) for target in (serve_virtio_port, serve_vsock)
+    ]
+    for thread in threads:
+        thread.start()
+    agent.ready_ms = _process_age_ms()
+    _log(f"ready in {agent.ready_ms:.0f} ms")
+    for thread in threads:
+        thread.join()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""AgentClient against the real guest agent code (banger_hookspecs.guest_agent) over socket pairs and a
+Firecracker-style vsock UDS peer, plus hostile peers that break the protocol."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from banger_core.common.errors import InvalidRequest
+from banger_core.daemon.agent.client import AgentAuthError, AgentClient, AgentError, validate_remote_path
+from banger_core.daemon.agent.identity import GuestIdentity
+from banger_core.daemon.agent.transport import AgentUnavailable, VsockUdsTransport
+from banger_hookspecs import guest_agent as wire
+
+pytestmark = pytest.mark.unit
+TOKEN = "a" * 64
+
+
+class PairTransport:
+    """Each connect() hands the host one end of a socket pair; ``serve`` runs on the other end in a thread."""
+
+    def __init__(self, serve: Callable[[socket.socket], None]) -> None:
+        self.serve = serve
+        self.threads: list[threading.Thread] = []
+
+    def connect(self, timeout: float) -> socket.socket:
+        host, guest = socket.socketpair()
+        thread = threading.Thread(target=self._run, args=(guest,), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        return host
+
+    def _run(self, guest: socket.socket) -> None:
+        with guest:
+            self.serve(guest)
+
+    def describe(self) -> str:
+        return "socket pair"
+
+
+def serve_agent(agent: wire.Agent) -> Callable[[socket.socket], None]:
+    def serve(sock: socket.socket) -> None:
+        try:
+            agent.serve(wire.Conn(sock.fileno()))
+        except wire.Disconnected:
+            pass
+
+    return serve
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> wire.Agent:
+    token = tmp_path / "agent-token"
+    token.write_text(TOKEN + "\n")
+    return wire.Agent(str(token))
+
+
+@pytest.fixture
+def client(agent: wire.Agent) -> AgentClient:
+    return AgentClient(PairTransport(serve_agent(agent)), TOKEN)
+
+
+def test_health_reports_the_agent(client: AgentClient) -> None:
+    health = client.health(timeout=10)
+    assert health["ok"] is True and health["protocol"] == wire.PROTOCOL
+    assert isinstance(health["rss_kib"], int) and health["rss_kib"] > 0
+
+
+def test_exec_streams_output_and_returns_the_exit_status(client: AgentClient) -> None:
+    out: list[bytes] = []
+    err: list[bytes] = []
+    status = client.exec(
+        ["sh", "-c", "echo out; echo err >&2; exit 7"], stdout=out.append, stderr=err.append, cwd="/", timeout=30
+    )
+    assert (status, b"".join(out), b"".join(err)) == (7, b"out\n", b"err\n")
+
+
+def test_exec_feeds_stdin_and_reports_a_signal(client: AgentClient) -> None:
+    out: list[bytes] = []
+    data = bytes(range(256)) * 1000  # several frames
+    assert client.exec(["cat"], stdout=out.append, stderr=print, stdin=data, cwd="/", timeout=30) == 0
+    assert b"".join(out) == data
+    assert client.exec(["sh", "-c", "kill -9 $$"], stdout=out.append, stderr=print, cwd="/", timeout=30) == -9
+
+
+def test_exec_of_a_missing_program_is_one_clear_error(client: AgentClient) -> None:
+    with pytest.raises(AgentError, match="exec /no/such/program failed in the guest: cannot run /no/such/program"):
+        client.exec(["/no/such/program"], stdout=print, stderr=print, cwd="/", timeout=30)
+
+
+def test_put_get_round_trip(client: AgentClient, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 5000  # > 1 MiB: many frames
+    remote = str(tmp_path / "guest-file")
+    assert client.put(payload, remote, mode=0o640, timeout=30) == len(payload)
+    assert (Path(remote).stat().st_mode & 0o777) == 0o640
+    local = tmp_path / "back"
+    assert client.get(remote, local, max_bytes=len(payload), timeout=30) == len(payload)
+    assert local.read_bytes() == payload
+
+
+def test_get_over_the_limit_leaves_nothing(client: AgentClient, tmp_path: Path) -> None:
+    remote = tmp_path / "big"
+    remote.write_bytes(b"x" * 100)
+    with pytest.raises(AgentError, match="100 bytes in the guest, over the 10-byte limit"):
+        client.get(str(remote), tmp_path / "local", max_bytes=10, timeout=30)
+    assert not (tmp_path / "local").exists()
+
+
+def test_get_never_writes_through_a_host_symlink(client: AgentClient, tmp_path: Path) -> None:
+    (tmp_path / "src").write_bytes(b"data")
+    target = tmp_path / "victim"
+    target.write_bytes(b"keep")
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(InvalidRequest, match="already exists"):
+        client.get(str(tmp_path / "src"), tmp_path / "link", max_bytes=10, timeout=30)
+    assert target.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("path", ["relative", "/a/../etc/shadow", "/a//b", "/a/", "//", "/a\0b"])
+def test_remote_paths_are_validated(path: str) -> None:
+    with pytest.raises(InvalidRequest, match="invalid guest path"):
+        validate_remote_path(path)
+
+
+def test_wrong_token_is_refused(agent: wire.Agent) -> None:
+    client = AgentClient(PairTransport(serve_agent(agent)), "b" * 64)
+    with pytest.raises(AgentAuthError, match="refused this VM's token"):
+        client.health(timeout=10)
+
+
+def test_missing_token_file_refuses_everyone(tmp_path: Path) -> None:
+    client = AgentClient(PairTransport(serve_agent(wire.Agent(str(tmp_path / "none")))), TOKEN)
+    with pytest.raises(AgentAuthError):
+        client.health(timeout=10)
+
+
+def test_identity_rejects_a_bad_hostname_before_writing_anything(client: AgentClient) -> None:
+    identity = GuestIdentity(hostname="Bad_Name", machine_id="0" * 32, ssh_host_key=b"key")
+    with pytest.raises(AgentError, match="hostname 'Bad_Name' is not a DNS label"):
+        client.set_identity(identity, timeout=10)
+
+
+def test_stale_bytes_before_the_sync_answer_are_skipped(agent: wire.Agent) -> None:
+    def serve(sock: socket.socket) -> None:
+        # What an aborted previous client leaves in a virtio-serial port: a half frame and noise.
+        sock.sendall(wire.frame(wire.STDOUT, b"old output")[:7] + b"noise" + wire.frame(wire.EXIT, b"{}"))
+        serve_agent(agent)(sock)
+
+    assert AgentClient(PairTransport(serve), TOKEN).health(timeout=10)["ok"] is True
+
+
+def hostile(reply: Callable[[socket.socket, bytes], None]) -> AgentClient:
+    """A peer that answers HELLO properly, then does ``reply(sock, nonce)``."""
+
+    def serve(sock: socket.socket) -> None:
+        conn = wire.Conn(sock.fileno())
+        _, payload = conn.read_frame()
+        nonce = wire._json(payload)["nonce"].encode()
+        conn.send(wire.SYNC, nonce + b"1")
+        try:
+            conn.read_frame()
+            reply(sock, nonce)
+        except (wire.Disconnected, OSError):
+            pass
+
+    return AgentClient(PairTransport(serve), TOKEN)
+
+
+def test_an_oversized_frame_is_refused_without_reading_it() -> None:
+    client = hostile(lambda sock, _: sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.ANSWER, wire.MAX_FRAME + 1)))
+    with pytest.raises(AgentError, match=f"exceeds {wire.MAX_FRAME}"):
+        client.health(timeout=10)
+
+
+def test_a_guest_sending_more_than_announced_is_cut_off(tmp_path: Path) -> None:
+    def reply(sock: socket.socket, _: bytes) -> None:
+        sock.sendall(wire.frame(wire.ANSWER, b'{"ok": true, "size": 4, "mode": 420}'))
+        sock.sendall(wire.frame(wire.DATA, b"12345678") + wire.frame(wire.END))
+
+    with pytest.raises(AgentError, match="more than the 4 bytes it announced"):
+        hostile(reply).get("/etc/x", tmp_path / "out", max_bytes=100, timeout=10)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_json_answer_is_a_protocol_error() -> None:
+    client = hostile(lambda sock, _: sock.sendall(wire.frame(wire.ANSWER, b"\xff not json")))
+    with pytest.raises(AgentError, match="answer is not JSON"):
+        client.health(timeout=10)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ag-", dir="/tmp") as directory:
+        yield Path(directory)
+
+
+def vsock_peer(path: Path, handler: Callable[[socket.socket], None]) -> threading.Thread:
+    """A stand-in for Firecracker's vsock muxer: one connection, then ``handler``."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def run() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                handler(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_vsock_transport_speaks_connect_then_the_agent(short_dir: Path, agent: wire.Agent) -> None:
+    seen: list[bytes] = []
+
+    def muxer(conn: socket.socket) -> None:
+        line = b""
+        while not line.endswith(b"\n"):
+            line += conn.recv(1)
+        seen.append(line)
+        # The agent's SYNC may follow OK in the same segment: the transport must not eat it.
+        conn.sendall(b"OK 1073741824\n")
+        serve_agent(agent)(conn)
+
+    thread = vsock_peer(short_dir / "v.sock", muxer)
+    client = AgentClient(VsockUdsTransport(short_dir / "v.sock", wire.VSOCK_PORT), TOKEN)
+    assert client.health(timeout=10)["ok"] is True
+    thread.join(10)
+    assert seen == [f"CONNECT {wire.VSOCK_PORT}\n".encode()]
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [(b"", "connection closed after CONNECT 1024"), (b"NOPE\n", "unexpected CONNECT reply"), (b"O" * 100, "longer")],
+)
+def test_vsock_connect_failures_are_clear(short_dir: Path, reply: bytes, message: str) -> None:
+    def muxer(conn: socket.socket) -> None:
+        conn.recv(64)
+        conn.sendall(reply)
+
+    vsock_peer(short_dir / "v.sock", muxer)
+    with pytest.raises(AgentUnavailable, match=message):
+        VsockUdsTransport(short_dir / "v.sock", wire.VSOCK_PORT).connect(10)
+
+
+def test_no_vsock_socket_is_unavailable(short_dir: Path) -> None:
+    with pytest.raises(AgentUnavailable, match="cannot reach the guest agent through vsock socket"):
+        VsockUdsTransport(short_dir / "missing.sock", wire.VSOCK_PORT).connect(1)
