@@ -188,7 +188,7 @@ class Power:
             self.handles.write(vm.id, VmHandles(net=attachment, vmm=proc, booted=booted))
             crash_point("start:launched")
             if template is not None:
-                self._make_own(vm, template)
+                self._make_own(vm, template, progress)
             progress.step("waiting for ssh")
             self._wait_ready(vm, proc, attachment)
             if template is not None:
@@ -202,8 +202,13 @@ class Power:
         progress.step(f"{vm.name} is running")
         self.rt.pm.call_event("banger_vm_started", vm=info(vm))
 
-    def _make_own(self, vm: Vm, template: Template) -> None:
-        """Pin the restored guest's host key under the VM's name, before the first ssh to it."""
+    def _make_own(self, vm: Vm, template: Template, progress: Progress) -> None:
+        """Give the restored guest its own identity and pin its new host key, before the first ssh to it."""
+        if template.agent:
+            self.rt.keys.pin(f"{vm.name}.vm", self.templates.make_own(vm.id, vm.name, progress))
+            return
+        # An image whose guest has no agent yet: the VM keeps the template's identity (docs/warm-start.md).
+        log.warning("VM %s restored without a guest agent: it keeps the template's hostname and host key", vm.name)
         self.rt.keys.pin(f"{vm.name}.vm", template.host_key_public)
 
     def _sync_files(self, vm: Vm, attachment: NetAttachment, progress: Progress) -> None:

@@ -12,6 +12,7 @@ Layout (state dir, 0700)::
     templates/<digest>/state           the VMM's saved state
     templates/<digest>/overlay.ext4    snapshot-time disks (sparse)
     templates/<digest>/work.ext4
+    templates/<digest>/agent.token     the guest agent's token on that work disk (0600)
     templates/.building-<digest>/      a template being made; its VMM's pid in vmm.json
 
 A template whose key no longer matches (image re-pulled, kernel changed, other
@@ -37,6 +38,16 @@ from pydantic import TypeAdapter
 from banger_core.common.errors import Conflict, NotFound, OperationFailed
 from banger_core.common.ssh import SshTarget, banner_ready, close_master
 from banger_core.daemon import guest
+from banger_core.daemon.agent.client import (
+    HOST_TOKEN_FILE,
+    AgentClient,
+    agent_client_for,
+    new_token,
+    stage_token,
+    write_host_token,
+)
+from banger_core.daemon.agent.identity import GuestIdentity
+from banger_core.daemon.agent.transport import QEMU_AGENT_SOCKET, AgentUnavailable, VirtioSerialTransport
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.vm.disks import OVERLAY_DISK, WORK_DISK
@@ -55,6 +66,10 @@ TEMPLATE_HOSTNAME = "banger-template"
 #: Bumped when what a template holds changes shape: older templates are then never matched.
 TEMPLATE_FORMAT = 1
 _PROCESS = TypeAdapter(VmProcess)
+#: Seconds the agent gets per call (it runs before the restore is called done).
+AGENT_TIMEOUT = 30.0
+#: Host randomness mixed into a restored guest's pool (more than its 256-bit state).
+RESEED_BYTES = 512
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,8 @@ class Template:
     cmdline: str
     host_key_public: str
     created_at: float
+    #: The template's guest agent answered before the pause: restored VMs get their identity through it.
+    agent: bool = False
 
     @property
     def state(self) -> Path:
@@ -96,6 +113,11 @@ class Template:
 
     def disk(self, role: str) -> Path:
         return self.directory / (OVERLAY_DISK if role == "overlay" else WORK_DISK)
+
+    @property
+    def agent_token(self) -> str:
+        """The agent token the restored guest has loaded (it is on the copied work disk)."""
+        return (self.directory / HOST_TOKEN_FILE).read_text().strip()
 
 
 def copy_sparse(src: Path, dest: Path) -> None:
@@ -183,6 +205,7 @@ class Templates:
             cmdline=str(meta["cmdline"]),
             host_key_public=str(meta["host_key_public"]),
             created_at=float(meta["created_at"]),
+            agent=bool(meta.get("agent", False)),
         )
         if not all(p.is_file() for p in (template.state, template.disk("overlay"), template.disk("work"))):
             return None
@@ -239,10 +262,13 @@ class Templates:
             progress.step(f"making the template disks of {key.image}")
             identity = guest.new_identity(TEMPLATE_HOSTNAME)
             guest.create_overlay_disk(building / OVERLAY_DISK, key.disk_size, identity)
+            token = new_token()
             with tempfile.TemporaryDirectory(dir=building, prefix=".work-staging-") as staging:
-                # Only banger's key: file_sync and workspaces go in per VM, after the restore.
+                # Only banger's key and the agent token: file_sync and workspaces go in per VM, after the restore.
                 guest.stage_authorized_keys(Path(staging), self.rt.keys.public_key())
+                stage_token(Path(staging), token)
                 guest.create_work_disk(building / WORK_DISK, key.disk_size, Path(staging))
+            write_host_token(building, token)
             attachment = net.attach(
                 NicRequest(
                     vm_id=template_id,
@@ -285,6 +311,9 @@ class Templates:
             progress.step("waiting for the template's ssh")
             self._wait_ready(target, serial, vmm, proc)
             close_master(run_dir / "ssh.sock")
+            agent = self._agent_answers(run_dir, token)
+            if not agent:
+                progress.step("the template's guest agent does not answer: restored VMs keep its identity")
             progress.step("pausing and saving the template")
             snapshots.save_snapshot(proc, building / STATE_FILE)
             proc = None
@@ -295,6 +324,7 @@ class Templates:
                         "cmdline": spec.cmdline,
                         "host_key_public": identity.host_key_public,
                         "created_at": time.time(),
+                        "agent": agent,
                     }
                 )
             )
@@ -323,6 +353,17 @@ class Templates:
         progress.step(f"template of {key.image} saved")
         return template
 
+    @staticmethod
+    def _agent_answers(run_dir: Path, token: str) -> bool:
+        """Whether the template guest's agent answers on its QEMU virtio-serial port (its image has one)."""
+        client = AgentClient(VirtioSerialTransport(run_dir / QEMU_AGENT_SOCKET), token)
+        try:
+            client.health(timeout=AGENT_TIMEOUT)
+        except (AgentUnavailable, OperationFailed, OSError) as exc:
+            log.warning("template guest agent: %s", exc)
+            return False
+        return True
+
     def _disks(self, image: str, directory: Path) -> tuple[Disk, ...]:
         return (
             Disk(self.store.rootfs(image), True, "image"),
@@ -349,13 +390,43 @@ class Templates:
     # -- restoring ---------------------------------------------------------
 
     def copy_disks(self, template: Template, vm_dir: Path) -> tuple[Disk, ...]:
-        """Replace the VM's overlay and work disks with sparse copies of the template's; return its disk list."""
+        """Replace the VM's overlay and work disks with sparse copies of the template's; return its disk list.
+
+        The VM's agent token becomes the template's: it is what the restored guest has loaded.
+        """
         for role, name in (("overlay", OVERLAY_DISK), ("work", WORK_DISK)):
             partial = vm_dir / f".{name}.warm"
             partial.unlink(missing_ok=True)
             copy_sparse(template.disk(role), partial)
             os.replace(partial, vm_dir / name)
+        (vm_dir / HOST_TOKEN_FILE).unlink(missing_ok=True)
+        write_host_token(vm_dir, template.agent_token)
         return self._disks(template.key.image, vm_dir)
+
+    def make_own(self, vm_id: str, name: str, progress: Progress) -> str:
+        """Give a restored guest its own identity through its agent; return the new host key to pin.
+
+        A new hostname, machine-id and ed25519 host key (sshd restarted on it), and the kernel's
+        RNG reseeded with host randomness: several VMs resumed from one saved state must not share
+        any of them. Nothing reaches the guest over ssh before this is done.
+        """
+        progress.step("giving the restored VM its own identity")
+        identity = guest.new_identity(name)
+        client = agent_client_for(self.rt, vm_id)
+        client.set_identity(
+            GuestIdentity(hostname=name, machine_id=identity.machine_id, ssh_host_key=identity.host_key_private),
+            timeout=AGENT_TIMEOUT,
+        )
+        status = client.exec(
+            ["/bin/sh", "-c", "cat > /dev/urandom"],
+            stdin=os.urandom(RESEED_BYTES),
+            stdout=lambda _: None,
+            stderr=lambda _: None,
+            timeout=AGENT_TIMEOUT,
+        )
+        if status != 0:
+            raise OperationFailed(f"reseeding the restored VM's RNG failed (status {status})")
+        return identity.host_key_public
 
     # -- removing ----------------------------------------------------------
 
