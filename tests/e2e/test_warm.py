@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from banger_core.common import paths
 from tests.e2e.test_vm_run import COUNT_FILES, fixture_repo, tracked_count  # noqa: F401 -- fixture
 from tests.support.e2e import E2E, GOLDEN
 
@@ -60,6 +61,37 @@ def test_warm_vm_run_gets_the_workspace(e2e: E2E, template: str, fixture_repo: P
     assert e2e.vms() == []
 
 
+IDENTITY = "hostname; cat /etc/machine-id; cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub"
+
+
+def test_warm_vm_run_answers_with_its_own_name(e2e: E2E, template: str) -> None:
+    result = e2e.banger("vm", "run", "--rm", "--name", "warm-named", "--", "hostname")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "warm-named\n"
+
+
+def test_two_warm_vms_of_one_template_are_distinct(e2e: E2E, template: str) -> None:
+    known_hosts = paths.state_dir(e2e.env) / "ssh" / "known_hosts"
+    facts = {}
+    try:
+        for name in ("twin-a", "twin-b"):
+            e2e.banger("vm", "create", "--name", name, check=True)
+            assert e2e.vm(name)["booted"] == "warm"
+            # vm ssh checks the host key strictly against the entry pinned at restore.
+            result = e2e.ssh(name, "sh", "-c", IDENTITY)
+            assert result.returncode == 0, result.stderr
+            hostname, machine_id, host_key = result.stdout.splitlines()
+            assert hostname == name
+            assert f"{name}.vm {host_key}\n" in known_hosts.read_text()
+            facts[name] = (machine_id, host_key)
+        assert facts["twin-a"][0] != facts["twin-b"][0]
+        assert facts["twin-a"][1] != facts["twin-b"][1]
+    finally:
+        for name in ("twin-a", "twin-b"):
+            e2e.banger("vm", "delete", "--force", name, timeout=120)
+
+
+# Last: it deletes the module's template.
 def test_warm_rm_deletes_the_template(e2e: E2E, template: str) -> None:
     assert e2e.banger("image", "warm", "--rm", GOLDEN, check=True).stdout == f"{GOLDEN}: 1 warm template deleted\n"
     again = e2e.banger("image", "warm", "--rm", GOLDEN)
