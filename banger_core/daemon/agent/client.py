@@ -79,6 +79,14 @@ def write_host_token(vm_dir: Path, token: str) -> None:
         fh.write(token)
 
 
+def guest_cid(vm_id: str) -> int:
+    """The VM's vsock CID, stable per VM: 3 and up (0-2 are reserved), spread by its random id.
+
+    vhost-vsock CIDs are host-wide; a 32-bit space keeps two VMs from colliding in practice.
+    """
+    return 3 + int(vm_id, 16) % (0xFFFFFFFF - 3)
+
+
 def validate_remote_path(path: str) -> str:
     """``path`` if it is an absolute, normalised guest path; else :class:`InvalidRequest`."""
     if not path.startswith("/") or "\0" in path or "//" in path or posixpath.normpath(path) != path:

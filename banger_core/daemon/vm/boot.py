@@ -18,6 +18,7 @@ from banger_core.api.state import VmState
 from banger_core.common.errors import BangerError, OperationFailed
 from banger_core.common.ssh import SshGuestShell, SshTarget, banner_ready, close_master
 from banger_core.daemon import guest
+from banger_core.daemon.agent.client import guest_cid
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
@@ -172,7 +173,7 @@ class Power:
                 vcpus=vm.vcpus,
                 memory_mib=vm.memory_mib,
                 nic=attachment.nic,
-                vsock_cid=None,
+                vsock_cid=guest_cid(vm.id),
                 run_dir=run_dir,
                 serial_log=serial,
             )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from banger_core.daemon import guest
+from banger_core.daemon.agent import client as agent_client
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Vm
 from banger_hookspecs import Progress
@@ -43,6 +44,9 @@ def create_disks(rt: Runtime, vm: Vm, progress: Progress, sync_entries: list[Syn
     with tempfile.TemporaryDirectory(dir=root, prefix=".work-staging-") as staging:
         staging_dir = Path(staging)
         guest.stage_authorized_keys(staging_dir, rt.keys.public_key())
+        token = agent_client.new_token()
+        agent_client.stage_token(staging_dir, token)
+        agent_client.write_host_token(root, token)
         if sync_entries:
             from banger_core.daemon.filesync import stage
 

@@ -31,6 +31,13 @@ the overlay root, moves its mounts under a tmpfs ``/run``, mounts the work
 disk at ``/root``, makes files staged by an unprivileged host user belong to
 root, and ``switch_root``s into ``/sbin/init``.
 
+Guest agent: the initramfs starts ``banger-agent`` (:mod:`banger_hookspecs.guest_agent`)
+with the image's ``python3`` before the image's init. The VMM gives it a
+channel no guest network reaches: QEMU a ``virtserialport`` named
+``PORT_NAME`` on a Unix-socket chardev at ``<run_dir>/`` :data:`AGENT_SOCKET`,
+Firecracker its vsock device (the agent listens on vsock port ``VSOCK_PORT``).
+The work disk carries the VM's agent token at ``.banger/agent-token``.
+
 Readiness: the image prints :data:`READY_MARKER` followed by the boot id on
 the serial console once sshd accepts connections.
 """
@@ -45,6 +52,8 @@ CMDLINE_DNS = "banger.dns"
 CMDLINE_HOSTNAME = "banger.hostname"
 CMDLINE_PROTO = "banger.proto"
 READY_MARKER = "BANGER-READY"
+#: The QEMU chardev socket of the guest agent's virtio-serial port, in the VM's run dir.
+AGENT_SOCKET = "agent.sock"
 #: Where the core stages identity files on the overlay disk.
 OVERLAY_UPPER = "upper"
 OVERLAY_WORK = "work"

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from banger_debian.initramfs import APPLETS, INITRAMFS_MODULES, build_initramfs, init_script
+from banger_debian.initramfs import AGENT_PATH, APPLETS, INITRAMFS_MODULES, agent_script, build_initramfs, init_script
 from banger_debian.moddep import MissingModuleError, load_order, module_name, parse_modules_dep, resolve
 
 pytestmark = pytest.mark.unit
@@ -102,6 +102,8 @@ def test_archive_layout(tmp_path: Path, synth: SimpleNamespace) -> None:
     init = members["init"]
     assert stat.S_ISREG(init.mode) and init.mode & 0o777 == 0o755 and init.data == init_script()
     assert members["bin/busybox"].data == BUSYBOX.read_bytes()
+    # the guest agent ships in every initramfs, so every image kind gets it
+    assert members[AGENT_PATH].data == agent_script() and b"def serve_virtio_port" in agent_script()
     for applet in APPLETS:
         link = members[f"bin/{applet}"]
         assert stat.S_ISLNK(link.mode) and link.data == b"busybox"

@@ -54,6 +54,9 @@ def test_microvm_tcg_argv_is_exact(make_spec, run_dir: Path) -> None:
         f"if=none,id=disk2,format=raw,file.driver=file,file.filename={run_dir}/work.img,"
         "discard=unmap,detect-zeroes=unmap",
         *("-device", "virtio-blk-device,drive=disk2"),
+        *("-device", "virtio-serial-device,id=agentbus"),
+        *("-chardev", f"socket,id=agent,path={run_dir}/agent.sock,server=on,wait=off"),
+        *("-device", "virtserialport,bus=agentbus.0,chardev=agent,name=org.banger.agent.0"),
     ]
 
 
@@ -76,6 +79,8 @@ def test_q35_uses_pci_devices_and_no_microvm_cmdline_extras(make_spec, run_dir: 
         "virtio-blk-pci,drive=disk1",
         "virtio-blk-pci,drive=disk2",
         "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01",
+        "virtio-serial-pci,id=agentbus",
+        "virtserialport,bus=agentbus.0,chardev=agent,name=org.banger.agent.0",
     }
     assert pairs(argv, "-append") == ["console=ttyS0 panic=-1 banger.proto=1"]
 

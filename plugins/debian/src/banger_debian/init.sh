@@ -130,4 +130,16 @@ fi
 for fs in dev proc sys; do
 	mount --move "/$fs" "$NEWROOT/$fs" || fail "cannot move /$fs into the new root"
 done
+
+# The guest agent (host channel: virtio-serial / vsock, never the network) runs with the
+# image's python3, chrooted into the new root, from /run (tmpfs): started here, it is up
+# before the image's init and sshd, whatever the image. An image without python3 runs without it.
+if [ -L "$NEWROOT/usr/bin/python3" ] || [ -e "$NEWROOT/usr/bin/python3" ]; then
+	mkdir -p "$NEWROOT/run/banger"
+	cat /banger-agent >"$NEWROOT/run/banger/agent" && chmod 0700 "$NEWROOT/run/banger/agent" &&
+		chroot "$NEWROOT" /usr/bin/python3 -I -S /run/banger/agent \
+			<"$NEWROOT/dev/null" >"$NEWROOT/dev/null" 2>&1 &
+else
+	echo "banger-init: the image has no /usr/bin/python3: no guest agent in this VM"
+fi
 exec switch_root "$NEWROOT" /sbin/init

@@ -1,4 +1,5 @@
-"""banger's initramfs: static busybox, the kernel's virtio/overlay/vsock modules, and ``/init``.
+"""banger's initramfs: static busybox, the kernel's virtio/overlay/vsock modules, and ``/init``,
+plus the guest agent ``/init`` starts before the image's init.
 
 The archive is a gzip-compressed newc cpio (what every x86 kernel with
 ``CONFIG_RD_GZIP`` unpacks), written in Python so it needs no root and is
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from banger_debian.cpio import CpioWriter
 from banger_debian.moddep import module_name, resolve
+from banger_hookspecs import guest_agent
 
 #: Modules the initramfs loads (dependency order comes from modules.dep).
 #: virtio_pci serves q35-style machines, virtio_mmio microvm and Firecracker.
@@ -33,6 +35,8 @@ INITRAMFS_MODULES = (
     "vsock",
     "vmw_vsock_virtio_transport_common",
     "vmw_vsock_virtio_transport",
+    # the guest agent's channel under QEMU (virtio-serial: no vhost needed)
+    "virtio_console",
     # the VMM's ACPI power button (QEMU system_powerdown) reaches the image's acpid through these
     "button",
     "evdev",
@@ -44,6 +48,7 @@ APPLETS = (
     "cat",
     "chmod",
     "chown",
+    "chroot",
     "hostname",
     "insmod",
     "ip",
@@ -59,6 +64,9 @@ APPLETS = (
 #: Where a static busybox is looked for (Debian's busybox-static installs /bin/busybox).
 BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 
+#: The guest agent inside the initramfs.
+AGENT_PATH = "banger-agent"
+
 DIRECTORIES = ("bin", "dev", "proc", "sys", "lib", "lib/modules", "mnt", "mnt/image", "mnt/overlay", "newroot")
 
 
@@ -69,6 +77,11 @@ class InitramfsError(RuntimeError):
 def init_script() -> bytes:
     """The ``/init`` shell script shipped with this package."""
     return resources.files("banger_debian").joinpath("init.sh").read_bytes()
+
+
+def agent_script() -> bytes:
+    """The guest agent (:mod:`banger_hookspecs.guest_agent`) as the initramfs ships it."""
+    return Path(guest_agent.__file__).read_bytes()
 
 
 def busybox_applets(busybox: Path) -> set[str]:
@@ -131,5 +144,7 @@ def build_initramfs(
         names.append(name)
         archive.file(f"lib/modules/{index:02d}-{name}.ko", _module_bytes(module_dir / relative), 0o644)
     archive.file("init", init_script(), 0o755)
+    # /init copies it into the new root's /run (tmpfs): the image itself is never touched.
+    archive.file(AGENT_PATH, agent_script(), 0o644)
     archive.close()
     return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0), names

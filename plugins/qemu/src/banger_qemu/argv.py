@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from banger_hookspecs import NicSpec, PortForward, VmSpec
+from banger_hookspecs import NicSpec, PortForward, VmSpec, boot, guest_agent
 from banger_hookspecs.names import VM_NAME_RULE, is_vm_name
 
 Machine = Literal["microvm", "q35"]
@@ -190,6 +190,16 @@ def build_argv(spec: VmSpec, opts: QemuOptions) -> list[str]:
         argv += ["-drive", drive, "-device", f"{_device(opts.machine, 'blk')},drive=disk{index}"]
     if spec.nic is not None:
         argv += _nic_args(spec.nic, opts.machine, opts.passt_socket)
+    # The guest agent's channel: virtio-serial needs no vhost device, so it works on every host.
+    agent_socket = option_value(spec.run_dir / boot.AGENT_SOCKET, "agent socket path")
+    argv += [
+        "-device",
+        f"{_device(opts.machine, 'serial')},id=agentbus",
+        "-chardev",
+        f"socket,id=agent,path={agent_socket},server=on,wait=off",
+        "-device",
+        f"virtserialport,bus=agentbus.0,chardev=agent,name={guest_agent.PORT_NAME}",
+    ]
     if spec.vsock_cid is not None and opts.vsock:
         kind = "vhost-vsock-device" if opts.machine == "microvm" else "vhost-vsock-pci"
         argv += ["-device", f"{kind},guest-cid={int(spec.vsock_cid)}"]
