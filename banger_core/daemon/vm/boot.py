@@ -173,7 +173,8 @@ class Power:
                 vcpus=vm.vcpus,
                 memory_mib=vm.memory_mib,
                 nic=attachment.nic,
-                vsock_cid=guest_cid(vm.id),
+                # A restore keeps the template's devices: it had no vsock (QEMU's agent is on virtio-serial).
+                vsock_cid=None if template is not None else guest_cid(vm.id),
                 run_dir=run_dir,
                 serial_log=serial,
             )
