@@ -406,9 +406,9 @@ class Templates:
     def make_own(self, vm_id: str, name: str, progress: Progress) -> str:
         """Give a restored guest its own identity through its agent; return the new host key to pin.
 
-        A new hostname, machine-id and ed25519 host key (sshd restarted on it), and the kernel's
-        RNG reseeded with host randomness: several VMs resumed from one saved state must not share
-        any of them. Nothing reaches the guest over ssh before this is done.
+        A new hostname, machine-id and ed25519 host key (sshd restarted on it), the kernel's
+        RNG reseeded with host randomness and the clock set to the host's: several VMs resumed from
+        one saved state must not share any of them. Nothing reaches the guest over ssh before this.
         """
         progress.step("giving the restored VM its own identity")
         identity = guest.new_identity(name)
@@ -417,15 +417,19 @@ class Templates:
             GuestIdentity(hostname=name, machine_id=identity.machine_id, ssh_host_key=identity.host_key_private),
             timeout=AGENT_TIMEOUT,
         )
+        # The guest's wall clock resumes at the moment the template was saved: set it to now, or
+        # builds see files "from the future" and TLS sees stale time.
+        errors = bytearray()
         status = client.exec(
-            ["/bin/sh", "-c", "cat > /dev/urandom"],
+            ["/bin/sh", "-c", 'cat > /dev/urandom && date -u -s "@$1" > /dev/null', "sh", f"{time.time():.6f}"],
             stdin=os.urandom(RESEED_BYTES),
             stdout=lambda _: None,
-            stderr=lambda _: None,
+            stderr=errors.extend,
             timeout=AGENT_TIMEOUT,
         )
         if status != 0:
-            raise OperationFailed(f"reseeding the restored VM's RNG failed (status {status})")
+            detail = errors.decode(errors="replace").strip()
+            raise OperationFailed(f"reseeding the restored VM's RNG and clock failed (status {status}): {detail}")
         return identity.host_key_public
 
     # -- removing ----------------------------------------------------------
