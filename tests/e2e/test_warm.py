@@ -6,6 +6,7 @@ session daemon runs with ``warm_auto = false``, so only this module makes one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_warm_vm_run_gets_the_workspace(e2e: E2E, template: str, fixture_repo: P
     assert e2e.vms() == []
 
 
-IDENTITY = "hostname; cat /etc/machine-id; cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub"
+IDENTITY = "hostname; cat /etc/machine-id; cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub; date +%s"
 
 
 def test_warm_vm_run_answers_with_its_own_name(e2e: E2E, template: str) -> None:
@@ -80,8 +81,9 @@ def test_two_warm_vms_of_one_template_are_distinct(e2e: E2E, template: str) -> N
             # vm ssh checks the host key strictly against the entry pinned at restore.
             result = e2e.ssh(name, "sh", "-c", IDENTITY)
             assert result.returncode == 0, result.stderr
-            hostname, machine_id, host_key = result.stdout.splitlines()
+            hostname, machine_id, host_key, clock = result.stdout.splitlines()
             assert hostname == name
+            assert abs(int(clock) - time.time()) < 120  # not the template's save time
             assert f"{name}.vm {host_key}\n" in known_hosts.read_text()
             facts[name] = (machine_id, host_key)
         assert facts["twin-a"][0] != facts["twin-b"][0]
