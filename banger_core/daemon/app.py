@@ -508,6 +508,7 @@ async def image_pull(d: Daemon, request: Request) -> Response:
 async def image_delete(d: Daemon, request: Request) -> Response:
     name = request.path_params["name"]
     await d.run_blocking(lambda: d.store.delete_image(name))
+    await d.run_blocking(lambda: d.vms.templates.forget_image(name))  # a re-pull must never meet them
     return answer(Deleted(name=name))
 
 

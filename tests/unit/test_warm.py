@@ -128,6 +128,14 @@ def test_remove_deletes_the_images_templates_only(tmp_path: Path) -> None:
         templates.remove("debian-bookworm")
 
 
+def test_forgetting_a_deleted_image_is_quiet_when_it_had_no_template(tmp_path: Path) -> None:
+    templates = templates_in(tmp_path)
+    save(templates, KEY)
+    templates.forget_image("alpine")
+    templates.forget_image("debian-bookworm")
+    assert templates.find(KEY) is None
+
+
 def test_daemon_start_drops_half_made_templates(tmp_path: Path) -> None:
     templates = templates_in(tmp_path)
     building = templates.root / f"{BUILDING_PREFIX}{KEY.digest}"

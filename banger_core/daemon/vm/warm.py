@@ -447,6 +447,11 @@ class Templates:
             shutil.rmtree(template.directory, ignore_errors=True)
         return len(templates)
 
+    def forget_image(self, image: str) -> None:
+        """Delete ``image``'s templates, if any (the image itself is gone)."""
+        for template in self.for_image(image):
+            shutil.rmtree(template.directory, ignore_errors=True)
+
     def finish_interrupted(self) -> None:
         """At daemon start: stop the template VMs a dead daemon was making and drop their half-made files."""
         for building in sorted(self.root.glob(f"{BUILDING_PREFIX}*")):
