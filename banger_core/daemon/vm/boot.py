@@ -182,7 +182,13 @@ class Power:
             if template is not None:
                 snapshots = self.templates.snapshots(vm.backend)
                 assert snapshots is not None  # the template's key names a backend that saved it
-                proc = snapshots.restore(spec, template.state, progress)
+                try:
+                    proc = snapshots.restore(spec, template.state, progress)
+                except Exception as exc:
+                    raise OperationFailed(
+                        f"{exc}\n(restoring from the warm template of {vm.image}: `banger vm run --cold` boots "
+                        f"without it, `banger image warm --rm {vm.image}` deletes it)"
+                    ) from exc
                 booted = "warm"
             else:
                 progress.step(f"booting ({vm.backend})")
