@@ -73,7 +73,8 @@ def raw_restore(env: dict[str, str], template: Path, work: Path, client_key: Pat
         ),
         vcpus=key["vcpus"],
         memory_mib=key["memory_mib"],
-        nic=NicSpec(kind="user", mac="02:42:00:00:00:01", forwards=(PortForward("127.0.0.1", port, 22),)),
+        # As the template had it: the bench's config says usernet_egress = false (restrict=on, no passt).
+        nic=NicSpec(kind="user", mac="02:42:00:00:00:01", forwards=(PortForward("127.0.0.1", port, 22),), egress=False),
         vsock_cid=None,
         run_dir=work / "run",
         serial_log=work / "serial.log",
@@ -85,13 +86,14 @@ def raw_restore(env: dict[str, str], template: Path, work: Path, client_key: Pat
     start = time.perf_counter()
     for name in ("overlay.ext4", "work.ext4"):
         subprocess.run(["cp", "--sparse=always", str(template / name), str(work / name)], check=True)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (work / "qemu.log").open("wb")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         deadline = start + 300
         resumed = False
         while time.perf_counter() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"raw QEMU exited with {proc.returncode}")
+                raise RuntimeError(f"raw QEMU exited with {proc.returncode}: {(work / 'qemu.log').read_text()}")
             if not resumed:
                 try:
                     with QmpClient(opts.qmp_socket) as qmp:
@@ -109,6 +111,7 @@ def raw_restore(env: dict[str, str], template: Path, work: Path, client_key: Pat
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        log.close()
 
 
 def main() -> None:
