@@ -27,21 +27,26 @@ if TYPE_CHECKING:
 
 
 class VmGroup(click.Group):
-    """``vm run`` and ``vm workspace`` load :mod:`~banger_core.cli.run_cmd` when asked for: importing it
+    """``vm run``, ``vm workspace`` and ``vm session`` load their modules when asked for: importing them
     for every ``vm`` command would cost ``vm list`` more than its request does (docs/performance.md).
     """
 
-    #: Subcommand name -> its click command's attribute in run_cmd.
-    IN_RUN_CMD: ClassVar[dict[str, str]] = {"run": "cli", "workspace": "workspace_cli"}
+    #: Subcommand name -> (module under banger_core.cli, its click command's attribute there).
+    LAZY: ClassVar[dict[str, tuple[str, str]]] = {
+        "run": ("run_cmd", "cli"),
+        "workspace": ("run_cmd", "workspace_cli"),
+        "session": ("session_cmd", "cli"),
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.IN_RUN_CMD})
+        return sorted({*super().list_commands(ctx), *self.LAZY})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.IN_RUN_CMD and cmd_name not in self.commands:
-            from banger_core.cli import run_cmd
+        if cmd_name in self.LAZY and cmd_name not in self.commands:
+            import importlib
 
-            command: click.Command = getattr(run_cmd, self.IN_RUN_CMD[cmd_name])
+            module, attribute = self.LAZY[cmd_name]
+            command: click.Command = getattr(importlib.import_module(f"banger_core.cli.{module}"), attribute)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
@@ -56,6 +61,7 @@ def cli() -> None:
     banger vm ssh dev                   a shell in it; `-- CMD` runs a command
     banger vm list / show / logs        what exists, in detail, its serial console
     banger vm stop / start / restart / delete
+    banger vm session start/attach/logs/stop/list   long-lived commands in a VM
     """
 
 

@@ -45,6 +45,7 @@ from banger_core.api.models import (
     WarmTemplateView,
 )
 from banger_core.api.requests import CreateRequest, ImagePull, KernelPull, VmOptions
+from banger_core.api.sessions import AttachTarget, SessionStart, SessionView
 from banger_core.api.validation import ApiRequest, build_request
 from banger_core.client.connection import Connection, decode
 from banger_core.common.errors import BangerError, DaemonUnavailable, OperationFailed, error_for
@@ -121,6 +122,7 @@ class Client(Connection):
         self.vms = Vms(self)
         self.images = Images(self)
         self.kernels = Kernels(self)
+        self.sessions = Sessions(self)
         self.daemon = DaemonApi(self)
 
     def __enter__(self) -> Client:
@@ -280,6 +282,38 @@ class Vms:
             lines = response.iter_lines()
             yield _parsed(VmDetail, _read_result(lines, progress))
             del lines
+
+
+class Sessions:
+    """``client.sessions``: long-lived commands in a running VM (``banger vm session``)."""
+
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def _path(self, vm: str, session: str | None = None) -> str:
+        base = f"/v1/vms/{_segment(vm)}/sessions"
+        return base if session is None else f"{base}/{_segment(session)}"
+
+    def start(
+        self, vm: str, name: str, argv: builtins.list[str], *, cwd: str | None = None, stdin_mode: str = "pipe"
+    ) -> SessionView:
+        body = build_request(SessionStart, {"name": name, "argv": argv, "cwd": cwd, "stdin_mode": stdin_mode})
+        return _parsed(SessionView, self._c.request("POST", self._path(vm), body=body))
+
+    def list(self, vm: str) -> builtins.list[SessionView]:
+        return _parsed_list(SessionView, self._c.request("GET", self._path(vm)))
+
+    def stop(self, vm: str, name: str) -> SessionView:
+        return _parsed(SessionView, self._c.request("POST", f"{self._path(vm, name)}/stop"))
+
+    def attach(self, vm: str, name: str) -> AttachTarget:
+        """The Unix socket that bridges to the session (its output out, its stdin in)."""
+        return _parsed(AttachTarget, self._c.request("POST", f"{self._path(vm, name)}/attach"))
+
+    def logs(self, vm: str, name: str, *, stream: str = "stdout", follow: bool = False) -> Iterator[bytes]:
+        params = {"stream": stream, **({"follow": "1"} if follow else {})}
+        with self._c.raw_stream(f"{self._path(vm, name)}/logs", params=params) as response:
+            yield from response.iter_bytes()
 
 
 class Images:

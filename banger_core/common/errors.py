@@ -94,6 +94,18 @@ class HostOpError(BangerError):
     """A privileged host operation failed; the message says what to do."""
 
 
+class AgentUnavailable(Unavailable):
+    """A VM's guest agent cannot be reached (VM not running, no agent channel or token)."""
+
+
+class AgentError(OperationFailed):
+    """The guest agent answered with a failure, or broke its protocol; the message says which."""
+
+
+class AgentAuthError(AgentError):
+    """The guest agent refused the VM's token."""
+
+
 #: Every error class by the name the API reports it under (the SDK raises these again).
 ERRORS_BY_NAME: dict[str, type[BangerError]] = {
     cls.__name__: cls
@@ -116,6 +128,9 @@ ERRORS_BY_NAME: dict[str, type[BangerError]] = {
         BundleWriteError,
         NotPrivileged,
         HostOpError,
+        AgentUnavailable,
+        AgentError,
+        AgentAuthError,
     )
 }
 

@@ -46,14 +46,17 @@ from banger_core.api.models import (
     WarmTemplatesRemoved,
 )
 from banger_core.api.requests import CreateRequest, ImagePull, KernelPull
+from banger_core.api.sessions import AttachTarget, SessionStart, SessionView
 from banger_core.api.state import VmState
 from banger_core.common.buildinfo import build_info
 from banger_core.common.errors import BangerError, NotFound, RequestTooLarge
+from banger_core.daemon.agent.client import agent_client_for
 from banger_core.daemon.bodies import query_flags, read_body, refuse_body
 from banger_core.daemon.config_watch import ConfigWatch
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store, image_view
 from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.sessions import SessionManager, SessionRecord
 from banger_core.daemon.vm import VmService
 from banger_hookspecs import DnsRouterDriver
 from banger_hookspecs.logpump import rotated
@@ -110,6 +113,7 @@ class Daemon:
         self.web_ui = "off"
         #: the web UI's URL while it is served (for `banger web`), else None.
         self.web_url: str | None = None
+        self.sessions = SessionManager(rt.layout, lambda vm_id: agent_client_for(rt, vm_id))
         self.vms.on_change.append(self.refresh_ssh_config)
         self.vms.on_change.append(self.refresh_dns_table)
 
@@ -139,6 +143,7 @@ class Daemon:
 
         await self.run_blocking(self.refresh_ssh_config)
         await self.run_blocking(self.refresh_dns_table)
+        await self.run_blocking(self.sessions.adopt)  # sessions kept running in their guests
         name = self.rt.config["network_backend"]
         dns_link: tuple[str, str] | None = None
         try:
@@ -182,6 +187,7 @@ class Daemon:
 
     async def stop_services(self) -> None:
         """Stop answering DNS; VMs, taps, the bridge and resolver routes stay for the next daemon."""
+        self.sessions.close()  # sessions stay in their guests: the next daemon adopts them
         if self.dns_server is not None:
             await self.dns_server.stop()
 
@@ -436,6 +442,116 @@ async def vm_ssh(d: Daemon, request: Request) -> Response:
     return answer(SshTargetView(**dataclasses.asdict(target)))
 
 
+# -- sessions ----------------------------------------------------------------
+
+
+def session_view(d: Daemon, vm_name: str, record: SessionRecord) -> SessionView:
+    return SessionView(
+        name=record.name,
+        vm=vm_name,
+        argv=record.argv,
+        cwd=record.cwd,
+        stdin_mode=record.stdin_mode,
+        state=record.state,
+        status=record.status,
+        created_at=record.created_at,
+        stdout_bytes=record.offsets.get("stdout", 0),
+        stderr_bytes=record.offsets.get("stderr", 0),
+        lost_bytes=record.lost_bytes,
+    )
+
+
+async def _running_vm_id(d: Daemon, name: str) -> str:
+    vm = await d.run_blocking(lambda: d.vms.get(name))
+    return vm.id
+
+
+@handler
+async def session_start(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    query_flags(request)
+    req = SessionStart.from_json(await read_body(request))
+    vm_id = await _running_vm_id(d, name)
+    record = await d.run_blocking(lambda: d.sessions.start(vm_id, req.name, req.argv, req.cwd, req.stdin_mode))
+    return answer(session_view(d, name, record))
+
+
+@handler
+async def session_list(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    vm_id = await _running_vm_id(d, name)
+    records = await d.run_blocking(lambda: d.sessions.records(vm_id))
+    return answer([session_view(d, name, record) for record in records])
+
+
+@handler
+async def session_stop(d: Daemon, request: Request) -> Response:
+    name, session = request.path_params["name"], request.path_params["session"]
+    query_flags(request)
+    await refuse_body(request)
+    vm_id = await _running_vm_id(d, name)
+    record = await d.run_blocking(lambda: d.sessions.stop(vm_id, session))
+    return answer(session_view(d, name, record))
+
+
+@handler
+async def session_attach(d: Daemon, request: Request) -> Response:
+    name, session = request.path_params["name"], request.path_params["session"]
+    query_flags(request)
+    await refuse_body(request)
+    vm_id = await _running_vm_id(d, name)
+    path = await d.run_blocking(lambda: d.sessions.attach_socket(vm_id, session))
+    return answer(AttachTarget(socket=str(path)))
+
+
+@handler
+async def session_logs(d: Daemon, request: Request) -> Response:
+    name, session = request.path_params["name"], request.path_params["session"]
+    follow = query_flags(request, "follow")["follow"]
+    stream = request.query_params.get("stream", "stdout")
+    vm_id = await _running_vm_id(d, name)
+    path = await d.run_blocking(lambda: d.sessions.log_path(vm_id, session, stream))
+    await d.run_blocking(lambda: d.sessions.get(vm_id, session))  # 404 before streaming
+
+    def running() -> bool:
+        return d.sessions.get(vm_id, session).state == "running"
+
+    return StreamingResponse(_follow_log(path, follow, running), media_type="application/octet-stream")
+
+
+async def _follow_log(path: Path, follow: bool, still_writing: Callable[[], bool]) -> AsyncIterator[bytes]:
+    """A capped, rotated log (older part first); with ``follow``, new output until the writer is done."""
+    older = rotated(path)
+    if older.exists():
+        with open(older, "rb") as old_part:
+            while chunk := await anyio.to_thread.run_sync(old_part.read, 65536):
+                yield chunk
+    while not path.exists():
+        if not follow or not still_writing():
+            return
+        await asyncio.sleep(LOG_FOLLOW_INTERVAL)
+    fh = open(path, "rb")  # noqa: SIM115 -- closed in finally across awaits
+    try:
+        while True:
+            chunk = await anyio.to_thread.run_sync(fh.read, 65536)
+            if chunk:
+                yield chunk
+                continue
+            if not follow:
+                return
+            if not await anyio.to_thread.run_sync(still_writing):
+                # One last read: the pump writes the final output before recording the exit.
+                while chunk := await anyio.to_thread.run_sync(fh.read, 65536):
+                    yield chunk
+                return
+            await asyncio.sleep(LOG_FOLLOW_INTERVAL)
+            if _replaced(str(path), fh.fileno()):
+                fh.close()
+                fh = open(path, "rb")  # noqa: SIM115
+    finally:
+        fh.close()
+
+
 @handler
 async def vm_logs(d: Daemon, request: Request) -> Response:
     name = request.path_params["name"]
@@ -577,6 +693,11 @@ def create_app(daemon: Daemon) -> Starlette:
         Route("/v1/vms/{name}/restart", _vm_op("restart"), methods=["POST"]),
         Route("/v1/vms/{name}/ssh", vm_ssh, methods=["GET"]),
         Route("/v1/vms/{name}/logs", vm_logs, methods=["GET"]),
+        Route("/v1/vms/{name}/sessions", session_list, methods=["GET"]),
+        Route("/v1/vms/{name}/sessions", session_start, methods=["POST"]),
+        Route("/v1/vms/{name}/sessions/{session}/logs", session_logs, methods=["GET"]),
+        Route("/v1/vms/{name}/sessions/{session}/stop", session_stop, methods=["POST"]),
+        Route("/v1/vms/{name}/sessions/{session}/attach", session_attach, methods=["POST"]),
         Route("/v1/images", image_list, methods=["GET"]),
         Route("/v1/images/pull", image_pull, methods=["POST"]),
         Route("/v1/images/{name}", image_get, methods=["GET"]),

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from banger_core.common.errors import InvalidRequest
-from banger_core.daemon.agent.client import AgentAuthError, AgentClient, AgentError, validate_remote_path
+from banger_core.common.errors import AgentAuthError, AgentError, AgentUnavailable, InvalidRequest
+from banger_core.daemon.agent.client import AgentClient, validate_remote_path
 from banger_core.daemon.agent.identity import GuestIdentity
-from banger_core.daemon.agent.transport import AgentUnavailable, VsockUdsTransport
+from banger_core.daemon.agent.transport import VsockUdsTransport
 from banger_hookspecs import guest_agent as wire
 
 pytestmark = pytest.mark.unit
@@ -253,3 +254,41 @@ def test_vsock_connect_failures_are_clear(short_dir: Path, reply: bytes, message
 def test_no_vsock_socket_is_unavailable(short_dir: Path) -> None:
     with pytest.raises(AgentUnavailable, match="cannot reach the guest agent through vsock socket"):
         VsockUdsTransport(short_dir / "missing.sock", wire.VSOCK_PORT).connect(1)
+
+
+def test_sessions_outlive_their_connection_and_keep_bounded_output(client: AgentClient) -> None:
+    script = "read line; echo got $line; echo warn >&2; head -c 3000000 /dev/zero | tr '\\0' x; exit 4"
+    assert client.session_start("job", ["sh", "-c", script], cwd="/", stdin=True, timeout=10) > 0
+    with pytest.raises(AgentError, match="session 'job' is already running"):
+        client.session_start("job", ["true"], cwd="/", stdin=False, timeout=10)
+    client.session_write("job", b"hello\n", close=True, timeout=10)  # a new connection each call
+    deadline = time.monotonic() + 30
+    while (read := client.session_read("job", {"stdout": 0, "stderr": 0}, timeout=10)).running:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert read.status == 4 and read.stderr.data == b"warn\n"
+    # 3 MB of output: the agent kept the newest SESSION_RING bytes, and says where they start.
+    assert read.stdout.end == len(b"got hello\n") + 3_000_000
+    assert read.stdout.start == read.stdout.end - wire.SESSION_RING
+    assert len(read.stdout.data) == wire.SESSION_READ_MAX and set(read.stdout.data) == {ord("x")}
+    assert [s["name"] for s in client.session_list(timeout=10)] == ["job"]
+    client.session_forget("job", timeout=10)
+    assert client.session_list(timeout=10) == []
+
+
+def test_a_session_without_stdin_refuses_input_and_stops_on_signal(client: AgentClient) -> None:
+    client.session_start("sleeper", ["sleep", "60"], cwd="/", stdin=False, timeout=10)
+    with pytest.raises(AgentError, match="takes no input"):
+        client.session_write("sleeper", b"x", timeout=10)
+    client.session_signal("sleeper", 15, timeout=10)
+    deadline = time.monotonic() + 30
+    while (read := client.session_read("sleeper", {}, timeout=10)).running:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert read.status == -15
+
+
+@pytest.mark.parametrize("name", ["Bad", "-x", "a b", ""])
+def test_session_names_are_validated_in_the_guest(client: AgentClient, name: str) -> None:
+    with pytest.raises(AgentError, match="must be a DNS label"):
+        client.session_start(name, ["true"], cwd="/", stdin=False, timeout=10)

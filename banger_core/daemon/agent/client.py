@@ -22,14 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from banger_core.common.errors import InvalidRequest, OperationFailed
+from banger_core.common.errors import AgentAuthError, AgentError, AgentUnavailable, InvalidRequest
 from banger_core.daemon.agent.identity import GuestIdentity
 from banger_core.daemon.agent.transport import (
     QEMU_AGENT_SOCKET,
-    AgentUnavailable,
     Transport,
     VirtioSerialTransport,
     VsockUdsTransport,
@@ -37,6 +37,7 @@ from banger_core.daemon.agent.transport import (
 from banger_hookspecs import guest_agent as wire
 
 if TYPE_CHECKING:
+    from banger_core.daemon.layout import Layout
     from banger_core.daemon.runtime import Runtime
 
 #: The VM's token on the host, in its state dir (0600).
@@ -49,14 +50,6 @@ LOCK_FILE = "agent.lock"
 MAX_RESYNC_BYTES = 4 * wire.MAX_FRAME
 
 OutputSink = Callable[[bytes], None]
-
-
-class AgentError(OperationFailed):
-    """The agent answered with a failure, or broke the protocol; the message says which."""
-
-
-class AgentAuthError(AgentError):
-    """The agent refused the token."""
 
 
 def new_token() -> str:
@@ -163,6 +156,44 @@ class _Channel:
         return answer
 
 
+@dataclass(frozen=True)
+class StreamChunk:
+    """Output of one stream from ``start`` (absolute offset); ``end`` is where the guest's stream ends now."""
+
+    start: int
+    data: bytes
+    end: int
+
+
+@dataclass(frozen=True)
+class SessionRead:
+    running: bool
+    status: int | None
+    stdout: StreamChunk
+    stderr: StreamChunk
+
+    @classmethod
+    def parse(cls, answer: dict[str, object]) -> SessionRead:
+        chunks = []
+        for stream in ("stdout", "stderr"):
+            part = answer.get(stream)
+            if not isinstance(part, dict):
+                raise AgentError(f"guest agent protocol error: no {stream} in session read")
+            start, end = _int_field(part, "start"), _int_field(part, "end")
+            try:
+                data = base64.b64decode(str(part.get("data")), validate=True)
+            except ValueError:
+                raise AgentError(f"guest agent protocol error: {stream} data is not base64") from None
+            if not 0 <= start <= start + len(data) <= end:
+                raise AgentError(f"guest agent protocol error: inconsistent {stream} offsets")
+            chunks.append(StreamChunk(start, data, end))
+        running = answer.get("running")
+        status = answer.get("status")
+        if not isinstance(running, bool) or not (status is None or (isinstance(status, int) and not running)):
+            raise AgentError("guest agent protocol error: bad session state")
+        return cls(running, status if isinstance(status, int) else None, chunks[0], chunks[1])
+
+
 def _int_field(answer: dict[str, object], key: str) -> int:
     value = answer.get(key)
     if not isinstance(value, int) or isinstance(value, bool):
@@ -216,11 +247,61 @@ class AgentClient:
         finally:
             os.close(fd)
 
+    def _call(self, what: str, request: dict[str, object], timeout: float) -> dict[str, object]:
+        """One request, one JSON answer."""
+        with self._session(timeout) as channel:
+            channel.send_json(wire.REQUEST, request)
+            return channel.read_ok(what)
+
     def health(self, timeout: float) -> dict[str, object]:
         """The agent's status: protocol, pid, uptime_s, ready_ms, rss_kib, python."""
-        with self._session(timeout) as channel:
-            channel.send_json(wire.REQUEST, {"op": "health"})
-            return channel.read_ok("health")
+        return self._call("health", {"op": "health"}, timeout)
+
+    def session_start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        cwd: str | None,
+        stdin: bool,
+        timeout: float,
+        env: dict[str, str] | None = None,
+    ) -> int:
+        """Start a session (a command that outlives this connection); returns its guest pid."""
+        if cwd is not None:
+            validate_remote_path(cwd)
+        request: dict[str, object] = {
+            "op": "session_start",
+            "name": name,
+            "argv": argv,
+            "cwd": cwd,
+            "stdin": stdin,
+            "env": env or {},
+        }
+        return _int_field(self._call(f"session start {name}", request, timeout), "pid")
+
+    def session_read(self, name: str, offsets: dict[str, int], timeout: float) -> SessionRead:
+        """Output since ``offsets`` (per stream) and whether the session still runs."""
+        answer = self._call(f"session read {name}", {"op": "session_read", "name": name, "offsets": offsets}, timeout)
+        return SessionRead.parse(answer)
+
+    def session_write(self, name: str, data: bytes, *, close: bool = False, timeout: float) -> None:
+        """Send ``data`` to the session's stdin (then close it when ``close``)."""
+        request = {"op": "session_write", "name": name, "data": base64.b64encode(data).decode(), "close": close}
+        self._call(f"session input {name}", request, timeout)
+
+    def session_signal(self, name: str, signum: int, timeout: float) -> None:
+        self._call(f"session signal {name}", {"op": "session_signal", "name": name, "signal": signum}, timeout)
+
+    def session_forget(self, name: str, timeout: float) -> None:
+        """Drop an exited session (and its output) from the agent's memory."""
+        self._call(f"session forget {name}", {"op": "session_forget", "name": name}, timeout)
+
+    def session_list(self, timeout: float) -> list[dict[str, object]]:
+        sessions = self._call("session list", {"op": "session_list"}, timeout).get("sessions")
+        if not isinstance(sessions, list) or not all(isinstance(item, dict) for item in sessions):
+            raise AgentError("guest agent protocol error: session list is not a list of objects")
+        return sessions
 
     def set_identity(self, identity: GuestIdentity, timeout: float) -> None:
         """Install hostname, machine-id, ssh host key (sshd restarted if running) and network settings."""
@@ -359,19 +440,24 @@ def _feed_stdin(channel: _Channel, stdin: BinaryIO | bytes) -> None:
 
 
 def agent_client_for(rt: Runtime, vm_id: str) -> AgentClient:
-    """The agent client of a running VM, from its handles, run dir and token.
+    """The agent client of a running VM, from its handles, run dir and token (see :func:`agent_client_at`)."""
+    return agent_client_at(rt.layout, vm_id)
+
+
+def agent_client_at(layout: Layout, vm_id: str) -> AgentClient:
+    """The agent client of a running VM under ``layout``.
 
     Raises:
         AgentUnavailable: the VM has no agent token (created before agents) or no VMM running.
     """
     from banger_core.daemon.vm.handles import HandleStore
 
-    run_dir = rt.layout.vm_run_dir(vm_id)
+    run_dir = layout.vm_run_dir(vm_id)
     try:
-        token = (rt.layout.vm_dir(vm_id) / HOST_TOKEN_FILE).read_text().strip()
+        token = (layout.vm_dir(vm_id) / HOST_TOKEN_FILE).read_text().strip()
     except FileNotFoundError:
         raise AgentUnavailable("this VM has no guest agent token (created by an older banger): recreate it") from None
-    handles = HandleStore(rt.layout).read(vm_id)
+    handles = HandleStore(layout).read(vm_id)
     if handles is None or handles.vmm is None:
         raise AgentUnavailable("the VM is not running: start it first")
     transport: Transport

@@ -13,17 +13,13 @@ import socket
 from pathlib import Path
 from typing import Protocol
 
-from banger_core.common.errors import Unavailable
+from banger_core.common.errors import AgentUnavailable
 from banger_hookspecs import boot
 
 #: The chardev socket QEMU serves in the VM's run dir.
 QEMU_AGENT_SOCKET = boot.AGENT_SOCKET
 #: Longest reply line Firecracker's vsock muxer sends to ``CONNECT`` (``OK 1073741824\n``).
 MAX_CONNECT_REPLY = 64
-
-
-class AgentUnavailable(Unavailable):
-    """The agent's channel cannot be opened (VM not running, or no agent channel)."""
 
 
 class Transport(Protocol):

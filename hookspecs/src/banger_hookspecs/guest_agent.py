@@ -58,6 +58,11 @@ EXIT = b"X"
 DATA = b"D"
 END = b"Z"
 
+#: Output a session keeps per stream in the agent's memory; the host pumps it out well before.
+SESSION_RING = 1 << 20
+#: Most bytes one ``session_read`` answer carries per stream (base64 keeps it under MAX_FRAME).
+SESSION_READ_MAX = 256 << 10
+MAX_SESSIONS = 64
 _HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _STARTED = time.monotonic()
@@ -176,12 +181,83 @@ def _run(argv: list[str]) -> None:
     subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
 
 
+class Ring:
+    """The last :data:`SESSION_RING` bytes of one output stream, addressed by absolute offset."""
+
+    def __init__(self, size: int = SESSION_RING) -> None:
+        self.size = size
+        self.data = bytearray()
+        self.end = 0  # absolute offset just past the newest byte
+
+    @property
+    def start(self) -> int:
+        return self.end - len(self.data)
+
+    def append(self, chunk: bytes) -> None:
+        self.data += chunk
+        self.end += len(chunk)
+        if len(self.data) > self.size:
+            del self.data[: len(self.data) - self.size]
+
+    def read(self, offset: int, limit: int) -> tuple[int, bytes]:
+        """``(start, data)`` from ``offset`` (or the oldest byte still kept, when it is gone)."""
+        start = min(max(offset, self.start), self.end)
+        return start, bytes(self.data[start - self.start : start - self.start + limit])
+
+
+class Session:
+    """A named command that outlives the connection that started it; its output kept in rings."""
+
+    def __init__(self, name: str, argv: list[str], child: subprocess.Popen[bytes]) -> None:
+        self.name = name
+        self.argv = argv
+        self.child = child
+        self.lock = threading.Lock()
+        self.rings = {"stdout": Ring(), "stderr": Ring()}
+        self.status: int | None = None
+        self.readers = [
+            threading.Thread(target=self._pump, args=(pipe, stream), daemon=True)
+            for pipe, stream in ((child.stdout, "stdout"), (child.stderr, "stderr"))
+        ]
+        for reader in self.readers:
+            reader.start()
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    def _pump(self, pipe: Any, stream: str) -> None:
+        while True:
+            chunk = os.read(pipe.fileno(), CHUNK)
+            if not chunk:
+                pipe.close()
+                return
+            with self.lock:
+                self.rings[stream].append(chunk)
+
+    def _reap(self) -> None:
+        status = self.child.wait()
+        for reader in self.readers:
+            reader.join()  # all output is in the rings before the exit shows
+        with self.lock:
+            self.status = status
+
+    def view(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "name": self.name,
+                "argv": self.argv,
+                "pid": self.child.pid,
+                "running": self.status is None,
+                "status": self.status,
+            }
+
+
 class Agent:
     """Serves connections; each one authenticates with the VM's token first."""
 
     def __init__(self, token_path: str = TOKEN_PATH) -> None:
         self.token_path = token_path
         self.ready_ms = 0.0
+        self.sessions: dict[str, Session] = {}
+        self.sessions_lock = threading.Lock()
 
     def token_matches(self, offered: str) -> bool:
         try:
@@ -241,6 +317,29 @@ class Agent:
                 self.put(conn, request)
             elif op == "get":
                 self.get(conn, request)
+            elif op == "session_start":
+                conn.send_json(ANSWER, {"ok": True, **self.session_start(request)})
+            elif op == "session_read":
+                conn.send_json(ANSWER, {"ok": True, **self.session_read(request)})
+            elif op == "session_write":
+                self.session_write(request)
+                conn.send_json(ANSWER, {"ok": True})
+            elif op == "session_signal":
+                session = self._session(request)
+                if session.view()["running"]:
+                    Agent._kill(session.child, int(request.get("signal", signal.SIGTERM)))
+                conn.send_json(ANSWER, {"ok": True})
+            elif op == "session_list":
+                with self.sessions_lock:
+                    views = [session.view() for session in self.sessions.values()]
+                conn.send_json(ANSWER, {"ok": True, "sessions": views})
+            elif op == "session_forget":
+                session = self._session(request)
+                if session.view()["running"]:
+                    raise ValueError(f"session {session.name!r} is still running: stop it first")
+                with self.sessions_lock:
+                    del self.sessions[session.name]
+                conn.send_json(ANSWER, {"ok": True})
             elif op == "identity":
                 self.identity(request)
                 conn.send_json(ANSWER, {"ok": True})
@@ -299,6 +398,71 @@ class Agent:
                 if pipe is not None:
                     pipe.close()
         conn.send_json(EXIT, {"status": child.wait()})
+
+    def _session(self, request: dict[str, Any]) -> Session:
+        name = str(request.get("name"))
+        with self.sessions_lock:
+            session = self.sessions.get(name)
+        if session is None:
+            raise KeyError(f"no session {name!r}")
+        return session
+
+    def session_start(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = str(request["name"])
+        if not _HOSTNAME_RE.match(name):
+            raise ValueError(f"session name {name!r} must be a DNS label (a-z, 0-9, '-')")
+        argv = [str(arg) for arg in request["argv"]]
+        if not argv:
+            raise ValueError("nothing to run")
+        env = request.get("env")
+        environ = dict(os.environ, HOME="/root", PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        if isinstance(env, dict):
+            environ.update({str(k): str(v) for k, v in env.items()})
+        with self.sessions_lock:
+            old = self.sessions.get(name)
+            if old is not None and old.view()["running"]:
+                raise ValueError(f"session {name!r} is already running")
+            if old is None and len(self.sessions) >= MAX_SESSIONS:
+                raise ValueError(f"{MAX_SESSIONS} sessions already exist: stop some first")
+            try:
+                child = subprocess.Popen(
+                    argv,
+                    cwd=request.get("cwd") or "/root",
+                    env=environ,
+                    stdin=subprocess.PIPE if request.get("stdin") else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ValueError(f"cannot run {argv[0]}: {exc}") from None
+            self.sessions[name] = Session(name, argv, child)
+        return {"pid": child.pid}
+
+    def session_read(self, request: dict[str, Any]) -> dict[str, Any]:
+        session = self._session(request)
+        offsets = request.get("offsets") or {}
+        answer: dict[str, Any] = session.view()  # state first: output read after it is complete when exited
+        with session.lock:
+            for stream, ring in session.rings.items():
+                start, data = ring.read(int(offsets.get(stream, 0)), SESSION_READ_MAX)
+                answer[stream] = {"start": start, "data": base64.b64encode(data).decode(), "end": ring.end}
+        return answer
+
+    def session_write(self, request: dict[str, Any]) -> None:
+        session = self._session(request)
+        stdin = session.child.stdin
+        if stdin is None or stdin.closed:
+            raise ValueError(f"session {session.name!r} takes no input (started with --stdin-mode none, or closed)")
+        try:
+            if request.get("data"):
+                stdin.write(base64.b64decode(str(request["data"]), validate=True))
+                stdin.flush()
+            if request.get("close"):
+                stdin.close()
+        except BrokenPipeError:
+            stdin.close()
+            raise ValueError(f"session {session.name!r} no longer reads its input") from None
 
     def _exec_input(self, child: subprocess.Popen[bytes], kind: bytes, payload: bytes) -> None:
         if kind == STDIN and child.stdin is not None and not child.stdin.closed:
