@@ -25,6 +25,7 @@ def template(e2e: E2E) -> Iterator[str]:
     result = e2e.banger("image", "warm", GOLDEN, timeout=1200)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{GOLDEN}: warm template saved (")
+    assert "guest agent does not answer" not in result.stderr, result.stderr
     yield GOLDEN
     e2e.banger("image", "warm", "--rm", GOLDEN)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from banger_core.common.errors import Conflict, NotFound, OperationFailed
+from banger_core.common.errors import AgentUnavailable, Conflict, NotFound, OperationFailed
 from banger_core.common.ssh import SshTarget, banner_ready, close_master
 from banger_core.daemon import guest
 from banger_core.daemon.agent.client import (
@@ -47,7 +47,7 @@ from banger_core.daemon.agent.client import (
     write_host_token,
 )
 from banger_core.daemon.agent.identity import GuestIdentity
-from banger_core.daemon.agent.transport import QEMU_AGENT_SOCKET, AgentUnavailable, VirtioSerialTransport
+from banger_core.daemon.agent.transport import QEMU_AGENT_SOCKET, VirtioSerialTransport
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.vm.disks import OVERLAY_DISK, WORK_DISK
@@ -311,9 +311,12 @@ class Templates:
             progress.step("waiting for the template's ssh")
             self._wait_ready(target, serial, vmm, proc)
             close_master(run_dir / "ssh.sock")
-            agent = self._agent_answers(run_dir, token)
-            if not agent:
-                progress.step("the template's guest agent does not answer: restored VMs keep its identity")
+            agent_problem = self._agent_problem(run_dir, token)
+            agent = agent_problem is None
+            if agent_problem is not None:
+                progress.step(
+                    f"the template's guest agent does not answer ({agent_problem}): restored VMs keep its identity"
+                )
             progress.step("pausing and saving the template")
             snapshots.save_snapshot(proc, building / STATE_FILE)
             proc = None
@@ -354,15 +357,15 @@ class Templates:
         return template
 
     @staticmethod
-    def _agent_answers(run_dir: Path, token: str) -> bool:
-        """Whether the template guest's agent answers on its QEMU virtio-serial port (its image has one)."""
+    def _agent_problem(run_dir: Path, token: str) -> str | None:
+        """None when the template guest's agent answers on its QEMU virtio-serial port, else why not."""
         client = AgentClient(VirtioSerialTransport(run_dir / QEMU_AGENT_SOCKET), token)
         try:
             client.health(timeout=AGENT_TIMEOUT)
         except (AgentUnavailable, OperationFailed, OSError) as exc:
             log.warning("template guest agent: %s", exc)
-            return False
-        return True
+            return str(exc)
+        return None
 
     def _disks(self, image: str, directory: Path) -> tuple[Disk, ...]:
         return (
