@@ -149,3 +149,19 @@ def test_daemon_start_drops_half_made_templates(tmp_path: Path) -> None:
     templates.finish_interrupted()
     assert not building.exists()
     assert templates.find(KEY) is not None
+
+
+def test_a_new_vm_gets_copies_of_the_template_disks_and_its_agent_token(tmp_path: Path) -> None:
+    templates = templates_in(tmp_path)
+    directory = save(templates, KEY)
+    (directory / "agent.token").write_text("f" * 64)
+    template = templates.find(KEY)
+    assert template is not None
+    vm_dir = tmp_path / "vm"
+    vm_dir.mkdir(mode=0o700)
+    templates.copy_disks(template, vm_dir)
+    assert sorted(p.name for p in vm_dir.iterdir()) == ["agent.token", "overlay.ext4", "work.ext4"]
+    assert (vm_dir / "agent.token").read_text() == "f" * 64
+    assert (vm_dir / "agent.token").stat().st_mode & 0o777 == 0o600
+    assert (vm_dir / "overlay.ext4").read_bytes() == b"x"
+    assert not (vm_dir / "overlay.ext4").samefile(directory / "overlay.ext4")  # a copy, never the template's file

@@ -159,9 +159,6 @@ class Power:
                 Disk(root / OVERLAY_DISK, False, "overlay"),
                 Disk(root / WORK_DISK, False, "work"),
             )
-            if template is not None:
-                progress.step("copying the template's disks")
-                vm_disks = self.templates.copy_disks(template, root)
             spec = VmSpec(
                 vm_id=vm.id,
                 name=vm.name,

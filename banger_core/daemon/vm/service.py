@@ -143,9 +143,18 @@ class VmService:
         if on_record is not None:
             on_record(vm.id, vm.name)
         crash_point("create:recorded")
+        # Only a VM's first boot may come from a template: later starts keep the VM's own disks.
+        key = None if req.cold or not req.start else self._template_key(vm)
+        template = self.templates.find(key) if key is not None else None
         try:
-            progress.step("creating disks")
-            disks.create_disks(self.rt, vm, progress, sync_entries)
+            if template is not None:
+                # Its disks are the template's, as they were at the pause; file_sync goes in after the restore.
+                progress.step("copying the warm template's disks")
+                self.rt.layout.vm_dir(vm.id).mkdir(mode=0o700, parents=True)
+                self.templates.copy_disks(template, self.rt.layout.vm_dir(vm.id))
+            else:
+                progress.step("creating disks")
+                disks.create_disks(self.rt, vm, progress, sync_entries)
         except BaseException:
             self._discard(vm)
             raise
@@ -154,9 +163,6 @@ class VmService:
         self._changed()
         if not req.start:
             return self.get(vm.name)
-        # Only a VM's first boot may come from a template: later starts keep the VM's own disks.
-        key = None if req.cold else self._template_key(vm)
-        template = self.templates.find(key) if key is not None else None
         try:
             detail = self.start(vm.name, progress, template=template)
         except BaseException:

@@ -121,10 +121,12 @@ class Template:
 
 
 def copy_sparse(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` writing only its data extents, so a sparse disk stays sparse.
+    """Copy ``src`` to ``dest`` copying only its data extents, so a sparse disk stays sparse.
 
     ``cp --reflink`` falls back to a full copy on ext4; walking SEEK_DATA/SEEK_HOLE
-    copies the few MiB a lazily initialised ext4 disk holds, not its nominal size.
+    and copying each extent in the kernel (``copy_file_range``) moves the few MiB a
+    lazily initialised ext4 disk holds, not its nominal size. No fsync: the copy is
+    a new VM's disk, read back through the same page cache by its VMM.
     """
     size = src.stat().st_size
     with open(src, "rb") as fin, open(dest, "xb") as fout:
@@ -136,18 +138,13 @@ def copy_sparse(src: Path, dest: Path) -> None:
             except OSError:  # ENXIO: no data after offset
                 break
             end = os.lseek(fin.fileno(), start, os.SEEK_HOLE)
-            fin.seek(start)
-            fout.seek(start)
-            remaining = end - start
-            while remaining:
-                chunk = fin.read(min(remaining, 1 << 20))
-                if not chunk:
+            position = start
+            while position < end:
+                copied = os.copy_file_range(fin.fileno(), fout.fileno(), end - position, position, position)
+                if copied == 0:  # the source shrank under us: what is left stays a hole
                     break
-                fout.write(chunk)
-                remaining -= len(chunk)
+                position += copied
             offset = end
-        fout.flush()
-        os.fsync(fout.fileno())
 
 
 class Templates:
@@ -392,19 +389,15 @@ class Templates:
 
     # -- restoring ---------------------------------------------------------
 
-    def copy_disks(self, template: Template, vm_dir: Path) -> tuple[Disk, ...]:
-        """Replace the VM's overlay and work disks with sparse copies of the template's; return its disk list.
-
-        The VM's agent token becomes the template's: it is what the restored guest has loaded.
-        """
+    def copy_disks(self, template: Template, vm_dir: Path) -> None:
+        """A new VM's disks as sparse copies of the template's, and the template's agent token as the VM's
+        (it is what the restored guest has loaded). The work disk lands last: reconcile takes a work disk
+        in place as a finished create."""
+        write_host_token(vm_dir, template.agent_token)
         for role, name in (("overlay", OVERLAY_DISK), ("work", WORK_DISK)):
             partial = vm_dir / f".{name}.warm"
-            partial.unlink(missing_ok=True)
             copy_sparse(template.disk(role), partial)
             os.replace(partial, vm_dir / name)
-        (vm_dir / HOST_TOKEN_FILE).unlink(missing_ok=True)
-        write_host_token(vm_dir, template.agent_token)
-        return self._disks(template.key.image, vm_dir)
 
     def make_own(self, vm_id: str, name: str, progress: Progress) -> str:
         """Give a restored guest its own identity through its agent; return the new host key to pin.
