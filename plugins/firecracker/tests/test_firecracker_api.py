@@ -248,3 +248,22 @@ def test_jailer_layout(plugin_context: PluginContext, firecracker_binaries, fc_s
     assert not is_same_process(proc.pid, proc.start_time)
     assert not jail.exists()
     assert all(d.path.exists() for d in spec.disks)  # the originals stay
+
+
+def test_the_agent_transport_speaks_connect_to_the_real_vsock_muxer(
+    plugin_context: PluginContext, firecracker_binaries, fc_spec, launched
+) -> None:
+    """banger's host half of the agent channel against Firecracker's own vsock UDS (no guest boots here)."""
+    from banger_core.common.errors import AgentUnavailable
+    from banger_core.daemon.agent.transport import VsockUdsTransport
+    from banger_hookspecs.guest_agent import VSOCK_PORT
+
+    if plugin_context.host.kvm == "hardware":
+        pytest.skip("a real guest would answer here; the e2e agent tests cover that case")
+    driver = driver_for(plugin_context, firecracker_bin=firecracker_binaries.firecracker)
+    proc = driver.launch(fc_spec(vsock_cid=7), RecordingProgress())
+    launched.append((driver, proc))
+    transport = VsockUdsTransport(Path(proc.extra["vsock_socket"]), VSOCK_PORT)
+    # Firecracker accepts the Unix connection and reads CONNECT; with no guest agent it never says OK.
+    with pytest.raises(AgentUnavailable, match=f"vsock {proc.extra['vsock_socket']}"):
+        transport.connect(timeout=5)

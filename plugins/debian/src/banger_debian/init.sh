@@ -136,9 +136,22 @@ done
 # before the image's init and sshd, whatever the image. An image without python3 runs without it.
 if [ -L "$NEWROOT/usr/bin/python3" ] || [ -e "$NEWROOT/usr/bin/python3" ]; then
 	mkdir -p "$NEWROOT/run/banger"
-	cat /banger-agent >"$NEWROOT/run/banger/agent" && chmod 0700 "$NEWROOT/run/banger/agent" &&
-		chroot "$NEWROOT" /usr/bin/python3 -I -S /run/banger/agent \
-			<"$NEWROOT/dev/null" >"$NEWROOT/dev/null" 2>&1 &
+	cat /banger-agent >"$NEWROOT/run/banger/agent" && chmod 0700 "$NEWROOT/run/banger/agent" ||
+		fail "cannot install the guest agent in /run/banger"
+	chroot "$NEWROOT" /usr/bin/python3 -I -S /run/banger/agent <"$NEWROOT/dev/null" >"$NEWROOT/dev/null" 2>&1 &
+	agent=$!
+	# switch_root empties this initramfs and moves $NEWROOT away: wait (~2 s at most) until the
+	# agent's process has entered the new root; from there on nothing it needs is in the initramfs.
+	new_root_id=$(stat -c %d:%i "$NEWROOT")
+	tries=0
+	while [ "$(stat -L -c %d:%i "$NEWROOT/proc/$agent/root" 2>/dev/null)" != "$new_root_id" ]; do
+		tries=$((tries + 1))
+		if [ "$tries" -gt 100 ]; then
+			echo "banger-init: the guest agent did not start"
+			break
+		fi
+		sleep 0.02
+	done
 else
 	echo "banger-init: the image has no /usr/bin/python3: no guest agent in this VM"
 fi
