@@ -130,6 +130,12 @@ def main() -> None:
             warm.append(vm_run_true(bench.env))
             raw.append(raw_restore(bench.env, template, bench.root / "raw", client_key))
             print(f"run {run + 1}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s, raw {raw[-1]:.2f} s", flush=True)
+        # Where the last warm run spent its time: the daemon's progress steps, timestamped.
+        daemon_log = (paths.state_dir(bench.env) / "logs" / "bangerd.log").read_text().splitlines()
+        last_warm = max(i for i, line in enumerate(daemon_log) if "restoring QEMU" in line)
+        print("last warm run, daemon side:")
+        for line in daemon_log[last_warm - 3 : last_warm + 12]:
+            print(f"  {line}")
         c, w, r = (statistics.median(x) for x in (cold, warm, raw))
         print(f"medians: cold {c:.2f} s, warm {w:.2f} s, raw restore {r:.2f} s")
         print(f"warm/cold = {w / c:.2f} (target <= 0.35); warm/raw = {w / r:.2f} (target <= 1.2)")
