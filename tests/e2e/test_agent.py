@@ -55,10 +55,11 @@ def test_agent_health_exec_files_token_identity(e2e: E2E, tmp_path: Path) -> Non
         health = client.health(timeout=60)
     except Exception:
         diag = (
-            "ps -eo pid,args | grep -i [a]gent; dmesg | grep -i -e banger -e virtio; "
-            "ls -l /sys/class/virtio-ports/ /dev/vport* /run/banger; cat /sys/class/virtio-ports/*/name"
+            "ps -eo pid,args | grep -i [a]gent; dmesg | grep -i banger; ls -l /run/banger; "
+            "timeout 5 python3 -I -S /run/banger/agent; echo agent-rc=$?"
         )
         print(e2e.ssh("agent", "sh", "-c", diag))
+        print(e2e.banger("vm", "logs", "agent").stdout[-3000:])
         raise
     assert health["ok"] is True and health["protocol"] == 1
     print(f"\nguest agent: ready {health['ready_ms']} ms after exec, RSS {health['rss_kib']} KiB, {health['python']}")

@@ -82,7 +82,7 @@ def test_exec_streams_output_and_returns_the_exit_status(client: AgentClient) ->
 
 def test_exec_feeds_stdin_and_reports_a_signal(client: AgentClient) -> None:
     out: list[bytes] = []
-    data = bytes(range(256)) * 1000  # several frames
+    data = bytes(range(256)) * 8000  # 2 MB: many frames, far more than a pipe holds
     assert client.exec(["cat"], stdout=out.append, stderr=print, stdin=data, cwd="/", timeout=30) == 0
     assert b"".join(out) == data
     assert client.exec(["sh", "-c", "kill -9 $$"], stdout=out.append, stderr=print, cwd="/", timeout=30) == -9
@@ -292,3 +292,18 @@ def test_a_session_without_stdin_refuses_input_and_stops_on_signal(client: Agent
 def test_session_names_are_validated_in_the_guest(client: AgentClient, name: str) -> None:
     with pytest.raises(AgentError, match="must be a DNS label"):
         client.session_start(name, ["true"], cwd="/", stdin=False, timeout=10)
+
+
+def test_one_hello_authorises_one_request_only(agent: wire.Agent) -> None:
+    """A later client on the same virtio-serial stream cannot ride on an earlier client's HELLO."""
+    host, guest = socket.socketpair()
+    thread = threading.Thread(target=serve_agent(agent), args=(guest,), daemon=True)
+    thread.start()
+    with host, guest:
+        conn = wire.Conn(host.fileno())
+        conn.send_json(wire.HELLO, {"token": TOKEN, "nonce": "n" * wire.NONCE_LEN})
+        assert conn.read_frame() == (wire.SYNC, b"n" * wire.NONCE_LEN + b"1")
+        conn.send_json(wire.REQUEST, {"op": "health"})
+        assert wire._json(conn.read_frame()[1])["ok"] is True
+        conn.send_json(wire.REQUEST, {"op": "health"})  # no new HELLO
+        assert wire._json(conn.read_frame()[1]) == {"ok": False, "error": "not authenticated"}

@@ -13,8 +13,8 @@ at most :data:`MAX_FRAME` payload bytes. A connection starts with ``HELLO``
 (JSON ``{"token", "nonce"}``); the agent answers ``SYNC`` with the nonce and
 ``b"1"`` (token matches ``/root/.banger/agent-token`` on the VM's work disk) or
 ``b"0"``. The unique nonce lets the host skip bytes a previous, aborted client
-left in a virtio-serial port. Then one ``REQUEST`` (JSON ``{"op": ...}``) at a
-time, answered by ``ANSWER`` (JSON ``{"ok": bool, ...}``) and, per op, data
+left in a virtio-serial port. Then exactly one ``REQUEST`` (JSON ``{"op": ...}``) per
+HELLO, answered by ``ANSWER`` (JSON ``{"ok": bool, ...}``) and, per op, data
 frames (see :func:`Agent.serve_request`).
 """
 
@@ -138,7 +138,10 @@ class Conn:
             got = self.buffered_frame()
             if got is not None:
                 return got
-            select.select([self.fd], [], [])
+            try:
+                select.select([self.fd], [], [])
+            except (OSError, ValueError) as exc:  # the descriptor went away under us
+                raise Disconnected(str(exc)) from None
             self.fill()
 
 
@@ -250,6 +253,53 @@ class Session:
             }
 
 
+class _StdinFeed:
+    """An exec's stdin: a non-blocking pipe fed from a bounded backlog."""
+
+    LIMIT = 1 << 20
+
+    def __init__(self, child: subprocess.Popen[bytes]) -> None:
+        self.fd = child.stdin.fileno() if child.stdin is not None else -1
+        self.pipe = child.stdin
+        self.backlog = bytearray()
+        self.closing = False
+        if self.fd >= 0:
+            os.set_blocking(self.fd, False)
+
+    def add(self, data: bytes) -> None:
+        if self.fd >= 0 and not self.closing:
+            self.backlog += data
+
+    def full(self) -> bool:
+        return len(self.backlog) >= self.LIMIT
+
+    def waiting(self) -> list[int]:
+        return [self.fd] if self.fd >= 0 and self.backlog else []
+
+    def write(self) -> None:
+        try:
+            written = os.write(self.fd, self.backlog[:CHUNK])
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            self.close()  # the command stopped reading: drop the rest
+            return
+        del self.backlog[:written]
+        if self.closing and not self.backlog:
+            self.close()
+
+    def close_when_done(self) -> None:
+        self.closing = True
+        if not self.backlog:
+            self.close()
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            self.pipe.close()
+        self.pipe, self.fd = None, -1
+        self.backlog.clear()
+
+
 class Agent:
     """Serves connections; each one authenticates with the VM's token first."""
 
@@ -293,6 +343,9 @@ class Agent:
                     conn.send_json(ANSWER, {"ok": False, "error": f"bad request: {exc}"})
                     continue
                 self.serve_request(conn, request)
+                # One request per HELLO: a virtio-serial port cannot always tell that its host-side
+                # client changed, so a later client never rides on an earlier one's token.
+                authenticated = False
             # Other frames outside a request (late stdin after an exit, ...) are dropped.
 
     def serve_request(self, conn: Conn, request: dict[str, Any]) -> None:
@@ -372,13 +425,19 @@ class Agent:
         conn.send_json(ANSWER, {"ok": True, "pid": child.pid})
         assert child.stdout is not None and child.stderr is not None
         outputs = {child.stdout.fileno(): STDOUT, child.stderr.fileno(): STDERR}
+        feed = _StdinFeed(child)
         try:
             while outputs:
                 got = conn.buffered_frame()
                 if got is not None:
-                    self._exec_input(child, *got)
+                    self._exec_input(child, feed, *got)
                     continue
-                readable, _, _ = select.select([conn.fd, *outputs], [], [])
+                # Input is written only as the command takes it, and no more host input is read
+                # while a backlog waits: a command that is not reading never blocks its output.
+                watch = [*outputs] if feed.full() else [conn.fd, *outputs]
+                readable, writable, _ = select.select(watch, feed.waiting(), [])
+                if writable:
+                    feed.write()
                 for fd in readable:
                     if fd == conn.fd:
                         conn.fill()
@@ -394,9 +453,9 @@ class Agent:
             child.wait()
             raise
         finally:
-            for pipe in (child.stdin, child.stdout, child.stderr):
-                if pipe is not None:
-                    pipe.close()
+            feed.close()
+            for pipe in (child.stdout, child.stderr):
+                pipe.close()
         conn.send_json(EXIT, {"status": child.wait()})
 
     def _session(self, request: dict[str, Any]) -> Session:
@@ -464,15 +523,11 @@ class Agent:
             stdin.close()
             raise ValueError(f"session {session.name!r} no longer reads its input") from None
 
-    def _exec_input(self, child: subprocess.Popen[bytes], kind: bytes, payload: bytes) -> None:
-        if kind == STDIN and child.stdin is not None and not child.stdin.closed:
-            try:
-                child.stdin.write(payload)
-                child.stdin.flush()
-            except BrokenPipeError:
-                child.stdin.close()
-        elif kind == STDIN_CLOSE and child.stdin is not None:
-            child.stdin.close()
+    def _exec_input(self, child: subprocess.Popen[bytes], feed: _StdinFeed, kind: bytes, payload: bytes) -> None:
+        if kind == STDIN:
+            feed.add(payload)
+        elif kind == STDIN_CLOSE:
+            feed.close_when_done()
         elif kind == KILL:
             self._kill(child, int(_json(payload).get("signal", signal.SIGTERM)))
 
@@ -654,6 +709,8 @@ def _serve_socket(agent: Agent, client: socket.socket) -> None:
 
 
 def main() -> None:
+    # Started from the initramfs, before the image's init: a console hang-up must not end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     agent = Agent()
     threads = [
         threading.Thread(target=target, args=(agent,), daemon=True) for target in (serve_virtio_port, serve_vsock)

@@ -138,7 +138,10 @@ if [ -L "$NEWROOT/usr/bin/python3" ] || [ -e "$NEWROOT/usr/bin/python3" ]; then
 	mkdir -p "$NEWROOT/run/banger"
 	cat /banger-agent >"$NEWROOT/run/banger/agent" && chmod 0700 "$NEWROOT/run/banger/agent" ||
 		fail "cannot install the guest agent in /run/banger"
-	chroot "$NEWROOT" /usr/bin/python3 -I -S /run/banger/agent <"$NEWROOT/dev/null" >"$NEWROOT/dev/null" 2>&1 &
+	# Its own session: the image's init later hangs up the console's session (systemd does),
+	# which would kill a process still in ours with SIGHUP.
+	setsid chroot "$NEWROOT" /usr/bin/python3 -I -S /run/banger/agent \
+		<"$NEWROOT/dev/null" >"$NEWROOT/dev/null" 2>&1 &
 	agent=$!
 	# switch_root empties this initramfs and moves $NEWROOT away: wait (~2 s at most) until the
 	# agent's process has entered the new root; from there on nothing it needs is in the initramfs.

@@ -56,6 +56,7 @@ APPLETS = (
     "mount",
     "poweroff",
     "rm",
+    "setsid",
     "sleep",
     "stat",
     "switch_root",
