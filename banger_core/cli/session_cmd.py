@@ -115,7 +115,6 @@ def attach(app: App, vm: str, name: str) -> None:
         sock.connect(target.socket)
     except OSError as exc:
         raise BangerError(f"cannot attach to session {name}: {exc.strerror or exc}") from None
-    click.echo(f"attached to {name} in {vm}; Ctrl-] detaches (the session keeps running)", err=True)
     stdin = sys.stdin.fileno()
     saved = None
     if os.isatty(stdin):
@@ -123,7 +122,9 @@ def attach(app: App, vm: str, name: str) -> None:
         import tty
 
         saved = termios.tcgetattr(stdin)
+        # Raw before saying "attached": switching later would discard what was already typed.
         tty.setraw(stdin)
+    click.echo(f"attached to {name} in {vm}; Ctrl-] detaches (the session keeps running)\r", err=True)
     ended = False
     try:
         ended = _bridge(sock, stdin, sys.stdout.fileno())

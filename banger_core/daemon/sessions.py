@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -34,6 +33,7 @@ from banger_core.common.errors import AgentError, AgentUnavailable, Conflict, In
 from banger_core.daemon.agent.client import AgentClient
 from banger_core.daemon.layout import Layout
 from banger_hookspecs.logpump import rotated
+from banger_hookspecs.names import VM_NAME_RULE, is_vm_name
 
 log = logging.getLogger("banger.sessions")
 
@@ -46,14 +46,13 @@ AGENT_TIMEOUT = 30.0
 #: Pump failures in a row after which a session whose VM is gone is marked lost.
 MAX_PUMP_FAILURES = 20
 STREAMS = ("stdout", "stderr")
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SessionState = Literal["running", "exited", "lost"]
 StdinMode = Literal["pipe", "none"]
 
 
 def validate_session_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise InvalidRequest(f"invalid session name {name!r}: use a-z, 0-9 and '-' (at most 63, no leading '-')")
+    if not is_vm_name(name):  # session names follow the VM naming rule
+        raise InvalidRequest(f"invalid session name {name!r}: {VM_NAME_RULE}")
     return name
 
 

@@ -139,10 +139,15 @@ def test_missing_token_file_refuses_everyone(tmp_path: Path) -> None:
         client.health(timeout=10)
 
 
-def test_identity_rejects_a_bad_hostname_before_writing_anything(client: AgentClient) -> None:
-    identity = GuestIdentity(hostname="Bad_Name", machine_id="0" * 32, ssh_host_key=b"key")
-    with pytest.raises(AgentError, match="hostname 'Bad_Name' is not a DNS label"):
-        client.set_identity(identity, timeout=10)
+def test_identity_is_checked_on_the_host_and_again_in_the_guest(client: AgentClient) -> None:
+    with pytest.raises(InvalidRequest, match="invalid hostname 'Bad_Name'"):
+        client.set_identity(GuestIdentity(hostname="Bad_Name", machine_id="0" * 32, ssh_host_key=b"k"), timeout=10)
+    with pytest.raises(InvalidRequest, match="invalid machine-id"):
+        client.set_identity(GuestIdentity(hostname="ok", machine_id="xyz", ssh_host_key=b"k"), timeout=10)
+    # The guest refuses on its own too, before writing anything (a client that skips the host check).
+    with client._session(10) as channel:
+        channel.send_json(wire.REQUEST, {"op": "identity", "hostname": "-bad", "machine_id": "0" * 32})
+        assert channel.read_answer()["error"] == "ValueError: hostname '-bad' is not a DNS label"
 
 
 def test_stale_bytes_before_the_sync_answer_are_skipped(agent: wire.Agent) -> None:

@@ -35,6 +35,7 @@ from banger_core.daemon.agent.transport import (
     VsockUdsTransport,
 )
 from banger_hookspecs import guest_agent as wire
+from banger_hookspecs.names import VM_NAME_RULE, is_vm_name
 
 if TYPE_CHECKING:
     from banger_core.daemon.layout import Layout
@@ -305,6 +306,10 @@ class AgentClient:
 
     def set_identity(self, identity: GuestIdentity, timeout: float) -> None:
         """Install hostname, machine-id, ssh host key (sshd restarted if running) and network settings."""
+        if not is_vm_name(identity.hostname):
+            raise InvalidRequest(f"invalid hostname {identity.hostname!r}: {VM_NAME_RULE}")
+        if len(identity.machine_id) != 32 or set(identity.machine_id) - set("0123456789abcdef"):
+            raise InvalidRequest(f"invalid machine-id {identity.machine_id!r}: use 32 lowercase hex digits")
         request = {
             "op": "identity",
             "hostname": identity.hostname,

@@ -63,9 +63,15 @@ SESSION_RING = 1 << 20
 #: Most bytes one ``session_read`` answer carries per stream (base64 keeps it under MAX_FRAME).
 SESSION_READ_MAX = 256 << 10
 MAX_SESSIONS = 64
-_HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+#: The host checks names against banger's rule (banger_hookspecs.names) before sending; this
+#: standalone program only refuses what could never be one (it cannot import banger in the guest).
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _STARTED = time.monotonic()
+
+
+def _is_label(name: str) -> bool:
+    return 0 < len(name) <= 63 and set(name) <= _LABEL_CHARS and name[0] != "-" and name[-1] != "-"
 
 
 def frame(kind: bytes, payload: bytes = b"") -> bytes:
@@ -468,7 +474,7 @@ class Agent:
 
     def session_start(self, request: dict[str, Any]) -> dict[str, Any]:
         name = str(request["name"])
-        if not _HOSTNAME_RE.match(name):
+        if not _is_label(name):
             raise ValueError(f"session name {name!r} must be a DNS label (a-z, 0-9, '-')")
         argv = [str(arg) for arg in request["argv"]]
         if not argv:
@@ -596,7 +602,7 @@ class Agent:
     def identity(self, request: dict[str, Any]) -> None:
         hostname = str(request["hostname"])
         machine_id = str(request["machine_id"])
-        if not _HOSTNAME_RE.match(hostname):
+        if not _is_label(hostname):
             raise ValueError(f"hostname {hostname!r} is not a DNS label")
         if not _MACHINE_ID_RE.match(machine_id):
             raise ValueError("machine_id must be 32 lowercase hex digits")

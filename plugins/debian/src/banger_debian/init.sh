@@ -132,29 +132,50 @@ for fs in dev proc sys; do
 done
 
 # The guest agent (host channel: virtio-serial / vsock, never the network) runs with the
-# image's python3, chrooted into the new root, from /run (tmpfs): started here, it is up
-# before the image's init and sshd, whatever the image. An image without python3 runs without it.
+# image's python3 from /run (tmpfs: the image is untouched), before the image's sshd,
+# whatever the image. An image without python3 runs without it.
+AGENT=/run/banger/agent
 if [ -L "$NEWROOT/usr/bin/python3" ] || [ -e "$NEWROOT/usr/bin/python3" ]; then
 	mkdir -p "$NEWROOT/run/banger"
-	cat /banger-agent >"$NEWROOT/run/banger/agent" && chmod 0700 "$NEWROOT/run/banger/agent" ||
+	cat /banger-agent >"$NEWROOT$AGENT" && chmod 0700 "$NEWROOT$AGENT" ||
 		fail "cannot install the guest agent in /run/banger"
-	# Its own session: the image's init later hangs up the console's session (systemd does),
-	# which would kill a process still in ours with SIGHUP.
-	setsid chroot "$NEWROOT" /usr/bin/python3 -I -S /run/banger/agent \
-		<"$NEWROOT/dev/null" >"$NEWROOT/dev/null" 2>&1 &
-	agent=$!
-	# switch_root empties this initramfs and moves $NEWROOT away: wait (~2 s at most) until the
-	# agent's process has entered the new root; from there on nothing it needs is in the initramfs.
-	new_root_id=$(stat -c %d:%i "$NEWROOT")
-	tries=0
-	while [ "$(stat -L -c %d:%i "$NEWROOT/proc/$agent/root" 2>/dev/null)" != "$new_root_id" ]; do
-		tries=$((tries + 1))
-		if [ "$tries" -gt 100 ]; then
-			echo "banger-init: the guest agent did not start"
-			break
-		fi
-		sleep 0.02
-	done
+	case "$(readlink "$NEWROOT/sbin/init")" in
+	*systemd*)
+		# systemd reads runtime units from /run/systemd/system at start: it runs the agent
+		# early (no default dependencies), before sshd, and restarts it if it ever dies.
+		units="$NEWROOT/run/systemd/system"
+		mkdir -p "$units/sysinit.target.wants"
+		cat >"$units/banger-agent.service" <<-UNIT
+			[Unit]
+			Description=banger guest agent (host channel only)
+			DefaultDependencies=no
+			Before=sysinit.target ssh.service sshd.service
+			[Service]
+			ExecStart=/usr/bin/python3 -I -S $AGENT
+			Restart=always
+			RestartSec=1
+		UNIT
+		ln -s ../banger-agent.service "$units/sysinit.target.wants/banger-agent.service"
+		;;
+	*)
+		# Any other init: start it now, in its own session (a console hang-up must not reach
+		# it), and wait (~2 s at most) until it has entered the new root, because switch_root
+		# then empties this initramfs and moves $NEWROOT away.
+		setsid chroot "$NEWROOT" /usr/bin/python3 -I -S "$AGENT" \
+			<"$NEWROOT/dev/null" >"$NEWROOT/run/banger/agent.log" 2>&1 &
+		agent=$!
+		new_root_id=$(stat -c %d:%i "$NEWROOT")
+		tries=0
+		while [ "$(stat -L -c %d:%i "$NEWROOT/proc/$agent/root" 2>"$NEWROOT/dev/null")" != "$new_root_id" ]; do
+			tries=$((tries + 1))
+			if [ "$tries" -gt 100 ]; then
+				echo "banger-init: the guest agent did not start (see /run/banger/agent.log)"
+				break
+			fi
+			sleep 0.02
+		done
+		;;
+	esac
 else
 	echo "banger-init: the image has no /usr/bin/python3: no guest agent in this VM"
 fi
