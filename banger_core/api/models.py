@@ -62,6 +62,8 @@ class VmView(ApiModel):
     address: str | None = None
     #: Ports published on 127.0.0.1 (``-p``), host ports as picked at create; kept while the VM is stopped.
     ports: list[PortMapping] = Field(default_factory=list)
+    #: While it runs: ``cold`` (booted its kernel) or ``warm`` (restored from a template).
+    booted: Literal["cold", "warm"] | None = None
 
 
 class VmDetail(VmView):
@@ -277,3 +279,25 @@ class ErrorBody(ApiModel):
     """The body of every 4xx/5xx answer."""
 
     error: ErrorInfo
+
+
+class WarmTemplateView(ApiModel):
+    """A warm-start template: a booted guest of ``image`` saved paused, restored by matching creates."""
+
+    image: str
+    kernel: str
+    vcpus: int
+    memory_mib: int
+    disk_size: int
+    backend: str
+    network: str
+    #: The VMM build the state was saved under (a template loads only into the same one).
+    vmm: str
+    digest: str
+
+
+class WarmTemplatesRemoved(ApiModel):
+    """``image warm --rm``: how many templates of ``image`` were deleted."""
+
+    image: str
+    removed: int

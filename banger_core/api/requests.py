@@ -35,6 +35,8 @@ class CreateRequest(ApiRequest):
     start: bool = True
     remove_on_exit: bool = False
     host_access: bool = False
+    #: Boot the kernel even when a warm template matches (``vm run --cold``).
+    cold: bool = False
     #: Published ports: ``"8080:80"``, ``"80"`` (host port picked), ``"5353:53/udp"``, or :class:`PortMapping`.
     ports: Annotated[tuple[PortMapping, ...], BeforeValidator(requested_ports)] = ()
 
@@ -87,5 +89,7 @@ class VmOptions(TypedDict, total=False):
     #: Bytes, or a size string (``"16G"``).
     disk_size: int | str | None
     host_access: bool
+    #: Boot the kernel even when a warm template matches.
+    cold: bool
     #: Published ports on 127.0.0.1: ``"8080:80"``, ``"80"`` (host port picked), ``"5353:53/udp"``.
     ports: list[str | PortMapping]

@@ -177,6 +177,29 @@ def delete(app: App, name: str) -> None:
     click.echo(f"{name} deleted")
 
 
+@cli.command(name="warm")
+@click.argument("name", shell_complete=complete_images)
+@click.option("--rm", "remove", is_flag=True, help="Delete the image's warm templates instead.")
+@pass_app
+def warm(app: App, name: str, remove: bool) -> None:
+    """Save a booted, paused VM of image NAME: new VMs of the default size then restore it (docs/warm-start.md).
+
+    `vm run --cold` still boots the kernel. Templates are remade when the image, kernel or QEMU changes.
+    """
+    client = get_client(app)
+    if remove:
+        removed = client.images.unwarm(name)
+        click.echo(f"{name}: {removed.removed} warm template{'s' if removed.removed != 1 else ''} deleted")
+        return
+    printer = ProgressPrinter(app.verbose, quiet=app.quiet)
+    template = client.images.warm(name, progress=printer)
+    printer.done()
+    click.echo(
+        f"{name}: warm template saved ({template.vcpus} vCPUs, {template.memory_mib} MiB, "
+        f"{template.backend} on {template.network}, {template.vmm})"
+    )
+
+
 @cli.command(name="export")
 @click.argument("name", shell_complete=complete_images)
 @click.option(

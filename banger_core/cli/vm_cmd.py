@@ -119,6 +119,7 @@ def show(app: App, name: str, as_json: bool) -> None:
         ("mac", vm.mac),
         ("ssh", f"{vm.ssh.host}:{vm.ssh.port}" if vm.ssh else "-"),
         ("pid", vm.pid or "-"),
+        ("booted", vm.booted or "-"),
         ("created", _when(vm.created_at)),
         ("started", _when(vm.started_at)),
         ("serial log", vm.serial_log),

@@ -108,6 +108,11 @@ def create_options(fn: F) -> F:
             help="usernet: let the guest open connections, including to services on the host's 127.0.0.1 "
             "(as 10.0.2.2). Off by default: the guest is isolated.",
         ),
+        click.option(
+            "--cold",
+            is_flag=True,
+            help="Boot the kernel even when a warm template of the image matches (see `banger image warm`).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -120,5 +125,6 @@ def spec_body(values: Mapping[str, object]) -> VmOptions:
 
     spec = {key: values.get(key) for key in VmOptions.__annotations__}
     spec["host_access"] = bool(values.get("host_access"))
+    spec["cold"] = bool(values.get("cold"))
     spec["ports"] = list(cast("tuple[PortMapping, ...]", values.get("ports") or ()))
     return cast("VmOptions", spec)

@@ -42,6 +42,8 @@ from banger_core.api.models import (
     Stopping,
     VmDetail,
     VmView,
+    WarmTemplatesRemoved,
+    WarmTemplateView,
 )
 from banger_core.api.requests import ArtifactPush, CreateRequest, ImagePull, ImageRegister, KernelPull, VmOptions
 from banger_core.api.sessions import AttachTarget, SessionStart, SessionView
@@ -371,6 +373,14 @@ class Images:
         request = build_request(ArtifactPush, {"target": target})
         data = self._c.stream("POST", f"/v1/images/{_segment(name)}/push", body=request, progress=progress)
         return _parsed(Pushed, data)
+
+    def warm(self, name: str, *, progress: ProgressCallback | None = None) -> WarmTemplateView:
+        """Boot image ``name`` once with the default VM spec, save it paused: matching creates restore it."""
+        return _parsed(WarmTemplateView, self._c.stream("POST", f"/v1/images/{_segment(name)}/warm", progress=progress))
+
+    def unwarm(self, name: str) -> WarmTemplatesRemoved:
+        """Delete image ``name``'s warm templates (``banger image warm --rm``)."""
+        return _parsed(WarmTemplatesRemoved, self._c.request("DELETE", f"/v1/images/{_segment(name)}/warm"))
 
 
 class Kernels:

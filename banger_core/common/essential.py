@@ -89,6 +89,12 @@ def banger_config_options() -> Iterable[ConfigOption]:
             help="Seconds a booting VM gets to answer on ssh before it is called failed.",
         ),
         ConfigOption(
+            "warm_auto",
+            "bool",
+            True,
+            help="Save a warm-start template of an image after its first cold boot, so later VMs restore it.",
+        ),
+        ConfigOption(
             "vm_defaults", "table", fields=VM_DEFAULT_FIELDS, help="Sizes of new VMs when no flag gives them."
         ),
         ConfigOption(

@@ -44,6 +44,7 @@ from banger_core.api.models import (
     SshTargetView,
     Stopping,
     VmDetail,
+    WarmTemplatesRemoved,
 )
 from banger_core.api.requests import ArtifactPush, CreateRequest, ImagePull, ImageRegister, KernelPull
 from banger_core.api.sessions import AttachTarget, SessionStart, SessionView
@@ -660,7 +661,22 @@ async def image_register(d: Daemon, request: Request) -> Response:
 async def image_delete(d: Daemon, request: Request) -> Response:
     name = request.path_params["name"]
     await d.run_blocking(lambda: d.store.delete_image(name))
+    await d.run_blocking(lambda: d.vms.templates.forget_image(name))  # a re-pull must never meet them
     return answer(Deleted(name=name))
+
+
+@handler
+async def image_warm(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    await d.run_blocking(lambda: d.store.get_image(name))  # 404 before streaming
+    return d.stream(lambda p: d.vms.warm_image(name, p))
+
+
+@handler
+async def image_unwarm(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    removed = await d.run_blocking(lambda: d.vms.templates.remove(name))
+    return answer(WarmTemplatesRemoved(image=name, removed=removed))
 
 
 @handler
@@ -740,6 +756,8 @@ def create_app(daemon: Daemon) -> Starlette:
         Route("/v1/images/{name}", image_get, methods=["GET"]),
         Route("/v1/images/{name}", image_delete, methods=["DELETE"]),
         Route("/v1/images/{name}/push", _push("image", "name"), methods=["POST"]),
+        Route("/v1/images/{name}/warm", image_warm, methods=["POST"]),
+        Route("/v1/images/{name}/warm", image_unwarm, methods=["DELETE"]),
         Route("/v1/kernels", kernel_list, methods=["GET"]),
         Route("/v1/kernels/pull", kernel_pull, methods=["POST"]),
         Route("/v1/kernels/{ref}", kernel_delete, methods=["DELETE"]),

@@ -27,7 +27,7 @@ log = logging.getLogger("banger.config")
 
 #: Core keys read on every request that uses them (VM creation), so a new value applies to the next one.
 LIVE_KEYS = frozenset(
-    {"default_image", "default_kernel", "vmm_backend", "vm_defaults", "file_sync", "ssh_ready_timeout"}
+    {"default_image", "default_kernel", "vmm_backend", "vm_defaults", "file_sync", "ssh_ready_timeout", "warm_auto"}
 )
 
 

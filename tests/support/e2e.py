@@ -140,6 +140,7 @@ def e2e_config_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 E2E_CONFIG = """\
 ssh_ready_timeout = 420
 usernet_egress = false
+warm_auto = false
 
 [[file_sync]]
 host = "~/dotfiles/gitconfig"

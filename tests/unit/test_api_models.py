@@ -56,7 +56,11 @@ def running_vm() -> Vm:
     )
 
 
-HANDLES = {"vmm": {"pid": 4242}, "net": {"ssh_host": "127.0.0.1", "ssh_port": 40213, "dns_address": None}}
+HANDLES = {
+    "vmm": {"pid": 4242},
+    "net": {"ssh_host": "127.0.0.1", "ssh_port": 40213, "dns_address": None},
+    "booted": "warm",
+}
 
 
 def test_a_vm_is_written_as_the_api_always_wrote_it() -> None:
@@ -86,6 +90,8 @@ def test_a_vm_is_written_as_the_api_always_wrote_it() -> None:
             "ssh": {"host": "127.0.0.1", "port": 40213},
             "address": "127.0.0.1:40213",
             "ports": [{"host_port": 8080, "guest_port": 80, "protocol": "tcp", "host_address": "127.0.0.1"}],
+            # Added with warm starts: a new key after the older ones.
+            "booted": "warm",
             "serial_log": "/state/vms/0123abcd/serial.log",
         }.items()
     )
@@ -181,4 +187,5 @@ def test_vm_options_are_create_request_fields_and_the_cli_fills_them_all() -> No
     assert set(CreateRequest.model_fields) - set(VmOptions.__annotations__) == {"start", "remove_on_exit"}
     body = spec_body({"name": "dev", "vcpus": 2, "memory_mib": None, "host_access": None, "unrelated": 1})
     assert body == {"name": "dev", "image": None, "kernel": None, "backend": None, "network": None, "vcpus": 2,
-                    "memory_mib": None, "disk_size": None, "host_access": False, "ports": []}  # fmt: skip
+                    "memory_mib": None, "disk_size": None, "host_access": False, "cold": False,
+                    "ports": []}  # fmt: skip

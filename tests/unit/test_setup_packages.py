@@ -73,6 +73,7 @@ def commands_in(source: str) -> set[str]:
 NOT_HOST_COMMANDS = {
     "policy-rc.d": "a file debootstrap's build writes into the image it builds",
     "sh": "run in the guest by the git syncer",
+    "tar": "run in the guest to unpack file_sync into a VM restored from a warm template",
     "resolvectl": "systemd-resolved's own client, used only where systemd-resolved runs",
     "systemctl": "systemd's own client, run by `banger system install` only where systemd is PID 1",
 }

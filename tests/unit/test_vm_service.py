@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.vm import CreateRequest, VmService
 from banger_core.daemon.vm.handles import VmHandles
+from banger_core.daemon.vm.warm import TemplateKey
 from banger_core.testing import FakeSite, RecordingProgress
 from banger_hookspecs import PortForward
 from tests.support import banger_fakenet
@@ -440,3 +442,29 @@ def test_udp_to_an_isolated_user_nic_without_passt_is_refused_before_anything_ex
     assert host.vms.all() == [] and host.vm_dirs() == []
     opened = CreateRequest(name="x", start=False, host_access=True, ports=("5353:53/udp",))  # type: ignore[arg-type]
     assert host.vms.create(opened, RecordingProgress()).ports[0].protocol == "udp"
+
+
+# -- warm starts -------------------------------------------------------------
+
+
+def test_a_cold_first_boot_makes_a_template_in_the_background_unless_cold_or_disabled(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bootvmm saves no guests, so the template side is replaced at its boundary: key and warm."""
+    key = TemplateKey("fake-tiny", "a" * 64, "k", "b" * 64, 1, 128, 1 << 30, "bootvmm", "fakeuser", "fake 1.0")
+    made: list[TemplateKey] = []
+    monkeypatch.setattr(host.vms.templates, "key", lambda *spec: key)
+    monkeypatch.setattr(host.vms.templates, "warm", lambda k, progress: made.append(k))
+
+    assert create(host, "first").booted == "cold"
+    deadline = time.monotonic() + 10
+    while not made and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert made == [key]
+
+    host.vms.create(CreateRequest(name="forced", cold=True), RecordingProgress())
+    monkeypatch.setitem(host.rt.config.data, "warm_auto", False)
+    create(host, "disabled")
+    time.sleep(0.2)  # a background warm would have been started synchronously before create returned
+    assert made == [key]
+    assert host.vms.get("forced").booted == "cold"

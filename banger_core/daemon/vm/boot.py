@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import subprocess
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from banger_core.api.state import VmState
 from banger_core.common.errors import BangerError, OperationFailed
-from banger_core.common.ssh import SshTarget, banner_ready, close_master
+from banger_core.common.ssh import SshGuestShell, SshTarget, banner_ready, close_master
 from banger_core.daemon import guest
 from banger_core.daemon.agent.client import guest_cid
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Vm
-from banger_core.daemon.vm import ports
+from banger_core.daemon.vm import disks, ports
 from banger_core.daemon.vm.disks import OVERLAY_DISK, WORK_DISK
 from banger_core.daemon.vm.handles import HandleStore, VmHandles
 from banger_core.daemon.vm.records import VmRecords
@@ -28,6 +32,9 @@ from banger_hookspecs import Disk, NetAttachment, NicRequest, Progress, VmProces
 from banger_hookspecs.boot import READY_MARKER
 from banger_hookspecs.logpump import rotated
 from banger_hookspecs.process import wait_gone
+
+if TYPE_CHECKING:
+    from banger_core.daemon.vm.warm import Template, Templates
 
 log = logging.getLogger("banger.vms")
 
@@ -80,6 +87,13 @@ def ssh_login_works(target: SshTarget) -> bool:
     return probe.returncode == 0
 
 
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A cold VM's work disk holds file_sync files owned by root: so does the tar stream."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
 def reap(proc: VmProcess) -> None:
     """Collect a stopped VMM's exit status, whichever backend started it.
 
@@ -95,15 +109,24 @@ class Power:
     """Boots and halts VMs; callers hold the VM's lock."""
 
     def __init__(
-        self, rt: Runtime, store: Store, records: VmRecords, handles: HandleStore, ssh_probe: SshProbe
+        self,
+        rt: Runtime,
+        store: Store,
+        records: VmRecords,
+        handles: HandleStore,
+        ssh_probe: SshProbe,
+        templates: Templates,
     ) -> None:
         self.rt = rt
+        self.templates = templates
         self.ssh_probe = ssh_probe
         self.store = store
         self.records = records
         self.handles = handles
 
-    def boot(self, vm: Vm, progress: Progress) -> None:
+    def boot(self, vm: Vm, progress: Progress, template: Template | None = None) -> None:
+        """Boot ``vm`` cold, or restore it from ``template`` (a :class:`~banger_core.daemon.vm.warm.Template`
+        whose key matches the VM) and make it the VM's own before anyone reaches it."""
         vmlinux, initrd = self.store.kernel_files(vm.kernel)
         rootfs = self.store.rootfs(vm.image)
         self.store.get_image(vm.image)
@@ -136,30 +159,50 @@ class Power:
             serial = serial_log(self.rt, vm.id)
             serial.write_bytes(b"")
             rotated(serial).unlink(missing_ok=True)  # this boot's console only
+            vm_disks: tuple[Disk, ...] = (
+                Disk(rootfs, True, "image"),
+                Disk(root / OVERLAY_DISK, False, "overlay"),
+                Disk(root / WORK_DISK, False, "work"),
+            )
             spec = VmSpec(
                 vm_id=vm.id,
                 name=vm.name,
                 kernel=vmlinux,
                 initrd=initrd,
-                cmdline=guest.kernel_cmdline(vm.name, attachment.guest),
-                disks=(
-                    Disk(rootfs, True, "image"),
-                    Disk(root / OVERLAY_DISK, False, "overlay"),
-                    Disk(root / WORK_DISK, False, "work"),
-                ),
+                # A restored guest never reads its command line again: the template's keeps the argv identical.
+                cmdline=template.cmdline if template else guest.kernel_cmdline(vm.name, attachment.guest),
+                disks=vm_disks,
                 vcpus=vm.vcpus,
                 memory_mib=vm.memory_mib,
                 nic=attachment.nic,
-                vsock_cid=guest_cid(vm.id),
+                # A restore keeps the template's devices: it had no vsock (QEMU's agent is on virtio-serial).
+                vsock_cid=None if template is not None else guest_cid(vm.id),
                 run_dir=run_dir,
                 serial_log=serial,
             )
-            progress.step(f"booting ({vm.backend})")
-            proc = vmm.launch(spec, progress)
-            self.handles.write(vm.id, VmHandles(net=attachment, vmm=proc))
+            booted: Literal["cold", "warm"] = "cold"
+            if template is not None:
+                snapshots = self.templates.snapshots(vm.backend)
+                assert snapshots is not None  # the template's key names a backend that saved it
+                try:
+                    proc = snapshots.restore(spec, template.state, progress)
+                except Exception as exc:
+                    raise OperationFailed(
+                        f"{exc}\n(restoring from the warm template of {vm.image}: `banger vm run --cold` boots "
+                        f"without it, `banger image warm --rm {vm.image}` deletes it)"
+                    ) from exc
+                booted = "warm"
+            else:
+                progress.step(f"booting ({vm.backend})")
+                proc = vmm.launch(spec, progress)
+            self.handles.write(vm.id, VmHandles(net=attachment, vmm=proc, booted=booted))
             crash_point("start:launched")
+            if template is not None:
+                self._make_own(vm, template, progress)
             progress.step("waiting for ssh")
             self._wait_ready(vm, proc, attachment)
+            if template is not None:
+                self._sync_files(vm, attachment, progress)
         except BaseException as exc:
             message = self._boot_failure(vm, exc, proc, attachment)
             if isinstance(exc, BangerError):
@@ -168,6 +211,43 @@ class Power:
         vm = self.records.set_state(vm.id, VmState.RUNNING, {"started_at": datetime.now(UTC)})
         progress.step(f"{vm.name} is running")
         self.rt.pm.call_event("banger_vm_started", vm=info(vm))
+
+    def _make_own(self, vm: Vm, template: Template, progress: Progress) -> None:
+        """Give the restored guest its own identity and pin its new host key, before the first ssh to it."""
+        if template.agent:
+            self.rt.keys.pin(f"{vm.name}.vm", self.templates.make_own(vm.id, vm.name, progress))
+            return
+        # An image whose guest has no agent yet: the VM keeps the template's identity (docs/warm-start.md).
+        log.warning("VM %s restored without a guest agent: it keeps the template's hostname and host key", vm.name)
+        self.rt.keys.pin(f"{vm.name}.vm", template.host_key_public)
+
+    def _sync_files(self, vm: Vm, attachment: NetAttachment, progress: Progress) -> None:
+        """``file_sync`` into a restored guest: the template's work disk was made without it.
+
+        The same staging as a cold create (:func:`banger_core.daemon.vm.disks.create_disks`), sent as
+        a tar stream owned by root and unpacked into ``/root``, so the files are byte-identical.
+        """
+        entries = disks.file_sync_entries(self.rt)
+        if not entries:
+            return
+        from banger_core.daemon.filesync import stage
+
+        progress.step("file_sync into the restored VM")
+        root = self.rt.layout.vm_dir(vm.id)
+        with tempfile.TemporaryDirectory(dir=root, prefix=".sync-staging-") as staging:
+            stage(entries, Path(staging), lambda warning: progress.step(f"file_sync: {warning}"))
+            stream = io.BytesIO()
+            with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for path in sorted(Path(staging).iterdir()):
+                    tar.add(path, arcname=path.name, filter=_root_owned)
+        target = ssh_target(self.rt, vm, attachment.ssh_host, attachment.ssh_port)
+        result = SshGuestShell(target).run(
+            ["tar", "-x", "--no-overwrite-dir", "-p", "-C", "/root", "-f", "-"], stdin=stream.getvalue(), timeout=120
+        )
+        if result.returncode != 0:
+            raise OperationFailed(
+                f"file_sync into VM {vm.name} failed: {result.stderr.decode(errors='replace').strip()}"
+            )
 
     def _boot_failure(
         self, vm: Vm, exc: BaseException, proc: VmProcess | None, attachment: NetAttachment | None

@@ -2,7 +2,7 @@
 
 The file lets a restarted daemon re-adopt the VMs that kept running, so its
 format is a compatibility promise between daemon versions: ``{"net": ...,
-"vmm": ...}``, each the JSON form of the contract's :class:`NetAttachment` and
+"vmm": ..., "booted": "cold"|"warm"}``, the first two the JSON form of the contract's :class:`NetAttachment` and
 :class:`VmProcess` dataclasses (field names as keys), a key left out while
 that handle does not exist yet.
 """
@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import JsonValue, TypeAdapter, ValidationError
 
@@ -32,6 +33,8 @@ class VmHandles:
 
     net: NetAttachment | None = None
     vmm: VmProcess | None = None
+    #: How the running guest came up: ``cold`` (kernel boot) or ``warm`` (restored from a template).
+    booted: Literal["cold", "warm"] | None = None
 
     def to_json(self) -> dict[str, JsonValue]:
         """The ``handles.json`` form (also what :func:`~banger_core.daemon.vm.views.vm_view` reads)."""
@@ -40,6 +43,8 @@ class VmHandles:
             data["net"] = _ATTACHMENT.dump_python(self.net, mode="json")
         if self.vmm is not None:
             data["vmm"] = _PROCESS.dump_python(self.vmm, mode="json")
+        if self.booted is not None:
+            data["booted"] = self.booted
         return data
 
     @classmethod
@@ -47,12 +52,15 @@ class VmHandles:
         """Parse the ``handles.json`` form; raises ``ValueError`` naming what is wrong."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        net, vmm = data.get("net"), data.get("vmm")
+        net, vmm, booted = data.get("net"), data.get("vmm"), data.get("booted")
+        if booted not in (None, "cold", "warm"):
+            raise ValueError(f"booted is {booted!r}, not cold or warm")
         try:
             return cls(
                 # Files written by hand or by older daemons may leave out dns_address (None then).
                 net=_ATTACHMENT.validate_python({"dns_address": None, **net}) if isinstance(net, dict) else None,
                 vmm=_PROCESS.validate_python(vmm) if isinstance(vmm, dict) else None,
+                booted=booted,  # type: ignore[arg-type]  # checked above
             )
         except ValidationError as exc:
             raise ValueError(str(exc).splitlines()[0] if str(exc) else "invalid handles") from exc

@@ -17,7 +17,7 @@ from pydantic import JsonValue
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from banger_core.api.models import Deleted, PlanValues, RunPlan, VmDetail, VmView
+from banger_core.api.models import Deleted, PlanValues, RunPlan, VmDetail, VmView, WarmTemplateView
 from banger_core.api.requests import CreateRequest
 from banger_core.api.state import ACTIVE, STARTABLE, VmState
 from banger_core.common.config import bridge_addresses
@@ -34,9 +34,23 @@ from banger_core.daemon.vm.handles import HandleStore, VmHandles
 from banger_core.daemon.vm.reconcile import Reconciler
 from banger_core.daemon.vm.records import VmLocks, VmRecords
 from banger_core.daemon.vm.views import info, vm_detail, vm_view
+from banger_core.daemon.vm.warm import Template, TemplateKey, Templates
 from banger_hookspecs import Progress
 
 log = logging.getLogger("banger.vms")
+
+
+class _LogProgress:
+    """Progress of a background job: into the daemon's log."""
+
+    def step(self, message: str) -> None:
+        log.info("warm: %s", message)
+
+    def advance(self, done: int, total: int | None = None, unit: str = "B") -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        log.debug("warm: %s", message)
 
 
 class VmService:
@@ -51,7 +65,8 @@ class VmService:
         self.handles = HandleStore(rt.layout)
         self.locks = VmLocks()
         self._alloc_lock = threading.Lock()
-        self.power = Power(rt, store, self.records, self.handles, ssh_probe)
+        self.templates = Templates(rt, store)
+        self.power = Power(rt, store, self.records, self.handles, ssh_probe, self.templates)
         self.reconciler = Reconciler(rt, store, self.records, self.handles, self.power, self.locks, self._forget)
 
     def _changed(self) -> None:
@@ -128,9 +143,18 @@ class VmService:
         if on_record is not None:
             on_record(vm.id, vm.name)
         crash_point("create:recorded")
+        # Only a VM's first boot may come from a template: later starts keep the VM's own disks.
+        key = None if req.cold or not req.start else self._template_key(vm)
+        template = self.templates.find(key) if key is not None else None
         try:
-            progress.step("creating disks")
-            disks.create_disks(self.rt, vm, progress, sync_entries)
+            if template is not None:
+                # Its disks are the template's, as they were at the pause; file_sync goes in after the restore.
+                progress.step("copying the warm template's disks")
+                self.rt.layout.vm_dir(vm.id).mkdir(mode=0o700, parents=True)
+                self.templates.copy_disks(template, self.rt.layout.vm_dir(vm.id))
+            else:
+                progress.step("creating disks")
+                disks.create_disks(self.rt, vm, progress, sync_entries)
         except BaseException:
             self._discard(vm)
             raise
@@ -140,11 +164,59 @@ class VmService:
         if not req.start:
             return self.get(vm.name)
         try:
-            return self.start(vm.name, progress)
+            detail = self.start(vm.name, progress, template=template)
         except BaseException:
             if req.remove_on_exit:
                 self.records.keep_for_inspection(vm.id)
             raise
+        if key is not None and template is None and self.rt.config["warm_auto"]:
+            self._warm_in_background(key)
+        return detail
+
+    def warm_image(self, image: str, progress: Progress) -> WarmTemplateView:
+        """Make (again) the template a default ``vm create --image IMAGE`` would restore."""
+        values, _ = self.resolve(CreateRequest(image=image))
+        key = self.templates.key(
+            image, values.kernel, values.vcpus, values.memory_mib, values.disk_size, values.backend, values.network
+        )
+        if key is None:
+            raise Conflict(
+                f"warm start needs a VMM backend that saves guests (qemu) and a usernet network; "
+                f"new VMs here get {values.backend} on {values.network}: set vmm_backend/network_backend"
+            )
+        template = self.templates.warm(key, progress)
+        k = template.key
+        return WarmTemplateView(
+            image=k.image,
+            kernel=k.kernel,
+            vcpus=k.vcpus,
+            memory_mib=k.memory_mib,
+            disk_size=k.disk_size,
+            backend=k.backend,
+            network=k.network,
+            vmm=k.vmm,
+            digest=k.digest,
+        )
+
+    def _template_key(self, vm: Vm) -> TemplateKey | None:
+        try:
+            return self.templates.key(
+                vm.image, vm.kernel, vm.vcpus, vm.memory_mib, vm.disk_size, vm.backend, vm.network
+            )
+        except Exception as exc:  # a warm start is an optimisation: never fail a create over it
+            log.warning("no warm start for %s: %s", vm.name, exc)
+            return None
+
+    def _warm_in_background(self, key: TemplateKey) -> None:
+        """After an image's first cold boot: make its template so the next VM starts warm (``warm_auto``)."""
+
+        def work() -> None:
+            try:
+                self.templates.warm(key, _LogProgress())
+            except Exception as exc:
+                log.warning("auto-warming image %s failed: %s", key.image, exc)
+
+        threading.Thread(target=work, name=f"warm-{key.digest}", daemon=True).start()
 
     def _insert(self, req: CreateRequest, values: PlanValues, sources: dict[str, str]) -> Vm:
         with self._alloc_lock, self.rt.database.session() as s:
@@ -208,7 +280,8 @@ class VmService:
 
     # -- start / stop ------------------------------------------------------
 
-    def start(self, name: str, progress: Progress) -> VmDetail:
+    def start(self, name: str, progress: Progress, *, template: Template | None = None) -> VmDetail:
+        """Boot a stopped VM (cold), or, for a create's first boot, restore it from ``template``."""
         vm = self.records.by_name(name)
         with self.locks.hold(vm.id):
             vm = self.records.by_name(name)
@@ -216,7 +289,7 @@ class VmService:
                 raise Conflict(f"VM {name} is already running")
             if vm.state not in STARTABLE:
                 raise Conflict(f"VM {name} is {vm.state}: wait for it, or `banger vm stop --force {name}`")
-            self.power.boot(vm, progress)
+            self.power.boot(vm, progress, template)
         return self.get(name)
 
     def stop(self, name: str, progress: Progress, *, force: bool = False) -> VmDetail:
@@ -269,6 +342,7 @@ class VmService:
 
     def reconcile(self) -> dict[str, list[str]]:
         """At daemon start: finish what a crash interrupted, adopt live VMs, demote dead ones (keeping their disks)."""
+        self.templates.finish_interrupted()
         return self.reconciler.reconcile()
 
     def check_alive(self) -> list[str]:

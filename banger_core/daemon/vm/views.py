@@ -17,8 +17,10 @@ def vm_view(vm: Vm, handles: dict[str, Any] | None = None) -> VmView:
     pid: int | None = None
     ssh: SshEndpoint | None = None
     address: str | None = None
+    booted = None
     if handles and vm.state in ACTIVE:
         pid = handles.get("vmm", {}).get("pid")
+        booted = handles.get("booted")
         net = handles.get("net")
         if net:
             ssh = SshEndpoint(host=net["ssh_host"], port=net["ssh_port"])
@@ -47,6 +49,7 @@ def vm_view(vm: Vm, handles: dict[str, Any] | None = None) -> VmView:
         pid=pid,
         ssh=ssh,
         address=address,
+        booted=booted,
     )
 
 

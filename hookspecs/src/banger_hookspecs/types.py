@@ -65,6 +65,7 @@ __all__ = [
     "VmSpec",
     "VmmBackend",
     "VmmDriver",
+    "VmmSnapshots",
     "WorkspaceOptions",
     "WorkspacePlan",
     "WorkspaceRoundTrip",
@@ -892,6 +893,32 @@ class VmmDriver(Protocol):
 
         The core calls it when :meth:`is_running` turns False unexpectedly, to
         tell the user why the VM died. Empty when there is nothing to show.
+        """
+
+
+@runtime_checkable
+class VmmSnapshots(Protocol):
+    """What a VMM driver implements, beside :class:`VmmDriver`, to save and restore a paused guest (warm starts).
+
+    The core checks ``isinstance(driver, VmmSnapshots)``; a backend without it always cold boots.
+    """
+
+    def snapshot_compat(self) -> str:
+        """What a saved state depends on besides the spec (e.g. ``"qemu 7.2.0 microvm tcg"``).
+
+        A template saved under another value is never restored.
+        """
+
+    def save_snapshot(self, proc: VmProcess, state_file: Path) -> None:
+        """Pause the guest, write its whole state to ``state_file``, then stop the VMM.
+
+        The disks must be flushed and untouched afterwards: the core copies them as the template's.
+        """
+
+    def restore(self, spec: VmSpec, state_file: Path, progress: Progress) -> VmProcess:
+        """Start the VMM for ``spec`` from ``state_file`` and resume the guest; return once it runs.
+
+        ``spec`` has the saved VM's devices; its disks are copies of the snapshot-time disks.
         """
 
 

@@ -56,6 +56,46 @@ class FirecrackerApi:
         """PUT ``body`` to ``path`` and return the status (Firecracker answers 204 on success)."""
         return self._request("PUT", path, body).status_code
 
+    def patch(self, path: str, body: dict[str, Any]) -> int:
+        """PATCH ``body`` to ``path`` and return the status (204 on success)."""
+        return self._request("PATCH", path, body).status_code
+
+    # -- snapshots (docs/warm-start.md) -------------------------------------
+
+    def pause(self) -> None:
+        """Pause the vCPUs (``PATCH /vm``): a snapshot can only be taken of a paused microVM."""
+        self.patch("/vm", {"state": "Paused"})
+
+    def resume(self) -> None:
+        """Resume a paused (or just loaded) microVM."""
+        self.patch("/vm", {"state": "Resumed"})
+
+    def create_snapshot(self, state_file: Path, memory_file: Path) -> None:
+        """Write a full snapshot of the paused microVM: device/vCPU state and all of guest memory.
+
+        Firecracker flushes the block devices first; the caller copies the disks beside the files.
+        """
+        self.put(
+            "/snapshot/create",
+            {"snapshot_type": "Full", "snapshot_path": str(state_file), "mem_file_path": str(memory_file)},
+        )
+
+    def load_snapshot(self, state_file: Path, memory_file: Path, *, resume: bool) -> None:
+        """Load a snapshot into this fresh Firecracker process (nothing else configured yet).
+
+        Memory is mapped from ``memory_file`` copy-on-write (so it must stay unchanged while the
+        microVM lives); the disks and tap the snapshot names must exist at the same paths.
+        On failure Firecracker ends the process.
+        """
+        self.put(
+            "/snapshot/load",
+            {
+                "snapshot_path": str(state_file),
+                "mem_backend": {"backend_type": "File", "backend_path": str(memory_file)},
+                "resume_vm": resume,
+            },
+        )
+
     def get(self, path: str) -> Any:
         """GET ``path`` and return the decoded JSON."""
         response = self._request("GET", path)

@@ -91,13 +91,22 @@ class QmpClient:
         Raises:
             QmpError: not connected, connection lost, or QEMU answered with an error.
         """
+        return self.execute_with_fd(command, arguments, None)
+
+    def execute_with_fd(self, command: str, arguments: dict[str, Any] | None, fd: int | None) -> Any:
+        """:meth:`execute`, passing ``fd`` along (SCM_RIGHTS), as ``getfd`` wants it."""
         if self._sock is None:
             raise QmpError("QMP client is not connected")
         request: dict[str, Any] = {"execute": command}
         if arguments:
             request["arguments"] = arguments
+        payload = json.dumps(request).encode() + b"\n"
         try:
-            self._sock.sendall(json.dumps(request).encode() + b"\n")
+            if fd is None:
+                self._sock.sendall(payload)
+            else:
+                sent = socket.send_fds(self._sock, [payload], [fd])
+                self._sock.sendall(payload[sent:])
         except OSError as exc:
             raise QmpError(f"QMP write failed on {self.path}: {exc}") from None
         while True:
