@@ -10,7 +10,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,25 +28,12 @@ from banger_core.daemon.runtime import Runtime
 from banger_core.testing import RecordingProgress, invoke_cli
 from banger_hookspecs import SourceUnavailable
 from banger_oci.push import publish_bundle, publish_document
-from plugins.oci.tests.registry_lab import Registry, free_port
+from plugins.oci.tests.registry_lab import Registry, file_sha256, free_port
 from tests.support.daemon import DaemonHarness
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    server = Registry(tmp_path / "registry")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def cli_ok(args: list[str], env: dict[str, str]) -> list[str]:

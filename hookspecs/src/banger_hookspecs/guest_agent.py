@@ -70,6 +70,23 @@ _MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _STARTED = time.monotonic()
 
 
+def _spawn(argv: list[str], request: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as an exec or a session asks: root's HOME and a system PATH, plus the request's env and cwd."""
+    environ = dict(os.environ, HOME="/root", PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env = request.get("env")
+    if isinstance(env, dict):
+        environ.update({str(k): str(v) for k, v in env.items()})
+    return subprocess.Popen(
+        argv,
+        cwd=request.get("cwd") or "/root",
+        env=environ,
+        stdin=subprocess.PIPE if request.get("stdin") else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
 def _is_label(name: str) -> bool:
     return 0 < len(name) <= 63 and set(name) <= _LABEL_CHARS and name[0] != "-" and name[-1] != "-"
 
@@ -411,20 +428,8 @@ class Agent:
 
     def exec(self, conn: Conn, request: dict[str, Any]) -> None:
         argv = [str(arg) for arg in request["argv"]]
-        env = request.get("env")
-        environ = dict(os.environ, HOME="/root", PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        if isinstance(env, dict):
-            environ.update({str(k): str(v) for k, v in env.items()})
         try:
-            child = subprocess.Popen(
-                argv,
-                cwd=request.get("cwd") or "/root",
-                env=environ,
-                stdin=subprocess.PIPE if request.get("stdin") else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            child = _spawn(argv, request)
         except OSError as exc:
             conn.send_json(ANSWER, {"ok": False, "error": f"cannot run {argv[0] if argv else '(empty argv)'}: {exc}"})
             return
@@ -479,10 +484,6 @@ class Agent:
         argv = [str(arg) for arg in request["argv"]]
         if not argv:
             raise ValueError("nothing to run")
-        env = request.get("env")
-        environ = dict(os.environ, HOME="/root", PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        if isinstance(env, dict):
-            environ.update({str(k): str(v) for k, v in env.items()})
         with self.sessions_lock:
             old = self.sessions.get(name)
             if old is not None and old.view()["running"]:
@@ -490,15 +491,7 @@ class Agent:
             if old is None and len(self.sessions) >= MAX_SESSIONS:
                 raise ValueError(f"{MAX_SESSIONS} sessions already exist: stop some first")
             try:
-                child = subprocess.Popen(
-                    argv,
-                    cwd=request.get("cwd") or "/root",
-                    env=environ,
-                    stdin=subprocess.PIPE if request.get("stdin") else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                )
+                child = _spawn(argv, request)
             except OSError as exc:
                 raise ValueError(f"cannot run {argv[0]}: {exc}") from None
             self.sessions[name] = Session(name, argv, child)

@@ -19,12 +19,14 @@ import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 import zstandard
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -305,3 +307,22 @@ class TokenServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    """A docker-registry on 127.0.0.1 for one test, stopped after it (also when it fails)."""
+    server = Registry(tmp_path / "registry")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB pieces (root filesystems are hundreds of MiB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

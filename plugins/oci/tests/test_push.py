@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,15 +26,6 @@ from plugins.oci.tests.registry_lab import Registry, digest_of
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    server = Registry(tmp_path / "registry")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ are refused in one line with the store left as it was.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,29 +17,12 @@ import pytest
 
 from banger_core.testing import invoke_cli
 from banger_oci.artifact import ARTIFACT_TYPES, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPES
-from plugins.oci.tests.registry_lab import Registry, TokenServer
+from plugins.oci.tests.registry_lab import Registry, TokenServer, file_sha256
 from tests.support.daemon import DaemonHarness
 
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "pusher", "Pu5h-s3cret"
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    server = Registry(tmp_path / "registry")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def manifest_of(registry: Registry, repo: str, tag: str) -> tuple[str, dict[str, object]]:

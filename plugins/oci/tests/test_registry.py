@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,13 +32,6 @@ class RecordingTransport(httpx.HTTPTransport):
 
     def blob_requests(self, digest: str) -> list[tuple[str | None, int]]:
         return [(rng, status) for path, rng, status in self.seen if path.endswith(f"/blobs/{digest}")]
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    server = Registry(tmp_path / "registry")
-    yield server
-    server.stop()
 
 
 def three_layers() -> list[LayerBlob]:

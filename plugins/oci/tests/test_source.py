@@ -12,7 +12,7 @@ import hashlib
 import json
 import sys
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,13 +72,6 @@ def flattener(monkeypatch: pytest.MonkeyPatch) -> StandInFlattener:
     monkeypatch.setitem(sys.modules, "banger_oci.ext4", ext4)
     monkeypatch.setitem(sys.modules, "banger_oci.layers", layers)
     return stand_in
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    server = Registry(tmp_path / "registry")
-    yield server
-    server.stop()
 
 
 def layers() -> list[LayerBlob]:

@@ -7,7 +7,6 @@ import hashlib
 import io
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,13 +47,6 @@ def layer(entries: list[tuple[str, bytes, int, int, int]], compression: str) -> 
 
 def debugfs(image: Path, request: str) -> str:
     return subprocess.run(["debugfs", "-R", request, str(image)], capture_output=True, text=True, check=True).stdout
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    server = Registry(tmp_path / "registry")
-    yield server
-    server.stop()
 
 
 def test_pull_builds_a_bootable_ext4_from_gzip_zstd_and_plain_layers(

@@ -67,13 +67,6 @@ class CountingProxy:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    server = Registry(tmp_path / "registry")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def proxy(registry: Registry) -> Iterator[CountingProxy]:
     counting = CountingProxy(registry.host)
     yield counting
