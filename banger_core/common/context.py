@@ -67,6 +67,9 @@ class UnprivilegedHostOps:
     def bind_dns_socket(self, address: str, port: int) -> socket.socket:
         self._refuse(f"listening for DNS on {address}:{port}")
 
+    def route_dns(self, link: str, server: str, domain: str) -> None:
+        self._refuse(f"routing *.{domain} to {server} on {link}")
+
 
 def resolved_dirs(config: Config) -> tuple[Path, Path, Path]:
     """``(state_dir, cache_dir, runtime_dir)``; config fills in the XDG defaults."""

@@ -38,6 +38,10 @@ BRIDGE_PREFIX = "banger"
 TAP_PREFIX = "bgr"
 NFT_TABLE = "banger"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+#: The one domain :meth:`NetlinkHostOps.route_dns` routes: banger's names are ``NAME.vm``.
+DNS_DOMAIN = "vm"
+#: Seconds one ``resolvectl`` call may take.
+RESOLVECTL_TIMEOUT = 10.0
 
 #: Kernel interface names hold at most IFNAMSIZ - 1 = 15 bytes; we also forbid
 #: characters that mean something to ``ip``, nft or a shell ('/', ':', spaces, '.').
@@ -131,7 +135,10 @@ class NetlinkHostOps(JailOps):
             be created for and a jailed VMM may run as; taps owned by anyone else
             are left alone. None (a root daemon's own host ops) refuses every jailed spawn.
         owner_gid: the owner's group, for methods that hand files or processes over.
-        bridge_name: when set (the helper), the only bridge name accepted.
+        bridge_name: when set (the helper), the only bridge name accepted; else
+            ``config["bridge_name"]`` (default ``banger0``) for :meth:`route_dns`.
+        search_path: where ``nft`` and ``resolvectl`` are looked up (the helper's
+            fixed ``PATH``); None: this process's ``PATH``.
 
     Raises:
         ValueError: from the first call that needs them, when ``cidr`` is not an
@@ -158,6 +165,7 @@ class NetlinkHostOps(JailOps):
         self.owner_uid = owner_uid
         self.owner_gid = owner_gid
         self.bridge_name = bridge_name
+        self.search_path = search_path
         self.nft = shutil.which("nft", path=search_path) or "/usr/sbin/nft"
         self.ip_forward = IP_FORWARD
 
@@ -467,6 +475,70 @@ class NetlinkHostOps(JailOps):
             }.get(exc.errno or 0, "check the address and port")
             raise HostOpError(f"cannot listen for DNS on {address}:{port}: {exc.strerror}: {hint}") from exc
         return sock
+
+    def route_dns(self, link: str, server: str, domain: str) -> None:
+        """Have systemd-resolved send ``*.vm`` queries, and only those, to banger's server on the bridge.
+
+        Runs ``resolvectl`` (found on the search path): the server and the
+        routing-only domain ``~vm`` on the link, ``default-route false`` so the
+        link never becomes a catch-all resolver, DNSSEC and DNS-over-TLS off for
+        this link only (``vm.`` is not in the signed root; banger's server speaks
+        plain UDP). ``resolvectl revert LINK`` undoes it.
+
+        Args:
+            link: banger's bridge (the helper's ``bridge_name``, else the configured one).
+            server: the bridge address, optionally with ``:PORT`` (resolvectl's syntax).
+            domain: ``"vm"``.
+
+        Raises:
+            ValueError: another link, server or domain (nothing ran).
+            HostOpError: resolvectl is missing or failed (the first failing command, in one line).
+        """
+        expected_link = self.bridge_name or str(self.config.get("bridge_name", "banger0"))
+        validate_ifname(link, BRIDGE_PREFIX, "link")
+        if link != expected_link:
+            raise ValueError(f"link {link!r} is not banger's bridge {expected_link!r}: *.vm is routed only there")
+        server = self._dns_server(server)
+        if domain != DNS_DOMAIN:
+            raise ValueError(f"domain {domain!r} is not {DNS_DOMAIN!r}: banger routes only its own *.vm names")
+        for args in (
+            ("dns", link, server),
+            ("domain", link, f"~{domain}"),
+            ("default-route", link, "false"),
+            ("dnssec", link, "no"),
+            ("dnsovertls", link, "no"),
+        ):
+            self._resolvectl(*args)
+
+    def _dns_server(self, server: str) -> str:
+        """``server`` normalized, if it is the bridge address with an optional valid ``:PORT``."""
+        address, _, port = server.partition(":") if isinstance(server, str) else ("", "", "")
+        if self._usable_address(address, "DNS server") != self.bridge_ip:
+            raise ValueError(f"DNS server {server!r} is not the bridge address {self.bridge_ip}")
+        if not port:
+            return str(self.bridge_ip)
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"DNS server {server!r}: the port must be between 1 and 65535")
+        return f"{self.bridge_ip}:{int(port)}"
+
+    def _resolvectl(self, *args: str) -> None:
+        command = " ".join(("resolvectl", *args))
+        binary = shutil.which("resolvectl", path=self.search_path)
+        if binary is None:
+            raise HostOpError(f'cannot run `{command}`: resolvectl not found: set dns_router = "manual"')
+        try:
+            result = subprocess.run(
+                [binary, *args], capture_output=True, text=True, timeout=RESOLVECTL_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise HostOpError(
+                f"`{command}` did not finish within {RESOLVECTL_TIMEOUT:g} s: is systemd-resolved healthy?"
+            ) from None
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
+            raise HostOpError(
+                f'`{command}` failed: {detail}: check `systemctl status systemd-resolved`, or set dns_router = "manual"'
+            )
 
     # ------------------------------------------------------------------ NAT
 

@@ -142,6 +142,9 @@ class RootHelperHostOps:
     def bind_dns_socket(self, address: str, port: int) -> socket.socket:
         return cast(socket.socket, self.call("bind_dns_socket", address=address, port=port))
 
+    def route_dns(self, link: str, server: str, domain: str) -> None:
+        self.call("route_dns", link=link, server=server, domain=domain)
+
     def spawn_jailed_vmm(
         self, jailer: str, firecracker: str, vm_id: str, uid: int, gid: int, chroot_base: str, console_fifo: str
     ) -> int:

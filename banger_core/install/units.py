@@ -11,7 +11,7 @@ from banger_core.install.record import InstallRecord
 
 #: bangerd-root's capability bounding set, each with the operation that needs it.
 ROOT_HELPER_CAPABILITIES: tuple[tuple[str, str], ...] = (
-    ("CAP_NET_ADMIN", "bridge, taps (and their owner), nftables table, ip_forward"),
+    ("CAP_NET_ADMIN", "bridge, taps (and their owner), nftables table, ip_forward, *.vm routing in systemd-resolved"),
     ("CAP_NET_BIND_SERVICE", "binding the .vm DNS server's port 53 and handing the socket to bangerd"),
     ("CAP_CHOWN", "handing the owner files it creates (jailer chroot, sockets)"),
     ("CAP_DAC_OVERRIDE", "the jailer preparing its chroot in directories of the owner"),

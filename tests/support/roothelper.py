@@ -149,6 +149,9 @@ class RootHelper:
     owner: pwd.struct_passwd
     root: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: Run as root before the helper, in its private mount namespace, ending in ``exec "$@"``
+    #: (e.g. to lay a fake tool over a directory of its PATH); empty: none.
+    view: Sequence[str] = ()
 
     @property
     def socket(self) -> Path:
@@ -174,7 +177,7 @@ class RootHelper:
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.proc = self.ns.popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self.proc = self.ns.popen([*self.view, *self.argv()], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + START_TIMEOUT
         while not self.socket.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:

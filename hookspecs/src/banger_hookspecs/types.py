@@ -219,6 +219,15 @@ class HostOps(Protocol):
         CAP_NET_BIND_SERVICE: the root helper binds it and hands the socket over.
         """
 
+    def route_dns(self, link: str, server: str, domain: str) -> None:
+        """Have systemd-resolved send ``*.domain`` queries, and only those, to ``server`` on ``link``.
+
+        ``link`` must be banger's bridge, ``server`` its address (optionally
+        ``:PORT``) and ``domain`` ``"vm"``. Changing a link's DNS needs root
+        (polkit refuses other users on stock hosts): the root helper runs
+        ``resolvectl`` for an owner daemon.
+        """
+
 
 KvmKind = Literal["hardware", "software", "unusable", "absent"]
 

@@ -1,8 +1,11 @@
-"""The resolved DNS router, checked at the process boundary.
+"""The resolved DNS router and the root side it asks (``HostOps.route_dns``), checked at the process boundary.
 
 systemd-resolved does not run on the test machines, so a recording fake
 ``resolvectl`` placed first on PATH logs each argv (one JSON list a line) and
-exits as told; the tests assert the exact calls.
+exits as told; the tests assert the exact calls. The host ops are a root
+daemon's own (:class:`NetlinkHostOps`, which only runs ``resolvectl`` here);
+the same calls through ``bangerd-root`` are in
+``tests/integration/test_root_helper_dns.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from banger_core.common.context import UnprivilegedHostOps
+from banger_core.common.errors import HostOpError, NotPrivileged
 from banger_core.common.plugins import PluginManager
-from banger_resolved.router import ResolvedError, ResolvedRouter
+from banger_core.host.netops import NetlinkHostOps
+from banger_hookspecs import PluginContext
+from banger_resolved.router import ResolvedRouter
 
 pytestmark = pytest.mark.unit
 
@@ -54,9 +61,12 @@ def resolvectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeResolvect
     return FakeResolvectl(tmp_path, monkeypatch)
 
 
+ROOT_OPS_CONFIG = {"cidr": "172.16.0.0/24", "bridge_ip": "172.16.0.1", "bridge_name": "banger0"}
+
+
 @pytest.fixture
 def router(tmp_path: Path) -> ResolvedRouter:
-    return ResolvedRouter(runtime=tmp_path / "resolve")
+    return ResolvedRouter(NetlinkHostOps(ROOT_OPS_CONFIG), runtime=tmp_path / "resolve")
 
 
 def test_route_sets_server_routing_domain_and_plain_dns_on_the_link_only(
@@ -84,7 +94,7 @@ def test_route_passes_a_non_default_port_in_resolvectl_syntax(
 def test_a_failing_resolvectl_stops_and_says_what_to_do(router: ResolvedRouter, resolvectl: FakeResolvectl) -> None:
     resolvectl.fail_with("Failed to set DNS configuration: Unit dbus-org.freedesktop.resolve1.service not found.")
 
-    with pytest.raises(ResolvedError) as caught:
+    with pytest.raises(HostOpError) as caught:
         router.route("banger0", "172.16.0.1", "vm")
 
     assert str(caught.value) == (
@@ -98,30 +108,50 @@ def test_a_failing_resolvectl_stops_and_says_what_to_do(router: ResolvedRouter, 
 def test_a_missing_resolvectl_is_a_clear_error(router: ResolvedRouter, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
 
-    with pytest.raises(ResolvedError, match=r"^cannot run `resolvectl dns banger0 172.16.0.1`: resolvectl not found"):
+    with pytest.raises(HostOpError, match=r"^cannot run `resolvectl dns banger0 172.16.0.1`: resolvectl not found"):
         router.route("banger0", "172.16.0.1", "vm")
 
 
 @pytest.mark.parametrize(
     ("link", "server", "domain", "message"),
     [
-        ("banger0; reboot", "172.16.0.1", "vm", "invalid link name"),
-        ("a-link-name-too-long", "172.16.0.1", "vm", "invalid link name"),
-        ("banger0", "dns.example.com", "vm", "invalid DNS server"),
-        ("banger0", "fe80::1", "vm", "invalid DNS server"),
-        ("banger0", "172.16.0.1:0", "vm", "port must be between 1 and 65535"),
-        ("banger0", "172.16.0.1:53x", "vm", "port must be between 1 and 65535"),
-        ("banger0", "172.16.0.1", "~vm", "invalid domain"),
-        ("banger0", "172.16.0.1", "vm.", "invalid domain"),
-        ("banger0", "172.16.0.1", "-vm", "invalid domain"),
+        ("banger0; reboot", "172.16.0.1", "vm", "invalid link name 'banger0; reboot': use 1-15 characters"),
+        ("../x", "172.16.0.1", "vm", "invalid link name '../x': use 1-15 characters"),
+        ("eth0", "172.16.0.1", "vm", "invalid link name 'eth0': banger only manages links whose names start with"),
+        ("bangerother", "172.16.0.1", "vm", "link 'bangerother' is not banger's bridge 'banger0'"),
+        ("banger0", "dns.example.com", "vm", "DNS server 'dns.example.com' is not an IPv4 address"),
+        ("banger0", "fe80::1", "vm", "DNS server 'fe80' is not an IPv4 address"),
+        ("banger0", "1.1.1.1", "vm", "DNS server 1.1.1.1 is not a usable address inside cidr 172.16.0.0/24"),
+        ("banger0", "172.16.0.2", "vm", "DNS server '172.16.0.2' is not the bridge address 172.16.0.1"),
+        ("banger0", "172.16.0.1:0", "vm", "DNS server '172.16.0.1:0': the port must be between 1 and 65535"),
+        ("banger0", "172.16.0.1:53x", "vm", "DNS server '172.16.0.1:53x': the port must be"),
+        ("banger0", "172.16.0.1", "com", "domain 'com' is not 'vm'"),
+        ("banger0", "172.16.0.1", "~vm", "domain '~vm' is not 'vm'"),
+        ("banger0", "172.16.0.1", "../x", "domain '../x' is not 'vm'"),
     ],
 )
-def test_bad_arguments_never_reach_resolvectl(
+def test_hostile_arguments_never_reach_resolvectl(
     router: ResolvedRouter, resolvectl: FakeResolvectl, link: str, server: str, domain: str, message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError) as caught:
         router.route(link, server, domain)
 
+    assert str(caught.value).startswith(message)
+    assert resolvectl.calls() == []
+
+
+def test_without_privilege_the_route_is_refused_in_one_line_and_nothing_runs(
+    tmp_path: Path, resolvectl: FakeResolvectl
+) -> None:
+    router = ResolvedRouter(UnprivilegedHostOps(), runtime=tmp_path / "resolve")
+
+    with pytest.raises(NotPrivileged) as caught:
+        router.route("banger0", "172.16.0.1", "vm")
+
+    assert str(caught.value) == (
+        "routing *.vm to 172.16.0.1 on banger0 needs root: run the daemon as root, start the root helper "
+        '(`sudo banger system install --owner $USER`), or use network_backend = "usernet"'
+    )
     assert resolvectl.calls() == []
 
 
@@ -129,7 +159,7 @@ def test_detect_needs_the_running_service_and_the_tool(
     tmp_path: Path, resolvectl: FakeResolvectl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime = tmp_path / "resolve"
-    router = ResolvedRouter(runtime=runtime)
+    router = ResolvedRouter(UnprivilegedHostOps(), runtime=runtime)
     assert router.detect() is False  # resolvectl installed, service not running
 
     runtime.mkdir()
@@ -148,8 +178,9 @@ def test_instructions_name_the_commands(router: ResolvedRouter) -> None:
     assert "resolvectl revert banger0" in text
 
 
-def test_registered_as_the_resolved_dns_router(plugin_manager: PluginManager) -> None:
+def test_registered_as_the_resolved_dns_router(plugin_manager: PluginManager, plugin_context: PluginContext) -> None:
     provided = plugin_manager.dns_routers()["resolved"]
 
     assert provided.plugin.dist == "banger-resolved"
-    assert isinstance(provided.value.factory(None), ResolvedRouter)
+    router = provided.value.factory(plugin_context)
+    assert isinstance(router, ResolvedRouter) and router.host_ops is plugin_context.host_ops

@@ -16,7 +16,7 @@ def banger_dns_routers() -> Iterable[DnsRouter]:
         DnsRouter(
             name="resolved",
             description="systemd-resolved: banger's DNS server for ~vm on the bridge link",
-            factory=lambda ctx: ResolvedRouter(),
+            factory=lambda ctx: ResolvedRouter(ctx.host_ops),
             priority=10,
         )
     ]
