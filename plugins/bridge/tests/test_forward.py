@@ -93,6 +93,9 @@ def test_tcp_and_udp_go_through_the_forwarder_until_it_is_stopped(tcp_echo: int,
     finally:
         assert terminate(pid, started)
     with socket.socket() as sock:  # its ports are free again
+        # SO_REUSEADDR: the relayed connection may sit in TIME_WAIT on that port; only a listener still
+        # bound there (the forwarder alive) makes this bind fail.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", tcp_port))
 
 
