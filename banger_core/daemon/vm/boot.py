@@ -200,7 +200,8 @@ class Power:
             if template is not None:
                 self._make_own(vm, template, progress)
             progress.step("waiting for ssh")
-            self._wait_ready(vm, proc, attachment)
+            # A restored guest prints no boot marker; its identity step has just (re)started sshd.
+            self._wait_ready(vm, proc, attachment, sshd_started=template is not None)
             if template is not None:
                 self._sync_files(vm, attachment, progress)
         except BaseException as exc:
@@ -273,8 +274,12 @@ class Power:
         self.records.set_state(vm.id, VmState.ERROR, {"last_error": message})
         return message
 
-    def _wait_ready(self, vm: Vm, proc: VmProcess, attachment: NetAttachment) -> None:
-        """Ready = sshd accepts banger's key. The serial marker or an SSH banner says when to try."""
+    def _wait_ready(self, vm: Vm, proc: VmProcess, attachment: NetAttachment, *, sshd_started: bool = False) -> None:
+        """Ready = sshd accepts banger's key. The serial marker or an SSH banner says when to try.
+
+        ``sshd_started``: try the login straight away (a restored guest never prints the marker,
+        and under TCG behind passt its banner can take longer than the banner probe waits).
+        """
         vmm = self.rt.vmm(vm.backend)
         timeout = float(self.rt.config["ssh_ready_timeout"])
         deadline = time.monotonic() + timeout
@@ -288,7 +293,9 @@ class Power:
                     f"VM {vm.name}'s {vm.backend} process exited during boot: {self.why_dead(vm, proc)}"
                 )
             checks += 1
-            sshd_up = marker.seen() or banner_ready(attachment.ssh_host, attachment.ssh_port, timeout=0.5)
+            sshd_up = (
+                sshd_started or marker.seen() or banner_ready(attachment.ssh_host, attachment.ssh_port, timeout=0.5)
+            )
             if sshd_up and self.ssh_probe(target):
                 return
             time.sleep(0.2)
