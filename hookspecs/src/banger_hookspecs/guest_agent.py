@@ -689,10 +689,15 @@ def _reload_sshd() -> bool:
         try:
             with open(pid_file) as fh:
                 pid = int(fh.read().strip())
+            with open(f"/proc/{pid}/comm") as fh:
+                if fh.read().strip() != "sshd":
+                    continue  # a stale pid file whose pid now belongs to another process
             before = _sshd_listeners()
             os.kill(pid, signal.SIGHUP)
         except (OSError, ValueError):
             continue
+        if not before:
+            return True  # not listening on port 22 (banger never reaches it there): nothing to wait for
         deadline = time.monotonic() + SSHD_RELOAD_TIMEOUT
         while time.monotonic() < deadline:
             now = _sshd_listeners()
