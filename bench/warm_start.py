@@ -8,7 +8,7 @@ template once (not timed as part of a run); then, alternating, each run times:
 - cold: `banger vm run --rm --cold -- true` (boot the kernel; the whole CLI path),
 - warm: `banger vm run --rm -- true` (restore the template, make the VM its own, ssh),
 - raw:  QEMU by hand on sparse copies of the template's disks with
-        `-incoming "exec:cat STATE"`, QMP `cont`, to `ssh true` answering
+        `-incoming fd:N` (STATE opened for it), QMP `cont`, to `ssh true` answering
         (the floor a warm start can reach on this host).
 
 Prints medians and the ratios warm/cold (target <= 0.35) and warm/raw (target <= 1.2).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -81,13 +82,16 @@ def raw_restore(env: dict[str, str], template: Path, work: Path, client_key: Pat
     )
     driver = QemuDriver(make_plugin_context(env))
     opts = driver.options(spec)
-    argv = [*build_argv(spec, opts), "-incoming", f"exec:cat {template / 'state'}"]
+    # As banger restores: the state as an inherited descriptor (-sandbox denies QEMU an `exec:` shell).
+    state = os.open(template / "state", os.O_RDONLY)
+    argv = [*build_argv(spec, opts), "-incoming", f"fd:{state}"]
     target = SshTarget("banger-template", "127.0.0.1", port, str(client_key), str(template / "known_hosts"))
     start = time.perf_counter()
     for name in ("overlay.ext4", "work.ext4"):
         subprocess.run(["cp", "--sparse=always", str(template / name), str(work / name)], check=True)
     log = (work / "qemu.log").open("wb")
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(state,))
+    os.close(state)
     try:
         deadline = start + 300
         resumed = False

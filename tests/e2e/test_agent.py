@@ -39,6 +39,18 @@ print(json.dumps(sorted(inodes & set(net))))
 """
 
 
+#: The inodes of the guest's sockets listening on TCP port 22 (JSON list).
+SSHD_LISTENERS = """
+import json
+found = []
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    with open(table) as fh:
+        rows = [line.split() for line in fh.readlines()[1:]]
+    found += [row[9] for row in rows if row[1].endswith(":0016") and row[3] == "0A"]
+print(json.dumps(sorted(found)))
+"""
+
+
 def run(client: AgentClient, *argv: str, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
     out: list[bytes] = []
     err: list[bytes] = []
@@ -100,10 +112,17 @@ def test_agent_health_exec_files_token_identity(e2e: E2E, tmp_path: Path) -> Non
     key_dir.mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_dir / "k")], check=True)
     machine_id = secrets.token_hex(16)
+    # Debian 12's sshd re-reads host keys per connection anyway; other sshds (-r, OpenSSH's newer
+    # sshd-session) do not: the running sshd must be reloaded, i.e. listen on new sockets afterwards.
+    listeners = ["python3", "-c", SSHD_LISTENERS]
+    before = json.loads(run(client, *listeners)[1])
+    assert before
     client.set_identity(
         GuestIdentity(hostname="renamed", machine_id=machine_id, ssh_host_key=(key_dir / "k").read_bytes()),
         timeout=120,
     )
+    after = json.loads(run(client, *listeners)[1])
+    assert after and not set(after) & set(before)
     assert run(client, "hostname")[1] == b"renamed\n"
     assert run(client, "cat", "/etc/machine-id", "/etc/hostname")[1] == f"{machine_id}\nrenamed\n".encode()
     guest_public = run(client, "ssh-keygen", "-y", "-f", "/etc/ssh/ssh_host_ed25519_key")[1].split()[:2]

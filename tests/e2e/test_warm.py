@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from banger_core.common import paths
+from banger_core.common.errors import AgentAuthError
+from banger_core.daemon.agent.client import HOST_TOKEN_FILE, AgentClient, agent_client_at
+from banger_core.daemon.layout import Layout
 from tests.e2e.test_vm_run import COUNT_FILES, fixture_repo, tracked_count  # noqa: F401 -- fixture
 from tests.support.e2e import E2E, GOLDEN
 
@@ -86,6 +89,8 @@ def test_warm_vm_run_answers_with_its_own_name(e2e: E2E, template_with_agent: st
 
 def test_two_warm_vms_of_one_template_are_distinct(e2e: E2E, template_with_agent: str) -> None:
     known_hosts = paths.state_dir(e2e.env) / "ssh" / "known_hosts"
+    (template_token_file,) = (paths.state_dir(e2e.env) / "templates").glob(f"*/{HOST_TOKEN_FILE}")
+    template_token = template_token_file.read_text().strip()
     facts = {}
     try:
         for name in ("twin-a", "twin-b"):
@@ -98,9 +103,18 @@ def test_two_warm_vms_of_one_template_are_distinct(e2e: E2E, template_with_agent
             assert hostname == name
             assert abs(int(clock) - time.time()) < 120  # not the template's save time
             assert f"{name}.vm {host_key}\n" in known_hosts.read_text()
-            facts[name] = (machine_id, host_key)
+            # The agent token: the VM's own, no longer the one every VM of the template started with.
+            layout = Layout(e2e.state, e2e.runtime)
+            vm_id = str(e2e.vm(name)["id"])
+            client = agent_client_at(layout, vm_id)
+            assert client.token != template_token
+            assert client.health(timeout=60)["ok"] is True
+            with pytest.raises(AgentAuthError, match="refused this VM's token"):
+                AgentClient(client.transport, template_token, client.lock_path).health(timeout=60)
+            facts[name] = (machine_id, host_key, client.token)
         assert facts["twin-a"][0] != facts["twin-b"][0]
         assert facts["twin-a"][1] != facts["twin-b"][1]
+        assert facts["twin-a"][2] != facts["twin-b"][2]
     finally:
         for name in ("twin-a", "twin-b"):
             e2e.banger("vm", "delete", "--force", name, timeout=120)

@@ -133,6 +133,26 @@ def test_wrong_token_is_refused(agent: wire.Agent) -> None:
         client.health(timeout=10)
 
 
+def test_a_rotated_token_replaces_the_old_one(agent: wire.Agent, tmp_path: Path) -> None:
+    new = "c" * 64
+    AgentClient(PairTransport(serve_agent(agent)), TOKEN).rotate_token(new, timeout=10)
+    assert (tmp_path / "agent-token").read_text() == new
+    assert (tmp_path / "agent-token").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(AgentAuthError, match="refused this VM's token"):
+        AgentClient(PairTransport(serve_agent(agent)), TOKEN).health(timeout=10)
+    assert AgentClient(PairTransport(serve_agent(agent)), new).health(timeout=10)["ok"] is True
+
+
+def test_a_bad_new_token_is_refused_and_the_old_one_kept(client: AgentClient, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="invalid agent token"):
+        client.rotate_token("short", timeout=10)
+    # The guest checks on its own too (a client that skips the host check).
+    with client._session(10) as channel:
+        channel.send_json(wire.REQUEST, {"op": "rotate_token", "token": "../x"})
+        assert channel.read_answer()["error"] == "ValueError: token must be 64 lowercase hex digits"
+    assert client.health(timeout=10)["ok"] is True
+
+
 def test_missing_token_file_refuses_everyone(tmp_path: Path) -> None:
     client = AgentClient(PairTransport(serve_agent(wire.Agent(str(tmp_path / "none")))), TOKEN)
     with pytest.raises(AgentAuthError):

@@ -68,9 +68,21 @@ def stage_token(work_staging: Path, token: str) -> None:
 
 
 def write_host_token(vm_dir: Path, token: str) -> None:
-    fd = os.open(vm_dir / HOST_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    _write_new_secret(vm_dir / HOST_TOKEN_FILE, token)
+
+
+def _write_new_secret(path: Path, token: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token)
+
+
+def replace_host_token(vm_dir: Path, token: str) -> None:
+    """Swap the VM's host-side token for ``token`` atomically (after the guest took it)."""
+    partial = vm_dir / f".{HOST_TOKEN_FILE}.new"
+    partial.unlink(missing_ok=True)
+    _write_new_secret(partial, token)
+    os.replace(partial, vm_dir / HOST_TOKEN_FILE)
 
 
 def guest_cid(vm_id: str) -> int:
@@ -304,24 +316,37 @@ class AgentClient:
             raise AgentError("guest agent protocol error: session list is not a list of objects")
         return sessions
 
-    def set_identity(self, identity: GuestIdentity, timeout: float) -> None:
-        """Install hostname, machine-id, ssh host key (sshd restarted if running) and network settings."""
+    def set_identity(
+        self, identity: GuestIdentity, timeout: float, *, entropy: bytes = b"", clock: float | None = None
+    ) -> None:
+        """Install hostname, machine-id, ssh host key (sshd reloaded if running) and network settings.
+
+        ``entropy`` is mixed into the guest's RNG and ``clock`` (Unix time) sets its wall clock, both
+        before the key is installed: what a guest restored from a saved state needs, in the same call.
+        """
         if not is_vm_name(identity.hostname):
             raise InvalidRequest(f"invalid hostname {identity.hostname!r}: {VM_NAME_RULE}")
         if len(identity.machine_id) != 32 or set(identity.machine_id) - set("0123456789abcdef"):
             raise InvalidRequest(f"invalid machine-id {identity.machine_id!r}: use 32 lowercase hex digits")
-        request = {
+        request: dict[str, object] = {
             "op": "identity",
             "hostname": identity.hostname,
             "machine_id": identity.machine_id,
             "ssh_host_key": base64.b64encode(identity.ssh_host_key).decode(),
+            "ssh_host_key_public": identity.ssh_host_key_public,
+            "entropy": base64.b64encode(entropy).decode(),
+            "clock": clock,
             "address": identity.address,
             "gateway": identity.gateway,
             "dns": list(identity.dns),
         }
-        with self._session(timeout) as channel:
-            channel.send_json(wire.REQUEST, request)
-            channel.read_ok("set identity")
+        self._call("set identity", request, timeout)
+
+    def rotate_token(self, token: str, timeout: float) -> None:
+        """Make ``token`` the guest's only accepted token (the caller keeps it as the VM's token)."""
+        if len(token) != 64 or set(token) - set("0123456789abcdef"):
+            raise InvalidRequest("invalid agent token: use 64 lowercase hex digits")
+        self._call("token rotation", {"op": "rotate_token", "token": token}, timeout)
 
     def exec(
         self,

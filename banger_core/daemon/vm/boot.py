@@ -10,6 +10,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -181,11 +182,15 @@ class Power:
                 serial_log=serial,
             )
             booted: Literal["cold", "warm"] = "cold"
+            identity: Future[guest.GuestIdentity] | None = None
             if template is not None:
                 snapshots = self.templates.snapshots(vm.backend)
                 assert snapshots is not None  # the template's key names a backend that saved it
                 try:
-                    proc = snapshots.restore(spec, template.state, progress)
+                    # The VM's host key is made while QEMU loads the saved state.
+                    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen") as keygen:
+                        identity = keygen.submit(guest.new_identity, vm.name)
+                        proc = snapshots.restore(spec, template.state, progress)
                 except Exception as exc:
                     raise OperationFailed(
                         f"{exc}\n(restoring from the warm template of {vm.image}: `banger vm run --cold` boots "
@@ -198,7 +203,8 @@ class Power:
             self.handles.write(vm.id, VmHandles(net=attachment, vmm=proc, booted=booted))
             crash_point("start:launched")
             if template is not None:
-                self._make_own(vm, template, progress)
+                assert identity is not None
+                self._make_own(vm, template, identity.result(), progress)
             progress.step("waiting for ssh")
             # A restored guest prints no boot marker; its identity step has just (re)started sshd.
             self._wait_ready(vm, proc, attachment, sshd_started=template is not None)
@@ -213,10 +219,11 @@ class Power:
         progress.step(f"{vm.name} is running")
         self.rt.pm.call_event("banger_vm_started", vm=info(vm))
 
-    def _make_own(self, vm: Vm, template: Template, progress: Progress) -> None:
+    def _make_own(self, vm: Vm, template: Template, identity: guest.GuestIdentity, progress: Progress) -> None:
         """Give the restored guest its own identity and pin its new host key, before the first ssh to it."""
         if template.agent:
-            self.rt.keys.pin(f"{vm.name}.vm", self.templates.make_own(vm.id, vm.name, progress))
+            self.templates.make_own(vm.id, identity, progress)
+            self.rt.keys.pin(f"{vm.name}.vm", identity.host_key_public)
             return
         # An image whose guest has no agent yet: the VM keeps the template's identity (docs/warm-start.md).
         log.warning("VM %s restored without a guest agent: it keeps the template's hostname and host key", vm.name)

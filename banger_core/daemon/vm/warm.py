@@ -43,6 +43,7 @@ from banger_core.daemon.agent.client import (
     AgentClient,
     agent_client_for,
     new_token,
+    replace_host_token,
     stage_token,
     write_host_token,
 )
@@ -64,7 +65,8 @@ BUILDING_PREFIX = ".building-"
 #: The name the template guest boots with (its restored copies get their own through the agent).
 TEMPLATE_HOSTNAME = "banger-template"
 #: Bumped when what a template holds changes shape: older templates are then never matched.
-TEMPLATE_FORMAT = 1
+#: 2: the saved guest's agent takes entropy + clock with the identity, reloads sshd, rotates its token.
+TEMPLATE_FORMAT = 2
 _PROCESS = TypeAdapter(VmProcess)
 #: Seconds the agent gets per call (it runs before the restore is called done).
 AGENT_TIMEOUT = 30.0
@@ -399,34 +401,33 @@ class Templates:
             copy_sparse(template.disk(role), partial)
             os.replace(partial, vm_dir / name)
 
-    def make_own(self, vm_id: str, name: str, progress: Progress) -> str:
-        """Give a restored guest its own identity through its agent; return the new host key to pin.
+    def make_own(self, vm_id: str, identity: guest.GuestIdentity, progress: Progress) -> None:
+        """Give a restored guest ``identity`` and its own agent token, through its agent.
 
-        A new hostname, machine-id and ed25519 host key (sshd restarted on it), the kernel's
-        RNG reseeded with host randomness and the clock set to the host's: several VMs resumed from
-        one saved state must not share any of them. Nothing reaches the guest over ssh before this.
+        One call installs the hostname, machine-id and ed25519 host key (sshd reloaded on it), after
+        mixing host randomness into the guest's RNG and setting its clock to the host's (it resumes at
+        the template's save time: builds see files "from the future", TLS sees stale time). A second
+        replaces the agent token every VM of the template shares with the VM's own, which the host
+        keeps from then on. Several VMs resumed from one saved state share none of these afterwards.
+        Nothing reaches the guest over ssh before this.
         """
         progress.step("giving the restored VM its own identity")
-        identity = guest.new_identity(name)
         client = agent_client_for(self.rt, vm_id)
         client.set_identity(
-            GuestIdentity(hostname=name, machine_id=identity.machine_id, ssh_host_key=identity.host_key_private),
+            GuestIdentity(
+                hostname=identity.hostname,
+                machine_id=identity.machine_id,
+                ssh_host_key=identity.host_key_private,
+                ssh_host_key_public=identity.host_key_public,
+            ),
             timeout=AGENT_TIMEOUT,
+            entropy=os.urandom(RESEED_BYTES),
+            clock=time.time(),
         )
-        # The guest's wall clock resumes at the moment the template was saved: set it to now, or
-        # builds see files "from the future" and TLS sees stale time.
-        errors = bytearray()
-        status = client.exec(
-            ["/bin/sh", "-c", 'cat > /dev/urandom && date -u -s "@$1" > /dev/null', "sh", f"{time.time():.6f}"],
-            stdin=os.urandom(RESEED_BYTES),
-            stdout=lambda _: None,
-            stderr=errors.extend,
-            timeout=AGENT_TIMEOUT,
-        )
-        if status != 0:
-            detail = errors.decode(errors="replace").strip()
-            raise OperationFailed(f"reseeding the restored VM's RNG and clock failed (status {status}): {detail}")
-        return identity.host_key_public
+        progress.step("giving the restored VM its own agent token")
+        token = new_token()
+        client.rotate_token(token, timeout=AGENT_TIMEOUT)
+        replace_host_token(self.rt.layout.vm_dir(vm_id), token)
 
     # -- removing ----------------------------------------------------------
 

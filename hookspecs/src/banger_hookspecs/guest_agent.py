@@ -67,6 +67,10 @@ MAX_SESSIONS = 64
 #: standalone program only refuses what could never be one (it cannot import banger in the guest).
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_TOKEN_RE = re.compile(r"^[0-9a-f]{64}$")
+SSHD_PID_FILES = ("/run/sshd.pid", "/var/run/sshd.pid")
+#: Seconds a reloaded sshd gets to listen again (its re-exec is a Python-free fork+exec: well under this).
+SSHD_RELOAD_TIMEOUT = 10.0
 _STARTED = time.monotonic()
 
 
@@ -419,6 +423,9 @@ class Agent:
             elif op == "identity":
                 self.identity(request)
                 conn.send_json(ANSWER, {"ok": True})
+            elif op == "rotate_token":
+                self.rotate_token(str(request.get("token")))
+                conn.send_json(ANSWER, {"ok": True})
             else:
                 conn.send_json(ANSWER, {"ok": False, "error": f"unknown op {op!r}"})
         except Disconnected:
@@ -600,14 +607,28 @@ class Agent:
         if not _MACHINE_ID_RE.match(machine_id):
             raise ValueError("machine_id must be 32 lowercase hex digits")
         key = base64.b64decode(str(request["ssh_host_key"]), validate=True)
+        entropy = base64.b64decode(str(request.get("entropy") or ""), validate=True)
+        clock = request.get("clock")
+        if entropy:
+            # A restored guest resumes with its template's RNG state: mix in the host's randomness first,
+            # before anything (sshd's re-exec included) draws from it.
+            with open("/dev/urandom", "wb") as fh:
+                fh.write(entropy)
+        if isinstance(clock, (int, float)) and not isinstance(clock, bool):
+            # ... and with the template's wall clock: builds and TLS need the host's time.
+            time.clock_settime(time.CLOCK_REALTIME, float(clock))
         os.makedirs("/etc/ssh", exist_ok=True)
         key_path = "/etc/ssh/ssh_host_ed25519_key"
         _write_file(key_path, key, 0o600)
-        try:
-            public = subprocess.run(["ssh-keygen", "-y", "-f", key_path], capture_output=True, check=True).stdout
-            _write_file(f"{key_path}.pub", public, 0o644)
-        except (OSError, subprocess.CalledProcessError):
-            pass  # sshd needs only the private key
+        public_line = request.get("ssh_host_key_public")
+        if isinstance(public_line, str) and public_line.startswith("ssh-ed25519 ") and "\n" not in public_line:
+            _write_file(f"{key_path}.pub", f"{public_line}\n".encode(), 0o644)  # no ssh-keygen run: slow under TCG
+        else:
+            try:
+                public = subprocess.run(["ssh-keygen", "-y", "-f", key_path], capture_output=True, check=True).stdout
+                _write_file(f"{key_path}.pub", public, 0o644)
+            except (OSError, subprocess.CalledProcessError):
+                pass  # sshd needs only the private key
         _write_file("/etc/machine-id", f"{machine_id}\n".encode(), 0o444)
         _write_file("/etc/hostname", f"{hostname}\n".encode(), 0o644)
         socket.sethostname(hostname)
@@ -621,14 +642,70 @@ class Agent:
         dns = request.get("dns") or []
         if dns:
             _write_file("/etc/resolv.conf", "".join(f"nameserver {server}\n" for server in dns).encode(), 0o644)
-        if os.path.isdir("/run/systemd/system"):
-            # A running sshd keeps the old key in memory; an sshd not started yet reads the new one.
+        # A running sshd keeps the old key in memory; an sshd not started yet reads the new one.
+        if not _reload_sshd() and os.path.isdir("/run/systemd/system"):
             subprocess.run(
                 ["systemctl", "try-restart", "ssh.service", "sshd.service"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+
+    def rotate_token(self, token: str) -> None:
+        """Replace this VM's token (atomically): every later connection must offer the new one.
+
+        VMs restored from one template all start with the template's token; each gets its own
+        right after the restore, over a connection that the old token already authenticated.
+        """
+        if not _TOKEN_RE.match(token):
+            raise ValueError("token must be 64 lowercase hex digits")
+        _write_file(self.token_path, token.encode(), 0o600)
+
+
+def _sshd_listeners() -> set[str]:
+    """Socket inodes of the guest's TCP sockets listening on port 22."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                rows = fh.readlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[1].endswith(":0016") and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def _reload_sshd() -> bool:
+    """SIGHUP the running sshd (it re-execs itself and reads the new host key); wait until it listens again.
+
+    False when no sshd runs from a pid file (not started yet, or socket-activated: nothing to reload).
+    Much cheaper than a unit restart under TCG, and the caller's first login cannot reach the old
+    process: the answer waits until new listening sockets replace all the old ones.
+    """
+    for pid_file in SSHD_PID_FILES:
+        try:
+            with open(pid_file) as fh:
+                pid = int(fh.read().strip())
+            with open(f"/proc/{pid}/comm") as fh:
+                if fh.read().strip() != "sshd":
+                    continue  # a stale pid file whose pid now belongs to another process
+            before = _sshd_listeners()
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError):
+            continue
+        if not before:
+            return True  # not listening on port 22 (banger never reaches it there): nothing to wait for
+        deadline = time.monotonic() + SSHD_RELOAD_TIMEOUT
+        while time.monotonic() < deadline:
+            now = _sshd_listeners()
+            if now and not now & before:
+                return True
+            time.sleep(0.01)
+        raise RuntimeError(f"sshd (pid {pid}) did not listen again within {SSHD_RELOAD_TIMEOUT:.0f} s of its reload")
+    return False
 
 
 def _log(message: str) -> None:
