@@ -128,7 +128,7 @@ def test_crash_after_the_disks_keeps_the_finished_vm(daemon: DaemonHarness) -> N
     vm = daemon.client().vms.get("whole")
     assert vm.state == "created" and vm.last_error is None
     vm_dir = daemon.state / "vms" / vm.id
-    assert sorted(p.name for p in vm_dir.iterdir()) == ["overlay.ext4", "work.ext4"]
+    assert sorted(p.name for p in vm_dir.iterdir()) == ["agent.token", "overlay.ext4", "work.ext4"]
 
 
 def test_crash_while_starting_stops_the_vmm_and_keeps_the_disks(daemon: DaemonHarness, vmm_pids: list[int]) -> None:
@@ -219,7 +219,11 @@ def test_crash_after_halting_a_vm_for_delete_keeps_it_whole(daemon: DaemonHarnes
     crash_at(daemon, "delete:halted", lambda c: c.vms.delete("doomed", force=True))
     after = daemon.client().vms.get("doomed")
     assert after.state == "created"
-    assert sorted(p.name for p in (daemon.state / "vms" / vm.id).iterdir()) == ["overlay.ext4", "work.ext4"]
+    assert sorted(p.name for p in (daemon.state / "vms" / vm.id).iterdir()) == [
+        "agent.token",
+        "overlay.ext4",
+        "work.ext4",
+    ]
     daemon.client().vms.delete("doomed")
     assert daemon.client().vms.list() == [] and vm_dirs(daemon) == []
 
