@@ -71,7 +71,7 @@ def test_bash_completes_commands_flags_and_live_names(daemon: DaemonHarness) -> 
     assert kernels
 
     assert bash_complete(daemon.env, "banger", "co") == ["completion", "config"]
-    assert bash_complete(daemon.env, "banger", "vm", "s") == ["show", "ssh", "start", "stop"]
+    assert bash_complete(daemon.env, "banger", "vm", "s") == ["session", "show", "ssh", "start", "stop"]
     assert bash_complete(daemon.env, "banger", "vm", "create", "--ba") == ["--backend"]
     assert bash_complete(daemon.env, "banger", "vm", "show", "") == ["alpha", "beta"]
     assert bash_complete(daemon.env, "banger", "vm", "delete", "alpha", "b") == ["beta"]
@@ -86,7 +86,7 @@ def test_bash_completes_commands_flags_and_live_names(daemon: DaemonHarness) -> 
     # fish runs the same completion through its own script (zsh's is checked for syntax below).
     assert fish_complete(daemon.env, "banger vm show ") == ["alpha", "beta"]
     assert fish_complete(daemon.env, "banger vm create --image f") == ["fake-tiny"]
-    assert fish_complete(daemon.env, "banger vm s") == ["show", "ssh", "start", "stop"]
+    assert fish_complete(daemon.env, "banger vm s") == ["session", "show", "ssh", "start", "stop"]
 
 
 def test_with_no_daemon_names_complete_to_nothing_and_no_daemon_starts(daemon: DaemonHarness) -> None:

@@ -20,7 +20,7 @@ import json, os
 from pathlib import Path
 from banger_hookspecs import ImageArtifact, ImageSource, hookimpl
 
-CACHE = Path(os.environ["LINKING_CACHE"])
+CACHE = Path(os.environ["BANGER_TEST_LINKING_CACHE"])
 
 
 class Linking:
@@ -51,7 +51,7 @@ def test_kernel_ref_reaches_the_manifest_and_a_linked_rootfs_is_still_read_only(
     cached_manifest = {"kind": "image", "name": "linked", "kernel_ref": "generic-6.1", "version": "1"}
     (cache / "manifest.json").write_text(json.dumps(cached_manifest))
     banger_site.add_plugin("linking", "banger-linking-test", source=LINKING_SOURCE)
-    daemon.env["LINKING_CACHE"] = str(cache)
+    daemon.env["BANGER_TEST_LINKING_CACHE"] = str(cache)
 
     client = daemon.client()
     image = client.images.pull("linked", kernel_ref="fake-kernel")

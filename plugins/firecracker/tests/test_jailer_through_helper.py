@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any
 
+import pluggy
 import pytest
 
 import banger_hookspecs
@@ -38,11 +39,25 @@ pytestmark = [
 
 OWNER = pwd.getpwnam("nobody")
 #: The venv's interpreter lives under /root (0700) here, out of the owner's reach: the console pump
-#: the owner starts runs under the system Python (same 3.11) with the venv's packages on its path.
+#: the owner starts runs under the system Python (same 3.11) with copies of the packages it imports.
 SYSTEM_PYTHON = "/usr/bin/python3"
-OWNER_PYTHONPATH = os.pathsep.join(
-    [str(Path(banger_hookspecs.__file__).resolve().parents[1]), *(p for p in sys.path if p.endswith("site-packages"))]
-)
+OWNER_PYTHONPATH = ""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def owner_site() -> Iterator[str]:
+    """The contract and pluggy copied where the owner can read them (a venv or tox dir may be root's only)."""
+    global OWNER_PYTHONPATH
+    site = Path(tempfile.mkdtemp(prefix="bfc-owner-site-"))
+    try:
+        for package in (banger_hookspecs, pluggy):
+            shutil.copytree(Path(package.__file__).parent, site / package.__name__)
+        for path in (site, *site.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        OWNER_PYTHONPATH = str(site)
+        yield OWNER_PYTHONPATH
+    finally:
+        shutil.rmtree(site)
 
 
 class ForwardedHostOps(UnprivilegedHostOps):

@@ -43,6 +43,7 @@ def plain_debian_layer(golden: Path, work: Path) -> Path:
 
 
 @pytest.mark.e2e
+@pytest.mark.builtins  # boots through the qemu, usernet and debootstrap plugins: not in the oci-only tox env
 def test_a_pulled_debian_image_boots_to_ssh(e2e: E2E, tmp_path: Path) -> None:
     cache = Path(e2e.env["XDG_CACHE_HOME"]) / "banger" / "plugins" / "debootstrap" / "images"
     golden = max(cache.glob("*/rootfs.ext4"), key=lambda p: p.stat().st_mtime)
