@@ -219,6 +219,43 @@ def test_owner_daemon_runs_firecracker_jailed_through_the_root_side(
     assert all(disk.path.exists() for disk in spec.disks)
 
 
+def test_a_launch_failing_after_the_spawn_leaves_no_jailed_firecracker(
+    plugin_context: PluginContext, firecracker_binaries, owner_spec: VmSpec, chroot_base: Path
+) -> None:
+    """The console pump failing (as it did where the owner could not import it) must not leak the VMM."""
+    config = {
+        "firecracker_bin": str(firecracker_binaries.firecracker),
+        "jailer_bin": str(firecracker_binaries.jailer),
+        "jailer_chroot_base": str(chroot_base),
+    }
+    spawned: list[int] = []
+
+    class Recording(NetlinkHostOps):
+        def spawn_jailed_vmm(self, *args: Any) -> int:
+            pid = super().spawn_jailed_vmm(*args)
+            spawned.append(pid)
+            return pid
+
+    def launch(host_ops: HostOps, pause: Pause) -> dict[str, Any]:
+        import banger_firecracker.driver as driver_module
+
+        def no_pump(reader: int, log: Path) -> None:
+            raise OSError(f"the console log pump for {log} failed to start (exit status 1)")
+
+        driver_module.start_log_pump_from = no_pump  # in the owner's child only
+        driver = FirecrackerDriver(owner_context(plugin_context, host_ops, **config))
+        try:
+            driver.launch(owner_spec, RecordingProgress())
+        except OSError as exc:
+            return {"error": str(exc)}
+        return {"error": None}
+
+    result = as_owner(launch, Recording(config, owner_uid=OWNER.pw_uid))
+    assert result["error"] is not None and result["error"].startswith("the console log pump for ")
+    assert len(spawned) == 1
+    assert read_proc_stat(spawned[0]) is None, "the jailed Firecracker outlived the failed launch"
+
+
 def test_without_a_root_helper_firecracker_runs_unjailed_unless_required(
     plugin_context: PluginContext, firecracker_binaries, owner_spec: VmSpec
 ) -> None:

@@ -242,11 +242,18 @@ class FirecrackerDriver(VmmDriver):
                     str(fifo),
                 )
                 proc_stat = read_proc_stat(pid)  # at once: its start time tells this process from a reused pid
-                # Only now: without a root helper the launch falls back to an unjailed one.
-                progress.step("starting Firecracker in the jailer (through bangerd-root)")
-                spec.serial_log.write_bytes(b"")
-                os.set_blocking(reader, True)
-                start_log_pump_from(reader, spec.serial_log)  # capped: the guest may print forever
+                try:
+                    # Only now: without a root helper the launch falls back to an unjailed one.
+                    progress.step("starting Firecracker in the jailer (through bangerd-root)")
+                    spec.serial_log.write_bytes(b"")
+                    os.set_blocking(reader, True)
+                    start_log_pump_from(reader, spec.serial_log)  # capped: the guest may print forever
+                except BaseException:
+                    # The jailed Firecracker runs already: a launch that fails must not leave it behind.
+                    if proc_stat is not None:
+                        _kill_jailed(pid, proc_stat.start_time)
+                    self._cleanup_files(extra)
+                    raise
             finally:
                 os.close(reader)
         finally:
@@ -269,9 +276,7 @@ class FirecrackerDriver(VmmDriver):
             if not is_same_process(pid, start_time):
                 raise FirecrackerLaunchError(_failure(spec.name, "Firecracker exited right after InstanceStart", extra))
         except BaseException:
-            # Signals reach it once it runs as the owner; a jailer stuck as root is left to bangerd-root.
-            if signal_process(pid, start_time, signal.SIGKILL):
-                wait_gone(pid, start_time, TERM_GRACE)
+            _kill_jailed(pid, start_time)
             self._cleanup_files(extra)
             raise
         return VmProcess(BACKEND, pid, start_time, str(api_socket), extra)
@@ -393,3 +398,22 @@ def _format_tail(extra: Mapping[str, str], lines: int = 20) -> str:
 def _failure(name: str, what: str, extra: Mapping[str, str]) -> str:
     tail = _format_tail(extra)
     return f"VM {name} failed to start: {what}" + (f"\n{tail}" if tail else "")
+
+
+def _kill_jailed(pid: int, start_time: int) -> None:
+    """SIGKILL a jailed Firecracker of a failed launch, once it runs as the owner.
+
+    Right after the spawn the process is still the jailer, root's, until it
+    drops to the owner and execs Firecracker: signals are refused (EPERM) for
+    that moment. One stuck as root past :data:`TERM_GRACE` is bangerd-root's to end.
+    """
+    deadline = time.monotonic() + TERM_GRACE
+    while True:
+        try:
+            if signal_process(pid, start_time, signal.SIGKILL):
+                wait_gone(pid, start_time, TERM_GRACE)
+            return
+        except PermissionError:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
