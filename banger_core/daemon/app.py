@@ -211,8 +211,12 @@ class Daemon:
         return self.rt.dns_router("manual")
 
     async def stop_services(self) -> None:
-        """Stop answering DNS; VMs, taps, the bridge and resolver routes stay for the next daemon."""
+        """Stop answering DNS; VMs, taps, the bridge and resolver routes stay for the next daemon.
+
+        A warm template being made is not a VM anyone asked for: its VMM goes with this daemon.
+        """
         self.sessions.close()  # sessions stay in their guests: the next daemon adopts them
+        await self.run_blocking(self.vms.templates.finish_interrupted)
         if self.dns_server is not None:
             await self.dns_server.stop()
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import logging.handlers
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ log = logging.getLogger("banger.daemon")
 LOG_MAX_BYTES = 5 << 20
 LOG_BACKUPS = 3
 LIVENESS_INTERVAL = 3.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def setup_logging(log_file: Path, level: str, foreground: bool) -> None:
@@ -115,6 +117,13 @@ async def serve(env: dict[str, str], foreground: bool) -> int:
         server.should_exit = True
 
     daemon.shutdown_requested = request_exit
+    # uvicorn re-raises the signal that stopped it when serve() returns, under the handlers it found
+    # installed: with Python's defaults SIGTERM killed us before the shutdown below (no DNS stop, socket
+    # left behind, database not closed, a warm template's VMM orphaned). These only note it; the
+    # defaults come back, and the signal is raised again, once the shutdown is done.
+    received: list[int] = []
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, lambda number, _frame: received.append(number))
     web_ui = await start_web_ui(daemon)  # None when web_listen_addr is unset or unusable (logged)
     watcher = asyncio.get_running_loop().create_task(daemon.watch_liveness(LIVENESS_INTERVAL))
     log.info("listening on %s", rt.layout.socket)
@@ -128,6 +137,10 @@ async def serve(env: dict[str, str], foreground: bool) -> int:
         rt.layout.socket.unlink(missing_ok=True)
         rt.close()
         log.info("bangerd stopped; running VMs keep running")
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_DFL)  # a boot thread still running must not outlive a SIGTERM
+        if received:
+            signal.raise_signal(received[0])
     return 0
 
 

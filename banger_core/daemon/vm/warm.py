@@ -450,14 +450,18 @@ class Templates:
             shutil.rmtree(template.directory, ignore_errors=True)
 
     def finish_interrupted(self) -> None:
-        """At daemon start: stop the template VMs a dead daemon was making and drop their half-made files."""
+        """Stop the template VMs being made and drop their half-made files.
+
+        At daemon start (a dead daemon's builds) and at a graceful stop (this
+        daemon's own: a build thread that is still running fails, and cleans up too).
+        """
         for building in sorted(self.root.glob(f"{BUILDING_PREFIX}*")):
             try:
                 proc = _PROCESS.validate_json((building / "vmm.json").read_bytes())
             except (OSError, ValueError):
                 proc = None
             if proc is not None and is_same_process(proc.pid, proc.start_time):
-                log.warning("stopping the template VM (pid %d) an earlier daemon left running", proc.pid)
+                log.warning("stopping the template VM (pid %d) of an unfinished warm template", proc.pid)
                 signal_process(proc.pid, proc.start_time, signal.SIGKILL)
                 wait_gone(proc.pid, proc.start_time, 5.0)
             shutil.rmtree(building, ignore_errors=True)
