@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from banger_core.testing import RecordingProgress
 from banger_firecracker.api import FirecrackerApi
 from banger_firecracker.driver import FirecrackerDriver, FirecrackerLaunchError
 from banger_firecracker.payloads import UnsupportedSpec
-from banger_hookspecs import NicSpec, PluginContext, VmProcess, VmSpec
+from banger_hookspecs import NicSpec, PluginContext, VmProcess
 from banger_hookspecs.process import is_same_process, wait_gone
 
 pytestmark = pytest.mark.integration
@@ -35,36 +34,16 @@ def driver_for(ctx: PluginContext, **config: object) -> FirecrackerDriver:
     return FirecrackerDriver(dataclasses.replace(ctx, config={**ctx.config, **config}))
 
 
-@pytest.fixture
-def launched() -> Iterator[list[tuple[FirecrackerDriver, VmProcess]]]:
-    """VMs a test launched; killed at teardown whatever happened."""
-    vms: list[tuple[FirecrackerDriver, VmProcess]] = []
-    yield vms
-    for driver, proc in vms:
-        driver.kill(proc)
-        assert not is_same_process(proc.pid, proc.start_time)
-
-
-@pytest.fixture
-def fc_spec(make_spec: Callable[..., VmSpec], guest_kernel, guest_initrd: Path) -> Callable[..., VmSpec]:
-    def factory(**overrides: object) -> VmSpec:
-        values: dict[str, object] = {"kernel": guest_kernel.vmlinux, "initrd": guest_initrd}
-        values.update(overrides)
-        return make_spec(**values)
-
-    return factory
-
-
 def no_files_left(proc: VmProcess) -> None:
     assert not Path(proc.control_socket).exists()
     assert not Path(proc.extra["vsock_socket"]).exists()
 
 
 def test_every_call_is_accepted_and_a_dead_guest_is_reported(
-    plugin_context: PluginContext, firecracker_binaries, fc_spec, launched, serial_waiter, markers
+    plugin_context: PluginContext, firecracker_binaries, guest_spec, launched, serial_waiter, markers
 ) -> None:
     driver = driver_for(plugin_context, firecracker_bin=firecracker_binaries.firecracker)
-    spec = fc_spec(vsock_cid=3)
+    spec = guest_spec(vsock_cid=3)
     progress = RecordingProgress()
     proc = driver.launch(spec, progress)
     launched.append((driver, proc))
@@ -114,11 +93,11 @@ def test_every_call_is_accepted_and_a_dead_guest_is_reported(
 
 
 def test_tap_nic_inside_a_network_namespace(
-    plugin_context: PluginContext, firecracker_binaries, tap_netns, fc_spec, launched, run_dir: Path
+    plugin_context: PluginContext, firecracker_binaries, tap_netns, guest_spec, launched, run_dir: Path
 ) -> None:
     wrapper = tap_netns.wrapper(firecracker_binaries.firecracker, run_dir)
     driver = driver_for(plugin_context, firecracker_bin=wrapper)
-    spec = fc_spec(nic=NicSpec(kind="tap", mac="52:54:00:12:34:58", tap_name=tap_netns.tap))
+    spec = guest_spec(nic=NicSpec(kind="tap", mac="52:54:00:12:34:58", tap_name=tap_netns.tap))
     progress = RecordingProgress()
     proc = driver.launch(spec, progress)
     launched.append((driver, proc))
@@ -135,10 +114,10 @@ def test_tap_nic_inside_a_network_namespace(
 
 
 def test_stop_sends_ctrl_alt_del_then_kills(
-    plugin_context: PluginContext, firecracker_binaries, fc_spec, launched, caplog: pytest.LogCaptureFixture
+    plugin_context: PluginContext, firecracker_binaries, guest_spec, launched, caplog: pytest.LogCaptureFixture
 ) -> None:
     driver = driver_for(plugin_context, firecracker_bin=firecracker_binaries.firecracker)
-    proc = driver.launch(fc_spec(), RecordingProgress())
+    proc = driver.launch(guest_spec(), RecordingProgress())
     launched.append((driver, proc))
     with caplog.at_level(logging.INFO, logger="banger"):
         driver.stop(proc, timeout=2)
@@ -150,11 +129,11 @@ def test_stop_sends_ctrl_alt_del_then_kills(
 
 
 def test_a_bzimage_kernel_is_refused_with_firecrackers_fault_message(
-    plugin_context: PluginContext, firecracker_binaries, fc_spec, guest_kernel, run_dir: Path
+    plugin_context: PluginContext, firecracker_binaries, guest_spec, guest_kernel, run_dir: Path
 ) -> None:
     driver = driver_for(plugin_context, firecracker_bin=firecracker_binaries.firecracker)
     with pytest.raises(FirecrackerLaunchError) as failure:
-        driver.launch(fc_spec(kernel=guest_kernel.vmlinuz), RecordingProgress())
+        driver.launch(guest_spec(kernel=guest_kernel.vmlinuz), RecordingProgress())
     first_line, *rest = str(failure.value).splitlines()
     assert first_line.startswith("VM testvm failed to start: Firecracker refused PUT /actions: ")
     assert "Invalid Elf magic number" in first_line
@@ -172,9 +151,9 @@ def _exe_in(exe_link: Path, run_dir: Path) -> bool:
 
 
 def test_a_missing_disk_is_refused_with_firecrackers_fault_message(
-    plugin_context: PluginContext, firecracker_binaries, fc_spec, run_dir: Path
+    plugin_context: PluginContext, firecracker_binaries, guest_spec, run_dir: Path
 ) -> None:
-    spec = fc_spec()
+    spec = guest_spec()
     spec.disks[1].path.unlink()
     driver = driver_for(plugin_context, firecracker_bin=firecracker_binaries.firecracker)
     with pytest.raises(
@@ -185,15 +164,17 @@ def test_a_missing_disk_is_refused_with_firecrackers_fault_message(
 
 
 def test_user_networking_is_refused_before_anything_starts(
-    plugin_context: PluginContext, firecracker_binaries, fc_spec, run_dir: Path
+    plugin_context: PluginContext, firecracker_binaries, guest_spec, run_dir: Path
 ) -> None:
     driver = driver_for(plugin_context, firecracker_bin=firecracker_binaries.firecracker)
     with pytest.raises(UnsupportedSpec, match="--network bridge"):
-        driver.launch(fc_spec(nic=NicSpec(kind="user", mac="52:54:00:12:34:56")), RecordingProgress())
+        driver.launch(guest_spec(nic=NicSpec(kind="user", mac="52:54:00:12:34:56")), RecordingProgress())
     assert sorted(p.name for p in run_dir.iterdir()) == ["image.img", "overlay.img", "work.img"]
 
 
-def test_jailer_layout(plugin_context: PluginContext, firecracker_binaries, fc_spec, launched, run_dir: Path) -> None:
+def test_jailer_layout(
+    plugin_context: PluginContext, firecracker_binaries, guest_spec, launched, run_dir: Path
+) -> None:
     if os.geteuid() != 0:
         pytest.skip("the jailer needs root")
     driver = driver_for(
@@ -204,7 +185,7 @@ def test_jailer_layout(plugin_context: PluginContext, firecracker_binaries, fc_s
         jailer_uid=65534,
         jailer_gid=65534,
     )
-    spec = fc_spec(vsock_cid=5)
+    spec = guest_spec(vsock_cid=5)
     proc = driver.launch(spec, RecordingProgress())
     launched.append((driver, proc))
     jail = run_dir / "jail" / "firecracker" / spec.vm_id
@@ -251,7 +232,7 @@ def test_jailer_layout(plugin_context: PluginContext, firecracker_binaries, fc_s
 
 
 def test_the_agent_transport_speaks_connect_to_the_real_vsock_muxer(
-    plugin_context: PluginContext, firecracker_binaries, fc_spec, launched
+    plugin_context: PluginContext, firecracker_binaries, guest_spec, launched
 ) -> None:
     """banger's host half of the agent channel against Firecracker's own vsock UDS (no guest boots here)."""
     from banger_core.common.errors import AgentUnavailable
@@ -261,7 +242,7 @@ def test_the_agent_transport_speaks_connect_to_the_real_vsock_muxer(
     if plugin_context.host.kvm == "hardware":
         pytest.skip("a real guest would answer here; the e2e agent tests cover that case")
     driver = driver_for(plugin_context, firecracker_bin=firecracker_binaries.firecracker)
-    proc = driver.launch(fc_spec(vsock_cid=7), RecordingProgress())
+    proc = driver.launch(guest_spec(vsock_cid=7), RecordingProgress())
     launched.append((driver, proc))
     transport = VsockUdsTransport(Path(proc.extra["vsock_socket"]), VSOCK_PORT)
     # Firecracker accepts the Unix connection and reads CONNECT; with no guest agent it never says OK.

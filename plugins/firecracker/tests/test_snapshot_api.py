@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,29 +20,9 @@ import pytest
 from banger_core.testing import RecordingProgress
 from banger_firecracker.api import FirecrackerApi, FirecrackerApiError
 from banger_firecracker.driver import FirecrackerDriver
-from banger_hookspecs import PluginContext, VmProcess, VmSpec
-from banger_hookspecs.process import is_same_process
+from banger_hookspecs import PluginContext
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def launched() -> Iterator[list[tuple[FirecrackerDriver, VmProcess]]]:
-    vms: list[tuple[FirecrackerDriver, VmProcess]] = []
-    yield vms
-    for driver, proc in vms:
-        driver.kill(proc)
-        assert not is_same_process(proc.pid, proc.start_time)
-
-
-@pytest.fixture
-def fc_spec(make_spec: Callable[..., VmSpec], guest_kernel, guest_initrd: Path) -> Callable[..., VmSpec]:
-    def factory(**overrides: object) -> VmSpec:
-        values: dict[str, object] = {"kernel": guest_kernel.vmlinux, "initrd": guest_initrd}
-        values.update(overrides)
-        return make_spec(**values)
-
-    return factory
 
 
 def start_bare_firecracker(binary: str, run_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
@@ -68,12 +48,12 @@ def bare_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def test_full_snapshot_of_a_paused_microvm_loads_into_a_fresh_process(
-    plugin_context: PluginContext, firecracker_binaries, fc_spec, launched, bare_processes, tmp_path: Path
+    plugin_context: PluginContext, firecracker_binaries, guest_spec, launched, bare_processes, tmp_path: Path
 ) -> None:
     binary = firecracker_binaries.firecracker
     config = {**plugin_context.config, "firecracker_bin": binary}
     driver = FirecrackerDriver(dataclasses.replace(plugin_context, config=config))
-    spec = fc_spec()
+    spec = guest_spec()
     proc = driver.launch(spec, RecordingProgress())
     launched.append((driver, proc))
     state, memory = tmp_path / "state", tmp_path / "memory"

@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,16 +44,6 @@ def driver(plugin_context: PluginContext) -> Iterator[QemuDriver]:
     for proc in launched:
         qemu.kill(proc)
         assert not is_same_process(proc.pid, proc.start_time)
-
-
-@pytest.fixture
-def guest_spec(make_spec: Callable[..., VmSpec], guest_kernel, guest_initrd: Path) -> Callable[..., VmSpec]:
-    def factory(**overrides: object) -> VmSpec:
-        values: dict[str, object] = {"kernel": guest_kernel.vmlinux, "initrd": guest_initrd}
-        values.update(overrides)
-        return make_spec(**values)
-
-    return factory
 
 
 def _listeners(port: int) -> list[str]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from banger_core.testing import RecordingProgress
-from banger_hookspecs import PluginContext, VmmSnapshots, VmProcess, VmSpec
+from banger_hookspecs import PluginContext, VmmSnapshots, VmProcess
 from banger_hookspecs.process import is_same_process
 from banger_qemu.driver import QemuDriver, QemuLaunchError
 from banger_qemu.probe import find_binary, qemu_version
@@ -32,16 +32,6 @@ def driver(plugin_context: PluginContext) -> Iterator[tuple[QemuDriver, list[VmP
     for proc in started:
         qemu.kill(proc)
         assert not is_same_process(proc.pid, proc.start_time)
-
-
-@pytest.fixture
-def guest_spec(make_spec: Callable[..., VmSpec], guest_kernel, guest_initrd: Path) -> Callable[..., VmSpec]:
-    def factory(**overrides: object) -> VmSpec:
-        values: dict[str, object] = {"kernel": guest_kernel.vmlinux, "initrd": guest_initrd}
-        values.update(overrides)
-        return make_spec(**values)
-
-    return factory
 
 
 def test_a_saved_guest_resumes_in_a_new_qemu_from_copies_of_its_disks(
