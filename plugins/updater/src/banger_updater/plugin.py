@@ -1,10 +1,18 @@
-"""Entry point of banger-updater: the ``update_*`` config keys (docs/config.md, docs/updating.md)."""
+"""Entry point of banger-updater: the ``update`` command and its ``update_*`` config keys (docs/updating.md).
+
+Imported on every CLI call: the command module (click only) loads when the CLI lists its
+commands, and everything heavy (httpx, sigstore, the install code) only when ``update`` runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from banger_hookspecs import ConfigOption, hookimpl
+
+if TYPE_CHECKING:
+    import click
 
 #: Where releases are published (index.json, then {version}/manifest.json, its bundle, the wheelhouse).
 DEFAULT_RELEASE_URL = "https://banger-dev.github.io/banger/releases"
@@ -35,3 +43,10 @@ def banger_config_options() -> Iterable[ConfigOption]:
             help="the OIDC issuer that must have vouched for update_identity",
         ),
     ]
+
+
+@hookimpl
+def banger_cli_commands() -> Iterable[click.Command]:
+    from banger_updater.command import update
+
+    return [update]

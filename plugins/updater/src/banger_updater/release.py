@@ -37,7 +37,6 @@ WHEELHOUSE = "wheelhouse"
 
 MAX_INDEX_BYTES = 256 * 1024
 MAX_MANIFEST_BYTES = 64 * 1024
-MAX_SIGNATURE_BYTES = 64 * 1024
 MAX_RELEASES = 4096
 MAX_ARTIFACTS = 16
 #: banger, its plugins and every dependency as wheels weigh tens of MiB; 2 GiB bounds a hostile size.
