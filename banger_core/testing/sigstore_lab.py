@@ -123,8 +123,19 @@ class TrustLab:
         """A signing policy for ``identity``/``issuer`` under this lab's root."""
         return SigningPolicy(identity=identity, issuer=issuer, trusted_root=self.trusted_root)
 
-    def sign(self, data: bytes, *, identity: str = TEST_IDENTITY, issuer: str = TEST_ISSUER) -> bytes:
-        """A Sigstore bundle (JSON bytes) over ``data``, signed as ``identity`` logged in through ``issuer``."""
+    def sign(
+        self,
+        data: bytes,
+        *,
+        identity: str = TEST_IDENTITY,
+        issuer: str = TEST_ISSUER,
+        log_delay: timedelta = timedelta(0),
+    ) -> bytes:
+        """A Sigstore bundle (JSON bytes) over ``data``, signed as ``identity`` logged in through ``issuer``.
+
+        ``log_delay`` makes the log record the signature that long after the certificate was issued:
+        past the certificate's ten minutes, it stands for a signature made with an expired certificate.
+        """
         now = datetime.now(UTC).replace(microsecond=0)
         digest = hashlib.sha256(data).digest()
         signing_key = _new_key()
@@ -134,7 +145,7 @@ class TrustLab:
             "mediaType": _BUNDLE_MEDIA_TYPE,
             "verificationMaterial": {
                 "certificate": {"rawBytes": _b64(certificate.public_bytes(serialization.Encoding.DER))},
-                "tlogEntries": [self._log_entry(certificate, signature, digest, now)],
+                "tlogEntries": [self._log_entry(certificate, signature, digest, now + log_delay)],
             },
             "messageSignature": {
                 "messageDigest": {"algorithm": "SHA2_256", "digest": _b64(digest)},
@@ -143,10 +154,10 @@ class TrustLab:
         }
         return json.dumps(bundle, indent=2).encode()
 
-    def sign_file(self, path: Path, **kw: str) -> Path:
+    def sign_file(self, path: Path, **kw: Any) -> Path:
         """Sign ``path``'s bytes; writes the bundle to ``path`` + ``.sigstore.json`` and returns that path.
 
-        Keyword arguments go to :meth:`sign` (``identity``, ``issuer``).
+        Keyword arguments go to :meth:`sign` (``identity``, ``issuer``, ``log_delay``).
         """
         bundle = path.with_name(path.name + SIGNATURE_SUFFIX)
         bundle.write_bytes(self.sign(path.read_bytes(), **kw))
@@ -285,7 +296,7 @@ class TrustLab:
         return certificate
 
     def _log_entry(
-        self, certificate: x509.Certificate, signature: bytes, digest: bytes, now: datetime
+        self, certificate: x509.Certificate, signature: bytes, digest: bytes, logged: datetime
     ) -> dict[str, Any]:
         """Rekor's answer for a hashedrekord upload: the entry, its signed timestamp, its inclusion proof."""
         pem = certificate.public_bytes(serialization.Encoding.PEM)
@@ -303,7 +314,7 @@ class TrustLab:
         log_id = _key_id(rekor_public)
         log_index = self._log_index
         self._log_index += 1
-        integrated_time = int(now.timestamp())
+        integrated_time = int(logged.timestamp())
         promise = rfc8785.dumps(
             {"body": _b64(body), "integratedTime": integrated_time, "logID": log_id.hex(), "logIndex": log_index}
         )

@@ -98,6 +98,7 @@ def _verify_digest(digest: bytes, bundle_json: bytes, policy: SigningPolicy, sub
 
 
 def _load_verifier(policy: SigningPolicy) -> Verifier:
+    from sigstore._internal.trust import KeyringPurpose
     from sigstore.errors import Error as SigstoreError
     from sigstore.models import TrustedRoot
     from sigstore.verify import Verifier
@@ -109,7 +110,11 @@ def _load_verifier(policy: SigningPolicy) -> Verifier:
     except ValueError as exc:
         raise SignatureRefused(f"cannot verify signatures: {exc}; {fix}") from None
     try:
-        return Verifier(trusted_root=TrustedRoot.from_file(str(path)))
+        root = TrustedRoot.from_file(str(path))
+        verifier = Verifier(trusted_root=root)  # needs a Rekor log and a CA
+        # The CT keys are only looked up mid-verification, where a root without them would pass for a bad bundle.
+        root.ct_keyring(KeyringPurpose.VERIFY)
+        return verifier
     except (OSError, ValueError, SigstoreError) as exc:
         unusable = f"trusted root {path} is not a usable Sigstore trusted_root.json ({_one_line(exc)})"
         raise SignatureRefused(f"cannot verify signatures: {unusable}: {fix}") from None
@@ -166,6 +171,11 @@ def _explain(exc: Exception, digest: bytes, bundle: Bundle, policy: SigningPolic
     """
     message = str(exc.args[0]) if exc.args else ""
     root = policy.root_description()
+    if message.startswith("failed to build timestamp certificate chain") and "not valid at validation time" in message:
+        return (
+            "the signing certificate was not valid when the log recorded the signature (Sigstore certificates "
+            "live minutes): it was used expired or before its time; the publisher must re-sign"
+        )
     if message.startswith("failed to build timestamp certificate chain"):
         return (
             f"the signing certificate does not chain to a certificate authority of {root} at the time it was "
@@ -199,16 +209,6 @@ def _explain(exc: Exception, digest: bytes, bundle: Bundle, policy: SigningPolic
         return (
             "the bundle's log entry records another signature or file than the bundle carries: "
             "the bundle was altered; download it again"
-        )
-    if message.startswith("invalid signing cert: expired"):
-        return (
-            "the signing certificate was not valid when the log recorded the signature: "
-            "the signature was made with an expired or not-yet-valid certificate; the publisher must re-sign"
-        )
-    if message == "not enough sources of verified time":
-        return (
-            "the bundle carries no signed time (Rekor inclusion promise or RFC 3161 timestamp): "
-            "it cannot be checked against the certificate's short validity; the publisher must re-sign"
         )
     return f"Sigstore verification failed ({_one_line(exc)}): do not use this file"
 

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,12 @@ def test_a_bundle_without_signed_time_is_refused(trust_lab: TrustLab, signed: by
     assert "its Sigstore bundle is malformed (bundle must contain an inclusion promise or signed timestamp(s))" in line
 
 
+def test_a_signature_logged_after_the_certificate_expired_is_refused(trust_lab: TrustLab) -> None:
+    bundle = trust_lab.sign(DATA, log_delay=timedelta(minutes=20))
+    line = refusal(lambda: verify_bytes(DATA, bundle, trust_lab.policy()))
+    assert "signature refused: the signing certificate was not valid when the log recorded the signature" in line
+
+
 @pytest.mark.parametrize(
     "bundle",
     [
@@ -274,6 +281,21 @@ def test_an_unusable_trusted_root_refuses_with_the_fix(
     line = refusal(lambda: verify_bytes(DATA, signed, SigningPolicy(TEST_IDENTITY, TEST_ISSUER, root)))
     assert line.startswith(f"cannot verify signatures: trusted root {root} ")
     assert expected in line and line.endswith("fix sigstore_trusted_root (or remove it to use banger's pinned root)")
+
+
+@pytest.mark.parametrize("emptied", ["ctlogs", "tlogs", "certificateAuthorities"])
+def test_a_root_without_logs_or_authorities_is_an_unusable_root_not_a_bad_bundle(
+    trust_lab: TrustLab, tmp_path: Path, signed: bytes, emptied: str
+) -> None:
+    document = json.loads(trust_lab.trusted_root.read_text())
+    document[emptied] = []
+    root = tmp_path / "trusted_root.json"
+    root.write_text(json.dumps(document))
+    line = refusal(lambda: verify_bytes(DATA, signed, SigningPolicy(TEST_IDENTITY, TEST_ISSUER, root)))
+    assert line.startswith(
+        f"cannot verify signatures: trusted root {root} is not a usable Sigstore trusted_root.json ("
+    )
+    assert line.endswith("fix sigstore_trusted_root (or remove it to use banger's pinned root)")
 
 
 def test_a_policy_needs_an_identity_and_an_issuer() -> None:
