@@ -127,3 +127,17 @@ def publish(
     index = ReleaseIndex.from_json(index_file.read_bytes(), "index") if index_file.exists() else ReleaseIndex(())
     index_file.write_bytes(index.adding(parsed).to_json())
     return manifest
+
+
+def tree(root: Path) -> list[str]:
+    """Every path under ``root`` with its type, link target or content digest: "nothing changed" compares these."""
+    out = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_symlink():
+            out.append(f"{relative} -> {path.readlink()}")
+        elif path.is_file():
+            out.append(f"{relative} {hashlib.sha256(path.read_bytes()).hexdigest()[:16]}")
+        else:
+            out.append(f"{relative}/")
+    return out

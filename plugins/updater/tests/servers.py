@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import json
 import socket
@@ -114,17 +113,3 @@ class FakeDaemon:
             self._stop.set()
             self._thread.join(timeout=10)
             self._sock.close()
-
-
-def tree(root: Path) -> list[str]:
-    """Every path under ``root`` with its type, link target or content digest: "nothing changed" compares these."""
-    out = []
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if path.is_symlink():
-            out.append(f"{relative} -> {path.readlink()}")
-        elif path.is_file():
-            out.append(f"{relative} {hashlib.sha256(path.read_bytes()).hexdigest()[:16]}")
-        else:
-            out.append(f"{relative}/")
-    return out

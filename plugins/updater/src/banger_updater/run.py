@@ -19,7 +19,7 @@ from banger_core.common.errors import BangerError
 from banger_hookspecs import Progress
 from banger_updater.fetch import ReleaseSource
 from banger_updater.release import INDEX_NAME, MAX_INDEX_BYTES, Manifest, ReleaseIndex, Version, artifact_path
-from banger_updater.swap import Installation, Services, SystemdServices, Target, refuse_if_busy, switch
+from banger_updater.swap import Installation, Services, SystemdServices, Target, switch
 from banger_updater.verify import check_artifact, signing_policy, verified_manifest
 
 
@@ -102,15 +102,17 @@ class Updater:
         work = inst.work_dir()
         part = work / f"{artifact.sha256}.part"
         self.progress.step(f"downloading {artifact.name} ({artifact.size} bytes)")
-        self.source.download(artifact_path(version, artifact.name), part, artifact.size, self.progress)
-        self.progress.step("checking its size and sha256 against the signed manifest")
-        check_artifact(part, artifact, url)
+        try:
+            self.source.download(artifact_path(version, artifact.name), part, artifact.size, self.progress)
+        except (Exception, KeyboardInterrupt):
+            inst.remove_work_unless(part)  # what was received stays for the next run to resume
+            raise
         name = str(version)
         wheels = work / f"wheels-{name}"
         venv = work / f"venv-{name}"
-        for leftover in (wheels, venv):
-            shutil.rmtree(leftover, ignore_errors=True)
         try:
+            self.progress.step("checking its size and sha256 against the signed manifest")
+            check_artifact(part, artifact, url)
             self.progress.step(f"unpacking {artifact.name}")
             unpack(part, wheels, artifact.name)
             stamp = wheel_build_info(wheels)
@@ -123,24 +125,22 @@ class Updater:
             create_venv(venv, wheels, offline=True)
             relocate_scripts(venv, inst.layout.venv(name))
         except (Exception, KeyboardInterrupt):
-            shutil.rmtree(venv, ignore_errors=True)
+            inst.remove_work()
             raise
-        finally:
-            shutil.rmtree(wheels, ignore_errors=True)
+        shutil.rmtree(wheels)
         return Target(name, name, manifest.commit, manifest.built_at), venv
 
     def install(self, inst: Installation, version: Version, services: Services | None, *, dry_run: bool) -> str:
         """Install ``version`` (or, ``dry_run``, everything but placing and switching); return a summary line."""
-        socket = Path(inst.record.socket)
         if services is not None and not dry_run:
-            refuse_if_busy(socket)  # before the download, to fail fast
+            services.ensure_idle()  # before the download, to fail fast
         target, venv = self.prepare(inst, version)
         if dry_run:
             inst.remove_work()
             return f"dry run: {version} verified, downloaded and built; nothing changed (still {inst.record.version})"
         try:
             if services is not None:
-                refuse_if_busy(socket)  # and again: the download and the build took their time
+                services.ensure_idle()  # and again: the download and the build took their time
             aside = inst.place(venv, target.name)
         except BangerError:
             inst.remove_work()
@@ -155,17 +155,18 @@ class Updater:
         removed = inst.prune({target.name, old})
         inst.remove_work()
         dropped = f"; removed {', '.join(removed)}" if removed else ""
-        return f"banger {inst.record.version} -> {version}{_how(inst)}; {old} kept for --rollback{dropped}"
+        return f"banger {inst.record.version} -> {version}{_how(inst, services)}; {old} kept for --rollback{dropped}"
 
 
 def rollback(inst: Installation, services: Services | None, progress: Progress) -> str:
     """Switch back to the kept previous version (no download: it is still built)."""
     target = inst.target_of_kept(inst.previous_name())
     if services is not None:
-        refuse_if_busy(Path(inst.record.socket))
+        services.ensure_idle()
     progress.step(f"switching {inst.layout.current} back to versions/{target.name}")
     old = switch(inst, target, services)
-    return f"banger {inst.record.version} -> {target.version}{_how(inst)}; {old} kept (--rollback again returns to it)"
+    how = _how(inst, services)
+    return f"banger {inst.record.version} -> {target.version}{how}; {old} kept (--rollback again returns to it)"
 
 
 def services_for(inst: Installation) -> Services | None:
@@ -175,7 +176,7 @@ def services_for(inst: Installation) -> Services | None:
     return SystemdServices(Path(inst.record.socket), inst.current_link)
 
 
-def _how(inst: Installation) -> str:
-    if inst.live:
+def _how(inst: Installation, services: Services | None) -> str:
+    if services is not None:
         return " (services restarted, doctor passed)"
     return f" under {inst.layout.root} (--root: no services restarted, no doctor run)"

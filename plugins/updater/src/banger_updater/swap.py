@@ -48,6 +48,9 @@ class Target:
 class Services(Protocol):
     """The running side of an install: restarted after a flip, then checked."""
 
+    def ensure_idle(self) -> None:
+        """Raise (one line) while a restart would cut work short."""
+
     def restart(self) -> None: ...
 
     def check(self, target: Target) -> None:
@@ -131,6 +134,11 @@ class Installation:
 
     def remove_work(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+
+    def remove_work_unless(self, part: Path) -> None:
+        """Remove the scratch area unless ``part`` (a partial download to resume) is in it."""
+        if not part.exists():
+            self.remove_work()
 
     def place(self, scratch: Path, name: str) -> Path | None:
         """Move the venv built in ``scratch`` to versions/``name``; a kept copy of it is moved aside (returned)."""
@@ -253,6 +261,14 @@ class SystemdServices:
         self.current = current
         self.ready_timeout = ready_timeout
 
+    def ensure_idle(self) -> None:
+        """Refuse while bangerd creates or deletes VMs or pulls (running VMs are fine: they are adopted)."""
+        status = daemon_status(self.socket)
+        busy = status.get("in_progress") if status is not None else None
+        if isinstance(busy, dict) and busy:
+            doing = ", ".join(f"{what} x{count}" for what, count in sorted(busy.items()))
+            raise BangerError(f"bangerd is busy ({doing}): let it finish, then run `banger update` again")
+
     def restart(self) -> None:
         from banger_core.install.service import systemctl
 
@@ -304,12 +320,3 @@ def daemon_status(socket: Path) -> dict[str, object] | None:
     except (OSError, ValueError):  # nothing listens, a garbled answer, not JSON
         return None
     return answer if code == 200 and isinstance(answer, dict) else None
-
-
-def refuse_if_busy(socket: Path) -> None:
-    """Refuse while bangerd creates or deletes VMs or pulls (a restart would cut them short)."""
-    status = daemon_status(socket)
-    busy = status.get("in_progress") if status is not None else None
-    if isinstance(busy, dict) and busy:
-        doing = ", ".join(f"{what} x{count}" for what, count in sorted(busy.items()))
-        raise BangerError(f"bangerd is busy ({doing}): let it finish, then run `banger update` again")

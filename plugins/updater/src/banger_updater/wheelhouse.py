@@ -46,7 +46,7 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path, label: s
         raise BangerError(f"{label}: more than {MAX_WHEELS} members: {FIX}")
     if not member.isreg():
         raise BangerError(f"{label}: member {shown} is not a regular file (a link, directory or device): {FIX}")
-    if _WHEEL.fullmatch(member.name) is None or member.name.startswith("."):
+    if _WHEEL.fullmatch(member.name) is None:
         raise BangerError(f"{label}: member {shown} is not a wheel file at the top level (NAME.whl): {FIX}")
     if member.size > MAX_WHEEL_BYTES:
         raise BangerError(f"{label}: member {shown} is {member.size} bytes, over {MAX_WHEEL_BYTES}: {FIX}")
