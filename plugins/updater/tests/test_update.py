@@ -262,3 +262,15 @@ def test_the_manifest_model_is_what_the_release_files_hold(published: Path) -> N
         published / artifact_path(manifest.version, manifest.wheelhouse.name)
     ).stat().st_size == manifest.wheelhouse.size
     assert (published / signature_path(manifest.version)).exists()
+
+
+def test_a_live_update_without_systemd_is_refused_in_one_line(installed: Path, updater_env: dict[str, str]) -> None:
+    """This host's PID 1 is not systemd: a live update (no --root) has no services to swap."""
+    env = {**updater_env, "BANGER_INSTALL_TOML": str(installed / "etc/banger/install.toml")}
+    before = tree(installed)
+    result = invoke_cli(["update"], env)
+    assert result.exit_code == 1
+    assert error_line(result.stderr) == (
+        "banger: error: PID 1 is not systemd, so no service runs here: --root DIR updates a rendered install"
+    )
+    assert tree(installed) == before
