@@ -117,8 +117,8 @@ def _change(
         updater = run.Updater(app.config, progress)
         try:
             wanted = updater.choose(inst, version)
-            if wanted is None:
-                return f"banger {inst.record.version}: nothing to do"
+            if isinstance(wanted, str):
+                return wanted
             return updater.install(inst, wanted, services, dry_run=dry_run)
         finally:
             updater.close()
