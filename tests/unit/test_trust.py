@@ -187,6 +187,44 @@ def test_a_bundle_with_a_garbage_certificate_is_refused(trust_lab: TrustLab, sig
     assert "its Sigstore bundle is malformed" in line
 
 
+def _leaves(node: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every path into a JSON document (its containers' too)."""
+    found = [path] if path else []
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        found += _leaves(child, (*path, key))
+    return found
+
+
+CORRUPTIONS: list[Any] = [None, 0, -1, 2**70, "", "x", [], {}, True, "!!not base64!!", "Z2FyYmFnZQ==", "MAMCAQE="]
+
+
+def test_every_single_field_corruption_of_a_bundle_is_refused_in_one_line(trust_lab: TrustLab, signed: bytes) -> None:
+    """Each field replaced by a wrong type, garbage, garbage base64 or DER: a refusal line, never a traceback.
+
+    The one change that verifies is dropping the optional message digest: the signature itself is over the
+    digest, and the log entry records it.
+    """
+    original = json.loads(signed)
+    accepted = []
+    for path in _leaves(original):
+        for corruption in CORRUPTIONS:
+            document = json.loads(signed)
+            parent = document
+            for key in path[:-1]:
+                parent = parent[key]
+            if parent[path[-1]] == corruption:
+                continue
+            parent[path[-1]] = corruption
+            try:
+                verify_bytes(DATA, json.dumps(document).encode(), trust_lab.policy())
+            except SignatureRefused as exc:
+                assert "\n" not in str(exc)
+            else:
+                accepted.append((path, corruption))
+    assert accepted == [(("messageSignature", "messageDigest"), None)]
+
+
 def test_an_oversized_bundle_is_refused_before_parsing(trust_lab: TrustLab, signed: bytes) -> None:
     huge = signed + b" " * MAX_BUNDLE_BYTES
     line = refusal(lambda: verify_bytes(DATA, huge, trust_lab.policy()))
