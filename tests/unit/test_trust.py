@@ -162,6 +162,13 @@ def test_a_signature_logged_after_the_certificate_expired_is_refused(trust_lab: 
     assert "signature refused: the signing certificate was not valid when the log recorded the signature" in line
 
 
+def test_a_certificate_sigstore_cannot_read_is_refused_not_a_traceback(trust_lab: TrustLab) -> None:
+    bundle = trust_lab.sign(DATA, code_signing=False)  # no key usage: sigstore's lookup raises outside its errors
+    line = refusal(lambda: verify_bytes(DATA, bundle, trust_lab.policy()))
+    assert "signature refused: the bundle's certificate or log entry is unusable (No <class" in line
+    assert line.endswith("it was not made by a Sigstore signer; do not use this file")
+
+
 @pytest.mark.parametrize(
     "bundle",
     [
