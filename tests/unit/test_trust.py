@@ -6,6 +6,7 @@ Each refusal is one line naming the failed check; the good case is accepted by t
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -94,8 +95,6 @@ def test_a_tampered_file_is_refused_as_a_digest_mismatch(trust_lab: TrustLab, tm
 def test_a_tampered_file_with_the_bundle_digest_rewritten_fails_the_signature(
     trust_lab: TrustLab, signed: bytes
 ) -> None:
-    import hashlib
-
     forged = DATA.replace(b"v0.2.0", b"v9.9.9")
 
     def rewrite_digest(document: dict[str, Any]) -> None:
@@ -293,6 +292,9 @@ def test_a_ct_key_missing_from_the_root_is_refused(tmp_path: Path) -> None:
 def test_the_pinned_public_good_root_loads_and_refuses_a_lab_bundle(signed: bytes) -> None:
     from sigstore.models import TrustedRoot
 
+    # A change of what banger trusts is deliberate: this digest, docs/updating.md and policy.py change with it.
+    pinned_digest = "6494e21ea73fa7ee769f85f57d5a3e6a08725eae1e38c755fc3517c9e6bc0b66"
+    assert hashlib.sha256(PINNED_TRUSTED_ROOT.read_bytes()).hexdigest() == pinned_digest
     pinned = TrustedRoot.from_file(str(PINNED_TRUSTED_ROOT))
     assert any(cert.subject.rfc4514_string() == "CN=sigstore,O=sigstore.dev" for cert in pinned.get_fulcio_certs())
     production_rekor = base64.b64decode("wNI9atQGlz+VWfO6LRygH4QUfY/8W4RFwiT5i5WRgB0=")
