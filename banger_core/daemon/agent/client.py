@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from banger_core.common.errors import AgentAuthError, AgentError, AgentUnavailable, InvalidRequest
 from banger_core.daemon.agent.identity import GuestIdentity
@@ -34,6 +34,7 @@ from banger_core.daemon.agent.transport import (
     VirtioSerialTransport,
     VsockUdsTransport,
 )
+from banger_core.daemon.crashpoint import crash_point
 from banger_hookspecs import guest_agent as wire
 from banger_hookspecs.names import VM_NAME_RULE, is_vm_name
 
@@ -45,12 +46,22 @@ if TYPE_CHECKING:
 HOST_TOKEN_FILE = "agent.token"  # noqa: S105 (a file name)
 #: The same token on the work disk (mounted at /root in the guest).
 WORK_DISK_TOKEN = Path(wire.TOKEN_PATH).relative_to("/root")
+#: A new token the host keeps until the guest has taken it (see :func:`rotate_vm_token`).
+PENDING_TOKEN_FILE = "agent.token.pending"  # noqa: S105 (a file name)
+#: Seconds :func:`settled_token` gives each probe of a token.
+SETTLE_TIMEOUT = 30.0
 #: Serialises clients of one VM's agent channel.
 LOCK_FILE = "agent.lock"
 #: Stale bytes a previous aborted client may have left in the port; more than this is not a banger agent.
 MAX_RESYNC_BYTES = 4 * wire.MAX_FRAME
 
 OutputSink = Callable[[bytes], None]
+
+
+class ByteSource(Protocol):
+    """Where an exec's stdin comes from: a binary file, or anything whose ``read`` returns b"" at the end."""
+
+    def read(self, size: int, /) -> bytes: ...
 
 
 def new_token() -> str:
@@ -71,18 +82,66 @@ def write_host_token(vm_dir: Path, token: str) -> None:
     _write_new_secret(vm_dir / HOST_TOKEN_FILE, token)
 
 
-def _write_new_secret(path: Path, token: str) -> None:
+def _write_new_secret(path: Path, token: str, *, sync: bool = False) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token)
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
-def replace_host_token(vm_dir: Path, token: str) -> None:
-    """Swap the VM's host-side token for ``token`` atomically (after the guest took it)."""
-    partial = vm_dir / f".{HOST_TOKEN_FILE}.new"
-    partial.unlink(missing_ok=True)
-    _write_new_secret(partial, token)
-    os.replace(partial, vm_dir / HOST_TOKEN_FILE)
+def rotate_vm_token(client: AgentClient, vm_dir: Path, timeout: float) -> None:
+    """Give the guest behind ``client`` a new token and make it the VM's, surviving a crash at any point.
+
+    The new token is on the host (``agent.token.pending``, synced) before the guest takes it, and
+    becomes ``agent.token`` by rename after: a daemon that dies in between leaves both files, and
+    :func:`settled_token` finds which one the guest accepts.
+    """
+    token = new_token()
+    pending = vm_dir / PENDING_TOKEN_FILE
+    pending.unlink(missing_ok=True)
+    _write_new_secret(pending, token, sync=True)
+    client.rotate_token(token, timeout)
+    crash_point("agent:token-rotated")
+    os.replace(pending, vm_dir / HOST_TOKEN_FILE)
+    _sync_dir(vm_dir)
+    client.token = token
+
+
+def settled_token(transport: Transport, vm_dir: Path, lock_path: Path | None) -> str:
+    """The VM's agent token; after a rotation a crash interrupted, whichever of the two the guest accepts.
+
+    Current first; the pending one when the guest refuses the current (it took the new one and the
+    host died before the rename), which then becomes current. A pending token the guest refuses is
+    dropped (the host died before the guest took it). While the agent cannot be asked, nothing moves.
+    """
+    current_path, pending_path = vm_dir / HOST_TOKEN_FILE, vm_dir / PENDING_TOKEN_FILE
+    try:
+        current = current_path.read_text().strip()
+    except FileNotFoundError:
+        raise AgentUnavailable("this VM has no guest agent token (created by an older banger): recreate it") from None
+    try:
+        pending = pending_path.read_text().strip()
+    except FileNotFoundError:
+        return current
+    try:
+        AgentClient(transport, current, lock_path).health(timeout=SETTLE_TIMEOUT)
+    except AgentAuthError:
+        AgentClient(transport, pending, lock_path).health(timeout=SETTLE_TIMEOUT)  # refused too: raises
+        os.replace(pending_path, current_path)
+        _sync_dir(vm_dir)
+        return pending
+    pending_path.unlink(missing_ok=True)
+    return current
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def guest_cid(vm_id: str) -> int:
@@ -317,12 +376,19 @@ class AgentClient:
         return sessions
 
     def set_identity(
-        self, identity: GuestIdentity, timeout: float, *, entropy: bytes = b"", clock: float | None = None
+        self,
+        identity: GuestIdentity,
+        timeout: float,
+        *,
+        entropy: bytes = b"",
+        clock: float | None = None,
+        wait_sshd: bool = True,
     ) -> None:
         """Install hostname, machine-id, ssh host key (sshd reloaded if running) and network settings.
 
         ``entropy`` is mixed into the guest's RNG and ``clock`` (Unix time) sets its wall clock, both
         before the key is installed: what a guest restored from a saved state needs, in the same call.
+        Not ``wait_sshd``: the answer comes once sshd's reload is asked for, before it listens again.
         """
         if not is_vm_name(identity.hostname):
             raise InvalidRequest(f"invalid hostname {identity.hostname!r}: {VM_NAME_RULE}")
@@ -339,6 +405,7 @@ class AgentClient:
             "address": identity.address,
             "gateway": identity.gateway,
             "dns": list(identity.dns),
+            "wait_sshd": wait_sshd,
         }
         self._call("set identity", request, timeout)
 
@@ -354,12 +421,16 @@ class AgentClient:
         *,
         stdout: OutputSink,
         stderr: OutputSink,
-        stdin: BinaryIO | bytes | None = None,
+        stdin: ByteSource | bytes | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        env_exact: bool = False,
         timeout: float | None = None,
     ) -> int:
         """Run ``argv`` in the guest, streaming its output to ``stdout``/``stderr`` as it comes.
+
+        ``env`` is added to the agent's base environment (root's HOME, a system PATH), or with
+        ``env_exact`` is the command's whole environment.
 
         Returns:
             The exit status; ``-N`` when killed by signal N.
@@ -368,7 +439,14 @@ class AgentClient:
             raise InvalidRequest("nothing to run: give a command")
         if cwd is not None:
             validate_remote_path(cwd)
-        request = {"op": "exec", "argv": argv, "cwd": cwd, "env": env or {}, "stdin": stdin is not None}
+        request = {
+            "op": "exec",
+            "argv": argv,
+            "cwd": cwd,
+            "env": env or {},
+            "env_exact": env_exact,
+            "stdin": stdin is not None,
+        }
         with self._session(timeout) as channel:
             channel.send_json(wire.REQUEST, request)
             channel.read_ok(f"exec {argv[0]}")
@@ -456,7 +534,7 @@ class AgentClient:
         return written
 
 
-def _feed_stdin(channel: _Channel, stdin: BinaryIO | bytes) -> None:
+def _feed_stdin(channel: _Channel, stdin: ByteSource | bytes) -> None:
     try:
         if isinstance(stdin, bytes):
             for offset in range(0, len(stdin), wire.CHUNK):
@@ -483,10 +561,8 @@ def agent_client_at(layout: Layout, vm_id: str) -> AgentClient:
     from banger_core.daemon.vm.handles import HandleStore
 
     run_dir = layout.vm_run_dir(vm_id)
-    try:
-        token = (layout.vm_dir(vm_id) / HOST_TOKEN_FILE).read_text().strip()
-    except FileNotFoundError:
-        raise AgentUnavailable("this VM has no guest agent token (created by an older banger): recreate it") from None
+    if not (layout.vm_dir(vm_id) / HOST_TOKEN_FILE).exists():
+        raise AgentUnavailable("this VM has no guest agent token (created by an older banger): recreate it")
     handles = HandleStore(layout).read(vm_id)
     if handles is None or handles.vmm is None:
         raise AgentUnavailable("the VM is not running: start it first")
@@ -496,4 +572,5 @@ def agent_client_at(layout: Layout, vm_id: str) -> AgentClient:
         transport = VsockUdsTransport(Path(vsock), wire.VSOCK_PORT)
     else:
         transport = VirtioSerialTransport(run_dir / QEMU_AGENT_SOCKET)
-    return AgentClient(transport, token, run_dir / LOCK_FILE)
+    lock = run_dir / LOCK_FILE
+    return AgentClient(transport, settled_token(transport, layout.vm_dir(vm_id), lock), lock)
