@@ -92,17 +92,25 @@ def _write_new_secret(path: Path, token: str, *, sync: bool = False) -> None:
 
 
 def rotate_vm_token(client: AgentClient, vm_dir: Path, timeout: float) -> None:
-    """Give the guest behind ``client`` a new token and make it the VM's, surviving a crash at any point.
+    """Give the guest behind ``client`` a new token and make it the VM's, surviving a crash at any point."""
+    with token_rotation(client, vm_dir) as token:
+        client.rotate_token(token, timeout)
+
+
+@contextmanager
+def token_rotation(client: AgentClient, vm_dir: Path) -> Iterator[str]:
+    """A new token for the VM, for the block to hand to the guest (``rotate_token``, or with the identity).
 
     The new token is on the host (``agent.token.pending``, synced) before the guest takes it, and
-    becomes ``agent.token`` by rename after: a daemon that dies in between leaves both files, and
-    :func:`settled_token` finds which one the guest accepts.
+    becomes ``agent.token`` by rename after the block: a daemon that dies in between leaves both
+    files, and :func:`settled_token` finds which one the guest accepts. A block that fails leaves
+    the pending file for that same check (the guest may have taken the token before the failure).
     """
     token = new_token()
     pending = vm_dir / PENDING_TOKEN_FILE
     pending.unlink(missing_ok=True)
     _write_new_secret(pending, token, sync=True)
-    client.rotate_token(token, timeout)
+    yield token
     crash_point("agent:token-rotated")
     os.replace(pending, vm_dir / HOST_TOKEN_FILE)
     _sync_dir(vm_dir)
@@ -383,13 +391,17 @@ class AgentClient:
         entropy: bytes = b"",
         clock: float | None = None,
         wait_sshd: bool = True,
+        new_token: str | None = None,
     ) -> None:
         """Install hostname, machine-id, ssh host key (sshd reloaded if running) and network settings.
 
         ``entropy`` is mixed into the guest's RNG and ``clock`` (Unix time) sets its wall clock, both
         before the key is installed: what a guest restored from a saved state needs, in the same call.
         Not ``wait_sshd``: the answer comes once sshd's reload is asked for, before it listens again.
+        ``new_token``: the guest's agent token from then on (see :func:`token_rotation`), in the same call.
         """
+        if new_token is not None:
+            _check_token(new_token)
         if not is_vm_name(identity.hostname):
             raise InvalidRequest(f"invalid hostname {identity.hostname!r}: {VM_NAME_RULE}")
         if len(identity.machine_id) != 32 or set(identity.machine_id) - set("0123456789abcdef"):
@@ -407,12 +419,13 @@ class AgentClient:
             "dns": list(identity.dns),
             "wait_sshd": wait_sshd,
         }
+        if new_token is not None:
+            request["token"] = new_token
         self._call("set identity", request, timeout)
 
     def rotate_token(self, token: str, timeout: float) -> None:
         """Make ``token`` the guest's only accepted token (the caller keeps it as the VM's token)."""
-        if len(token) != 64 or set(token) - set("0123456789abcdef"):
-            raise InvalidRequest("invalid agent token: use 64 lowercase hex digits")
+        _check_token(token)
         self._call("token rotation", {"op": "rotate_token", "token": token}, timeout)
 
     def exec(
@@ -425,12 +438,14 @@ class AgentClient:
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         env_exact: bool = False,
+        rlimits: dict[str, list[int]] | None = None,
         timeout: float | None = None,
     ) -> int:
         """Run ``argv`` in the guest, streaming its output to ``stdout``/``stderr`` as it comes.
 
         ``env`` is added to the agent's base environment (root's HOME, a system PATH), or with
-        ``env_exact`` is the command's whole environment.
+        ``env_exact`` is the command's whole environment. ``rlimits`` (``RLIMIT_*`` -> [soft, hard],
+        -1 unlimited) are set for the command instead of the agent's own.
 
         Returns:
             The exit status; ``-N`` when killed by signal N.
@@ -445,6 +460,7 @@ class AgentClient:
             "cwd": cwd,
             "env": env or {},
             "env_exact": env_exact,
+            "rlimits": rlimits or {},
             "stdin": stdin is not None,
         }
         with self._session(timeout) as channel:
@@ -532,6 +548,11 @@ class AgentClient:
             local.unlink(missing_ok=True)
             raise
         return written
+
+
+def _check_token(token: str) -> None:
+    if len(token) != 64 or set(token) - set("0123456789abcdef"):
+        raise InvalidRequest("invalid agent token: use 64 lowercase hex digits")
 
 
 def _feed_stdin(channel: _Channel, stdin: ByteSource | bytes) -> None:
