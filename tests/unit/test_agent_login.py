@@ -139,6 +139,16 @@ def test_the_command_gets_the_limits_it_is_given(tmp_path: Path) -> None:
     assert status == 0
     assert b"".join(out).decode().split() == [str(lower[0]), str(lower[1])]
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)  # the agent's own are untouched
+    # One Python's resource module has no name for, set all the same.
+    out.clear()
+    status = client.exec(
+        ["sh", "-c", "grep 'Max file locks' /proc/self/limits"],
+        stdout=out.append,
+        stderr=out.append,
+        rlimits={"RLIMIT_LOCKS": [100, 200]},
+        timeout=30,
+    )
+    assert (status, b"".join(out).split()[3:5]) == (0, [b"100", b"200"])
     refused: list[bytes] = []
     with pytest.raises(AgentError, match="bad rlimit"):
         client.exec(["true"], stdout=refused.append, stderr=refused.append, rlimits={"RLIMIT_BOGUS": [1, 1]})

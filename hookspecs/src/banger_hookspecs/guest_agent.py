@@ -100,6 +100,10 @@ def _spawn(argv: list[str], request: dict[str, Any]) -> subprocess.Popen[bytes]:
     )
 
 
+#: Linux limits Python's resource module has no name for (the generic Linux numbering).
+_RLIMITS_NOT_IN_PYTHON = {"RLIMIT_LOCKS": 10}
+
+
 def _rlimits(value: object) -> list[tuple[int, int, int]]:
     """``{"RLIMIT_NOFILE": [soft, hard], ...}`` (-1: unlimited) as ``(resource, soft, hard)``; ValueError if not."""
     if not value:
@@ -108,7 +112,7 @@ def _rlimits(value: object) -> list[tuple[int, int, int]]:
         raise ValueError("rlimits must be an object")
     limits = []
     for name, pair in value.items():
-        number = getattr(resource, str(name), None) if str(name).startswith("RLIMIT_") else None
+        number = getattr(resource, str(name), _RLIMITS_NOT_IN_PYTHON.get(str(name)))
         if not isinstance(number, int) or not isinstance(pair, list) or len(pair) != 2:
             raise ValueError(f"bad rlimit {name!r}")
         soft, hard = (resource.RLIM_INFINITY if int(v) < 0 else int(v) for v in pair)
