@@ -70,6 +70,10 @@ _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _TOKEN_RE = re.compile(r"^[0-9a-f]{64}$")
 SSHD_PID_FILES = ("/run/sshd.pid", "/var/run/sshd.pid")
+#: Seconds between checks for a host on the virtio-serial port: idle, and for a while after a host left.
+IDLE_POLL = 0.05
+BRISK_POLL = 0.005
+BRISK_POLL_WINDOW = 3.0
 #: Seconds a reloaded sshd gets to listen again (its re-exec is a Python-free fork+exec: well under this).
 SSHD_RELOAD_TIMEOUT = 10.0
 _STARTED = time.monotonic()
@@ -795,11 +799,16 @@ def serve_virtio_port(agent: Agent) -> None:
     fd = os.open(device, os.O_RDWR | os.O_NONBLOCK)
     poller = select.poll()
     poller.register(fd, select.POLLIN)
+    last_host = time.monotonic()
     while True:
-        # With no host connected the port polls POLLHUP (and reads 0): wait for a host.
+        # With no host connected the port polls POLLHUP (and reads 0): wait for a host, briskly for a
+        # while after the last one left (the next call often follows: a warm restore's identity call,
+        # then `vm run`'s command; a template is saved right after its health check, so a restored
+        # guest resumes inside that window), then at an idle guest's pace.
         events = poller.poll(1000)
         if not events or events[0][1] & select.POLLHUP:
-            time.sleep(0.05)
+            brisk = time.monotonic() - last_host < BRISK_POLL_WINDOW
+            time.sleep(BRISK_POLL if brisk else IDLE_POLL)
             continue
         try:
             agent.serve(Conn(fd))
@@ -807,6 +816,7 @@ def serve_virtio_port(agent: Agent) -> None:
             pass
         except Exception as exc:
             _log(f"virtio-serial connection failed: {exc}")
+        last_host = time.monotonic()
 
 
 def serve_vsock(agent: Agent) -> None:
