@@ -61,8 +61,8 @@ def vm_run_true(env: dict[str, str], *flags: str) -> float:
 def raw_restore(env: dict[str, str], template: Path, work: Path, client_key: Path, *, until: str = "ssh") -> float:
     """QEMU by hand from the template's files; seconds from copying the disks to `ssh true` succeeding
     (``until="ssh"``) or to the guest agent's first answer (``until="agent"``)."""
-    from banger_core.daemon.agent.client import AgentClient
-    from banger_core.daemon.agent.transport import QEMU_AGENT_SOCKET, VirtioSerialTransport
+    from banger_core.common.agent_client import AgentClient
+    from banger_core.common.agent_transport import QEMU_AGENT_SOCKET, VirtioSerialTransport
     from banger_qemu.argv import build_argv
     from banger_qemu.driver import QemuDriver
     from banger_qemu.qmp import QmpClient, QmpError

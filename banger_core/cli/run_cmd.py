@@ -311,14 +311,14 @@ def run_through_agent(agent: AgentTargetView, target: SshTarget, command: list[s
     the same here, from what the VM's template recorded and this process's ``ssh -G``. Output streams as it
     comes, stdin is forwarded, and the exit status is the command's (a signal n reads as 128+n).
     """
-    from banger_core.daemon.agent.client import AgentClient
-    from banger_core.daemon.agent.login import (
+    from banger_core.common.agent_client import AgentClient
+    from banger_core.common.agent_login import (
         LoginEnvironment,
         client_sent,
         command_environment,
         effective_ssh_config,
     )
-    from banger_core.daemon.agent.transport import Transport, VirtioSerialTransport, VsockUdsTransport
+    from banger_core.common.agent_transport import Transport, VirtioSerialTransport, VsockUdsTransport
 
     assert agent.login_env is not None
     login = LoginEnvironment(agent.login_env, tuple(agent.accept_env), agent.login_limits)

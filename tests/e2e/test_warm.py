@@ -16,8 +16,9 @@ import pytest
 
 from banger_core.cli.run_cmd import remote_command
 from banger_core.common import paths
+from banger_core.common.agent_client import AgentClient
 from banger_core.common.errors import AgentAuthError
-from banger_core.daemon.agent.client import HOST_TOKEN_FILE, AgentClient, agent_client_at
+from banger_core.daemon.agent.client import HOST_TOKEN_FILE, agent_client_at
 from banger_core.daemon.layout import Layout
 from tests.e2e.test_vm_run import COUNT_FILES, fixture_repo, tracked_count  # noqa: F401 -- fixture
 from tests.support.e2e import BIN, E2E, GOLDEN

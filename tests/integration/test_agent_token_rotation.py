@@ -19,14 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.daemon.agent.client import (
-    HOST_TOKEN_FILE,
-    PENDING_TOKEN_FILE,
-    AgentClient,
-    rotate_vm_token,
-    settled_token,
-)
-from banger_core.daemon.agent.transport import VirtioSerialTransport
+from banger_core.common.agent_client import AgentClient
+from banger_core.common.agent_transport import VirtioSerialTransport
+from banger_core.daemon.agent.client import HOST_TOKEN_FILE, PENDING_TOKEN_FILE, rotate_vm_token, settled_token
 from banger_hookspecs import guest_agent as wire
 
 pytestmark = pytest.mark.integration
@@ -36,8 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 ROTATE = """
 import sys
 from pathlib import Path
-from banger_core.daemon.agent.client import AgentClient, rotate_vm_token
-from banger_core.daemon.agent.transport import VirtioSerialTransport
+from banger_core.common.agent_client import AgentClient
+from banger_core.daemon.agent.client import rotate_vm_token
+from banger_core.common.agent_transport import VirtioSerialTransport
 socket_path, vm_dir, token = sys.argv[1:]
 client = AgentClient(VirtioSerialTransport(Path(socket_path)), token)
 rotate_vm_token(client, Path(vm_dir), timeout=30)

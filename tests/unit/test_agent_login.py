@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.common.errors import AgentError
-from banger_core.daemon.agent.client import AgentClient
-from banger_core.daemon.agent.login import (
+from banger_core.common.agent_client import AgentClient
+from banger_core.common.agent_login import (
     LoginEnvironment,
     client_sent,
     command_environment,
     parse_record,
 )
+from banger_core.common.errors import AgentError
 from banger_hookspecs import guest_agent as wire
 from tests.unit.test_agent_client import TOKEN, PairTransport, serve_agent
 

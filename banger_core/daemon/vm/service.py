@@ -128,9 +128,9 @@ class VmService:
         """
         import dataclasses
 
+        from banger_core.common.agent_login import LoginEnvironment
+        from banger_core.common.agent_transport import VirtioSerialTransport, VsockUdsTransport
         from banger_core.daemon.agent.client import agent_client_for
-        from banger_core.daemon.agent.login import LoginEnvironment
-        from banger_core.daemon.agent.transport import VirtioSerialTransport, VsockUdsTransport
 
         target = self.ssh_target(name, confirm=False)  # for the client's ssh config only: no login
         vm = self.records.by_name(name)

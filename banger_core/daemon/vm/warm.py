@@ -35,22 +35,22 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
+from banger_core.common.agent_client import AgentClient
+from banger_core.common.agent_identity import GuestIdentity
+from banger_core.common.agent_login import LoginEnvironment
+from banger_core.common.agent_login import record as record_login
+from banger_core.common.agent_transport import QEMU_AGENT_SOCKET, VirtioSerialTransport
 from banger_core.common.errors import AgentUnavailable, Conflict, NotFound, OperationFailed
 from banger_core.common.ssh import SshTarget, banner_ready, close_master
 from banger_core.daemon import guest
 from banger_core.daemon.agent.client import (
     HOST_TOKEN_FILE,
-    AgentClient,
     agent_client_for,
     new_token,
     stage_token,
     token_rotation,
     write_host_token,
 )
-from banger_core.daemon.agent.identity import GuestIdentity
-from banger_core.daemon.agent.login import LoginEnvironment
-from banger_core.daemon.agent.login import record as record_login
-from banger_core.daemon.agent.transport import QEMU_AGENT_SOCKET, VirtioSerialTransport
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.vm.disks import OVERLAY_DISK, WORK_DISK
