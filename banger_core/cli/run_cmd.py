@@ -270,7 +270,7 @@ def _session(
     from banger_core.api.events import EventSink
     from banger_core.common.ssh import SshGuestShell, SshTarget
 
-    tty = sys.stdin.isatty()
+    tty = sys.stdin is not None and sys.stdin.isatty()  # None: started with fd 0 closed
     # A command without a terminal runs through the guest agent when the VM has its ssh login's
     # environment recorded (restored from a template): no ssh handshake before it starts.
     agent = client.vms.agent_target(vm.name) if command and not tty else None
@@ -336,7 +336,8 @@ def run_through_agent(agent: AgentTargetView, target: SshTarget, command: list[s
             argv,
             stdout=_writer(sys.stdout.buffer),
             stderr=_writer(sys.stderr.buffer),
-            stdin=_StdinReader(),
+            # No stdin at all (started with fd 0 closed, so fd 0 may be anything now): end of input.
+            stdin=_StdinReader(sys.stdin.fileno()) if sys.stdin is not None else b"",
             cwd=env.get("HOME") or "/",
             env=env,
             env_exact=True,
@@ -358,8 +359,11 @@ def _writer(stream: BinaryIO) -> Callable[[bytes], None]:
 class _StdinReader:
     """This process's stdin as the agent's input: each read returns what is there (a pipe is not a file)."""
 
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
     def read(self, size: int) -> bytes:
-        return os.read(sys.stdin.fileno(), size)
+        return os.read(self.fd, size)
 
 
 def run_foreground(argv: list[str]) -> int:
