@@ -9,9 +9,12 @@ template once (not timed as part of a run); then, alternating, each run times:
 - warm: `banger vm run --rm -- true` (restore the template, make the VM its own, ssh),
 - raw:  QEMU by hand on sparse copies of the template's disks with
         `-incoming fd:N` (STATE opened for it), QMP `cont`, to `ssh true` answering
-        (the floor a warm start can reach on this host).
+        (the floor a warm start over ssh can reach on this host),
+- raw-agent: the same restore to the guest agent's first answer (`health`, the template's
+        token): the floor for a warm `vm run` whose command goes through the agent.
 
-Prints medians and the ratios warm/cold (target <= 0.35) and warm/raw (target <= 1.2).
+Every `vm run` gets stdin from /dev/null (no terminal: a command with a terminal keeps ssh).
+Prints medians and the ratios warm/cold (target <= 0.35), warm/raw (target <= 1.2) and warm/raw-agent.
 """
 
 from __future__ import annotations
@@ -43,12 +46,23 @@ BANGER = str(Path(sys.executable).parent / "banger")
 
 def vm_run_true(env: dict[str, str], *flags: str) -> float:
     start = time.perf_counter()
-    subprocess.run([BANGER, "vm", "run", "--rm", *flags, "--", "true"], env=env, check=True, capture_output=True)
+    result = subprocess.run(
+        [BANGER, "vm", "run", "--rm", *flags, "--", "true"],
+        env=env,
+        check=False,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"vm run {' '.join(flags)} exited {result.returncode}: {result.stderr.decode()}")
     return time.perf_counter() - start
 
 
-def raw_restore(env: dict[str, str], template: Path, work: Path, client_key: Path) -> float:
-    """QEMU by hand from the template's files; seconds from copying the disks to `ssh true` succeeding."""
+def raw_restore(env: dict[str, str], template: Path, work: Path, client_key: Path, *, until: str = "ssh") -> float:
+    """QEMU by hand from the template's files; seconds from copying the disks to `ssh true` succeeding
+    (``until="ssh"``) or to the guest agent's first answer (``until="agent"``)."""
+    from banger_core.common.agent_client import AgentClient
+    from banger_core.common.agent_transport import QEMU_AGENT_SOCKET, VirtioSerialTransport
     from banger_qemu.argv import build_argv
     from banger_qemu.driver import QemuDriver
     from banger_qemu.qmp import QmpClient, QmpError
@@ -86,6 +100,7 @@ def raw_restore(env: dict[str, str], template: Path, work: Path, client_key: Pat
     state = os.open(template / "state", os.O_RDONLY)
     argv = [*build_argv(spec, opts), "-incoming", f"fd:{state}"]
     target = SshTarget("banger-template", "127.0.0.1", port, str(client_key), str(template / "known_hosts"))
+    agent_token = (template / "agent.token").read_text().strip()
     start = time.perf_counter()
     for name in ("overlay.ext4", "work.ext4"):
         subprocess.run(["cp", "--sparse=always", str(template / name), str(work / name)], check=True)
@@ -106,6 +121,10 @@ def raw_restore(env: dict[str, str], template: Path, work: Path, client_key: Pat
                             resumed = True
                 except QmpError:
                     pass
+            elif until == "agent":
+                agent = AgentClient(VirtioSerialTransport(work / "run" / QEMU_AGENT_SOCKET), agent_token)
+                if agent.health(timeout=60)["ok"] is True:
+                    return time.perf_counter() - start
             elif banner_ready("127.0.0.1", port):
                 probe = subprocess.run([*target.argv(connect_timeout=5), "true"], capture_output=True, check=False)
                 if probe.returncode == 0:
@@ -128,21 +147,29 @@ def main() -> None:
         print(f"template of {GOLDEN} made in {time.perf_counter() - made:.1f} s ({template_view.vmm})", flush=True)
         template = paths.state_dir(bench.env) / "templates" / template_view.digest
         client_key = paths.state_dir(bench.env) / "ssh" / "id_ed25519"
-        cold, warm, raw = [], [], []
+        cold, warm, raw, raw_agent = [], [], [], []
         for run in range(args.runs):
             cold.append(vm_run_true(bench.env, "--cold"))
             warm.append(vm_run_true(bench.env))
             raw.append(raw_restore(bench.env, template, bench.root / "raw", client_key))
-            print(f"run {run + 1}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s, raw {raw[-1]:.2f} s", flush=True)
+            raw_agent.append(raw_restore(bench.env, template, bench.root / "raw", client_key, until="agent"))
+            print(
+                f"run {run + 1}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s, raw {raw[-1]:.2f} s, "
+                f"raw-agent {raw_agent[-1]:.2f} s",
+                flush=True,
+            )
         # Where the last warm run spent its time: the daemon's progress steps, timestamped.
         daemon_log = (paths.state_dir(bench.env) / "logs" / "bangerd.log").read_text().splitlines()
         last_warm = max(i for i, line in enumerate(daemon_log) if "restoring QEMU" in line)
         print("last warm run, daemon side:")
         for line in daemon_log[last_warm - 3 : last_warm + 12]:
             print(f"  {line}")
-        c, w, r = (statistics.median(x) for x in (cold, warm, raw))
-        print(f"medians: cold {c:.2f} s, warm {w:.2f} s, raw restore {r:.2f} s")
-        print(f"warm/cold = {w / c:.2f} (target <= 0.35); warm/raw = {w / r:.2f} (target <= 1.2)")
+        c, w, r, a = (statistics.median(x) for x in (cold, warm, raw, raw_agent))
+        print(f"medians: cold {c:.2f} s, warm {w:.2f} s, raw restore {r:.2f} s, raw restore to the agent {a:.2f} s")
+        print(
+            f"warm/cold = {w / c:.2f} (target <= 0.35); warm/raw = {w / r:.2f} (target <= 1.2); "
+            f"warm/raw-agent = {w / a:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -99,6 +99,27 @@ class SshTargetView(ApiModel):
     control_path: str | None
 
 
+class AgentTargetView(ApiModel):
+    """How the CLI runs a command through a running VM's guest agent as an ssh login would run it."""
+
+    name: str
+    #: QEMU's virtio-serial chardev socket, or Firecracker's vsock Unix socket.
+    socket: str
+    #: The vsock port to ``CONNECT`` to; None for virtio-serial.
+    vsock_port: int | None
+    #: The VM's agent token (0600), and the lock that serialises the agent's clients.
+    token_file: str
+    lock_file: str
+    #: The environment an ssh login gives a command in this VM, before the client's variables;
+    #: None when it was not recorded (a cold VM, an older template): use ssh.
+    login_env: dict[str, str] | None
+    #: The guest sshd's ``AcceptEnv`` patterns.
+    accept_env: list[str]
+    #: The login's resource limits: ``RLIMIT_*`` name -> [soft, hard], -1 for unlimited.
+    login_limits: dict[str, list[int]]
+    ssh: SshTargetView
+
+
 class PlanValues(ApiModel):
     """The effective spec of a create."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shlex
 import signal
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -22,8 +23,10 @@ from banger_core.cli.vm_options import CommandAfterDashes, create_options, spec_
 from banger_core.common.errors import BangerError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from banger_core.api.events import ProgressUpdate
-    from banger_core.api.models import RunPlan, VmView
+    from banger_core.api.models import AgentTargetView, RunPlan, VmView
     from banger_core.client import Client
     from banger_core.common.ssh import SshTarget
     from banger_hookspecs import WorkspacePlan, WorkspaceSyncerDriver
@@ -205,6 +208,11 @@ def _pull(
         printer.done()
 
 
+#: Seconds between `--rm` checks: a restored VM is gone ~0.1 s after its command ends; a coarser poll
+#: was a visible share of a warm `vm run` (docs/performance.md).
+DELETE_POLL = 0.025
+
+
 def _wait_deleted(client: Client, name: str, timeout: float = 60.0) -> None:
     """The daemon deletes an --rm VM once its session closes; report when it is really gone."""
     from banger_core.common.errors import NotFound
@@ -216,7 +224,7 @@ def _wait_deleted(client: Client, name: str, timeout: float = 60.0) -> None:
         except NotFound:
             click.echo(f"banger: {name} deleted (--rm)", err=True)
             return
-        time.sleep(0.1)
+        time.sleep(DELETE_POLL)
     click.echo(f"banger: {name} is still being deleted (--rm); `banger vm list` shows when it is gone", err=True)
 
 
@@ -260,16 +268,29 @@ def _session(
     printer: ProgressPrinter,
 ) -> int:
     from banger_core.api.events import EventSink
-    from banger_core.common.ssh import SshGuestShell
+    from banger_core.common.ssh import SshGuestShell, SshTarget
 
-    target = ssh_target(client, vm.name)
+    tty = sys.stdin is not None and sys.stdin.isatty()  # None: started with fd 0 closed
+    # A command without a terminal runs through the guest agent when the VM has its ssh login's
+    # environment recorded (restored from a template): no ssh handshake before it starts.
+    agent = client.vms.agent_target(vm.name) if command and not tty else None
+    through_agent = agent is not None and agent.login_env is not None
+    if workspace is not None or not through_agent:
+        target = ssh_target(client, vm.name)  # once sshd accepts banger's key (a restored VM's may be reloading)
+    else:
+        assert agent is not None
+        target = SshTarget(**agent.ssh.model_dump())  # only for the ssh client's config: no login
     if workspace is not None and workdir is not None:
         driver, plan = workspace
         driver.sync(plan, SshGuestShell(target), workdir, EventSink(printer), incremental=False)
         printer.done()
         if any(f in MISE_FILES for f in plan.files):
             _start_tooling(target, workdir, Path(plan.root).name)
-    tty = sys.stdin.isatty()
+    if through_agent:
+        assert agent is not None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return run_through_agent(agent, target, remote_command(command, workdir))
     if command:
         argv = target.command_argv(remote_command(command, workdir), tty=tty)
     else:
@@ -279,6 +300,70 @@ def _session(
     sys.stdout.flush()
     sys.stderr.flush()
     return run_foreground(argv)
+
+
+def run_through_agent(agent: AgentTargetView, target: SshTarget, command: list[str]) -> int:
+    """Run ``command`` through the VM's guest agent exactly as sshd would run it for ``target``'s login.
+
+    sshd runs the user's login shell with ``-c`` and the command line as the ssh client sent it
+    (:meth:`SshTarget.command_argv` quotes ``command`` into one), in the user's home, with the
+    login's environment and resource limits plus the client variables its ``AcceptEnv`` lets in:
+    the same here, from what the VM's template recorded and this process's ``ssh -G``. Output streams as it
+    comes, stdin is forwarded, and the exit status is the command's (a signal n reads as 128+n).
+    """
+    from banger_core.common.agent_client import AgentClient
+    from banger_core.common.agent_login import (
+        LoginEnvironment,
+        client_sent,
+        command_environment,
+        effective_ssh_config,
+    )
+    from banger_core.common.agent_transport import Transport, VirtioSerialTransport, VsockUdsTransport
+
+    assert agent.login_env is not None
+    login = LoginEnvironment(agent.login_env, tuple(agent.accept_env), agent.login_limits)
+    env = command_environment(login, client_sent(effective_ssh_config(target), os.environ))
+    transport: Transport
+    if agent.vsock_port is not None:
+        transport = VsockUdsTransport(Path(agent.socket), agent.vsock_port)
+    else:
+        transport = VirtioSerialTransport(Path(agent.socket))
+    token = Path(agent.token_file).read_text().strip()
+    runner = AgentClient(transport, token, Path(agent.lock_file))
+    argv = [env.get("SHELL") or "/bin/sh", "-c", shlex.join(command)]
+    try:
+        status = runner.exec(
+            argv,
+            stdout=_writer(sys.stdout.buffer),
+            stderr=_writer(sys.stderr.buffer),
+            # No stdin at all (started with fd 0 closed, so fd 0 may be anything now): end of input.
+            stdin=_StdinReader(sys.stdin.fileno()) if sys.stdin is not None else b"",
+            cwd=env.get("HOME") or "/",
+            env=env,
+            env_exact=True,
+            rlimits=login.limits,
+        )
+    except KeyboardInterrupt:
+        return 130  # the connection is gone with us: the agent kills the command
+    return 128 - status if status < 0 else status
+
+
+def _writer(stream: BinaryIO) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        stream.write(data)
+        stream.flush()
+
+    return write
+
+
+class _StdinReader:
+    """This process's stdin as the agent's input: each read returns what is there (a pipe is not a file)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, size: int) -> bytes:
+        return os.read(self.fd, size)
 
 
 def run_foreground(argv: list[str]) -> int:

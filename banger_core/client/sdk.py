@@ -27,6 +27,7 @@ from pydantic import JsonValue, ValidationError
 
 from banger_core.api.events import ErrorEvent, HeartbeatEvent, ProgressUpdate, ResultEvent, parse_event
 from banger_core.api.models import (
+    AgentTargetView,
     ApiModel,
     AvailableImage,
     DaemonStatus,
@@ -262,6 +263,9 @@ class Vms:
 
     def ssh_target(self, name: str) -> SshTargetView:
         return _parsed(SshTargetView, self._c.request("GET", f"/v1/vms/{_segment(name)}/ssh"))
+
+    def agent_target(self, name: str) -> AgentTargetView:
+        return _parsed(AgentTargetView, self._c.request("GET", f"/v1/vms/{_segment(name)}/agent"))
 
     def logs(self, name: str, *, follow: bool = False) -> Iterator[bytes]:
         params = {"follow": "1"} if follow else {}

@@ -472,6 +472,12 @@ async def vm_ssh(d: Daemon, request: Request) -> Response:
     return answer(SshTargetView(**dataclasses.asdict(target)))
 
 
+@handler
+async def vm_agent(d: Daemon, request: Request) -> Response:
+    name = request.path_params["name"]
+    return answer(await d.run_blocking(lambda: d.vms.agent_target(name)))
+
+
 # -- sessions ----------------------------------------------------------------
 
 
@@ -749,6 +755,7 @@ def create_app(daemon: Daemon) -> Starlette:
         Route("/v1/vms/{name}/stop", _vm_op("stop"), methods=["POST"]),
         Route("/v1/vms/{name}/restart", _vm_op("restart"), methods=["POST"]),
         Route("/v1/vms/{name}/ssh", vm_ssh, methods=["GET"]),
+        Route("/v1/vms/{name}/agent", vm_agent, methods=["GET"]),
         Route("/v1/vms/{name}/logs", vm_logs, methods=["GET"]),
         Route("/v1/vms/{name}/sessions", session_list, methods=["GET"]),
         Route("/v1/vms/{name}/sessions", session_start, methods=["POST"]),

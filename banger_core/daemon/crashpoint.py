@@ -8,7 +8,8 @@ no-op; nothing outside the tests sets them.
 
 Steps: ``create:recorded``, ``create:disks``, ``start:launched``,
 ``pull:staged``, ``pull:swapping``, ``pull:replaced``, ``delete:halted``,
-``delete:files-removed``, ``session:held``.
+``delete:files-removed``, ``session:held``, ``agent:token-rotated`` (the guest
+took a new agent token, the host has not renamed it into place yet).
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from banger_core.common.agent_client import AgentClient
 from banger_core.common.errors import AgentError, AgentUnavailable, Conflict, InvalidRequest, NotFound
-from banger_core.daemon.agent.client import AgentClient
 from banger_core.daemon.layout import Layout
 from banger_hookspecs.logpump import rotated
 from banger_hookspecs.names import VM_NAME_RULE, is_vm_name

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from banger_core.common.agent_client import AgentClient
+from banger_core.common.agent_identity import GuestIdentity
 from banger_core.common.errors import AgentAuthError
-from banger_core.daemon.agent.client import AgentClient, agent_client_at
-from banger_core.daemon.agent.identity import GuestIdentity
+from banger_core.daemon.agent.client import agent_client_at
 from banger_core.daemon.layout import Layout
 from tests.support.e2e import BIN, E2E
 

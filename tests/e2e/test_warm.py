@@ -6,18 +6,22 @@ session daemon runs with ``warm_auto = false``, so only this module makes one.
 
 from __future__ import annotations
 
+import difflib
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from banger_core.cli.run_cmd import remote_command
 from banger_core.common import paths
+from banger_core.common.agent_client import AgentClient
 from banger_core.common.errors import AgentAuthError
-from banger_core.daemon.agent.client import HOST_TOKEN_FILE, AgentClient, agent_client_at
+from banger_core.daemon.agent.client import HOST_TOKEN_FILE, agent_client_at
 from banger_core.daemon.layout import Layout
 from tests.e2e.test_vm_run import COUNT_FILES, fixture_repo, tracked_count  # noqa: F401 -- fixture
-from tests.support.e2e import E2E, GOLDEN
+from tests.support.e2e import BIN, E2E, GOLDEN
 
 #: What a cold VM and a warm VM must agree on about the file_sync entry: content, mode, owner.
 FILE_SYNC_FACTS = "sha256sum /root/.gitconfig; stat -c '%a %u %g' /root/.gitconfig"
@@ -118,6 +122,59 @@ def test_two_warm_vms_of_one_template_are_distinct(e2e: E2E, template_with_agent
     finally:
         for name in ("twin-a", "twin-b"):
             e2e.banger("vm", "delete", "--force", name, timeout=120)
+
+
+#: Printed by one command run both ways in one warm VM: its environment, directory, credentials, limits,
+#: signal dispositions and argv (through the login shell's quoting).
+LOGIN_PROBE = (
+    'env | sort; echo --; pwd; id; umask; ulimit -a; grep -E "^Sig(Ign|Blk)" /proc/self/status; '
+    'printf "[%s]\\n" "$0" "$@"'
+)
+PROBE_ARGS = ("probe", "two words", "it's", "$HOME", "*", "")
+#: The only lines an ssh login adds: sshd sets them per connection; the agent has no connection to describe.
+SSH_ONLY = ("SSH_CLIENT=", "SSH_CONNECTION=")
+
+
+def test_warm_vm_run_through_the_agent_matches_an_ssh_login(
+    e2e: E2E,
+    template_with_agent: str,
+    fixture_repo: Path,  # noqa: F811
+) -> None:
+    # Variables the ssh client sends (SendEnv LANG LC_* in Debian's ssh_config; the guest's sshd has
+    # AcceptEnv LANG LC_*) and one it does not: the agent path must carry over exactly the same.
+    env = {**e2e.env, "LANG": "C.UTF-8", "LC_MESSAGES": "POSIX", "BANGER_NOT_SENT": "1"}
+    command = ["sh", "-c", LOGIN_PROBE, *PROBE_ARGS]
+
+    def banger(*args: str) -> subprocess.CompletedProcess[str]:
+        # stdin not a terminal: `vm run` then runs its command through the agent, and ssh allocates no pty.
+        return subprocess.run(
+            [str(BIN / "banger"), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900
+        )
+
+    run = banger("vm", "run", "--name", "login-probe", str(fixture_repo), "--", *command)
+    try:
+        assert run.returncode == 0, run.stderr
+        via_agent = run.stdout.splitlines()
+        assert not [line for line in via_agent if line.startswith(SSH_ONLY)]  # it did not go over ssh
+        # The very command line `vm run` would have sent over ssh, over ssh.
+        ssh = banger("vm", "ssh", "login-probe", "--", *remote_command(command, "/root/fixture-repo"))
+        assert ssh.returncode == 0, ssh.stderr
+        via_ssh = ssh.stdout.splitlines()
+        assert sorted(line.split("=")[0] + "=" for line in via_ssh if line.startswith(SSH_ONLY)) == sorted(SSH_ONLY)
+        expected = [line for line in via_ssh if not line.startswith(SSH_ONLY)]
+        assert via_agent == expected, "\n".join(difflib.unified_diff(expected, via_agent, "ssh", "agent", lineterm=""))
+        for expected in ("LANG=C.UTF-8", "LC_MESSAGES=POSIX", "/root/fixture-repo", "[two words]", "[it's]", "[$HOME]"):
+            assert expected in via_agent, expected
+        assert not [line for line in via_agent if line.startswith("BANGER_NOT_SENT=")]
+    finally:
+        e2e.banger("vm", "delete", "--force", "login-probe", timeout=120)
+
+
+def test_warm_vm_run_through_the_agent_pipes_stdin_and_returns_the_status(e2e: E2E, template_with_agent: str) -> None:
+    result = e2e.banger("vm", "run", "--rm", "--", "sh", "-c", "cat; echo to-stderr >&2; exit 3", input="piped\n")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "piped\n"
+    assert "to-stderr\n" in result.stderr
 
 
 # Last: it deletes the module's template.

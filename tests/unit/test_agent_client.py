@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from banger_core.common.agent_client import AgentClient, validate_remote_path
+from banger_core.common.agent_identity import GuestIdentity
+from banger_core.common.agent_transport import VsockUdsTransport
 from banger_core.common.errors import AgentAuthError, AgentError, AgentUnavailable, InvalidRequest
-from banger_core.daemon.agent.client import AgentClient, validate_remote_path
-from banger_core.daemon.agent.identity import GuestIdentity
-from banger_core.daemon.agent.transport import VsockUdsTransport
 from banger_hookspecs import guest_agent as wire
 
 pytestmark = pytest.mark.unit

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from banger_core.common.agent_client import AgentClient
 from banger_core.common.errors import AgentError, AgentUnavailable, Conflict, InvalidRequest, NotFound
-from banger_core.daemon.agent.client import AgentClient
 from banger_core.daemon.layout import Layout
 from banger_core.daemon.sessions import SessionManager, append_capped
 from banger_hookspecs import guest_agent as wire

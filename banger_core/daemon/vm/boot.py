@@ -8,6 +8,7 @@ import os
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +20,7 @@ from banger_core.api.state import VmState
 from banger_core.common.errors import BangerError, OperationFailed
 from banger_core.common.ssh import SshGuestShell, SshTarget, banner_ready, close_master
 from banger_core.daemon import guest
-from banger_core.daemon.agent.client import guest_cid
+from banger_core.daemon.agent.client import agent_client_for, guest_cid
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
@@ -124,6 +125,9 @@ class Power:
         self.store = store
         self.records = records
         self.handles = handles
+        #: Restored VMs whose sshd nobody has logged in to yet, each with the lock its first ssh user holds.
+        self._ssh_unconfirmed: dict[str, threading.Lock] = {}
+        self._ssh_lock = threading.Lock()
 
     def boot(self, vm: Vm, progress: Progress, template: Template | None = None) -> None:
         """Boot ``vm`` cold, or restore it from ``template`` (a :class:`~banger_core.daemon.vm.warm.Template`
@@ -205,11 +209,18 @@ class Power:
             if template is not None:
                 assert identity is not None
                 self._make_own(vm, template, identity.result(), progress)
-            progress.step("waiting for ssh")
-            # A restored guest prints no boot marker; its identity step has just (re)started sshd.
-            self._wait_ready(vm, proc, attachment, sshd_started=template is not None)
+            if template is None or not template.agent:
+                progress.step("waiting for ssh")
+                # A restored guest prints no boot marker; its identity step has just (re)started sshd.
+                self._wait_ready(vm, proc, attachment, sshd_started=template is not None)
+            else:
+                # Ready: the agent answered. sshd is still reloading on the VM's own host key; nothing
+                # here needs it (file_sync and `vm run`'s command go through the agent), so the ssh
+                # handshake is paid by the first ssh user, which waits for it (confirm_ssh).
+                with self._ssh_lock:
+                    self._ssh_unconfirmed[vm.id] = threading.Lock()
             if template is not None:
-                self._sync_files(vm, attachment, progress)
+                self._sync_files(vm, attachment, template.agent, progress)
         except BaseException as exc:
             message = self._boot_failure(vm, exc, proc, attachment)
             if isinstance(exc, BangerError):
@@ -219,21 +230,48 @@ class Power:
         progress.step(f"{vm.name} is running")
         self.rt.pm.call_event("banger_vm_started", vm=info(vm))
 
+    def confirm_ssh(self, vm: Vm, handles: VmHandles) -> None:
+        """Before a restored VM's first ssh user: wait until sshd accepts banger's key, strictly checked.
+
+        A no-op for every other VM (a cold boot's readiness was that login already). The probe's
+        master connection stays up, so the caller's own ssh reuses it.
+        """
+        with self._ssh_lock:
+            gate = self._ssh_unconfirmed.get(vm.id)
+        if gate is None:
+            return
+        with gate:
+            with self._ssh_lock:
+                if vm.id not in self._ssh_unconfirmed:
+                    return  # another caller confirmed it meanwhile
+            assert handles.vmm is not None and handles.net is not None
+            self._wait_ready(vm, handles.vmm, handles.net, sshd_started=True)
+            with self._ssh_lock:
+                self._ssh_unconfirmed.pop(vm.id, None)
+
+    def forget_ssh(self, vm_id: str) -> None:
+        """The VM stopped: nothing left to confirm."""
+        with self._ssh_lock:
+            self._ssh_unconfirmed.pop(vm_id, None)
+
     def _make_own(self, vm: Vm, template: Template, identity: guest.GuestIdentity, progress: Progress) -> None:
         """Give the restored guest its own identity and pin its new host key, before the first ssh to it."""
         if template.agent:
             self.templates.make_own(vm.id, identity, progress)
             self.rt.keys.pin(f"{vm.name}.vm", identity.host_key_public)
+            if template.login is not None:
+                template.login.save(self.rt.layout.vm_dir(vm.id))
             return
         # An image whose guest has no agent yet: the VM keeps the template's identity (docs/warm-start.md).
         log.warning("VM %s restored without a guest agent: it keeps the template's hostname and host key", vm.name)
         self.rt.keys.pin(f"{vm.name}.vm", template.host_key_public)
 
-    def _sync_files(self, vm: Vm, attachment: NetAttachment, progress: Progress) -> None:
+    def _sync_files(self, vm: Vm, attachment: NetAttachment, through_agent: bool, progress: Progress) -> None:
         """``file_sync`` into a restored guest: the template's work disk was made without it.
 
         The same staging as a cold create (:func:`banger_core.daemon.vm.disks.create_disks`), sent as
-        a tar stream owned by root and unpacked into ``/root``, so the files are byte-identical.
+        a tar stream owned by root and unpacked into ``/root`` as root (by the guest agent, or over
+        ssh for a guest without one), so the files are byte-identical.
         """
         entries = disks.file_sync_entries(self.rt)
         if not entries:
@@ -248,14 +286,19 @@ class Power:
             with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for path in sorted(Path(staging).iterdir()):
                     tar.add(path, arcname=path.name, filter=_root_owned)
-        target = ssh_target(self.rt, vm, attachment.ssh_host, attachment.ssh_port)
-        result = SshGuestShell(target).run(
-            ["tar", "-x", "--no-overwrite-dir", "-p", "-C", "/root", "-f", "-"], stdin=stream.getvalue(), timeout=120
-        )
-        if result.returncode != 0:
-            raise OperationFailed(
-                f"file_sync into VM {vm.name} failed: {result.stderr.decode(errors='replace').strip()}"
+        unpack = ["tar", "-x", "--no-overwrite-dir", "-p", "-C", "/root", "-f", "-"]
+        if through_agent:
+            errors: list[bytes] = []
+            status = agent_client_for(self.rt, vm.id).exec(
+                unpack, stdout=lambda _: None, stderr=errors.append, stdin=stream.getvalue(), timeout=120
             )
+            stderr = b"".join(errors)
+        else:
+            target = ssh_target(self.rt, vm, attachment.ssh_host, attachment.ssh_port)
+            result = SshGuestShell(target).run(unpack, stdin=stream.getvalue(), timeout=120)
+            status, stderr = result.returncode, result.stderr
+        if status != 0:
+            raise OperationFailed(f"file_sync into VM {vm.name} failed: {stderr.decode(errors='replace').strip()}")
 
     def _boot_failure(
         self, vm: Vm, exc: BaseException, proc: VmProcess | None, attachment: NetAttachment | None
@@ -266,6 +309,7 @@ class Power:
             message = str(exc) or type(exc).__name__
         log.warning("VM %s failed to start: %s", vm.name, message)
         close_master(control_path(self.rt, vm.id))
+        self.forget_ssh(vm.id)
         if proc is not None:
             try:
                 self.rt.vmm(vm.backend).kill(proc)
@@ -326,6 +370,7 @@ class Power:
             vm = self.records.set_state(vm.id, VmState.STOPPING)
         handles = self.handles.read(vm.id)
         close_master(control_path(self.rt, vm.id))
+        self.forget_ssh(vm.id)
         if handles is not None and handles.vmm is not None:
             proc = handles.vmm
             vmm = self.rt.vmm(vm.backend)

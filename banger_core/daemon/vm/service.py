@@ -17,13 +17,23 @@ from pydantic import JsonValue
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from banger_core.api.models import Deleted, PlanValues, RunPlan, VmDetail, VmView, WarmTemplateView
+from banger_core.api.models import (
+    AgentTargetView,
+    Deleted,
+    PlanValues,
+    RunPlan,
+    SshTargetView,
+    VmDetail,
+    VmView,
+    WarmTemplateView,
+)
 from banger_core.api.requests import CreateRequest
 from banger_core.api.state import ACTIVE, STARTABLE, VmState
 from banger_core.common.config import bridge_addresses
 from banger_core.common.errors import Conflict, NotFound, OperationFailed
 from banger_core.common.names import generate_vm_name, new_vm_id, validate_vm_name
 from banger_core.common.ssh import SshTarget
+from banger_core.daemon.agent.client import HOST_TOKEN_FILE
 from banger_core.daemon.busy import busy_while
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store
@@ -99,7 +109,8 @@ class VmService:
     def _handles_json(handles: VmHandles | None) -> dict[str, JsonValue] | None:
         return handles.to_json() if handles is not None else None
 
-    def ssh_target(self, name: str) -> SshTarget:
+    def ssh_target(self, name: str, *, confirm: bool = True) -> SshTarget:
+        """How to reach running VM ``name``'s sshd; unless not ``confirm``, once it accepts banger's key."""
         vm = self.records.by_name(name)
         if vm.state != VmState.RUNNING:
             hint = f"start it: `banger vm start {name}`" if vm.state in STARTABLE else "wait"
@@ -107,7 +118,43 @@ class VmService:
         handles = self.handles.read(vm.id)
         if handles is None or handles.net is None:
             raise OperationFailed(f"VM {name} has no network handles: restart it (`banger vm restart {name}`)")
+        if confirm:
+            self.power.confirm_ssh(vm, handles)
         return boot.ssh_target(self.rt, vm, handles.net.ssh_host, handles.net.ssh_port)
+
+    def agent_target(self, name: str) -> AgentTargetView:
+        """How to run a command through running VM ``name``'s guest agent as its ssh login would.
+
+        The VM's token is settled first (a rotation a crash interrupted is finished here).
+        """
+        import dataclasses
+
+        from banger_core.common.agent_login import LoginEnvironment
+        from banger_core.common.agent_transport import VirtioSerialTransport, VsockUdsTransport
+        from banger_core.daemon.agent.client import agent_client_for
+
+        target = self.ssh_target(name, confirm=False)  # for the client's ssh config only: no login
+        vm = self.records.by_name(name)
+        client = agent_client_for(self.rt, vm.id)
+        transport = client.transport
+        port: int | None = None
+        if isinstance(transport, VsockUdsTransport):
+            socket_path, port = transport.uds_path, transport.port
+        else:
+            assert isinstance(transport, VirtioSerialTransport)
+            socket_path = transport.socket_path
+        login = LoginEnvironment.load(self.rt.layout.vm_dir(vm.id))
+        return AgentTargetView(
+            name=vm.name,
+            socket=str(socket_path),
+            vsock_port=port,
+            token_file=str(self.rt.layout.vm_dir(vm.id) / HOST_TOKEN_FILE),
+            lock_file=str(client.lock_path),
+            login_env=None if login is None else login.env,
+            accept_env=[] if login is None else list(login.accept_env),
+            login_limits={} if login is None else login.limits,
+            ssh=SshTargetView(**dataclasses.asdict(target)),
+        )
 
     # -- spec resolution ---------------------------------------------------
 

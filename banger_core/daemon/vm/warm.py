@@ -35,20 +35,22 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
+from banger_core.common.agent_client import AgentClient
+from banger_core.common.agent_identity import GuestIdentity
+from banger_core.common.agent_login import LoginEnvironment
+from banger_core.common.agent_login import record as record_login
+from banger_core.common.agent_transport import QEMU_AGENT_SOCKET, VirtioSerialTransport
 from banger_core.common.errors import AgentUnavailable, Conflict, NotFound, OperationFailed
 from banger_core.common.ssh import SshTarget, banner_ready, close_master
 from banger_core.daemon import guest
 from banger_core.daemon.agent.client import (
     HOST_TOKEN_FILE,
-    AgentClient,
     agent_client_for,
     new_token,
-    replace_host_token,
     stage_token,
+    token_rotation,
     write_host_token,
 )
-from banger_core.daemon.agent.identity import GuestIdentity
-from banger_core.daemon.agent.transport import QEMU_AGENT_SOCKET, VirtioSerialTransport
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.vm.disks import OVERLAY_DISK, WORK_DISK
@@ -66,7 +68,9 @@ BUILDING_PREFIX = ".building-"
 TEMPLATE_HOSTNAME = "banger-template"
 #: Bumped when what a template holds changes shape: older templates are then never matched.
 #: 2: the saved guest's agent takes entropy + clock with the identity, reloads sshd, rotates its token.
-TEMPLATE_FORMAT = 2
+#: 3: the template records its ssh login's environment, and its agent runs an exec in exactly that
+#:    environment (``env_exact``) with SIGHUP at its default: `vm run` runs commands through the agent.
+TEMPLATE_FORMAT = 3
 _PROCESS = TypeAdapter(VmProcess)
 #: Seconds the agent gets per call (it runs before the restore is called done).
 AGENT_TIMEOUT = 30.0
@@ -108,6 +112,8 @@ class Template:
     created_at: float
     #: The template's guest agent answered before the pause: restored VMs get their identity through it.
     agent: bool = False
+    #: What an ssh login to the saved guest puts in a command's environment (None: not recorded).
+    login: LoginEnvironment | None = None
 
     @property
     def state(self) -> Path:
@@ -120,6 +126,13 @@ class Template:
     def agent_token(self) -> str:
         """The agent token the restored guest has loaded (it is on the copied work disk)."""
         return (self.directory / HOST_TOKEN_FILE).read_text().strip()
+
+
+def _login(value: object) -> LoginEnvironment | None:
+    try:
+        return LoginEnvironment.from_json(value)
+    except ValueError:
+        return None
 
 
 def copy_sparse(src: Path, dest: Path) -> None:
@@ -205,6 +218,7 @@ class Templates:
             host_key_public=str(meta["host_key_public"]),
             created_at=float(meta["created_at"]),
             agent=bool(meta.get("agent", False)),
+            login=_login(meta.get("login")),
         )
         if not all(p.is_file() for p in (template.state, template.disk("overlay"), template.disk("work"))):
             return None
@@ -309,6 +323,8 @@ class Templates:
             )
             progress.step("waiting for the template's ssh")
             self._wait_ready(target, serial, vmm, proc)
+            # The saved guest's login environment: `vm run` reproduces it for commands run through the agent.
+            login = record_login(target)
             close_master(run_dir / "ssh.sock")
             agent_problem = self._agent_problem(run_dir, token)
             agent = agent_problem is None
@@ -327,6 +343,7 @@ class Templates:
                         "host_key_public": identity.host_key_public,
                         "created_at": time.time(),
                         "agent": agent,
+                        "login": login.to_json(),
                     }
                 )
             )
@@ -404,30 +421,32 @@ class Templates:
     def make_own(self, vm_id: str, identity: guest.GuestIdentity, progress: Progress) -> None:
         """Give a restored guest ``identity`` and its own agent token, through its agent.
 
-        One call installs the hostname, machine-id and ed25519 host key (sshd reloaded on it), after
+        One call installs the hostname, machine-id and ed25519 host key (sshd reload started), after
         mixing host randomness into the guest's RNG and setting its clock to the host's (it resumes at
-        the template's save time: builds see files "from the future", TLS sees stale time). A second
+        the template's save time: builds see files "from the future", TLS sees stale time), and last
         replaces the agent token every VM of the template shares with the VM's own, which the host
-        keeps from then on. Several VMs resumed from one saved state share none of these afterwards.
+        keeps from then on (crash-safely: :func:`token_rotation`). Several VMs resumed from one saved
+        state share none of these afterwards.
         Nothing reaches the guest over ssh before this.
         """
-        progress.step("giving the restored VM its own identity")
+        progress.step("giving the restored VM its own identity and agent token")
         client = agent_client_for(self.rt, vm_id)
-        client.set_identity(
-            GuestIdentity(
-                hostname=identity.hostname,
-                machine_id=identity.machine_id,
-                ssh_host_key=identity.host_key_private,
-                ssh_host_key_public=identity.host_key_public,
-            ),
-            timeout=AGENT_TIMEOUT,
-            entropy=os.urandom(RESEED_BYTES),
-            clock=time.time(),
-        )
-        progress.step("giving the restored VM its own agent token")
-        token = new_token()
-        client.rotate_token(token, timeout=AGENT_TIMEOUT)
-        replace_host_token(self.rt.layout.vm_dir(vm_id), token)
+        with token_rotation(client, self.rt.layout.vm_dir(vm_id)) as token:
+            client.set_identity(
+                GuestIdentity(
+                    hostname=identity.hostname,
+                    machine_id=identity.machine_id,
+                    ssh_host_key=identity.host_key_private,
+                    ssh_host_key_public=identity.host_key_public,
+                ),
+                timeout=AGENT_TIMEOUT,
+                entropy=os.urandom(RESEED_BYTES),
+                clock=time.time(),
+                # sshd reloads on the new key while the VM goes on; its first ssh user waits for it
+                # (Power.confirm_ssh), a command run through the agent never does.
+                wait_sshd=False,
+                new_token=token,
+            )
 
     # -- removing ----------------------------------------------------------
 

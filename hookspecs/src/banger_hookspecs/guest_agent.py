@@ -25,6 +25,7 @@ import hmac
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -69,17 +70,27 @@ _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _TOKEN_RE = re.compile(r"^[0-9a-f]{64}$")
 SSHD_PID_FILES = ("/run/sshd.pid", "/var/run/sshd.pid")
+#: Seconds between checks for a host on the virtio-serial port: idle, and for a while after a host left.
+IDLE_POLL = 0.05
+BRISK_POLL = 0.005
+BRISK_POLL_WINDOW = 3.0
 #: Seconds a reloaded sshd gets to listen again (its re-exec is a Python-free fork+exec: well under this).
 SSHD_RELOAD_TIMEOUT = 10.0
 _STARTED = time.monotonic()
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _spawn(argv: list[str], request: dict[str, Any]) -> subprocess.Popen[bytes]:
-    """Start ``argv`` as an exec or a session asks: root's HOME and a system PATH, plus the request's env and cwd."""
-    environ = dict(os.environ, HOME="/root", PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    """Start ``argv`` as an exec or a session asks: root's HOME and a system PATH, plus the request's env and cwd.
+
+    With ``env_exact`` the request's env is the whole environment (nothing of the agent's own, which
+    systemd or the initramfs gave it): what ``vm run`` sends to reproduce an ssh login's environment.
+    """
+    environ = {} if request.get("env_exact") else dict(os.environ, HOME="/root", PATH=SYSTEM_PATH)
     env = request.get("env")
     if isinstance(env, dict):
         environ.update({str(k): str(v) for k, v in env.items()})
+    limits = _rlimits(request.get("rlimits"))
     return subprocess.Popen(
         argv,
         cwd=request.get("cwd") or "/root",
@@ -88,7 +99,34 @@ def _spawn(argv: list[str], request: dict[str, Any]) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # Only setrlimit calls between fork and exec (no locks, no allocation to speak of).
+        preexec_fn=(lambda: _apply_rlimits(limits)) if limits else None,
     )
+
+
+#: Linux limits Python's resource module has no name for (the generic Linux numbering).
+_RLIMITS_NOT_IN_PYTHON = {"RLIMIT_LOCKS": 10}
+
+
+def _rlimits(value: object) -> list[tuple[int, int, int]]:
+    """``{"RLIMIT_NOFILE": [soft, hard], ...}`` (-1: unlimited) as ``(resource, soft, hard)``; ValueError if not."""
+    if not value:
+        return []
+    if not isinstance(value, dict):
+        raise ValueError("rlimits must be an object")
+    limits = []
+    for name, pair in value.items():
+        number = getattr(resource, str(name), _RLIMITS_NOT_IN_PYTHON.get(str(name)))
+        if not isinstance(number, int) or not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError(f"bad rlimit {name!r}")
+        soft, hard = (resource.RLIM_INFINITY if int(v) < 0 else int(v) for v in pair)
+        limits.append((number, soft, hard))
+    return limits
+
+
+def _apply_rlimits(limits: list[tuple[int, int, int]]) -> None:
+    for number, soft, hard in limits:
+        resource.setrlimit(number, (soft, hard))
 
 
 def _is_label(name: str) -> bool:
@@ -179,13 +217,15 @@ def _json(payload: bytes) -> dict[str, Any]:
     return value
 
 
-def _write_file(path: str, data: bytes, mode: int) -> None:
+def _write_file(path: str, data: bytes, mode: int, *, sync: bool = True) -> None:
+    """Replace ``path`` atomically; ``sync`` false leaves the flush to the caller (one ``os.sync`` for many)."""
     tmp = f"{path}.banger-tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         os.write(fd, data)
         os.fchmod(fd, mode)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -606,6 +646,9 @@ class Agent:
             raise ValueError(f"hostname {hostname!r} is not a DNS label")
         if not _MACHINE_ID_RE.match(machine_id):
             raise ValueError("machine_id must be 32 lowercase hex digits")
+        token = request.get("token")
+        if token is not None and not _TOKEN_RE.match(str(token)):
+            raise ValueError("token must be 64 lowercase hex digits")
         key = base64.b64decode(str(request["ssh_host_key"]), validate=True)
         entropy = base64.b64decode(str(request.get("entropy") or ""), validate=True)
         clock = request.get("clock")
@@ -619,18 +662,20 @@ class Agent:
             time.clock_settime(time.CLOCK_REALTIME, float(clock))
         os.makedirs("/etc/ssh", exist_ok=True)
         key_path = "/etc/ssh/ssh_host_ed25519_key"
-        _write_file(key_path, key, 0o600)
+        # No fsync per file (each is a disk flush, ~15-70 ms under TCG): one os.sync() at the end.
+        _write_file(key_path, key, 0o600, sync=False)
         public_line = request.get("ssh_host_key_public")
         if isinstance(public_line, str) and public_line.startswith("ssh-ed25519 ") and "\n" not in public_line:
-            _write_file(f"{key_path}.pub", f"{public_line}\n".encode(), 0o644)  # no ssh-keygen run: slow under TCG
+            # No ssh-keygen run: slow under TCG.
+            _write_file(f"{key_path}.pub", f"{public_line}\n".encode(), 0o644, sync=False)
         else:
             try:
                 public = subprocess.run(["ssh-keygen", "-y", "-f", key_path], capture_output=True, check=True).stdout
-                _write_file(f"{key_path}.pub", public, 0o644)
+                _write_file(f"{key_path}.pub", public, 0o644, sync=False)
             except (OSError, subprocess.CalledProcessError):
                 pass  # sshd needs only the private key
-        _write_file("/etc/machine-id", f"{machine_id}\n".encode(), 0o444)
-        _write_file("/etc/hostname", f"{hostname}\n".encode(), 0o644)
+        _write_file("/etc/machine-id", f"{machine_id}\n".encode(), 0o444, sync=False)
+        _write_file("/etc/hostname", f"{hostname}\n".encode(), 0o644, sync=False)
         socket.sethostname(hostname)
         address, gateway = request.get("address"), request.get("gateway")
         if address:
@@ -641,17 +686,25 @@ class Agent:
             _run(["ip", "route", "replace", "default", "via", str(gateway), "dev", "eth0"])
         dns = request.get("dns") or []
         if dns:
-            _write_file("/etc/resolv.conf", "".join(f"nameserver {server}\n" for server in dns).encode(), 0o644)
+            _write_file(
+                "/etc/resolv.conf", "".join(f"nameserver {server}\n" for server in dns).encode(), 0o644, sync=False
+            )
+        if token is not None:
+            # The VM's own agent token, in the same call (a restored guest starts with its template's).
+            self.rotate_token(str(token), sync=False)
         # A running sshd keeps the old key in memory; an sshd not started yet reads the new one.
-        if not _reload_sshd() and os.path.isdir("/run/systemd/system"):
+        # ``wait_sshd`` false: answer once the reload is asked for, not done (the host confirms over
+        # ssh, with the new key pinned, before anyone's first login).
+        if not _reload_sshd(wait=request.get("wait_sshd", True) is not False) and os.path.isdir("/run/systemd/system"):
             subprocess.run(
                 ["systemctl", "try-restart", "ssh.service", "sshd.service"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        os.sync()  # every file above on disk before the answer (sshd's re-exec runs meanwhile)
 
-    def rotate_token(self, token: str) -> None:
+    def rotate_token(self, token: str, *, sync: bool = True) -> None:
         """Replace this VM's token (atomically): every later connection must offer the new one.
 
         VMs restored from one template all start with the template's token; each gets its own
@@ -659,7 +712,7 @@ class Agent:
         """
         if not _TOKEN_RE.match(token):
             raise ValueError("token must be 64 lowercase hex digits")
-        _write_file(self.token_path, token.encode(), 0o600)
+        _write_file(self.token_path, token.encode(), 0o600, sync=sync)
 
 
 def _sshd_listeners() -> set[str]:
@@ -678,12 +731,12 @@ def _sshd_listeners() -> set[str]:
     return inodes
 
 
-def _reload_sshd() -> bool:
+def _reload_sshd(wait: bool = True) -> bool:
     """SIGHUP the running sshd (it re-execs itself and reads the new host key); wait until it listens again.
 
     False when no sshd runs from a pid file (not started yet, or socket-activated: nothing to reload).
     Much cheaper than a unit restart under TCG, and the caller's first login cannot reach the old
-    process: the answer waits until new listening sockets replace all the old ones.
+    process: the answer waits until new listening sockets replace all the old ones (unless not ``wait``).
     """
     for pid_file in SSHD_PID_FILES:
         try:
@@ -696,7 +749,7 @@ def _reload_sshd() -> bool:
             os.kill(pid, signal.SIGHUP)
         except (OSError, ValueError):
             continue
-        if not before:
+        if not before or not wait:
             return True  # not listening on port 22 (banger never reaches it there): nothing to wait for
         deadline = time.monotonic() + SSHD_RELOAD_TIMEOUT
         while time.monotonic() < deadline:
@@ -746,11 +799,16 @@ def serve_virtio_port(agent: Agent) -> None:
     fd = os.open(device, os.O_RDWR | os.O_NONBLOCK)
     poller = select.poll()
     poller.register(fd, select.POLLIN)
+    last_host = time.monotonic()
     while True:
-        # With no host connected the port polls POLLHUP (and reads 0): wait for a host.
+        # With no host connected the port polls POLLHUP (and reads 0): wait for a host, briskly for a
+        # while after the last one left (the next call often follows: a warm restore's identity call,
+        # then `vm run`'s command; a template is saved right after its health check, so a restored
+        # guest resumes inside that window), then at an idle guest's pace.
         events = poller.poll(1000)
         if not events or events[0][1] & select.POLLHUP:
-            time.sleep(0.05)
+            brisk = time.monotonic() - last_host < BRISK_POLL_WINDOW
+            time.sleep(BRISK_POLL if brisk else IDLE_POLL)
             continue
         try:
             agent.serve(Conn(fd))
@@ -758,6 +816,7 @@ def serve_virtio_port(agent: Agent) -> None:
             pass
         except Exception as exc:
             _log(f"virtio-serial connection failed: {exc}")
+        last_host = time.monotonic()
 
 
 def serve_vsock(agent: Agent) -> None:
@@ -785,9 +844,15 @@ def _serve_socket(agent: Agent, client: socket.socket) -> None:
             _log(f"vsock connection failed: {exc}")
 
 
+def _ignore_hangup(signum: int, frame: object) -> None:
+    """SIGHUP to the agent itself: nothing to do (see :func:`main`)."""
+
+
 def main() -> None:
-    # Started from the initramfs, before the image's init: a console hang-up must not end it.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Started from the initramfs, before the image's init: a console hang-up must not end it. A handler,
+    # not SIG_IGN: an ignored signal stays ignored across exec, and the commands run here must get
+    # SIGHUP's default action as they do under sshd.
+    signal.signal(signal.SIGHUP, _ignore_hangup)
     agent = Agent()
     threads = [
         threading.Thread(target=target, args=(agent,), daemon=True) for target in (serve_virtio_port, serve_vsock)

@@ -235,8 +235,8 @@ def test_the_agent_transport_speaks_connect_to_the_real_vsock_muxer(
     plugin_context: PluginContext, firecracker_binaries, guest_spec, launched
 ) -> None:
     """banger's host half of the agent channel against Firecracker's own vsock UDS (no guest boots here)."""
+    from banger_core.common.agent_transport import VsockUdsTransport
     from banger_core.common.errors import AgentUnavailable
-    from banger_core.daemon.agent.transport import VsockUdsTransport
     from banger_hookspecs.guest_agent import VSOCK_PORT
 
     if plugin_context.host.kvm == "hardware":

@@ -10,7 +10,7 @@ import pytest
 from banger_hookspecs import HostFacts, PluginContext
 from banger_qemu.driver import PREFERENCE_KVM, PREFERENCE_TCG, QemuDriver, resolve_accel
 from banger_qemu.plugin import banger_doctor_checks, banger_vmm_backends
-from banger_qemu.probe import SANDBOX, _probe_sandbox, sandbox_option
+from banger_qemu.probe import SANDBOX, _probe_sandbox, _probe_version, qemu_version, sandbox_option
 
 pytestmark = pytest.mark.unit
 
@@ -86,6 +86,25 @@ def test_backend_registration_builds_the_driver(plugin_context: PluginContext) -
     (backend,) = banger_vmm_backends()
     assert backend.name == "qemu"
     assert isinstance(backend.factory(plugin_context), QemuDriver)
+
+
+def test_version_probe_runs_a_binary_once_until_it_changes(tmp_path: Path) -> None:
+    qemu = tmp_path / "qemu"
+    runs = tmp_path / "runs"
+
+    def install(version: str) -> None:
+        partial = tmp_path / "qemu.new"
+        partial.write_text(f'#!/bin/sh\necho run >> {runs}\necho "QEMU emulator version {version}"\n')
+        partial.chmod(0o755)
+        partial.replace(qemu)  # a new file (inode), as a package upgrade makes
+
+    install("7.2.19")
+    assert [qemu_version(str(qemu)) for _ in range(3)] == ["7.2.19"] * 3
+    assert runs.read_text() == "run\n"  # cached: a vm run asked for it three times
+    install("8.0.1")
+    assert qemu_version(str(qemu)) == "8.0.1"  # an upgraded QEMU is probed again
+    assert qemu_version(str(tmp_path / "missing")) is None
+    _probe_version.cache_clear()
 
 
 @pytest.mark.integration
