@@ -20,7 +20,8 @@ top-level ``signing`` policy says who signs: ``--signing-identity`` and
 ``--signing-issuer`` set it (the embedded catalog already names the release
 workflow). The script lists the files to sign; ``--sign-with sigstore`` signs
 them itself with ``python -m sigstore sign --bundle FILE.sigstore.json FILE``
-(in CI: the workflow's ambient OIDC identity, which must be the policy's)::
+(in CI: the workflow's ambient OIDC identity, which must be the policy's),
+before the catalog is written, so a failed signing leaves the catalog as it was::
 
     scripts/publish_catalog.py --base-url ... --sign-with sigstore dist/*.tar.zst
     # uploads: dist/NAME.tar.zst and dist/NAME.tar.zst.sigstore.json for each bundle
@@ -164,10 +165,15 @@ class SigningFailed(Exception):
     """``python -m sigstore sign`` failed; the message says for which bundle."""
 
 
-def write_atomically(path: Path, catalog: dict[str, Any]) -> None:
-    """Write ``catalog`` to ``path`` via a temp file in the same directory and a rename."""
+def catalog_text(path: Path, catalog: dict[str, Any]) -> str:
+    """``catalog`` as the text to write to ``path``; raises ``CatalogError`` for what readers would refuse."""
     text = json.dumps(catalog, indent=2) + "\n"
-    parse_catalog(text.encode(), f"catalog {path}", base=path.resolve().as_uri())  # never write what readers refuse
+    parse_catalog(text.encode(), f"catalog {path}", base=path.resolve().as_uri())
+    return text
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` (from :func:`catalog_text`) to ``path`` via a temp file in the same directory and a rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -248,13 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         pinned = entry["url"] if args.registry is not None else f"{entry['size']} bytes, sha256 {entry['sha256']}"
         print(f"{action} {entry['kind']} {entry['name']}: {pinned}")
     try:
-        write_atomically(args.catalog, catalog)
+        text = catalog_text(args.catalog, catalog)  # never write what readers refuse
     except CatalogError as exc:  # e.g. a --signing-issuer that is not an https:// URL
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    # Signed before the catalog is written: it never lists a bundle whose signing failed.
+    if args.base_url is not None and sign_or_list(args.bundles, catalog, args.sign_with) != 0:
+        return 1
+    write_atomically(args.catalog, text)
     print(f"wrote {args.catalog}")
-    if args.base_url is not None:
-        return sign_or_list(args.bundles, catalog, args.sign_with)
     if args.registry is not None:
         try:
             pinned_catalog = registry_catalog(args.catalog, args.registry, args.tag)
@@ -266,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sign_or_list(bundles: list[Path], catalog: dict[str, Any], sign_with: str | None) -> int:
-    """Sign each bundle (``--sign-with``) or list the files to sign; upload each signature beside its bundle."""
+    """Sign each bundle (``--sign-with``) or list the files to sign; returns the exit status (1: signing failed)."""
     signing = catalog.get("signing")
     if signing is None:
         print(

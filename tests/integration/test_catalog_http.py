@@ -749,22 +749,15 @@ shutil.copyfile(os.path.join(os.environ["FAKE_SIGSTORE_PRESIGNED"], os.path.base
 """
 
 
-def test_publish_script_signs_with_sigstore(
-    catalog_server: CatalogServer, banger_env: dict[str, str], trust_lab: TrustLab, tmp_path: Path
-) -> None:
-    """``--sign-with sigstore`` runs ``python -m sigstore sign``; here a stand-in for the CLI, which needs an
-    OIDC identity and the public Fulcio/Rekor, hands out the lab's signature for the same bytes."""
-    source_dir = _kernel_dir(tmp_path)
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    bundle = write_bundle("kernel", source_dir, dist / "generic-6.1.tar.zst", RecordingProgress()).path
-    presigned = tmp_path / "presigned"
-    presigned.mkdir()
-    (presigned / bundle.name).write_bytes(trust_lab.sign(bundle.read_bytes()))
+def _fake_sigstore(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose ``python -m sigstore`` is the stand-in (handing out files of a presigned directory),
+    and the log of its command lines."""
     fake = tmp_path / "fake-site" / "sigstore"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("")
     (fake / "__main__.py").write_text(FAKE_SIGSTORE)
+    presigned = tmp_path / "presigned"
+    presigned.mkdir()
     log = tmp_path / "sigstore.log"
     env = {
         **os.environ,
@@ -772,13 +765,20 @@ def test_publish_script_signs_with_sigstore(
         "FAKE_SIGSTORE_LOG": str(log),
         "FAKE_SIGSTORE_PRESIGNED": str(presigned),
     }
-    catalog = tmp_path / "catalog.json"
-    script = [sys.executable, str(REPO / "scripts" / "publish_catalog.py"), "--catalog", str(catalog)]
-    published = subprocess.run(
+    return env, log
+
+
+def _publish_signed(
+    catalog: Path, base_url: str, bundle: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
-            *script,
+            sys.executable,
+            str(REPO / "scripts" / "publish_catalog.py"),
+            "--catalog",
+            str(catalog),
             "--base-url",
-            catalog_server.url("r"),
+            base_url,
             "--signing-identity",
             TEST_IDENTITY,
             "--signing-issuer",
@@ -794,6 +794,21 @@ def test_publish_script_signs_with_sigstore(
         text=True,
         check=False,
     )
+
+
+def test_publish_script_signs_with_sigstore(
+    catalog_server: CatalogServer, banger_env: dict[str, str], trust_lab: TrustLab, tmp_path: Path
+) -> None:
+    """``--sign-with sigstore`` runs ``python -m sigstore sign``; here a stand-in for the CLI, which needs an
+    OIDC identity and the public Fulcio/Rekor, hands out the lab's signature for the same bytes."""
+    source_dir = _kernel_dir(tmp_path)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    bundle = write_bundle("kernel", source_dir, dist / "generic-6.1.tar.zst", RecordingProgress()).path
+    env, log = _fake_sigstore(tmp_path)
+    (Path(env["FAKE_SIGSTORE_PRESIGNED"]) / bundle.name).write_bytes(trust_lab.sign(bundle.read_bytes()))
+    catalog = tmp_path / "catalog.json"
+    published = _publish_signed(catalog, catalog_server.url("r"), bundle, env)
     assert published.returncode == 0, published.stderr
     signature = dist / "generic-6.1.tar.zst.sigstore.json"
     assert f"signed: {bundle} -> {signature}" in published.stdout.splitlines()
@@ -805,6 +820,22 @@ def test_publish_script_signs_with_sigstore(
     ctx = _signed_context(banger_env, catalog_server.url("catalog.json"), trust_lab)
     artifact = CatalogKernelProvider(ctx).pull("generic-6.1", _empty_dest(tmp_path), RecordingProgress())
     assert artifact.metadata["signed_by"] == TEST_IDENTITY
+
+
+def test_publish_script_writes_no_catalog_when_signing_fails(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    bundle = write_bundle("kernel", _kernel_dir(tmp_path), dist / "generic-6.1.tar.zst", RecordingProgress()).path
+    env, log = _fake_sigstore(tmp_path)  # nothing presigned: the stand-in fails, as sigstore without an identity
+    catalog = tmp_path / "catalog.json"
+    published = _publish_signed(catalog, "https://example.org/r", bundle, env)
+    assert published.returncode == 1
+    assert published.stderr.splitlines()[-1] == (
+        f"error: sigstore could not sign {bundle} (exit status 1): see its output above"
+    )
+    assert log.read_text().count("sign --overwrite --bundle") == 1
+    assert not catalog.exists(), "a catalog never lists a bundle whose signing failed"
+    assert not (dist / "generic-6.1.tar.zst.sigstore.json").exists()
 
 
 def test_publish_script_refuses_a_half_given_signer(tmp_path: Path) -> None:
