@@ -14,6 +14,18 @@ Usage (at release time, before uploading the bundles to the release)::
         --base-url https://github.com/banger-dev/banger/releases/download/v0.1.0 \\
         dist/debian-bookworm.tar.zst dist/debian-bookworm-docker.tar.zst dist/generic-6.1.tar.zst
 
+Every bundle is signed with Sigstore, its signature uploaded beside it as
+``<bundle>.sigstore.json`` (readers refuse unsigned bundles). The catalog's
+top-level ``signing`` policy says who signs: ``--signing-identity`` and
+``--signing-issuer`` set it (the embedded catalog already names the release
+workflow). The script lists the files to sign; ``--sign-with sigstore`` signs
+them itself with ``python -m sigstore sign --bundle FILE.sigstore.json FILE``
+(in CI: the workflow's ambient OIDC identity, which must be the policy's),
+before the catalog is written, so a failed signing leaves the catalog as it was::
+
+    scripts/publish_catalog.py --base-url ... --sign-with sigstore dist/*.tar.zst
+    # uploads: dist/NAME.tar.zst and dist/NAME.tar.zst.sigstore.json for each bundle
+
 Or publish through an OCI registry instead (``--registry REGISTRY/NAMESPACE
 --tag TAG``): each verified bundle is pushed as banger's OCI artifact to
 ``REGISTRY/NAMESPACE/<name>:TAG`` (credentials from the Docker-style
@@ -33,13 +45,20 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from banger_catalog.catalog import CATALOG_ARTIFACT_TYPE, CATALOG_FORMAT, CATALOG_MEDIA_TYPE, parse_catalog
+from banger_catalog.catalog import (
+    CATALOG_ARTIFACT_TYPE,
+    CATALOG_FORMAT,
+    CATALOG_MEDIA_TYPE,
+    SIGNATURE_SUFFIX,
+    parse_catalog,
+)
 from banger_catalog.errors import BundleError, CatalogError
 from banger_core.common.progress import NullProgress
 from banger_hookspecs import SourceUnavailable
@@ -127,10 +146,34 @@ def update_catalog(catalog: dict[str, Any], entry: dict[str, Any]) -> str:
     return "added"
 
 
-def write_atomically(path: Path, catalog: dict[str, Any]) -> None:
-    """Write ``catalog`` to ``path`` via a temp file in the same directory and a rename."""
+def signature_of(bundle: Path) -> Path:
+    """Where the Sigstore bundle of ``bundle`` goes: beside it, uploaded with it."""
+    return bundle.with_name(bundle.name + SIGNATURE_SUFFIX)
+
+
+def sign_with_sigstore(bundle: Path) -> Path:
+    """Sign ``bundle`` with sigstore-python's CLI (ambient OIDC identity in CI, a browser flow elsewhere)."""
+    signature = signature_of(bundle)
+    argv = [sys.executable, "-m", "sigstore", "sign", "--overwrite", "--bundle", str(signature), str(bundle)]
+    result = subprocess.run(argv, check=False)
+    if result.returncode != 0 or not signature.is_file():
+        raise SigningFailed(f"sigstore could not sign {bundle} (exit status {result.returncode}): see its output above")
+    return signature
+
+
+class SigningFailed(Exception):
+    """``python -m sigstore sign`` failed; the message says for which bundle."""
+
+
+def catalog_text(path: Path, catalog: dict[str, Any]) -> str:
+    """``catalog`` as the text to write to ``path``; raises ``CatalogError`` for what readers would refuse."""
     text = json.dumps(catalog, indent=2) + "\n"
-    parse_catalog(text.encode(), f"catalog {path}", base=path.resolve().as_uri())  # never write what readers refuse
+    parse_catalog(text.encode(), f"catalog {path}", base=path.resolve().as_uri())
+    return text
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` (from :func:`catalog_text`) to ``path`` via a temp file in the same directory and a rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -154,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         "--registry", metavar="REGISTRY/NAMESPACE", help="push the bundles there as OCI artifacts (needs --tag)"
     )
     parser.add_argument("--tag", help="tag of the pushed artifacts (with --registry)")
+    parser.add_argument("--signing-identity", help="the catalog's signer: the signing certificate's identity")
+    parser.add_argument("--signing-issuer", help="the catalog's signer: the OIDC issuer of that identity")
+    parser.add_argument(
+        "--sign-with",
+        choices=["sigstore"],
+        help="sign each bundle (BUNDLE.sigstore.json beside it) with `python -m sigstore sign`",
+    )
     parser.add_argument("--catalog", type=Path, default=EMBEDDED_CATALOG, help="catalog.json to update")
     parser.add_argument(
         "--description", action="append", default=[], metavar="NAME=TEXT", help="one-line description for NAME"
@@ -162,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.registry is not None and not args.tag:
         parser.error("--registry needs --tag TAG (the tag each bundle is pushed under)")
+    if args.registry is not None and args.sign_with is not None:
+        parser.error("--sign-with signs bundles published with --base-url; a registry entry is pinned by digest")
+    if (args.signing_identity is None) != (args.signing_issuer is None):
+        parser.error("give --signing-identity and --signing-issuer together")
     if args.base_url is not None and (
         urlsplit(args.base_url).scheme not in ("https", "http") or not urlsplit(args.base_url).hostname
     ):
@@ -180,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         catalog = json.loads(raw)
     else:
         catalog = {"format": CATALOG_FORMAT, "entries": []}
+    if args.signing_identity is not None:
+        catalog["signing"] = {"identity": args.signing_identity, "issuer": args.signing_issuer}
 
     for bundle in args.bundles:
         try:
@@ -197,7 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         action = update_catalog(catalog, entry)
         pinned = entry["url"] if args.registry is not None else f"{entry['size']} bytes, sha256 {entry['sha256']}"
         print(f"{action} {entry['kind']} {entry['name']}: {pinned}")
-    write_atomically(args.catalog, catalog)
+    try:
+        text = catalog_text(args.catalog, catalog)  # never write what readers refuse
+    except CatalogError as exc:  # e.g. a --signing-issuer that is not an https:// URL
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    # Signed before the catalog is written: it never lists a bundle whose signing failed.
+    if args.base_url is not None and sign_or_list(args.bundles, catalog, args.sign_with) != 0:
+        return 1
+    write_atomically(args.catalog, text)
     print(f"wrote {args.catalog}")
     if args.registry is not None:
         try:
@@ -206,6 +270,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f'pushed the catalog: catalog_url = "{pinned_catalog}"')
+    return 0
+
+
+def sign_or_list(bundles: list[Path], catalog: dict[str, Any], sign_with: str | None) -> int:
+    """Sign each bundle (``--sign-with``) or list the files to sign; returns the exit status (1: signing failed)."""
+    signing = catalog.get("signing")
+    if signing is None:
+        print(
+            "warning: the catalog has no signing policy (--signing-identity/--signing-issuer): readers refuse "
+            "its bundles unless they set catalog_allow_unsigned",
+            file=sys.stderr,
+        )
+    else:
+        print(f"signer: {signing['identity']} (issuer {signing['issuer']})")
+    for bundle in bundles:
+        if sign_with is None:
+            print(f"to sign: {bundle} -> {signature_of(bundle)}")
+            continue
+        try:
+            print(f"signed: {bundle} -> {sign_with_sigstore(bundle)}")
+        except SigningFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import NoReturn
 from banger_core.common import hostfacts
 from banger_core.common.config import Config
 from banger_core.common.errors import NoRootHelper, NotPrivileged
-from banger_hookspecs import HostOps, PluginContext
+from banger_hookspecs import HostOps, PluginContext, SignatureRefused, SignatureVerifier
 
 
 class UnprivilegedHostOps:
@@ -76,6 +76,24 @@ def resolved_dirs(config: Config) -> tuple[Path, Path, Path]:
     return Path(config["state_dir"]), Path(config["cache_dir"]), Path(config["runtime_dir"])
 
 
+def signature_verifier(config: Config) -> SignatureVerifier:
+    """Plugins' ``ctx.verify_signature``: :func:`banger_core.trust.verify_file` under the configured trust root."""
+
+    def verify_signature(
+        path: Path, signature: bytes, *, identity: str, issuer: str, subject: str | None = None
+    ) -> None:
+        # Imported here: sigstore is heavy and the CLI's start-up path never checks a signature.
+        from banger_core import trust
+
+        policy = trust.SigningPolicy(identity, issuer, trust.policy_root_from_config(config))
+        try:
+            trust.verify_file(path, signature, policy, subject=subject)
+        except trust.SignatureRefused as exc:
+            raise SignatureRefused(str(exc)) from None
+
+    return verify_signature
+
+
 def make_context(
     config: Config,
     host_ops: HostOps,
@@ -94,4 +112,5 @@ def make_context(
         owner_uid=os.geteuid(),
         owner_gid=os.getegid(),
         host=hostfacts.gather(),
+        verify_signature=signature_verifier(config),
     )

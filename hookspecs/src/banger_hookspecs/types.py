@@ -58,6 +58,8 @@ __all__ = [
     "Progress",
     "PublishedArtifact",
     "PublishedElsewhere",
+    "SignatureRefused",
+    "SignatureVerifier",
     "SourceUnavailable",
     "SshdInstallingImageSource",
     "VmInfo",
@@ -109,6 +111,15 @@ class DocumentRefused(Exception):
 
     :attr:`PluginContext.fetch_document` raises it (and :class:`SourceUnavailable` when the
     location cannot be reached); the message is one user sentence.
+    """
+
+
+class SignatureRefused(Exception):
+    """A Sigstore signature does not vouch for a file under the policy asked for, or cannot be checked.
+
+    :attr:`PluginContext.verify_signature` raises it; the message is one user
+    sentence saying what failed (digest, identity, issuer, trust root, log key)
+    and how to fix it.
     """
 
 
@@ -286,6 +297,31 @@ def _refuse_document_fetch(reference: str, *, artifact_type: str, media_type: st
     raise SourceUnavailable(f"{reference} can be fetched only by the daemon, through its artifact publishers")
 
 
+class SignatureVerifier(Protocol):
+    """Checks a Sigstore bundle over a file against a signing policy, with the trust root banger is configured for."""
+
+    def __call__(self, path: Path, signature: bytes, *, identity: str, issuer: str, subject: str | None = None) -> None:
+        """Return if ``signature`` (a Sigstore bundle, JSON) signs the file at ``path`` as ``identity``.
+
+        Args:
+            path: the signed file; it is read (streamed), never changed.
+            signature: the Sigstore bundle published beside it (``FILE.sigstore.json``).
+            identity: the signing certificate's identity (SAN) that must match exactly.
+            issuer: the OIDC issuer that must have vouched for ``identity``, matched exactly.
+            subject: names the file in the refusal (default: its file name).
+
+        Raises:
+            SignatureRefused: the signature does not verify (one line, with the fix).
+        """
+        ...
+
+
+def _refuse_signature_check(
+    path: Path, signature: bytes, *, identity: str, issuer: str, subject: str | None = None
+) -> None:
+    raise SignatureRefused(f"the signature of {path} can be checked only by banger's core, which was not asked to")
+
+
 @dataclass(frozen=True)
 class PluginContext:
     """What a provider factory receives: effective config, directories, host services.
@@ -305,6 +341,9 @@ class PluginContext:
             publisher publishes (a catalog in an OCI registry); the daemon routes it to the
             publisher claiming the reference. Outside the daemon it refuses with
             :class:`SourceUnavailable`.
+        verify_signature: checks a Sigstore signature over a file (see :class:`SignatureVerifier`)
+            against the trust root banger pins (config ``sigstore_trusted_root`` replaces it).
+            Plugins never import sigstore themselves, so every signature is judged the same way.
     """
 
     # Any: each value has the type its ConfigOption declares, known only at runtime.
@@ -318,6 +357,7 @@ class PluginContext:
     owner_gid: int
     host: HostFacts
     fetch_document: DocumentFetcher = field(default=_refuse_document_fetch)
+    verify_signature: SignatureVerifier = field(default=_refuse_signature_check)
 
     def plugin_dir(self, name: str, *, cache: bool = False) -> Path:
         """The directory a plugin named ``name`` owns (created on demand, 0700)."""

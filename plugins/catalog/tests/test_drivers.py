@@ -36,9 +36,10 @@ def _entry(bundle: Path, kind: str, name: str, **overrides: Any) -> dict[str, An
 
 
 def _context(banger_env: dict[str, str], tmp_path: Path, *entries: dict[str, Any]) -> PluginContext:
+    """A local catalog of unsigned ``entries``, opted out of signature checks (those are in test_signatures.py)."""
     catalog = tmp_path / "catalog.json"
     catalog.write_text(json.dumps({"format": 1, "entries": list(entries)}))
-    return make_plugin_context(banger_env, {"catalog_url": str(catalog)})
+    return make_plugin_context(banger_env, {"catalog_url": str(catalog), "catalog_allow_unsigned": [str(catalog)]})
 
 
 def test_registrations_are_named_catalog_and_tried_first() -> None:

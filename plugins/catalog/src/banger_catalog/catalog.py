@@ -8,6 +8,18 @@ it with a local file or an http(s) URL. Format 1::
                   "url": "https://.../debian-bookworm.tar.zst",
                   "sha256": "<64 hex>", "size": 123456789, "kernel_ref": "generic-6.1"}]}
 
+Every bundle is signed with Sigstore: its signature (a Sigstore bundle,
+JSON) is published beside it at ``url + ".sigstore.json"``, and the catalog
+names who must have signed it, for the whole catalog and/or per entry (an
+entry's own ``signing`` wins)::
+
+    {"format": 1,
+     "signing": {"identity": "https://github.com/banger-dev/banger/.github/workflows/release.yml@refs/heads/main",
+                 "issuer": "https://token.actions.githubusercontent.com"},
+     "entries": [...]}
+
+The driver checks that signature before it unpacks anything (see drivers.py).
+
 An entry whose ``sha256`` and ``size`` are both ``null`` is *not published
 yet*: it is listed (so its name is known) but cannot be pulled. Entries of an
 unknown ``kind`` are skipped so that older clients can read newer catalogs.
@@ -66,7 +78,24 @@ _OCI_CATALOG_RE = re.compile(
 CATALOG_ARTIFACT_TYPE = "application/vnd.banger.catalog.v1"
 #: Media type of its one layer: the catalog.json.
 CATALOG_MEDIA_TYPE = "application/vnd.banger.catalog.v1+json"
+#: The Sigstore bundle of a bundle at URL is published at URL + this.
+SIGNATURE_SUFFIX = ".sigstore.json"
+#: An identity or issuer longer than this is refused (a workflow URL is ~100 characters).
+_SIGNING_FIELD_LIMIT = 1024
 _OCI_URL_RE = re.compile(r"oci://[A-Za-z0-9.\-\[\]:]+/[a-z0-9._/\-]+(?::[A-Za-z0-9_.\-]{1,128})?@sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class SigningPolicy:
+    """Who must have signed a bundle: the signing certificate's identity and the OIDC issuer that vouched for it.
+
+    Attributes:
+        identity: the certificate's identity (SAN), e.g. a release workflow's URL at a ref.
+        issuer: the OIDC issuer, e.g. ``https://token.actions.githubusercontent.com``.
+    """
+
+    identity: str
+    issuer: str
 
 
 @dataclass(frozen=True)
@@ -82,6 +111,8 @@ class CatalogEntry:
         sha256: hex digest of the bundle file, or None when not published yet (or an OCI artifact).
         size: size of the bundle file in bytes, or None when not published yet (or an OCI artifact).
         kernel_ref: for images, the kernel the image wants.
+        signing: who must have signed the bundle (the entry's ``signing``, else the catalog's),
+            None when the catalog names nobody: then the bundle counts as unsigned.
     """
 
     name: str
@@ -91,6 +122,12 @@ class CatalogEntry:
     sha256: str | None
     size: int | None
     kernel_ref: str | None = None
+    signing: SigningPolicy | None = None
+
+    @property
+    def signature_url(self) -> str:
+        """Where the bundle's Sigstore bundle is published: beside it, named ``<bundle>.sigstore.json``."""
+        return self.url + SIGNATURE_SUFFIX
 
     @property
     def oci_reference(self) -> str | None:
@@ -239,6 +276,7 @@ def parse_catalog(raw: bytes, location: str, *, base: str | None) -> Catalog:
             f"{location} is catalog format {data.get('format')!r}, this banger reads format {CATALOG_FORMAT}: "
             "upgrade banger or point catalog_url at a format-1 catalog"
         )
+    signing = _parse_signing(data.get("signing"), location)
     entries: list[CatalogEntry] = []
     seen: set[tuple[str, str]] = set()
     for index, item in enumerate(data["entries"]):
@@ -247,7 +285,7 @@ def parse_catalog(raw: bytes, location: str, *, base: str | None) -> Catalog:
             raise CatalogError(f"{where} is not an object")
         if item.get("kind") not in PAYLOAD_FILES:
             continue  # a kind added by a newer banger
-        entry = _parse_entry(item, where, base)
+        entry = _parse_entry(item, where, base, signing)
         if (entry.kind, entry.name) in seen:
             raise CatalogError(f"{where} lists {entry.kind} {entry.name!r} a second time: remove one")
         seen.add((entry.kind, entry.name))
@@ -255,7 +293,31 @@ def parse_catalog(raw: bytes, location: str, *, base: str | None) -> Catalog:
     return Catalog(location=location, entries=tuple(entries))
 
 
-def _parse_entry(item: Mapping[str, object], where: str, base: str | None) -> CatalogEntry:
+def _parse_signing(value: object, where: str) -> SigningPolicy | None:
+    """A ``signing`` object (``{"identity": ..., "issuer": ...}``), or None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise CatalogError(f"{where} has a 'signing' that is not an object: {_SIGNING_FIX}")
+    issuer = _signing_field(value, "issuer", where)
+    if not issuer.startswith("https://"):
+        raise CatalogError(f"{where} has a signing issuer {issuer!r} that is not an https:// URL: {_SIGNING_FIX}")
+    return SigningPolicy(identity=_signing_field(value, "identity", where), issuer=issuer)
+
+
+_SIGNING_FIX = 'give "signing": {"identity": "<certificate identity>", "issuer": "https://<OIDC issuer>"}'
+
+
+def _signing_field(signing: Mapping[str, object], key: str, where: str) -> str:
+    value = signing.get(key)
+    if not isinstance(value, str) or not value or len(value) > _SIGNING_FIELD_LIMIT or any(c.isspace() for c in value):
+        raise CatalogError(f"{where} has an invalid signing {key} {value!r}: {_SIGNING_FIX}")
+    return value
+
+
+def _parse_entry(
+    item: Mapping[str, object], where: str, base: str | None, catalog_signing: SigningPolicy | None
+) -> CatalogEntry:
     name = item.get("name")
     if not is_image_name(name):
         raise CatalogError(f"{where} has an invalid name {name!r}: {IMAGE_NAME_RULE}")
@@ -285,6 +347,7 @@ def _parse_entry(item: Mapping[str, object], where: str, base: str | None) -> Ca
         sha256=sha256,
         size=size,
         kernel_ref=kernel_ref if kind == "image" else None,
+        signing=_parse_signing(item.get("signing"), where) or catalog_signing,
     )
 
 

@@ -33,6 +33,8 @@ _CHUNK = 1 << 20
 _PROGRESS_EVERY = 1 << 20
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 USER_AGENT = "banger-catalog/0.1"
+#: A Sigstore bundle is a few KiB (a certificate, a signature, a log entry); more is not one.
+SIGNATURE_LIMIT = 256 << 10
 
 
 @contextmanager
@@ -93,6 +95,58 @@ def fetch_bundle(entry: CatalogEntry, downloads: Path, progress: Progress, label
     _verify(partial, entry, label, delete=True)
     os.rename(partial, final)
     return final
+
+
+def fetch_signature(entry: CatalogEntry, label: str, *, timeout: float) -> bytes:
+    """The Sigstore bundle published beside ``entry``'s bundle (``URL.sigstore.json``), as bytes.
+
+    Fetched before the bundle, so an unsigned bundle costs one small request and nothing is written.
+
+    Raises:
+        SourceUnavailable: no signature is published (the bundle is unsigned) or it cannot be fetched.
+        BundleError: what is served there is far larger than any signature.
+    """
+    url = entry.signature_url
+    unsigned = (
+        f"{label} is not signed: no signature at {url}; ask the catalog's publisher to sign it "
+        "(scripts/publish_catalog.py --sign-with sigstore), or accept this catalog's unsigned bundles "
+        "with catalog_allow_unsigned"
+    )
+    if urlsplit(url).scheme == "file":
+        path = Path(urlsplit(url).path)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(SIGNATURE_LIMIT + 1)
+        except FileNotFoundError:
+            raise SourceUnavailable(unsigned) from None
+        except OSError as exc:
+            raise SourceUnavailable(f"{label}: signature {path} cannot be read ({exc.strerror})") from None
+    else:
+        data = _download_small(url, label, unsigned, timeout)
+    if len(data) > SIGNATURE_LIMIT:
+        raise BundleError(f"{label}: {url} is larger than {SIGNATURE_LIMIT} bytes, not a signature; tell the publisher")
+    return data
+
+
+def _download_small(url: str, label: str, missing: str, timeout: float) -> bytes:
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    try:
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=True, headers=headers, verify=system_trust()) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code in (404, 410):
+                raise SourceUnavailable(missing)
+            if response.status_code != 200:
+                raise SourceUnavailable(f"{label}: {url} answered HTTP {response.status_code}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > SIGNATURE_LIMIT:
+                    break  # the caller refuses it; reading on would only waste bandwidth
+            return bytes(body)
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(f"{label}: cannot download {url} ({_one_line(exc)})") from None
 
 
 def _attempt(client: httpx.Client, entry: CatalogEntry, partial: Path, progress: Progress, label: str) -> bool:

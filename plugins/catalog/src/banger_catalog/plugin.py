@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from banger_catalog.policy import ALLOW_UNSIGNED_KEY, unsigned_allowed
 from banger_hookspecs import (
+    CheckResult,
     ConfigOption,
+    DoctorCheck,
     ImageSource,
     ImageSourceDriver,
     KernelProvider,
@@ -44,7 +47,33 @@ def banger_config_options() -> Iterable[ConfigOption]:
             "str",
             help="URL, file or oci://REGISTRY/REPO@sha256:... of a catalog.json used instead of the embedded one",
         ),
+        ConfigOption(
+            ALLOW_UNSIGNED_KEY,
+            "list[str]",
+            default=[],
+            help="catalog_url values whose bundles may be unsigned: signature checks off for them, a warning each pull",
+        ),
     ]
+
+
+def check_signatures(ctx: PluginContext) -> Iterable[CheckResult]:
+    """One row: are the configured catalog's bundles signature-checked?"""
+    catalog_url = ctx.config.get("catalog_url")
+    catalog = f"catalog {catalog_url}" if catalog_url else "the embedded catalog"
+    if unsigned_allowed(ctx.config):
+        yield CheckResult(
+            "catalog-signatures",
+            "warn",
+            f"signature checks are off for {catalog} ({ALLOW_UNSIGNED_KEY}): its bundles are unpacked unsigned",
+            hint=f"remove it from {ALLOW_UNSIGNED_KEY} once its publisher signs the bundles",
+        )
+        return
+    yield CheckResult("catalog-signatures", "ok", f"bundles from {catalog} must carry a valid Sigstore signature")
+
+
+@hookimpl
+def banger_doctor_checks() -> Iterable[DoctorCheck]:
+    return [DoctorCheck(name="catalog", run=check_signatures)]
 
 
 @hookimpl
