@@ -21,6 +21,8 @@ from tests.netns import NetNamespace, temporary_netns
 from tests.support.e2e import E2E, GOLDEN, make_env, pids_whose_cmdline
 
 BRIDGE_IP = "172.16.0.1"
+#: The address reserved for template VMs on the default 172.16.0.0/24 (banger_core.daemon.vm.alloc.template_ip).
+TEMPLATE_IP = "172.16.0.254"
 
 
 @pytest.fixture
@@ -29,7 +31,8 @@ def bridged(tmp_path: Path) -> Iterator[tuple[E2E, NetNamespace]]:
         etc = Path("/etc/netns") / ns.name
         etc.mkdir(parents=True)
         (etc / "resolv.conf").write_text(f"nameserver {BRIDGE_IP}\n")
-        env = make_env(tmp_path, 'network_backend = "bridge"\nssh_ready_timeout = 420\n')
+        # No template behind the tests' backs: only the warm-start test makes one (`image warm`).
+        env = make_env(tmp_path, 'network_backend = "bridge"\nssh_ready_timeout = 420\nwarm_auto = false\n')
         harness = E2E(env=env, root=tmp_path, prefix=["ip", "netns", "exec", ns.name])
         try:
             harness.banger("image", "pull", GOLDEN, check=True, timeout=3600)
@@ -135,3 +138,65 @@ def test_a_published_port_reaches_the_bridged_guest_from_loopback(bridged: tuple
     probe = f"import socket; s = socket.socket(); s.setsockopt(1, 2, 1); s.bind(('127.0.0.1', {port})); s.listen()"
     free = ns.run([sys.executable, "-c", probe], check=False)
     assert free.returncode == 0, free.stderr
+
+
+#: What a bridged guest says about its network: name, eth0's address and MAC, default route, nameservers.
+NETWORK_FACTS = (
+    "hostname; ip -4 -o addr show dev eth0 scope global | awk '{print $4}'; cat /sys/class/net/eth0/address; "
+    "ip -4 route show default; grep ^nameserver /etc/resolv.conf"
+)
+
+
+def test_warm_vms_on_the_bridge_get_their_own_address_and_mac(bridged: tuple[E2E, NetNamespace]) -> None:
+    """Two VMs restored from one bridge template, both running: each its own IP, MAC, ssh and ``NAME.vm``.
+
+    The template guest booted with the address reserved for templates and the template's MAC; the
+    VMM's saved NIC state and the guest keep both, so each restored VM must take its own through the agent.
+    """
+    e2e, ns = bridged
+    warmed = e2e.banger("image", "warm", GOLDEN, timeout=1200)
+    assert warmed.returncode == 0, warmed.stderr
+    assert "guest agent does not answer" not in warmed.stderr, warmed.stderr
+    assert " on bridge, " in warmed.stdout, warmed.stdout
+    ssh_config = Path(e2e.env["XDG_CONFIG_HOME"]) / "banger" / "ssh_config"
+    names = ("bridge-a", "bridge-b")
+    try:
+        vms = {}
+        for name in names:
+            e2e.banger("vm", "create", "--name", name, check=True)
+            vms[name] = e2e.vm(name)
+            assert vms[name]["booted"] == "warm"
+        addresses = {str(vm["guest_ip"]) for vm in vms.values()}
+        assert len(addresses) == 2 and TEMPLATE_IP not in addresses
+        for name, vm in vms.items():
+            ip, mac, tap = str(vm["guest_ip"]), str(vm["mac"]), "bgr" + str(vm["id"])[:12]
+            # vm ssh: at the VM's own address, its host key checked strictly.
+            facts = e2e.ssh(name, "sh", "-c", NETWORK_FACTS)
+            assert facts.returncode == 0, facts.stderr
+            hostname, address, guest_mac, route, *nameservers = facts.stdout.splitlines()
+            assert (hostname, address, guest_mac) == (name, f"{ip}/24", mac)
+            assert route.startswith(f"default via {BRIDGE_IP} dev eth0")
+            assert nameservers == [f"nameserver {BRIDGE_IP}"]
+            # The bridge learnt the VM's own MAC on the VM's own tap. (The template's MAC may be listed too:
+            # QEMU announces the NIC's migrated MAC on the tap once the incoming state is loaded.)
+            fdb = ns.run(["bridge", "fdb", "show", "br", "banger0"]).stdout.splitlines()
+            assert [line.split()[2] for line in fdb if line.startswith(f"{mac} ")] == [tap], fdb
+            # banger's DNS in the namespace, then plain ssh through `banger ssh-config` (StrictHostKeyChecking yes).
+            assert dig(ns, "+short", f"{name}.vm").strip() == ip
+            assert ns.run(["getent", "hosts", f"{name}.vm"]).stdout.split()[0] == ip
+            probe = ns.run(["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", f"{name}.vm", "hostname"], check=False)
+            assert probe.returncode == 0 and probe.stdout == f"{name}\n", probe.stderr
+        # Guest to guest across the bridge, by name through banger's DNS: bridge-b's sshd greets bridge-a.
+        other = str(vms["bridge-b"]["guest_ip"])
+        banner = "getent hosts bridge-b.vm; exec 3<>/dev/tcp/bridge-b.vm/22; head -c 4 <&3"
+        reach = e2e.ssh("bridge-a", "timeout", "20", "bash", "-c", banner)
+        assert reach.returncode == 0 and reach.stdout.split()[0] == other, reach.stderr
+        assert reach.stdout.endswith("SSH-"), reach.stdout
+
+        run = e2e.banger("vm", "run", "--rm", "--name", "bridge-run", "--", "hostname")
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == "bridge-run\n"
+    finally:
+        for name in names:
+            e2e.banger("vm", "delete", "--force", name, timeout=120)
+        e2e.banger("image", "warm", "--rm", GOLDEN, timeout=120)

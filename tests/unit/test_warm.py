@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 from dataclasses import asdict
@@ -15,6 +16,7 @@ import pytest
 from banger_core.common.errors import NotFound
 from banger_core.daemon.layout import Layout
 from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.vm.alloc import allocate_ip, template_ip
 from banger_core.daemon.vm.warm import BUILDING_PREFIX, TemplateKey, Templates, copy_sparse
 
 pytestmark = pytest.mark.unit
@@ -165,3 +167,22 @@ def test_a_new_vm_gets_copies_of_the_template_disks_and_its_agent_token(tmp_path
     assert (vm_dir / "agent.token").stat().st_mode & 0o777 == 0o600
     assert (vm_dir / "overlay.ext4").read_bytes() == b"x"
     assert not (vm_dir / "overlay.ext4").samefile(directory / "overlay.ext4")  # a copy, never the template's file
+
+
+@pytest.mark.parametrize(
+    ("cidr", "bridge_ip", "expected"),
+    [
+        ("172.16.0.0/24", "172.16.0.1", "172.16.0.254"),
+        ("10.9.0.0/29", "10.9.0.6", "10.9.0.5"),  # the bridge took the last host address
+        ("10.9.0.0/31", "10.9.0.0", "10.9.0.1"),  # no network or broadcast address to avoid
+        ("10.9.0.0/32", "10.9.0.0", None),  # nothing to spare
+    ],
+)
+def test_bridge_templates_boot_with_the_last_free_address_no_vm_is_given(
+    cidr: str, bridge_ip: str, expected: str | None
+) -> None:
+    network, bridge = ipaddress.IPv4Network(cidr), ipaddress.IPv4Address(bridge_ip)
+    assert template_ip(network, bridge) == expected
+    if expected is not None:
+        hosts = [str(h) for h in network.hosts() if h != bridge and str(h) != expected]
+        assert [allocate_ip(network, bridge, set(hosts[:n])) for n in range(len(hosts))] == hosts

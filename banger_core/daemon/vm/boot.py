@@ -208,7 +208,7 @@ class Power:
             crash_point("start:launched")
             if template is not None:
                 assert identity is not None
-                self._make_own(vm, template, identity.result(), progress)
+                self._make_own(vm, template, identity.result(), attachment, progress)
             if template is None or not template.agent:
                 progress.step("waiting for ssh")
                 # A restored guest prints no boot marker; its identity step has just (re)started sshd.
@@ -254,10 +254,17 @@ class Power:
         with self._ssh_lock:
             self._ssh_unconfirmed.pop(vm_id, None)
 
-    def _make_own(self, vm: Vm, template: Template, identity: guest.GuestIdentity, progress: Progress) -> None:
-        """Give the restored guest its own identity and pin its new host key, before the first ssh to it."""
+    def _make_own(
+        self,
+        vm: Vm,
+        template: Template,
+        identity: guest.GuestIdentity,
+        attachment: NetAttachment,
+        progress: Progress,
+    ) -> None:
+        """Give the restored guest its own identity (and address) and pin its new host key, before the first ssh."""
         if template.agent:
-            self.templates.make_own(vm.id, identity, progress)
+            self.templates.make_own(vm.id, identity, attachment, progress)
             self.rt.keys.pin(f"{vm.name}.vm", identity.host_key_public)
             if template.login is not None:
                 template.login.save(self.rt.layout.vm_dir(vm.id))

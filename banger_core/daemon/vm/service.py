@@ -195,6 +195,10 @@ class VmService:
         # Only a VM's first boot may come from a template: later starts keep the VM's own disks.
         key = None if req.cold or not req.start else self._template_key(vm)
         template = self.templates.find(key) if key is not None else None
+        if template is not None and not template.agent and spec.nic_kind(self.rt, vm.network) == "tap":
+            # Only the guest agent can move a restored guest off the template's address: boot cold.
+            log.warning("the warm template of %s has no guest agent: %s boots cold on the bridge", vm.image, vm.name)
+            template = None
         try:
             if template is not None:
                 # Its disks are the template's, as they were at the pause; file_sync goes in after the restore.
@@ -230,8 +234,8 @@ class VmService:
         )
         if key is None:
             raise Conflict(
-                f"warm start needs a VMM backend that saves guests (qemu) and a usernet network; "
-                f"new VMs here get {values.backend} on {values.network}: set vmm_backend/network_backend"
+                f"warm start needs a VMM backend that saves guests (qemu); "
+                f"new VMs here get {values.backend}: set vmm_backend"
             )
         template = self.templates.warm(key, progress)
         k = template.key

@@ -40,6 +40,7 @@ from banger_core.common.agent_identity import GuestIdentity
 from banger_core.common.agent_login import LoginEnvironment
 from banger_core.common.agent_login import record as record_login
 from banger_core.common.agent_transport import QEMU_AGENT_SOCKET, VirtioSerialTransport
+from banger_core.common.config import bridge_addresses
 from banger_core.common.errors import AgentUnavailable, Conflict, NotFound, OperationFailed
 from banger_core.common.ssh import SshTarget, banner_ready, close_master
 from banger_core.daemon import guest
@@ -53,9 +54,10 @@ from banger_core.daemon.agent.client import (
 )
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.vm.alloc import template_ip
 from banger_core.daemon.vm.disks import OVERLAY_DISK, WORK_DISK
 from banger_core.daemon.vm.spec import nic_kind
-from banger_hookspecs import Disk, NicRequest, Progress, VmmSnapshots, VmProcess, VmSpec
+from banger_hookspecs import Disk, NetAttachment, NicRequest, Progress, VmmSnapshots, VmProcess, VmSpec
 from banger_hookspecs.boot import READY_MARKER
 from banger_hookspecs.process import is_same_process, signal_process, wait_gone
 
@@ -66,6 +68,9 @@ META_FILE = "template.json"
 BUILDING_PREFIX = ".building-"
 #: The name the template guest boots with (its restored copies get their own through the agent).
 TEMPLATE_HOSTNAME = "banger-template"
+#: The template guest's MAC. The VMM's saved NIC state keeps it: a VM restored on a bridge takes its own
+#: (make_own), or two VMs of one template would share one MAC on the bridge.
+TEMPLATE_MAC = "02:42:00:00:00:01"
 #: Bumped when what a template holds changes shape: older templates are then never matched.
 #: 2: the saved guest's agent takes entropy + clock with the identity, reloads sshd, rotates its token.
 #: 3: the template records its ssh login's environment, and its agent runs an exec in exactly that
@@ -171,6 +176,8 @@ class Templates:
         self.root = rt.layout.state_dir / "templates"
         self._building: set[str] = set()
         self._lock = threading.Lock()
+        #: Template VMs on a bridge all boot with the one reserved address (alloc.template_ip): one at a time.
+        self._tap_template = threading.Lock()
 
     # -- keys and lookup ---------------------------------------------------
 
@@ -182,9 +189,9 @@ class Templates:
     def key(
         self, image: str, kernel: str, vcpus: int, memory_mib: int, disk_size: int, backend: str, network: str
     ) -> TemplateKey | None:
-        """The template key for a VM of this spec, or None when its backend or network cannot warm start."""
+        """The template key for a VM of this spec, or None when its backend cannot warm start."""
         snapshots = self.snapshots(backend)
-        if snapshots is None or nic_kind(self.rt, network) != "user":
+        if snapshots is None:
             return None
         image_row = self.store.get_image(image)
         kernel_row = self.store.get_kernel(kernel)
@@ -251,12 +258,19 @@ class Templates:
                 raise Conflict(f"a warm template of image {key.image} is being made already: wait for it")
             self._building.add(key.digest)
         try:
-            return self._make(key, progress)
+            if nic_kind(self.rt, key.network) != "tap":
+                return self._make(key, progress, guest_ip="")
+            cidr, bridge_ip = bridge_addresses(self.rt.config)
+            guest_ip = template_ip(cidr, bridge_ip)
+            if guest_ip is None:
+                raise OperationFailed(f"cidr {cidr} has no address to spare for a template VM: widen cidr")
+            with self._tap_template:
+                return self._make(key, progress, guest_ip=guest_ip)
         finally:
             with self._lock:
                 self._building.discard(key.digest)
 
-    def _make(self, key: TemplateKey, progress: Progress) -> Template:
+    def _make(self, key: TemplateKey, progress: Progress, guest_ip: str) -> Template:
         snapshots = self.snapshots(key.backend)
         if snapshots is None:
             raise OperationFailed(f"VMM backend {key.backend} cannot save a running guest: warm start needs qemu")
@@ -286,8 +300,8 @@ class Templates:
                 NicRequest(
                     vm_id=template_id,
                     vm_name=TEMPLATE_HOSTNAME,
-                    mac="02:42:00:00:00:01",
-                    guest_ip="",
+                    mac=TEMPLATE_MAC,
+                    guest_ip=guest_ip,
                     host_access=False,
                     published=(),
                 )
@@ -418,8 +432,10 @@ class Templates:
             copy_sparse(template.disk(role), partial)
             os.replace(partial, vm_dir / name)
 
-    def make_own(self, vm_id: str, identity: guest.GuestIdentity, progress: Progress) -> None:
-        """Give a restored guest ``identity`` and its own agent token, through its agent.
+    def make_own(
+        self, vm_id: str, identity: guest.GuestIdentity, attachment: NetAttachment, progress: Progress
+    ) -> None:
+        """Give a restored guest ``identity``, its own agent token and, on a bridge, its own MAC and address.
 
         One call installs the hostname, machine-id and ed25519 host key (sshd reload started), after
         mixing host randomness into the guest's RNG and setting its clock to the host's (it resumes at
@@ -427,10 +443,17 @@ class Templates:
         replaces the agent token every VM of the template shares with the VM's own, which the host
         keeps from then on (crash-safely: :func:`token_rotation`). Several VMs resumed from one saved
         state share none of these afterwards.
+        On a tap NIC the guest resumes with the template's MAC (kept in the VMM's saved NIC state) and
+        address: first its NIC takes the VM's MAC (virtio-net tells QEMU, which then filters for it),
+        then the identity call sets the VM's address, gateway and nameserver.
         Nothing reaches the guest over ssh before this.
         """
         progress.step("giving the restored VM its own identity and agent token")
         client = agent_client_for(self.rt, vm_id)
+        bridged = attachment.nic.kind == "tap"
+        if bridged:
+            self._set_mac(client, attachment.nic.mac)
+        net = attachment.guest
         with token_rotation(client, self.rt.layout.vm_dir(vm_id)) as token:
             client.set_identity(
                 GuestIdentity(
@@ -438,6 +461,9 @@ class Templates:
                     machine_id=identity.machine_id,
                     ssh_host_key=identity.host_key_private,
                     ssh_host_key_public=identity.host_key_public,
+                    address=f"{net.address}/{net.prefix}" if bridged else None,
+                    gateway=net.gateway if bridged else None,
+                    dns=(net.dns,) if bridged else (),
                 ),
                 timeout=AGENT_TIMEOUT,
                 entropy=os.urandom(RESEED_BYTES),
@@ -447,6 +473,20 @@ class Templates:
                 wait_sshd=False,
                 new_token=token,
             )
+
+    @staticmethod
+    def _set_mac(client: AgentClient, mac: str) -> None:
+        """``ip link set eth0 address MAC`` in the guest (an exec: every template's agent has it)."""
+        errors: list[bytes] = []
+        status = client.exec(
+            ["ip", "link", "set", "dev", "eth0", "address", mac],
+            stdout=lambda _: None,
+            stderr=errors.append,
+            timeout=AGENT_TIMEOUT,
+        )
+        if status != 0:
+            detail = b"".join(errors).decode(errors="replace").strip()
+            raise OperationFailed(f"the restored guest could not take its MAC {mac}: {detail or f'status {status}'}")
 
     # -- removing ----------------------------------------------------------
 
