@@ -196,6 +196,13 @@ def test_warm_vms_on_the_bridge_get_their_own_address_and_mac(bridged: tuple[E2E
         run = e2e.banger("vm", "run", "--rm", "--name", "bridge-run", "--", "hostname")
         assert run.returncode == 0, run.stderr
         assert run.stdout == "bridge-run\n"
+
+        # A later start boots the VM's own disks cold, with its own address from the kernel command line.
+        e2e.banger("vm", "restart", "bridge-b", check=True, timeout=900)
+        assert e2e.vm("bridge-b")["booted"] == "cold"
+        again = e2e.ssh("bridge-b", "sh", "-c", NETWORK_FACTS)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.splitlines()[:3] == ["bridge-b", f"{other}/24", str(vms["bridge-b"]["mac"])]
     finally:
         for name in names:
             e2e.banger("vm", "delete", "--force", name, timeout=120)

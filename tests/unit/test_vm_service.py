@@ -27,7 +27,7 @@ from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.vm import CreateRequest, VmService
 from banger_core.daemon.vm.handles import VmHandles
-from banger_core.daemon.vm.warm import TemplateKey
+from banger_core.daemon.vm.warm import Template, TemplateKey
 from banger_core.testing import FakeSite, RecordingProgress
 from banger_hookspecs import PortForward
 from tests.support import banger_fakenet
@@ -468,3 +468,19 @@ def test_a_cold_first_boot_makes_a_template_in_the_background_unless_cold_or_dis
     time.sleep(0.2)  # a background warm would have been started synchronously before create returned
     assert made == [key]
     assert host.vms.get("forced").booted == "cold"
+
+
+def test_a_template_without_guest_agent_is_not_restored_on_a_bridge(
+    host: Host, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Only the agent can move a restored guest off the template's address: such a VM boots cold instead."""
+    key = TemplateKey("fake-tiny", "a" * 64, "k", "b" * 64, 1, 128, 1 << 30, "bootvmm", "faketap", "fake 1.0")
+    no_agent = Template(key, tmp_path / "template", "console=ttyS0", "ssh-ed25519 AAAA", 0.0, agent=False)
+    copied: list[Template] = []
+    monkeypatch.setattr(host.vms.templates, "key", lambda *spec: key)
+    monkeypatch.setattr(host.vms.templates, "find", lambda k: no_agent)
+    monkeypatch.setattr(host.vms.templates, "copy_disks", lambda template, vm_dir: copied.append(template))
+    monkeypatch.setitem(host.rt.config.data, "warm_auto", False)
+
+    assert create(host, "bridged", network="faketap").booted == "cold"
+    assert copied == []
