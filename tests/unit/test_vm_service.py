@@ -25,6 +25,7 @@ from banger_core.common.names import InvalidName
 from banger_core.common.ssh import SshTarget
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
+from banger_core.daemon.state.models import Vm
 from banger_core.daemon.vm import CreateRequest, VmService
 from banger_core.daemon.vm.handles import VmHandles
 from banger_core.daemon.vm.warm import Template, TemplateKey
@@ -484,3 +485,30 @@ def test_a_template_without_guest_agent_is_not_restored_on_a_bridge(
 
     assert create(host, "bridged", network="faketap").booted == "cold"
     assert copied == []
+
+
+def test_warming_on_a_bridge_refuses_while_an_older_vm_holds_the_template_address(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VM given 10.9.0.6 before it was kept for templates: a template guest there would answer in its place."""
+    key = TemplateKey("fake-tiny", "a" * 64, "k", "b" * 64, 1, 128, 1 << 30, "bootvmm", "faketap", "fake 1.0")
+    made: list[TemplateKey] = []
+
+    def warm(k: TemplateKey, progress: object) -> Template:
+        made.append(k)
+        return Template(k, Path("/nonexistent"), "console=ttyS0", "ssh-ed25519 AAAA", 0.0)
+
+    monkeypatch.setattr(host.vms.templates, "key", lambda *spec: key)
+    monkeypatch.setattr(host.vms.templates, "warm", warm)
+    old = create(host, "old", network="faketap", start=False)
+    with host.rt.database.session() as session:
+        row = session.get(Vm, str(old.id))
+        assert row is not None
+        row.guest_ip = "10.9.0.6"
+        session.add(row)
+    with pytest.raises(Conflict, match=r"^VM old has 10\.9\.0\.6, the address a warm template boots with on faketap"):
+        host.vms.warm_image("fake-tiny", RecordingProgress())
+    assert made == []
+    host.vms.delete("old", RecordingProgress())
+    host.vms.warm_image("fake-tiny", RecordingProgress())
+    assert made == [key]

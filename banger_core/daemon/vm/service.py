@@ -237,6 +237,7 @@ class VmService:
                 f"warm start needs a VMM backend that saves guests (qemu); "
                 f"new VMs here get {values.backend}: set vmm_backend"
             )
+        self._check_template_address(key)
         template = self.templates.warm(key, progress)
         k = template.key
         return WarmTemplateView(
@@ -260,11 +261,28 @@ class VmService:
             log.warning("no warm start for %s: %s", vm.name, exc)
             return None
 
+    def _check_template_address(self, key: TemplateKey) -> None:
+        """A bridge template boots with the address no new VM is given; one made before it was kept may hold it.
+
+        Raises:
+            Conflict: a VM has the template address (the template guest would answer in its place).
+        """
+        if spec.nic_kind(self.rt, key.network) != "tap":
+            return
+        reserved = alloc.template_ip(*bridge_addresses(self.rt.config))
+        holder = next((vm.name for vm in self.records.all() if reserved and vm.guest_ip == reserved), None)
+        if holder is not None:
+            raise Conflict(
+                f"VM {holder} has {reserved}, the address a warm template boots with on {key.network}: "
+                f"delete it (`banger vm delete {holder}`) before warming image {key.image}"
+            )
+
     def _warm_in_background(self, key: TemplateKey) -> None:
         """After an image's first cold boot: make its template so the next VM starts warm (``warm_auto``)."""
 
         def work() -> None:
             try:
+                self._check_template_address(key)
                 self.templates.warm(key, _LogProgress())
             except Exception as exc:
                 log.warning("auto-warming image %s failed: %s", key.image, exc)
