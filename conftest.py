@@ -12,7 +12,7 @@ import pytest
 
 #: Shared fixtures: a real daemon with the fake test plugin, the e2e daemon with the real plugins,
 #: and the VMM-level guest fixtures (kernel, test initramfs, specs, tap in a netns, Firecracker binary)
-#: the qemu and firecracker plugin tests use.
+#: the qemu and firecracker plugin tests use; the offline Sigstore instance (``trust_lab``).
 pytest_plugins = [
     "tests.support.daemon",
     "tests.support.e2e",
@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.guest",
     "tests.fixtures.tap_netns",
     "tests.fixtures.firecracker",
+    "banger_core.testing.sigstore_lab",
 ]
 
 LAYERS = ("unit", "integration", "e2e")

@@ -240,6 +240,8 @@ class DaemonStatus(BaseModel):
     config: DaemonConfig | None = None
     #: The web UI's URL while it is served, else None.
     web_url: str | None = None
+    #: Operations a restart would cut short, by kind (``{"vm create": 1}``); ``banger update`` waits for none.
+    in_progress: dict[str, int] = Field(default_factory=dict)
 
 
 class Pushed(ApiModel):

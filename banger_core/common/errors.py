@@ -111,6 +111,10 @@ class AgentAuthError(AgentError):
     """The guest agent refused the VM's token."""
 
 
+class SignatureRefused(BangerError):
+    """A Sigstore signature did not verify (banger_core.trust): the message names the check that failed and the fix."""
+
+
 #: Every error class by the name the API reports it under (the SDK raises these again).
 ERRORS_BY_NAME: dict[str, type[BangerError]] = {
     cls.__name__: cls
@@ -137,6 +141,7 @@ ERRORS_BY_NAME: dict[str, type[BangerError]] = {
         AgentUnavailable,
         AgentError,
         AgentAuthError,
+        SignatureRefused,
     )
 }
 

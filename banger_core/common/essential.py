@@ -53,6 +53,12 @@ def banger_config_options() -> Iterable[ConfigOption]:
             "when missing. Unset: a key of banger's own under state_dir/ssh.",
         ),
         ConfigOption(
+            "sigstore_trusted_root",
+            "path",
+            help="A Sigstore trusted_root.json to verify release and catalog signatures against, for forks and "
+            "tests. Unset: the Sigstore public-good root pinned in banger.",
+        ),
+        ConfigOption(
             "default_image",
             "str",
             "debian-bookworm",

@@ -74,6 +74,7 @@ BUILTIN_DISTRIBUTIONS = frozenset(
         "banger-git",
         "banger-oci",
         "banger-register",
+        "banger-updater",
     }
 )
 ESSENTIAL_PLUGIN = "core"

@@ -366,6 +366,7 @@ async def daemon_status(d: Daemon, request: Request) -> Response:
         web_ui=d.web_ui,
         config=d.config_watch.describe(),
         web_url=d.web_url,
+        in_progress=d.rt.busy.snapshot(),
     )
     return JSONResponse(status.model_dump(mode="json"))
 

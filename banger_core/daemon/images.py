@@ -32,6 +32,7 @@ from banger_core.api.models import AvailableImage, ImagePulled, ImageView, Kerne
 from banger_core.common.errors import BangerError, Conflict, InvalidRequest, NotFound, Unavailable
 from banger_core.common.names import validate_image_name
 from banger_core.common.plugins import IMAGE_SOURCES, Providers
+from banger_core.daemon.busy import busy_while
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.runtime import Runtime
 from banger_core.daemon.state.models import Image, Kernel, Vm
@@ -196,6 +197,7 @@ class Store:
                 log.warning("image source %s cannot list: %s", name, exc)
         return out
 
+    @busy_while("image pull")
     def pull_image(
         self,
         ref: str,
@@ -255,6 +257,7 @@ class Store:
         view = image_view(image, self.rootfs(image.name))
         return ImagePulled(**dict(view), kernel=kernel, pulled=pulled, used_source=used)
 
+    @busy_while("image register")
     def register_image(
         self, name: str, rootfs: str, progress: Progress, *, kernel_ref: str | None = None
     ) -> ImagePulled:
@@ -453,6 +456,7 @@ class Store:
         directory = self.rt.layout.kernel_dir(ref)
         return directory / "vmlinux", directory / "initrd"
 
+    @busy_while("kernel pull")
     def pull_kernel(
         self, ref: str, progress: Progress, *, provider: str | None = None, force: bool = False
     ) -> KernelPulled:

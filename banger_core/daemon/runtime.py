@@ -26,6 +26,7 @@ from banger_core.common.plugins import (
 )
 from banger_core.common.ssh import SshKeys
 from banger_core.daemon import documents
+from banger_core.daemon.busy import Busy
 from banger_core.daemon.layout import Layout
 from banger_core.daemon.state.db import Database
 from banger_core.host.hostops import host_ops_for_current_user
@@ -81,6 +82,8 @@ class Runtime:
         #: Called with ``(name, driver)`` after a backend's host side was set up (the daemon starts DNS there).
         self.on_network_ready: list[Callable[[str, NetworkDriver], None]] = []
         self.db: Database | None = None
+        #: VM creates/deletes and pulls in progress (``GET /v1/daemon``'s ``in_progress``).
+        self.busy = Busy()
 
     def open(self) -> None:
         """Create directories and open the database (refuses a broken one)."""

@@ -7,7 +7,9 @@ CLI side. Every import is checked, including those inside functions (the CLI
 imports lazily to start fast) and relative ones. ``testing/`` may import
 anything. A plugin (``plugins/*``, ``examples/*``) imports the contract
 (``banger_hookspecs``) and itself, never the core or another plugin; the
-contract imports no banger package at all.
+contract imports no banger package at all. The one exception is the updater
+(:data:`CORE_PLUGINS`): it replaces banger itself, with banger's own install
+and signature code.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CORE = REPO / "banger_core"
 CONTRACT = "banger_hookspecs"
+#: Builtin plugins that may import the core: ``banger update`` installs, swaps and verifies banger
+#: itself (banger_core.install, banger_core.trust), and ships in banger's own wheelhouse only.
+CORE_PLUGINS = frozenset({"banger_updater"})
 
 #: folder -> folders of banger_core it must never import.
 FORBIDDEN: dict[str, frozenset[str]] = {
@@ -83,6 +88,8 @@ def plugin_violations() -> list[str]:
     problems: set[str] = set()
     for root in distributions():
         allowed = {root.name} if root.name == CONTRACT else {root.name, CONTRACT}
+        if root.name in CORE_PLUGINS:
+            allowed.add("banger_core")
         for path in sorted(root.rglob("*.py")):
             for line, module in imported_modules(path.read_text(), package_of(path, root.parent)):
                 top = module.split(".")[0]

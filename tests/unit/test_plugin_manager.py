@@ -27,6 +27,7 @@ BUILTINS = {
     "git",
     "oci",
     "register",
+    "updater",
 }
 
 

@@ -24,6 +24,7 @@ from banger_core.common.config import bridge_addresses
 from banger_core.common.errors import Conflict, NotFound, OperationFailed
 from banger_core.common.names import generate_vm_name, new_vm_id, validate_vm_name
 from banger_core.common.ssh import SshTarget
+from banger_core.daemon.busy import busy_while
 from banger_core.daemon.crashpoint import crash_point
 from banger_core.daemon.images import Store
 from banger_core.daemon.runtime import Runtime
@@ -116,6 +117,7 @@ class VmService:
 
     # -- create ------------------------------------------------------------
 
+    @busy_while("vm create")
     def create(
         self,
         req: CreateRequest,
@@ -318,6 +320,7 @@ class VmService:
     def delete(self, name: str, progress: Progress, *, force: bool = False) -> Deleted:
         return self.delete_by_id(self.records.by_name(name).id, progress, force=force)
 
+    @busy_while("vm delete")
     def delete_by_id(self, vm_id: str, progress: Progress, *, force: bool = False) -> Deleted:
         """Delete exactly the VM ``vm_id``: cleanups use this, as a new VM may have taken the old one's name."""
         with self.locks.hold(vm_id):

@@ -1,0 +1,1 @@
+"""banger-updater: ``banger update``, a signed self-update of an installed banger (docs/updating.md)."""
