@@ -28,11 +28,9 @@ Every process started in the namespaces is killed by PID at the end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -43,16 +41,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import fake_systemctl
+from banger_core.testing import isolated_env
+from banger_core.testing.sigstore_lab import TrustLab
+from plugins.updater.tests.conftest import config_for
+from tests.support import banger_fake, fake_systemctl
+from tests.support.releases import FAILDOCTOR_PLUGIN, FAKE_PLUGIN, Releases
 
 REPO = Path(__file__).resolve().parents[2]
 #: The checkout's CLI: what installs the first release (as ``banger system install --wheels`` from a checkout).
 CHECKOUT_BANGER = str(Path(sys.executable).parent / "banger")
 #: The installed CLI: what the user runs once banger is installed (its update replaces it).
 INSTALLED_BANGER = "/opt/banger/current/bin/banger"
-RELEASE_SCRIPT = REPO / "scripts" / "release"
-FAKE_PLUGIN = REPO / "tests" / "support" / "dists" / "fake-testplugin"
-FAILDOCTOR_PLUGIN = REPO / "tests" / "support" / "dists" / "faildoctor-testplugin"
 #: The release server's port, in the test's own network namespace (nothing else listens there).
 PORT = 8731
 STEP_TIMEOUT = 300
@@ -92,6 +91,7 @@ class Namespaces:
         ready, _, _ = select.select([self.holder.stdout], [], [], 30)
         assert ready and self.holder.stdout.readline() == "ready\n", "the namespaces were not set up"
         self.mount_ns = os.readlink(f"/proc/{self.holder.pid}/ns/mnt")
+        self.children: list[subprocess.Popen[bytes]] = []
 
     def run(self, *argv: str, timeout: float = STEP_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -102,14 +102,17 @@ class Namespaces:
             timeout=timeout,
         )
 
-    def popen(self, *argv: str, stdout: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
+    def popen(self, *argv: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+        """A long-running process in the namespaces (nsenter execs it: same PID), killed by :meth:`close`."""
+        child = subprocess.Popen(
             ["nsenter", f"--target={self.holder.pid}", "--mount", "--net", "--", *argv],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=subprocess.STDOUT,
         )
+        self.children.append(child)
+        return child
 
     def members(self) -> list[int]:
         """Every process in these namespaces but the holder: only ever ones this test started."""
@@ -135,57 +138,11 @@ class Namespaces:
                 except ProcessLookupError:
                     pass
             time.sleep(0.1)
+        for child in self.children:
+            child.wait(timeout=30)
         assert self.holder.stdin is not None
         self.holder.stdin.close()
         self.holder.wait(timeout=30)
-
-
-def dependency_cache() -> Path:
-    """Where the releases' dependency wheels are kept between runs: keyed by every pyproject.toml and the Python."""
-    digest = hashlib.sha256(f"{sys.version_info[:2]} {sys.platform}".encode())
-    projects = [REPO, REPO / "hookspecs", *(p.parent for p in REPO.glob("plugins/*/pyproject.toml"))]
-    for project in sorted([*projects, FAKE_PLUGIN, FAILDOCTOR_PLUGIN]):
-        digest.update(str(project.relative_to(REPO)).encode() + b"\0" + (project / "pyproject.toml").read_bytes())
-    cache = Path(os.environ.get("BANGER_TEST_CACHE", "/var/tmp/banger-test-cache"))
-    return cache / f"release-deps-{digest.hexdigest()[:16]}"
-
-
-class Releases:
-    """Releases cut with scripts/release into one release root, signed by the test's trust root."""
-
-    def __init__(self, root: Path, lab: TrustLab) -> None:
-        self.root = root
-        self.lab = lab
-        self.deps = dependency_cache()
-
-    def cut(self, version: str, *extra_dists: Path) -> Path:
-        argv = [sys.executable, str(RELEASE_SCRIPT), "--version", version, "--out", str(self.root)]
-        argv += ["--sign-with", "none", "--allow-dirty", "--no-build-isolation"]
-        for dist in extra_dists:
-            argv += ["--extra-dist", str(dist)]
-        cached = self.deps.is_dir()
-        if cached:
-            argv += ["--find-links", str(self.deps), "--no-index"]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith(f"released {version} (commit ")
-        release = self.root / version
-        self.lab.sign_file(release / "manifest.json")
-        if not cached:
-            self._keep_dependencies(release / f"banger-{version}-wheelhouse.tar")
-        return release
-
-    def _keep_dependencies(self, tar_path: Path) -> None:
-        """The wheelhouse's non-banger wheels into the cache (renamed in whole: never half there)."""
-        scratch = self.deps.with_name(f".{self.deps.name}.{os.getpid()}")
-        scratch.mkdir(parents=True)
-        with tarfile.open(tar_path) as tar:
-            wheels = [m for m in tar.getmembers() if not m.name.startswith("banger")]
-            tar.extractall(scratch, members=wheels, filter="data")
-        try:
-            scratch.rename(self.deps)
-        except OSError:  # another run filled it first
-            shutil.rmtree(scratch)
 
 
 class Install:
@@ -228,3 +185,180 @@ class Install:
 
     def logs(self) -> str:
         return "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.state.glob("*.log")))
+
+    def vmm_pid_adopted(self, name: str, vm_id: str) -> int:
+        """Give VM ``name`` a running stand-in VMM that bangerd adopts, as it adopts a VM a previous daemon started.
+
+        The fake VMM never becomes ssh-ready, so ``vm start`` would give up on it: like
+        tests/integration/test_daemon.py, the test starts the VMM process itself (as the owner,
+        from the installed venv) while bangerd is stopped, writes what a launch records (the
+        VM's handles.json and its state), then starts bangerd, whose reconcile adopts it.
+        """
+        assert self.ns.run("systemctl", "stop", "bangerd.service").returncode == 0
+        socket = f"/run/banger/fake-vmm-{vm_id}.sock"
+        vmm = self.ns.popen(
+            *AS_OWNER, "/opt/banger/current/bin/python", "-m", "banger_fake_testplugin.fake_vmm", socket
+        )
+        deadline = time.monotonic() + 30
+        while not banger_fake.answers(f"/proc/{self.ns.holder.pid}/root{socket}"):
+            assert vmm.poll() is None and time.monotonic() < deadline, "the fake VMM did not come up"
+            time.sleep(0.1)
+        started = fake_systemctl.start_time(vmm.pid)
+        launched = self.ns.run(
+            *AS_OWNER, "/opt/banger/current/bin/python", "-c", RECORD_LAUNCH, vm_id, str(vmm.pid), str(started), socket
+        )
+        assert launched.returncode == 0, launched.stderr
+        assert self.ns.run("systemctl", "start", "bangerd.service").returncode == 0
+        return vmm.pid
+
+
+#: Runs as the owner: what a launch leaves behind (the VMM's handle, the VM's state), read by reconcile.
+RECORD_LAUNCH = """
+import json, sqlite3, sys
+vm_id, pid, start_time, socket = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+handle = {"backend": "fakevmm", "pid": pid, "start_time": start_time, "control_socket": socket, "extra": {}}
+with open(f"/var/lib/banger/vms/{vm_id}/handles.json", "w") as fh:
+    json.dump({"vmm": handle}, fh)
+db = sqlite3.connect("/var/lib/banger/banger.db")
+with db:
+    db.execute("UPDATE vms SET state = 'running' WHERE id = ?", (vm_id,))
+db.close()
+"""
+#: bangerd's owner (`system install --owner daemon`), with its groups: how bangerd.service runs it.
+AS_OWNER = ("setpriv", "--reuid=daemon", "--regid=daemon", "--init-groups", "--")
+
+
+@pytest.fixture
+def namespaces(tmp_path: Path, banger_env: dict[str, str]) -> Iterator[Namespaces]:
+    env = {k: v for k, v in banger_env.items() if k not in ("BANGER_INSTALL_TOML", "PYTHONPATH")}
+    ns = Namespaces(tmp_path, env)
+    try:
+        yield ns
+    finally:
+        ns.close()
+
+
+def test_update_rollback_on_failing_doctor_then_update_then_rollback(
+    tmp_path: Path, namespaces: Namespaces, trust_lab: TrustLab
+) -> None:
+    releases = Releases(tmp_path / "releases", trust_lab)
+    releases.cut("v0.1.0", FAKE_PLUGIN)
+    releases.cut("v0.2.0", FAKE_PLUGIN, FAILDOCTOR_PLUGIN)
+
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    fake_systemctl.install(fakebin)
+    calls = tmp_path / "systemctl-calls"
+    state = tmp_path / "systemd"
+    ns = namespaces
+    # root's CLI: the checkout's for the first install, then the installed one; config points update at the lab.
+    env = isolated_env(tmp_path / "root-env", config=config_for(f"http://127.0.0.1:{PORT}", trust_lab))
+    ns.env.update(
+        {k: v for k, v in env.items() if k.startswith(("HOME", "XDG_"))},
+        PATH=f"{fakebin}:{ns.env['PATH']}",
+        BANGER_TEST_CALLS=str(calls),
+        BANGER_FAKE_SYSTEMD=str(state),
+    )
+    inst = Install(ns, state)
+
+    server_log = tmp_path / "server.log"
+    with server_log.open("wb") as log_file:
+        ns.popen(
+            sys.executable,
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(releases.root),
+            str(PORT),
+            stdout=log_file.fileno(),
+        )
+    deadline = time.monotonic() + 30
+    while "Serving HTTP on 127.0.0.1" not in server_log.read_text():
+        assert time.monotonic() < deadline, f"the release server did not start: {server_log.read_text()}"
+        time.sleep(0.1)
+
+    wheels = tmp_path / "wheels-v0.1.0"
+    with tarfile.open(releases.root / "v0.1.0" / "banger-v0.1.0-wheelhouse.tar") as tar:
+        tar.extractall(wheels, filter="data")
+    installed = ns.run(CHECKOUT_BANGER, "system", "install", "--owner", "daemon", "--wheels", str(wheels))
+    assert installed.returncode == 0, installed.stderr
+    inst.wait_daemon("v0.1.0")
+    created = inst.banger(
+        "vm", "create", "--name", "keeper", "--image", "fake-tiny", "--backend", "fakevmm", "--no-start", "--json"
+    )
+    assert created.returncode == 0, created.stderr
+    vmm_pid = inst.vmm_pid_adopted("keeper", json.loads(created.stdout)["id"])
+    inst.wait_daemon("v0.1.0")
+    assert inst.vm("keeper")["state"] == "running" and inst.vm("keeper")["pid"] == vmm_pid
+    assert calls.read_text().splitlines() == [
+        "daemon-reload",
+        "enable --now bangerd-root.service bangerd.service",
+        "stop bangerd.service",
+        "start bangerd.service",
+    ]
+
+    def update_calls() -> list[str]:
+        lines = calls.read_text().splitlines()
+        calls.write_text("")
+        return lines
+
+    update_calls()
+    restart = ["restart bangerd-root.service", "restart bangerd.service"]
+
+    check = inst.banger("update", "--check")
+    assert (check.returncode, check.stdout) == (
+        10,
+        "banger v0.1.0; v0.2.0 is available: `sudo banger update` installs it\n",
+    )
+
+    # v0.2.0's doctor fails after the swap: back on v0.1.0, the doctor's own line in the one-line error.
+    broken = inst.banger("update")
+    assert broken.returncode == 1
+    assert broken.stderr.splitlines()[-1] == (
+        "banger: error: switching to v0.2.0 failed: banger doctor of v0.2.0 failed: FAIL faildoctor "
+        "this release is broken on purpose (banger-faildoctor-testplugin); back on v0.1.0 (services restarted)"
+    )
+    assert update_calls() == restart + restart
+    assert inst.current() == "versions/v0.1.0"
+    assert 'version = "v0.1.0"' in inst.read("/etc/banger/install.toml")
+    assert inst.ns.run("ls", "/opt/banger/versions").stdout.split() == ["v0.1.0"]
+    inst.wait_daemon("v0.1.0")
+    assert inst.vm("keeper")["state"] == "running" and inst.vm("keeper")["pid"] == vmm_pid
+
+    # A good v0.3.0 is published: the update swaps to it and its daemon adopts the VM.
+    releases.cut("v0.3.0", FAKE_PLUGIN)
+    updated = inst.banger("update")
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout.splitlines()[-1] == (
+        "banger v0.1.0 -> v0.3.0 (services restarted, doctor passed); v0.1.0 kept for --rollback"
+    )
+    assert update_calls() == restart
+    downloads = [line for line in server_log.read_text().splitlines() if "-wheelhouse.tar HTTP" in line]
+    assert [line.split('"')[1] for line in downloads] == [
+        "GET /v0.2.0/banger-v0.2.0-wheelhouse.tar HTTP/1.1",
+        "GET /v0.3.0/banger-v0.3.0-wheelhouse.tar HTTP/1.1",
+    ]
+    assert inst.current() == "versions/v0.3.0"
+    assert 'version = "v0.3.0"' in inst.read("/etc/banger/install.toml")
+    assert inst.ns.run("ls", "/opt/banger/versions").stdout.split() == ["v0.1.0", "v0.3.0"]
+    inst.wait_daemon("v0.3.0")
+    assert inst.vm("keeper")["state"] == "running" and inst.vm("keeper")["pid"] == vmm_pid
+
+    # --rollback: back to v0.1.0, no download, the VM adopted once more.
+    rolled = inst.banger("update", "--rollback")
+    assert rolled.returncode == 0, rolled.stderr
+    assert rolled.stdout.splitlines()[-1] == (
+        "banger v0.3.0 -> v0.1.0 (services restarted, doctor passed); v0.3.0 kept (--rollback again returns to it)"
+    )
+    assert update_calls() == restart
+    assert server_log.read_text().count("-wheelhouse.tar HTTP") == 2  # nothing downloaded
+    assert inst.current() == "versions/v0.1.0"
+    assert 'version = "v0.1.0"' in inst.read("/etc/banger/install.toml")
+    inst.wait_daemon("v0.1.0")
+    assert inst.vm("keeper")["state"] == "running" and inst.vm("keeper")["pid"] == vmm_pid
+    log = inst.read("/var/lib/banger/logs/bangerd.log")
+    # Each daemon adopted it: v0.1.0's (started by the test), v0.2.0's and v0.1.0's again, v0.3.0's, v0.1.0's.
+    assert log.count(f"adopted running VM keeper (pid {vmm_pid})") == 5
