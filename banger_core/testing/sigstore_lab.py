@@ -130,16 +130,18 @@ class TrustLab:
         identity: str = TEST_IDENTITY,
         issuer: str = TEST_ISSUER,
         log_delay: timedelta = timedelta(0),
+        code_signing: bool = True,
     ) -> bytes:
         """A Sigstore bundle (JSON bytes) over ``data``, signed as ``identity`` logged in through ``issuer``.
 
         ``log_delay`` makes the log record the signature that long after the certificate was issued:
         past the certificate's ten minutes, it stands for a signature made with an expired certificate.
+        ``code_signing=False`` leaves the key usage extensions out of the certificate (what Fulcio never does).
         """
         now = datetime.now(UTC).replace(microsecond=0)
         digest = hashlib.sha256(data).digest()
         signing_key = _new_key()
-        certificate = self._issue_leaf(signing_key.public_key(), identity, issuer, now)
+        certificate = self._issue_leaf(signing_key.public_key(), identity, issuer, now, code_signing)
         signature = signing_key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
         bundle = {
             "mediaType": _BUNDLE_MEDIA_TYPE,
@@ -232,7 +234,7 @@ class TrustLab:
         }
 
     def _issue_leaf(
-        self, public: ec.EllipticCurvePublicKey, identity: str, issuer: str, now: datetime
+        self, public: ec.EllipticCurvePublicKey, identity: str, issuer: str, now: datetime, code_signing: bool
     ) -> x509.Certificate:
         """Fulcio's issuance: a precertificate, an SCT for it from the CT log, the final certificate."""
         san: x509.GeneralName = (
@@ -247,7 +249,9 @@ class TrustLab:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=1))
             .not_valid_after(now + _LEAF_LIFETIME)
-            .add_extension(
+        )
+        if code_signing:
+            builder = builder.add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
                     content_commitment=False,
@@ -260,9 +264,9 @@ class TrustLab:
                     decipher_only=False,
                 ),
                 critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        builder = (
+            builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public), critical=False)
             # The subject is empty, so the SAN carries the identity and is critical (RFC 5280 4.2.1.6).

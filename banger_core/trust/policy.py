@@ -14,7 +14,8 @@ from banger_core.common.errors import ConfigError
 
 #: banger's own copy of the Sigstore public-good instance's trusted_root.json (Fulcio CAs, Rekor and
 #: CT log keys), shipped in the package: verification never reads sigstore-python's TUF cache and never
-#: fetches a root, so what banger trusts changes only with a banger release.
+#: fetches a root, so what banger trusts changes only with a banger release. Taken from sigstore-python
+#: 4.5.1's embedded copy (sha256 6494e21ea73fa7ee769f85f57d5a3e6a08725eae1e38c755fc3517c9e6bc0b66).
 PINNED_TRUSTED_ROOT = Path(__file__).resolve().parent / "public_good_trusted_root.json"
 
 #: A signature for file ``F`` is published as ``F`` + this suffix: a Sigstore bundle (JSON).

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -228,6 +229,25 @@ def test_show_delete_and_errors(daemon: DaemonHarness) -> None:
     client.vms.create(name="beta", backend="fakevmm", start=False)
     with pytest.raises(Conflict, match=r"^image 'fake-tiny' is in use by VMs beta: delete them first"):
         client.images.delete("fake-tiny")
+
+
+def test_daemon_status_reports_the_pulls_in_progress(daemon: DaemonHarness, tmp_path: Path) -> None:
+    """``in_progress`` is what `banger update` reads before restarting the service."""
+    gate = tmp_path / "gate"
+    daemon.env["BANGER_TEST_GATE"] = str(gate)
+    client = daemon.client()
+    assert client.daemon.status().in_progress == {}
+    pulling = threading.Thread(target=lambda: daemon.client().images.pull("fake-gated"))
+    pulling.start()
+    try:
+        deadline = time.monotonic() + 30
+        while client.daemon.status().in_progress != {"image pull": 1} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.daemon.status().in_progress == {"image pull": 1}
+    finally:
+        gate.touch()
+        pulling.join(timeout=60)
+    assert client.daemon.status().in_progress == {}
 
 
 def test_image_pull_failure_leaves_nothing(daemon: DaemonHarness) -> None:

@@ -40,6 +40,8 @@ CHATTY_BYTES = 2 * SERIAL_LOG_MAX_BYTES + 12345
 #: ``fake-download`` reports this many chunks of this size while it "downloads".
 DOWNLOAD_CHUNKS = 150
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
+#: ``fake-gated`` waits (at most this long) until the file ``$BANGER_TEST_GATE`` names exists.
+GATE_TIMEOUT = 30.0
 
 
 def sha256(path: Path) -> str:
@@ -61,6 +63,10 @@ class FakeImages:
             raise RuntimeError("the fake source breaks on purpose")
         if ref == "fake-download":
             self._pretend_download(ref, progress)
+        if ref == "fake-gated":  # a pull that stays in progress until the test lets it go on
+            deadline = time.monotonic() + GATE_TIMEOUT
+            while not Path(os.environ["BANGER_TEST_GATE"]).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         progress.step("making a tiny ext4")
         content = dest / "content"
         (content / "etc").mkdir(parents=True)

@@ -31,6 +31,8 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "api": frozenset({"daemon", "host", "client", "cli"}),
     "common": frozenset({"daemon", "host", "client", "cli"}),
     "install": frozenset({"daemon", "host", "client", "cli"}),
+    # Verification runs in the CLI (banger update) and in the daemon (catalog pulls): it needs only common/.
+    "trust": frozenset({"daemon", "host", "client", "cli", "install"}),
     "host": frozenset({"daemon", "client", "cli"}),
     "daemon": frozenset({"client", "cli"}),
 }

@@ -6,6 +6,7 @@ Each refusal is one line naming the failed check; the good case is accepted by t
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -94,8 +95,6 @@ def test_a_tampered_file_is_refused_as_a_digest_mismatch(trust_lab: TrustLab, tm
 def test_a_tampered_file_with_the_bundle_digest_rewritten_fails_the_signature(
     trust_lab: TrustLab, signed: bytes
 ) -> None:
-    import hashlib
-
     forged = DATA.replace(b"v0.2.0", b"v9.9.9")
 
     def rewrite_digest(document: dict[str, Any]) -> None:
@@ -162,6 +161,13 @@ def test_a_signature_logged_after_the_certificate_expired_is_refused(trust_lab: 
     assert "signature refused: the signing certificate was not valid when the log recorded the signature" in line
 
 
+def test_a_certificate_sigstore_cannot_read_is_refused_not_a_traceback(trust_lab: TrustLab) -> None:
+    bundle = trust_lab.sign(DATA, code_signing=False)  # no key usage: sigstore's lookup raises outside its errors
+    line = refusal(lambda: verify_bytes(DATA, bundle, trust_lab.policy()))
+    assert "signature refused: the bundle's certificate or log entry is unusable (No <class" in line
+    assert line.endswith("it was not made by a Sigstore signer; do not use this file")
+
+
 @pytest.mark.parametrize(
     "bundle",
     [
@@ -185,6 +191,44 @@ def test_a_bundle_with_a_garbage_certificate_is_refused(trust_lab: TrustLab, sig
 
     line = refusal(lambda: verify_bytes(DATA, edited(signed, garbage), trust_lab.policy()))
     assert "its Sigstore bundle is malformed" in line
+
+
+def _leaves(node: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every path into a JSON document (its containers' too)."""
+    found = [path] if path else []
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        found += _leaves(child, (*path, key))
+    return found
+
+
+CORRUPTIONS: list[Any] = [None, 0, -1, 2**70, "", "x", [], {}, True, "!!not base64!!", "Z2FyYmFnZQ==", "MAMCAQE="]
+
+
+def test_every_single_field_corruption_of_a_bundle_is_refused_in_one_line(trust_lab: TrustLab, signed: bytes) -> None:
+    """Each field replaced by a wrong type, garbage, garbage base64 or DER: a refusal line, never a traceback.
+
+    The one change that verifies is dropping the optional message digest: the signature itself is over the
+    digest, and the log entry records it.
+    """
+    original = json.loads(signed)
+    accepted = []
+    for path in _leaves(original):
+        for corruption in CORRUPTIONS:
+            document = json.loads(signed)
+            parent = document
+            for key in path[:-1]:
+                parent = parent[key]
+            if parent[path[-1]] == corruption:
+                continue
+            parent[path[-1]] = corruption
+            try:
+                verify_bytes(DATA, json.dumps(document).encode(), trust_lab.policy())
+            except SignatureRefused as exc:
+                assert "\n" not in str(exc)
+            else:
+                accepted.append((path, corruption))
+    assert accepted == [(("messageSignature", "messageDigest"), None)]
 
 
 def test_an_oversized_bundle_is_refused_before_parsing(trust_lab: TrustLab, signed: bytes) -> None:
@@ -248,6 +292,9 @@ def test_a_ct_key_missing_from_the_root_is_refused(tmp_path: Path) -> None:
 def test_the_pinned_public_good_root_loads_and_refuses_a_lab_bundle(signed: bytes) -> None:
     from sigstore.models import TrustedRoot
 
+    # A change of what banger trusts is deliberate: this digest, docs/updating.md and policy.py change with it.
+    pinned_digest = "6494e21ea73fa7ee769f85f57d5a3e6a08725eae1e38c755fc3517c9e6bc0b66"
+    assert hashlib.sha256(PINNED_TRUSTED_ROOT.read_bytes()).hexdigest() == pinned_digest
     pinned = TrustedRoot.from_file(str(PINNED_TRUSTED_ROOT))
     assert any(cert.subject.rfc4514_string() == "CN=sigstore,O=sigstore.dev" for cert in pinned.get_fulcio_certs())
     production_rekor = base64.b64decode("wNI9atQGlz+VWfO6LRygH4QUfY/8W4RFwiT5i5WRgB0=")

@@ -92,7 +92,7 @@ def test_check_says_whether_an_update_exists_by_exit_status(installed: Path, upd
 def test_to_an_older_release_only_when_named_and_then_rollback(installed: Path, updater_env: dict[str, str]) -> None:
     assert update(installed, updater_env, "--to", "v0.3.0")[0] == 0
     code, out, _ = update(installed, updater_env, "--to", "v0.3.0")
-    assert (code, out) == (0, "banger v0.3.0: nothing to do\n")
+    assert (code, out) == (0, "banger is already at v0.3.0\n")
     # A downgrade, asked for by name: v0.3.0 is kept, v0.1.0 (two versions back) removed.
     code, out, err = update(installed, updater_env, "--to", "v0.2.0")
     assert code == 0, err
@@ -118,9 +118,8 @@ def test_a_newest_release_older_than_the_install_is_no_update(installed: Path, u
     index = Path(updater_env["HOME"]).parents[1] / "releases" / "index.json"
     index.write_text('{"schema": 1, "releases": ["v0.1.0", "v0.2.0"]}')  # a host serving an old index
     before = tree(installed)
-    code, out, err = update(installed, updater_env)
-    assert (code, out) == (0, "banger v0.3.0: nothing to do\n")
-    assert "banger v0.3.0 is newer than the newest release v0.2.0: nothing to update" in err
+    code, out, _ = update(installed, updater_env)
+    assert (code, out) == (0, "banger v0.3.0 is newer than the newest release v0.2.0: nothing to update\n")
     assert tree(installed) == before
 
 
@@ -262,3 +261,15 @@ def test_the_manifest_model_is_what_the_release_files_hold(published: Path) -> N
         published / artifact_path(manifest.version, manifest.wheelhouse.name)
     ).stat().st_size == manifest.wheelhouse.size
     assert (published / signature_path(manifest.version)).exists()
+
+
+def test_a_live_update_without_systemd_is_refused_in_one_line(installed: Path, updater_env: dict[str, str]) -> None:
+    """This host's PID 1 is not systemd: a live update (no --root) has no services to swap."""
+    env = {**updater_env, "BANGER_INSTALL_TOML": str(installed / "etc/banger/install.toml")}
+    before = tree(installed)
+    result = invoke_cli(["update"], env)
+    assert result.exit_code == 1
+    assert error_line(result.stderr) == (
+        "banger: error: PID 1 is not systemd, so no service runs here: --root DIR updates a rendered install"
+    )
+    assert tree(installed) == before

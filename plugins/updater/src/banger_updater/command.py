@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,9 +101,13 @@ def _change(
     inst = _installation(app, root)
     services = run.services_for(inst)
     if inst.live:
-        from banger_core.install.service import require_live_host
+        from banger_core.common.errors import BangerError
+        from banger_core.install.service import systemd_is_pid1
 
-        require_live_host()
+        if not systemd_is_pid1():
+            raise BangerError("PID 1 is not systemd, so no service runs here: --root DIR updates a rendered install")
+        if os.geteuid() != 0:
+            raise BangerError("banger update replaces the installed service: run it with sudo (--check needs no root)")
         inst.require_root_owned()
     else:
         progress.step(f"--root {inst.layout.root}: the rendered install is updated; no service restarted, no doctor")
@@ -112,8 +117,8 @@ def _change(
         updater = run.Updater(app.config, progress)
         try:
             wanted = updater.choose(inst, version)
-            if wanted is None:
-                return f"banger {inst.record.version}: nothing to do"
+            if isinstance(wanted, str):
+                return wanted
             return updater.install(inst, wanted, services, dry_run=dry_run)
         finally:
             updater.close()

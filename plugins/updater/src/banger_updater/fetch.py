@@ -127,23 +127,29 @@ class ReleaseSource:
         if have == size:
             return
         url = self.url(relative)
-        if self._directory is not None:
-            self._copy_local(relative, url, part, have, size, progress)
-        else:
-            self._download_http(url, part, have, size, progress)
+        try:
+            if self._directory is not None:
+                self._copy_local(relative, url, part, have, size, progress)
+            else:
+                self._download_http(url, part, have, size, progress)
+        except OSError as exc:  # the local side: a full disk, a read-only file system
+            raise BangerError(
+                f"cannot write {part}: {exc.strerror or exc}: fix that, then run it again to resume"
+            ) from None
         got = part.stat().st_size
         if got < size:
             raise BangerError(f"{url}: the transfer stopped at {got} of {size} bytes: {_retry_hint(True)}")
 
     def _copy_local(self, relative: str, url: str, part: Path, have: int, size: int, progress: Progress) -> None:
         try:
-            with self._local(relative).open("rb") as source, _open_part(part, append=True) as out:
-                source.seek(have)
-                _copy(source.read, out, url, part, have, size, progress)
+            source = self._local(relative).open("rb")
         except FileNotFoundError:
             raise BangerError(f"{url}: no such file: check update_release_url") from None
         except OSError as exc:
             raise BangerError(f"cannot read {url}: {exc.strerror or exc}") from None
+        with source, _open_part(part, append=True) as out:
+            source.seek(have)
+            _copy(source.read, out, url, part, have, size, progress)
 
     def _download_http(self, url: str, part: Path, have: int, size: int, progress: Progress) -> None:
         import httpx

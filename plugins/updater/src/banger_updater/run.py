@@ -73,8 +73,8 @@ class Updater:
         newest = self.newest_version()
         return Newest(current, self.manifest(newest) if newest is not None else None)
 
-    def choose(self, inst: Installation, to: Version | None) -> Version | None:
-        """The version to install: ``to``, else the newest release; None when there is nothing to do.
+    def choose(self, inst: Installation, to: Version | None) -> Version | str:
+        """The version to install: ``to``, else the newest release; or why there is nothing to do.
 
         Only ``--to`` goes to an older release; without it an older "newest" (a release host
         serving an old index) is not an update.
@@ -84,11 +84,9 @@ class Updater:
         if wanted is None:
             raise BangerError(f"{self.source.url(INDEX_NAME)} lists no release: check update_release_url")
         if str(wanted) == current:
-            self.progress.step(f"banger is already at {current}")
-            return None
+            return f"banger is already at {current}"
         if to is None and Version.is_release(current) and wanted < Version.parse(current):
-            self.progress.step(f"banger {current} is newer than the newest release {wanted}: nothing to update")
-            return None
+            return f"banger {current} is newer than the newest release {wanted}: nothing to update"
         return wanted
 
     def prepare(self, inst: Installation, version: Version) -> tuple[Target, Path]:
