@@ -44,7 +44,7 @@ import pytest
 from banger_core.testing import isolated_env
 from banger_core.testing.sigstore_lab import TrustLab
 from plugins.updater.tests.conftest import config_for
-from tests.support import banger_fake, fake_systemctl
+from tests.support import fake_systemctl
 from tests.support.releases import FAILDOCTOR_PLUGIN, FAKE_PLUGIN, Releases
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +89,10 @@ class Namespaces:
         )
         assert self.holder.stdout is not None
         ready, _, _ = select.select([self.holder.stdout], [], [], 30)
-        assert ready and self.holder.stdout.readline() == "ready\n", "the namespaces were not set up"
+        if not ready or self.holder.stdout.readline() != "ready\n":
+            self.holder.kill()  # set -e stopped it, or it hangs: nothing ran inside yet
+            self.holder.wait(timeout=30)
+            raise AssertionError("the namespaces were not set up (unshare, mount or ip failed: see stderr)")
         self.mount_ns = os.readlink(f"/proc/{self.holder.pid}/ns/mnt")
         self.children: list[subprocess.Popen[bytes]] = []
 
@@ -140,9 +143,10 @@ class Namespaces:
             time.sleep(0.1)
         for child in self.children:
             child.wait(timeout=30)
-        assert self.holder.stdin is not None
+        assert self.holder.stdin is not None and self.holder.stdout is not None
         self.holder.stdin.close()
         self.holder.wait(timeout=30)
+        self.holder.stdout.close()
 
 
 class Install:
@@ -186,43 +190,37 @@ class Install:
     def logs(self) -> str:
         return "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.state.glob("*.log")))
 
-    def vmm_pid_adopted(self, name: str, vm_id: str) -> int:
-        """Give VM ``name`` a running stand-in VMM that bangerd adopts, as it adopts a VM a previous daemon started.
+    def vmm_pid_adopted(self, vm_id: str) -> int:
+        """Give VM ``vm_id`` a running stand-in VMM that bangerd adopts, as it adopts a VM a previous daemon started.
 
         The fake VMM never becomes ssh-ready, so ``vm start`` would give up on it: like
-        tests/integration/test_daemon.py, the test starts the VMM process itself (as the owner,
-        from the installed venv) while bangerd is stopped, writes what a launch records (the
-        VM's handles.json and its state), then starts bangerd, whose reconcile adopts it.
+        tests/integration/test_daemon.py, the test launches the VMM itself, with the installed
+        fake plugin, as the owner, while bangerd is stopped, and records what a launch records
+        (the VM's handles.json and its state); then bangerd starts and its reconcile adopts it.
         """
         assert self.ns.run("systemctl", "stop", "bangerd.service").returncode == 0
         socket = f"/run/banger/fake-vmm-{vm_id}.sock"
-        vmm = self.ns.popen(
-            *AS_OWNER, "/opt/banger/current/bin/python", "-m", "banger_fake_testplugin.fake_vmm", socket
-        )
-        deadline = time.monotonic() + 30
-        while not banger_fake.answers(f"/proc/{self.ns.holder.pid}/root{socket}"):
-            assert vmm.poll() is None and time.monotonic() < deadline, "the fake VMM did not come up"
-            time.sleep(0.1)
-        started = fake_systemctl.start_time(vmm.pid)
-        launched = self.ns.run(
-            *AS_OWNER, "/opt/banger/current/bin/python", "-c", RECORD_LAUNCH, vm_id, str(vmm.pid), str(started), socket
-        )
+        launched = self.ns.run(*AS_OWNER, "/opt/banger/current/bin/python", "-c", LAUNCH, vm_id, socket)
         assert launched.returncode == 0, launched.stderr
         assert self.ns.run("systemctl", "start", "bangerd.service").returncode == 0
-        return vmm.pid
+        return int(launched.stdout)
 
 
-#: Runs as the owner: what a launch leaves behind (the VMM's handle, the VM's state), read by reconcile.
-RECORD_LAUNCH = """
+#: Runs as the owner: the installed plugin's VMM launched (in its own session, it outlives this),
+#: then what a launch leaves behind (the VMM's handle, the VM's state) for reconcile to read.
+LAUNCH = """
 import json, sqlite3, sys
-vm_id, pid, start_time, socket = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-handle = {"backend": "fakevmm", "pid": pid, "start_time": start_time, "control_socket": socket, "extra": {}}
+from banger_fake_testplugin.plugin import spawn, start_time
+vm_id, socket = sys.argv[1], sys.argv[2]
+pid = spawn(socket)
+handle = {"backend": "fakevmm", "pid": pid, "start_time": start_time(pid), "control_socket": socket, "extra": {}}
 with open(f"/var/lib/banger/vms/{vm_id}/handles.json", "w") as fh:
     json.dump({"vmm": handle}, fh)
 db = sqlite3.connect("/var/lib/banger/banger.db")
 with db:
     db.execute("UPDATE vms SET state = 'running' WHERE id = ?", (vm_id,))
 db.close()
+print(pid)
 """
 #: bangerd's owner (`system install --owner daemon`), with its groups: how bangerd.service runs it.
 AS_OWNER = ("setpriv", "--reuid=daemon", "--regid=daemon", "--init-groups", "--")
@@ -290,7 +288,7 @@ def test_update_rollback_on_failing_doctor_then_update_then_rollback(
         "vm", "create", "--name", "keeper", "--image", "fake-tiny", "--backend", "fakevmm", "--no-start", "--json"
     )
     assert created.returncode == 0, created.stderr
-    vmm_pid = inst.vmm_pid_adopted("keeper", json.loads(created.stdout)["id"])
+    vmm_pid = inst.vmm_pid_adopted(json.loads(created.stdout)["id"])
     inst.wait_daemon("v0.1.0")
     assert inst.vm("keeper")["state"] == "running" and inst.vm("keeper")["pid"] == vmm_pid
     assert calls.read_text().splitlines() == [
@@ -315,6 +313,7 @@ def test_update_rollback_on_failing_doctor_then_update_then_rollback(
     )
 
     # v0.2.0's doctor fails after the swap: back on v0.1.0, the doctor's own line in the one-line error.
+    daemon = inst.main_pid("bangerd.service")
     broken = inst.banger("update")
     assert broken.returncode == 1
     assert broken.stderr.splitlines()[-1] == (
@@ -326,6 +325,8 @@ def test_update_rollback_on_failing_doctor_then_update_then_rollback(
     assert 'version = "v0.1.0"' in inst.read("/etc/banger/install.toml")
     assert inst.ns.run("ls", "/opt/banger/versions").stdout.split() == ["v0.1.0"]
     inst.wait_daemon("v0.1.0")
+    assert inst.main_pid("bangerd.service") not in (None, daemon)
+    daemon = inst.main_pid("bangerd.service")
     assert inst.vm("keeper")["state"] == "running" and inst.vm("keeper")["pid"] == vmm_pid
 
     # A good v0.3.0 is published: the update swaps to it and its daemon adopts the VM.
@@ -345,6 +346,8 @@ def test_update_rollback_on_failing_doctor_then_update_then_rollback(
     assert 'version = "v0.3.0"' in inst.read("/etc/banger/install.toml")
     assert inst.ns.run("ls", "/opt/banger/versions").stdout.split() == ["v0.1.0", "v0.3.0"]
     inst.wait_daemon("v0.3.0")
+    assert inst.main_pid("bangerd.service") not in (None, daemon)
+    daemon = inst.main_pid("bangerd.service")
     assert inst.vm("keeper")["state"] == "running" and inst.vm("keeper")["pid"] == vmm_pid
 
     # --rollback: back to v0.1.0, no download, the VM adopted once more.
@@ -358,6 +361,7 @@ def test_update_rollback_on_failing_doctor_then_update_then_rollback(
     assert inst.current() == "versions/v0.1.0"
     assert 'version = "v0.1.0"' in inst.read("/etc/banger/install.toml")
     inst.wait_daemon("v0.1.0")
+    assert inst.main_pid("bangerd.service") not in (None, daemon)
     assert inst.vm("keeper")["state"] == "running" and inst.vm("keeper")["pid"] == vmm_pid
     log = inst.read("/var/lib/banger/logs/bangerd.log")
     # Each daemon adopted it: v0.1.0's (started by the test), v0.2.0's and v0.1.0's again, v0.3.0's, v0.1.0's.
