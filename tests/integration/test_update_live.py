@@ -41,7 +41,6 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.testing import isolated_env
 from banger_core.testing.sigstore_lab import TrustLab
 from plugins.updater.tests.conftest import config_for
 from tests.support import fake_systemctl
@@ -249,10 +248,10 @@ def test_update_rollback_on_failing_doctor_then_update_then_rollback(
     calls = tmp_path / "systemctl-calls"
     state = tmp_path / "systemd"
     ns = namespaces
-    # root's CLI: the checkout's for the first install, then the installed one; config points update at the lab.
-    env = isolated_env(tmp_path / "root-env", config=config_for(f"http://127.0.0.1:{PORT}", trust_lab))
+    # root's CLI (the checkout's for the first install, then the installed one): update reads the lab's policy.
+    config = Path(ns.env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
+    config.write_text(config_for(f"http://127.0.0.1:{PORT}", trust_lab))
     ns.env.update(
-        {k: v for k, v in env.items() if k.startswith(("HOME", "XDG_"))},
         PATH=f"{fakebin}:{ns.env['PATH']}",
         BANGER_TEST_CALLS=str(calls),
         BANGER_FAKE_SYSTEMD=str(state),
