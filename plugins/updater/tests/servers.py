@@ -37,9 +37,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if lab.cut_after is not None:  # a transfer that breaks off midway, once
-            body, lab.cut_after = body[: lab.cut_after], None
-            self.wfile.write(body)
+        if self.path in lab.cut:  # a transfer that breaks off midway, once
+            self.wfile.write(body[: lab.cut.pop(self.path)])
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             return
@@ -57,8 +56,8 @@ class ReleaseServer:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.requests: list[tuple[str, str | None]] = []
-        #: Bytes of the next answer's body sent before the connection is cut.
-        self.cut_after: int | None = None
+        #: URL path -> bytes of its next answer's body sent before the connection is cut (once).
+        self.cut: dict[str, int] = {}
         self.honour_range = True
         #: Sent after every body (beyond its Content-Length): a server sending more than it should.
         self.extra = b""

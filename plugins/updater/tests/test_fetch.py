@@ -65,15 +65,16 @@ def test_a_download_reports_bytes_and_ends_complete(server: ReleaseServer, tmp_p
     assert {(total, unit) for _, total, unit in progress.advances} == {(SIZE, "B")}
 
 
-def test_a_cut_transfer_is_resumed_by_the_next_run(server: ReleaseServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cut", [4000, 100_000])  # less than one read chunk, and more
+def test_a_cut_transfer_is_resumed_by_the_next_run(server: ReleaseServer, tmp_path: Path, cut: int) -> None:
     part = tmp_path / "w.part"
-    server.cut_after = 100_000
+    server.cut["/v1.0.0/w.tar"] = cut
     with server.running(), ReleaseSource(server.url) as source:
-        with pytest.raises(BangerError) as cut:
+        with pytest.raises(BangerError) as stopped:
             source.download("v1.0.0/w.tar", part, SIZE, Recorder())
-        assert "run it again to resume the download" in str(cut.value) and "\n" not in str(cut.value)
+        assert "run it again to resume the download" in str(stopped.value) and "\n" not in str(stopped.value)
         kept = part.stat().st_size
-        assert 0 < kept < SIZE and part.read_bytes() == DATA[:kept]
+        assert kept == cut and part.read_bytes() == DATA[:kept]  # every byte received is kept
         progress = Recorder()
         source.download("v1.0.0/w.tar", part, SIZE, progress)
     assert part.read_bytes() == DATA

@@ -157,6 +157,24 @@ def test_updates_over_http_with_progress_in_bytes(installed: Path, releases: Pat
     ]
 
 
+def test_a_cut_download_is_resumed_by_the_next_run(installed: Path, releases: Path, trust_lab: TrustLab) -> None:
+    server = ReleaseServer(releases)
+    env = isolated_env(installed.parent / "http-env", config=config_for(server.url, trust_lab))
+    before = tree(installed)
+    server.cut["/v0.2.0/banger-v0.2.0-wheelhouse.tar"] = 4000
+    with server.running():
+        code, _, err = update(installed, env, "--to", "v0.2.0")
+        assert code == 1 and "received 4000 bytes" in error_line(err)
+        assert error_line(err).endswith(": run it again to resume the download")
+        parts = sorted((installed / "opt/banger/versions/.update").iterdir())
+        assert [p.suffix for p in parts] == [".part"] and parts[0].stat().st_size == 4000
+        assert [line for line in tree(installed) if "/.update" not in line] == before  # only the partial download
+        code, _, err = update(installed, env, "--to", "v0.2.0")
+    assert code == 0, err
+    assert server.requests[-1] == ("/v0.2.0/banger-v0.2.0-wheelhouse.tar", "bytes=4000-")
+    assert current(installed) == "versions/v0.2.0" and versions(installed) == ["v0.1.0", "v0.2.0"]
+
+
 # -- refusals: one line, exit 1, nothing on disk changed ----------------------------------------------
 
 

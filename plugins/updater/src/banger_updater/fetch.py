@@ -71,7 +71,8 @@ class ReleaseSource:
                 follow_redirects=True,
                 max_redirects=MAX_REDIRECTS,
                 timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
-                headers={"User-Agent": "banger-update"},
+                # The bytes as published: a Range then counts the file's own bytes, and nothing is inflated.
+                headers={"User-Agent": "banger-update", "Accept-Encoding": "identity"},
             )
         return self._client
 
@@ -103,7 +104,7 @@ class ReleaseSource:
             with self._http().stream("GET", url) as answer:
                 _check_status(answer, url, resumable=False)
                 data = bytearray()
-                for chunk in answer.iter_bytes(CHUNK):
+                for chunk in answer.iter_raw():
                     data += chunk
                     if len(data) > limit:
                         break
@@ -164,7 +165,8 @@ class ReleaseSource:
                     _check_status(answer, url, resumable=True)
                     have = 0
                     progress.advance(0, size)
-                chunks = answer.iter_bytes(CHUNK)
+                # As they arrive (no chunk size: httpx would hold up to a chunk back, lost when the transfer is cut).
+                chunks = answer.iter_raw()
                 with _open_part(part, append=resumed) as out:
                     _copy(lambda _n: next(chunks, b""), out, url, part, have, size, progress)
         except httpx.HTTPError as exc:
