@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import tomllib
@@ -132,3 +133,61 @@ def test_a_damaged_index_is_refused_before_anything_is_built(tmp_path: Path) -> 
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith(f"release: error: {out}/index.json: ") and done.stderr.count("\n") == 1
     assert [p.name for p in out.iterdir()] == ["index.json"]
+
+
+FAKE_SIGSTORE = """
+import json, os, sys
+with open(os.environ["FAKE_SIGSTORE_CALLS"], "a") as calls:
+    calls.write(json.dumps(sys.argv[1:]) + "\\n")
+if os.environ.get("FAKE_SIGSTORE_FAILS"):
+    sys.exit("error: no identity token: not in CI?")
+with open(sys.argv[sys.argv.index("--bundle") + 1], "w") as bundle:
+    bundle.write('{"fake": "bundle"}')
+"""
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_sign_with_sigstore_runs_sigstore_sign_on_the_manifest(tmp_path: Path, fails: bool) -> None:
+    """``--sign-with sigstore`` at its boundary: the OIDC login it needs cannot happen here, so ``python -m
+    sigstore`` is a recording stand-in (first on PYTHONPATH) and the test asserts the exact call."""
+    fake = tmp_path / "fake" / "sigstore"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(FAKE_SIGSTORE)
+    calls = tmp_path / "sigstore-calls"
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(fake.parent), "FAKE_SIGSTORE_CALLS": str(calls)}
+    if fails:
+        env["FAKE_SIGSTORE_FAILS"] = "1"
+    releases = Releases(out, None)
+    args = ["--version", "v0.4.0", "--out", str(out), "--sign-with", "sigstore", "--allow-dirty"]
+    args += ["--no-build-isolation", "--find-links", str(releases.deps), "--no-index"]
+    if not releases.deps.is_dir():  # the dependency cache is filled by a first cut
+        releases.cut("v0.1.0")
+        (out / "index.json").unlink()
+        shutil.rmtree(out / "v0.1.0")
+    done = run_release(*args, env=env)
+    [call] = [json.loads(line) for line in calls.read_text().splitlines()]
+    manifest = Path(call[-1])
+    assert call == ["sign", "--bundle", f"{manifest}.sigstore.json", str(manifest)]
+    # The staged copy: signed before the version directory is renamed into --out.
+    assert (manifest.name, manifest.parent.name, manifest.parent.parent.parent) == ("manifest.json", "v0.4.0", out)
+    if fails:
+        assert done.returncode == 1
+        # sigstore's own reason (its output is the user's to see), then the script's one line.
+        assert done.stderr.splitlines() == [
+            "error: no identity token: not in CI?",
+            "release: error: sigstore sign failed (exit status 1): it needs an OIDC identity (in CI: "
+            "`permissions: id-token: write`); or use --sign-with none and sign manifest.json yourself",
+        ]
+        assert list(out.iterdir()) == []  # nothing published, no scratch left
+        return
+    assert done.returncode == 0, done.stderr
+    release = out / "v0.4.0"
+    assert sorted(p.name for p in release.iterdir()) == [
+        "banger-v0.4.0-wheelhouse.tar",
+        "manifest.json",
+        "manifest.json.sigstore.json",
+    ]
+    assert (release / "manifest.json.sigstore.json").read_text() == '{"fake": "bundle"}'
+    assert "unsigned" not in done.stdout
