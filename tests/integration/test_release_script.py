@@ -41,6 +41,9 @@ def test_a_release_holds_every_distribution_and_rebuilds_identically(tmp_path: P
     tar_path = release / "banger-v0.2.0-wheelhouse.tar"
     assert (again / tar_path.name).read_bytes() == tar_path.read_bytes()
     assert sorted(p.name for p in release.iterdir()) == ["banger-v0.2.0-wheelhouse.tar", "manifest.json"]
+    # World-readable as published: a static server serves the files as they are.
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [release, *release.iterdir(), first.root / "index.json"]}
+    assert modes == {"v0.2.0": 0o755, tar_path.name: 0o644, "manifest.json": 0o644, "index.json": 0o644}
 
     manifest = Manifest.from_json(manifest_bytes, "manifest.json")
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
