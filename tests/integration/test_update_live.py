@@ -14,12 +14,18 @@ host's directories stay as they are), ``/run`` is a fresh tmpfs with
 server on 127.0.0.1 in that network namespace. systemd itself cannot run here:
 ``systemctl`` is tests/support/fake_systemctl.py, which records every call and
 really starts and stops the two units as their files say (bangerd as the
-unprivileged owner ``daemon``, bangerd-root as root). Everything else is real:
+unprivileged owner ``daemon``, bangerd-root as root). ``/root`` is an overlay
+too, opened for traversal (0711) inside the namespace only: the virtualenvs'
+interpreter is the Python that ran the install, which lives under /root on the
+lab machines (pyenv), where the owner could not run it. Everything else is real:
 the offline install of v0.1.0 with ``banger system install --wheels``, the
 installed daemons, the downloads, the Sigstore verification, the new virtualenvs,
 the swap, the doctor run and the rollback.
 
-The story: install v0.1.0 and start a VM; ``banger update`` finds v0.2.0, swaps,
+The story: install v0.1.0 and run a VM (its stand-in VMM is launched by the
+installed fake plugin and recorded as a launch records it, then adopted by
+bangerd: the fake VMM never gets ssh-ready, so ``vm start`` would give up on it);
+``banger update`` finds v0.2.0, swaps,
 its doctor fails: rolled back to v0.1.0 with that error in one line; v0.3.0 is
 published; ``banger update`` swaps to it; ``banger update --rollback`` goes back
 to v0.1.0. The VM's process runs through all of it and each new daemon adopts it.
@@ -41,12 +47,10 @@ from pathlib import Path
 
 import pytest
 
-from banger_core.testing.sigstore_lab import TrustLab
-from plugins.updater.tests.conftest import config_for
+from banger_core.testing.sigstore_lab import TEST_IDENTITY, TEST_ISSUER, TrustLab
 from tests.support import fake_systemctl
 from tests.support.releases import FAILDOCTOR_PLUGIN, FAKE_PLUGIN, Releases
 
-REPO = Path(__file__).resolve().parents[2]
 #: The checkout's CLI: what installs the first release (as ``banger system install --wheels`` from a checkout).
 CHECKOUT_BANGER = str(Path(sys.executable).parent / "banger")
 #: The installed CLI: what the user runs once banger is installed (its update replaces it).
@@ -250,7 +254,12 @@ def test_update_rollback_on_failing_doctor_then_update_then_rollback(
     ns = namespaces
     # root's CLI (the checkout's for the first install, then the installed one): update reads the lab's policy.
     config = Path(ns.env["XDG_CONFIG_HOME"]) / "banger" / "config.toml"
-    config.write_text(config_for(f"http://127.0.0.1:{PORT}", trust_lab))
+    config.write_text(
+        f'update_release_url = "http://127.0.0.1:{PORT}"\n'
+        f'update_identity = "{TEST_IDENTITY}"\n'
+        f'update_issuer = "{TEST_ISSUER}"\n'
+        f'sigstore_trusted_root = "{trust_lab.trusted_root}"\n'
+    )
     ns.env.update(
         PATH=f"{fakebin}:{ns.env['PATH']}",
         BANGER_TEST_CALLS=str(calls),
