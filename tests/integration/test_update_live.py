@@ -374,3 +374,10 @@ def test_update_rollback_on_failing_doctor_then_update_then_rollback(
     log = inst.read("/var/lib/banger/logs/bangerd.log")
     # Each daemon adopted it: v0.1.0's (started by the test), v0.2.0's and v0.1.0's again, v0.3.0's, v0.1.0's.
     assert log.count(f"adopted running VM keeper (pid {vmm_pid})") == 5
+    # Rolled back, not pinned: the newest release is offered again.
+    check = inst.banger("update", "--check")
+    assert (check.returncode, check.stdout) == (
+        10,
+        "banger v0.1.0; v0.3.0 is available: `sudo banger update` installs it\n",
+    )
+    assert calls.read_text() == ""
