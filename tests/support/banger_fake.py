@@ -2,7 +2,8 @@
 
 Installed for daemon tests through a fake ``.dist-info`` (see ``fake_plugin_env``),
 exactly like ``pip install`` would. The VMM it "launches" is a real child
-process (``tests.support.fake_vmm``) that answers on a control socket, so the
+process (``tests.support.fake_vmm``; tests/support/dists/fake-testplugin packages
+both as a real distribution) that answers on a control socket, so the
 daemon's adopt/demote logic runs against real processes.
 """
 
@@ -152,7 +153,8 @@ def spawn(control_socket: str, stdout: int = subprocess.DEVNULL, chatter: int = 
     ``chatter`` bytes of console output go to ``stdout`` first (VMs named ``chatty*``).
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.fake_vmm", control_socket, str(chatter)],
+        # Its sibling module: tests.support.fake_vmm here, banger_fake_testplugin.fake_vmm when installed.
+        [sys.executable, "-m", f"{__package__}.fake_vmm", control_socket, str(chatter)],
         start_new_session=True,
         stdin=subprocess.DEVNULL,
         stdout=stdout,

@@ -1,0 +1,1 @@
+"""A doctor check that always fails (see ../../../README.md)."""
