@@ -7,6 +7,7 @@ host, which needs systemd as PID 1.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,12 +82,13 @@ def install(app: App, owner: str, prefix: str, root: Path | None, wheels: Path |
     from banger_core.common.config import load_config
     from banger_core.install import service
     from banger_core.install.layout import resolve_owner
-    from banger_core.install.venv import current_build_wheels, version_name, wheel_build_info
+    from banger_core.install.venv import current_build_wheels, require_runnable_by, version_name, wheel_build_info
 
     layout = _layout(root, prefix)
     person = resolve_owner(owner)
     if layout.live:
         service.require_live_host()
+        require_runnable_by(person.uid, os.getgrouplist(person.name, person.gid), person.name)
     network = service.network_bounds(load_config(app.pm, {"HOME": person.home}).data)
     created: list[str] = []
     if layout.live or with_venv:

@@ -100,6 +100,35 @@ def relocate_scripts(venv: Path, target: str) -> None:
             script.write_bytes(f"#!{target}/bin/".encode() + content[len(staged) :])
 
 
+def require_runnable_by(uid: int, gids: list[int], login: str, python: str | None = None) -> None:
+    """Refuse an install whose interpreter the owner cannot run (bangerd would fail at exec, after a "success").
+
+    The venv's ``bin/python`` is a link to the Python that runs the install; a Python under a
+    private home (pyenv in /root, mode 0700) passes every check as root and breaks only in the unit.
+    """
+    target = os.path.realpath(python or _base_python())
+    path = "/"
+    for part in [p for p in target.split("/") if p]:
+        check_dir = path
+        path = os.path.join(path, part)
+        if not _may(os.stat(check_dir), uid, gids, 0o1):
+            raise BangerError(
+                f"{login} cannot reach {target}: {check_dir} is not searchable by that user; install with a "
+                "Python the owner can run (e.g. PYTHON=/usr/bin/python3 scripts/setup, or Debian's python3)"
+            )
+    if not _may(os.stat(target), uid, gids, 0o1):
+        raise BangerError(f"{login} cannot execute {target}: install with a Python the owner can run")
+
+
+def _may(st: os.stat_result, uid: int, gids: list[int], bit: int) -> bool:
+    """Whether a process of ``uid``/``gids`` gets permission ``bit`` (1 = x) on an inode, as the kernel decides."""
+    if uid == st.st_uid:
+        return bool(st.st_mode & (bit << 6))
+    if st.st_gid in gids:
+        return bool(st.st_mode & (bit << 3))
+    return bool(st.st_mode & bit)
+
+
 def _base_python() -> str:
     """The interpreter the venv is made from: the system's, not the venv banger itself may run in."""
     return os.path.realpath(getattr(sys, "_base_executable", sys.executable))

@@ -1,7 +1,7 @@
 """The live path of ``banger system install|status|restart|uninstall``, as root, without touching the host.
 
 PID 1 is not systemd here, so the test runs banger in its own mount and network
-namespaces where ``/etc``, ``/opt`` and ``/var`` are overlays on a tmpfs (the
+namespaces where ``/etc``, ``/opt``, ``/var`` and ``/root`` are overlays on a tmpfs (the
 host's directories stay as they are), ``/run`` is a fresh tmpfs holding
 ``/run/systemd/system`` (what ``sd_booted()`` looks for), and ``systemctl`` is a
 recording stand-in: systemd itself cannot run here, so the test asserts the
@@ -33,10 +33,12 @@ if [ "$1" = is-active ]; then echo active; fi
 SCRIPT = r"""
 set -u
 mount -t tmpfs banger-test "$T/up"
-for d in etc opt var; do
+for d in etc opt var root; do
   mkdir "$T/up/$d" "$T/up/$d.work"
   mount -t overlay banger-test -o "lowerdir=/$d,upperdir=$T/up/$d,workdir=$T/up/$d.work" "/$d"
 done
+# The venv's interpreter may live under /root (pyenv on the lab machines): install refuses one the owner cannot run.
+chmod 0711 /root
 mount -t tmpfs banger-test /run
 mkdir -p /run/systemd/system
 listing() { find /etc /opt /var/lib /var/cache /run -printf '%p %m %u\n' | sort; }

@@ -213,3 +213,40 @@ def test_a_damaged_install_toml_is_one_line(banger_env: dict[str, str], host_roo
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"banger: error: {record}: cannot read the install record (")
     assert (host_root / "etc/systemd/system" / DAEMON_UNIT).exists()  # nothing removed on a bad record
+
+
+def test_an_interpreter_the_owner_cannot_reach_is_refused() -> None:
+    """pyenv under a 0700 /root passed as root; bangerd, the owner, then failed at exec after "installed"."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as scratch:  # pytest's own tmp_path sits under a 0700 directory
+        _check_reachability(Path(scratch))
+
+
+def _check_reachability(tmp_path: Path) -> None:
+    from banger_core.common.errors import BangerError
+    from banger_core.install.venv import require_runnable_by
+
+    home = tmp_path / "home"
+    (home / "bin").mkdir(parents=True)
+    python = home / "bin" / "python3"
+    python.write_text("")
+    python.chmod(0o755)
+    tmp_path.chmod(0o755)
+    home.chmod(0o700)  # root's private home
+    owner = pwd.getpwnam("daemon")
+    with pytest.raises(BangerError) as refused:
+        require_runnable_by(owner.pw_uid, [owner.pw_gid], "daemon", str(python))
+    assert str(refused.value).startswith(f"daemon cannot reach {python}: {home} is not searchable by that user;")
+    home.chmod(0o711)
+    require_runnable_by(owner.pw_uid, [owner.pw_gid], "daemon", str(python))
+    python.chmod(0o700)
+    with pytest.raises(BangerError, match=f"daemon cannot execute {python}"):
+        require_runnable_by(owner.pw_uid, [owner.pw_gid], "daemon", str(python))
+    # The owner's group, and the file's owner, get their own bits.
+    python.chmod(0o710)
+    os.chown(python, 0, owner.pw_gid)
+    require_runnable_by(owner.pw_uid, [owner.pw_gid], "daemon", str(python))
+    os.chown(python, owner.pw_uid, 0)
+    python.chmod(0o700)
+    require_runnable_by(owner.pw_uid, [owner.pw_gid], "daemon", str(python))
