@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.host_overlay import PRIVATE_HOST_MOUNTS
+
 REPO = Path(__file__).resolve().parents[2]
 BANGER = Path(sys.executable).parent / "banger"
 
@@ -30,18 +32,10 @@ if [ "$1" = is-active ]; then echo active; fi
 """
 
 #: Runs in the namespaces; $T is the test's directory, each step's exit status goes to $T/<step>.rc.
-SCRIPT = r"""
-set -u
-mount -t tmpfs banger-test "$T/up"
-for d in etc opt var root; do
-  mkdir "$T/up/$d" "$T/up/$d.work"
-  mount -t overlay banger-test -o "lowerdir=/$d,upperdir=$T/up/$d,workdir=$T/up/$d.work" "/$d"
-done
-# The venv's interpreter may live under /root (pyenv on the lab machines): install refuses one the owner cannot run.
-chmod 0711 /root
-mount -t tmpfs banger-test /run
-mkdir -p /run/systemd/system
-listing() { find /etc /opt /var/lib /var/cache /run -printf '%p %m %u\n' | sort; }
+SCRIPT = (
+    "set -u\n"
+    + PRIVATE_HOST_MOUNTS
+    + r"""listing() { find /etc /opt /var/lib /var/cache /run -printf '%p %m %u\n' | sort; }
 listing > "$T/before.txt"
 step() { name=$1; shift; "$@" > "$T/$name.out" 2> "$T/$name.err"; echo $? > "$T/$name.rc"; }
 step install "$BANGER" system install --owner daemon --wheels "$T/wheels"
@@ -54,6 +48,7 @@ step restart "$BANGER" system restart
 step uninstall "$BANGER" system uninstall --purge
 listing > "$T/after.txt"
 """
+)
 
 
 @pytest.fixture(scope="module")

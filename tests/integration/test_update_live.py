@@ -49,6 +49,7 @@ import pytest
 
 from banger_core.testing.sigstore_lab import TEST_IDENTITY, TEST_ISSUER, TrustLab
 from tests.support import fake_systemctl
+from tests.support.host_overlay import PRIVATE_HOST_MOUNTS
 from tests.support.releases import FAILDOCTOR_PLUGIN, FAKE_PLUGIN, Releases
 
 #: The checkout's CLI: what installs the first release (as ``banger system install --wheels`` from a checkout).
@@ -60,21 +61,14 @@ PORT = 8731
 STEP_TIMEOUT = 300
 
 #: Runs as the namespaces' first process: the private mounts, then "ready", then it waits for stdin to close.
-SETUP = r"""
-set -eu
-mount -t tmpfs banger-test "$T/up"
-for d in etc opt var root; do
-  mkdir "$T/up/$d" "$T/up/$d.work"
-  mount -t overlay banger-test -o "lowerdir=/$d,upperdir=$T/up/$d,workdir=$T/up/$d.work" "/$d"
-done
-# The venvs' interpreter may live under /root (pyenv on the lab machines); bangerd runs as another user.
-chmod 0711 /root
-mount -t tmpfs banger-test /run
-mkdir -p /run/systemd/system
-ip link set lo up
+SETUP = (
+    "set -eu\n"
+    + PRIVATE_HOST_MOUNTS
+    + r"""ip link set lo up
 echo ready
 read -r _ || true
 """
+)
 
 
 class Namespaces:

@@ -15,24 +15,9 @@ from banger_catalog.drivers import CatalogImageSource, CatalogKernelProvider
 from banger_catalog.errors import BundleError, CatalogError
 from banger_core.testing import RecordingProgress, make_plugin_context
 from banger_hookspecs import ImageListing, PluginContext, PublishedElsewhere, SourceUnavailable
+from plugins.catalog.tests.entries import catalog_entry
 
 pytestmark = pytest.mark.unit
-
-
-def _entry(bundle: Path, kind: str, name: str, **overrides: Any) -> dict[str, Any]:
-    data = bundle.read_bytes()
-    entry: dict[str, Any] = {
-        "name": name,
-        "kind": kind,
-        "description": f"test {kind}",
-        "url": bundle.name,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": len(data),
-    }
-    if kind == "image":
-        entry["kernel_ref"] = "generic-6.1"
-    entry.update(overrides)
-    return entry
 
 
 def _context(banger_env: dict[str, str], tmp_path: Path, *entries: dict[str, Any]) -> PluginContext:
@@ -77,7 +62,7 @@ def test_embedded_catalog_claims_the_defaults_but_cannot_serve_them(
 
 def test_image_pull_from_a_local_catalog(banger_env: dict[str, str], craft: Any, tmp_path: Path) -> None:
     bundle = craft.good("image", name="test-image.tar.zst")
-    ctx = _context(banger_env, tmp_path, _entry(bundle, "image", "test-image"))
+    ctx = _context(banger_env, tmp_path, catalog_entry(bundle, "image", "test-image"))
     source = CatalogImageSource(ctx)
     assert source.claims("test-image") and not source.claims("other")
     assert source.available() == [ImageListing(name="test-image", description="test image", source="catalog")]
@@ -95,7 +80,7 @@ def test_image_pull_from_a_local_catalog(banger_env: dict[str, str], craft: Any,
 
 def test_kernel_pull_from_a_local_catalog(banger_env: dict[str, str], craft: Any, tmp_path: Path) -> None:
     bundle = craft.good("kernel", name="k.tar.zst")
-    ctx = _context(banger_env, tmp_path, _entry(bundle, "kernel", "generic-6.1"))
+    ctx = _context(banger_env, tmp_path, catalog_entry(bundle, "kernel", "generic-6.1"))
     dest = tmp_path / "dest"
     dest.mkdir()
     artifact = CatalogKernelProvider(ctx).pull("generic-6.1", dest, RecordingProgress())
@@ -107,14 +92,14 @@ def test_kernel_pull_from_a_local_catalog(banger_env: dict[str, str], craft: Any
 
 def test_unknown_name_is_unavailable(banger_env: dict[str, str], craft: Any, tmp_path: Path) -> None:
     bundle = craft.good("image")
-    ctx = _context(banger_env, tmp_path, _entry(bundle, "image", "test-image"))
+    ctx = _context(banger_env, tmp_path, catalog_entry(bundle, "image", "test-image"))
     with pytest.raises(SourceUnavailable, match="lists no image named 'other'"):
         CatalogImageSource(ctx).pull("other", tmp_path / "dest", RecordingProgress())
 
 
 def test_bundle_for_another_image_is_rejected(banger_env: dict[str, str], craft: Any, tmp_path: Path) -> None:
     bundle = craft.good("image")  # its manifest says test-image
-    ctx = _context(banger_env, tmp_path, _entry(bundle, "image", "debian-bookworm"))
+    ctx = _context(banger_env, tmp_path, catalog_entry(bundle, "image", "debian-bookworm"))
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(BundleError, match="not what the catalog lists"):
@@ -124,7 +109,7 @@ def test_bundle_for_another_image_is_rejected(banger_env: dict[str, str], craft:
 
 def test_bundle_with_another_kernel_ref_is_rejected(banger_env: dict[str, str], craft: Any, tmp_path: Path) -> None:
     bundle = craft.good("image")
-    ctx = _context(banger_env, tmp_path, _entry(bundle, "image", "test-image", kernel_ref="generic-6.6"))
+    ctx = _context(banger_env, tmp_path, catalog_entry(bundle, "image", "test-image", kernel_ref="generic-6.6"))
     with pytest.raises(BundleError, match="not what the catalog lists"):
         CatalogImageSource(ctx).pull("test-image", tmp_path / "dest", RecordingProgress())
 
@@ -133,7 +118,7 @@ def test_local_bundle_with_wrong_digest_is_rejected_and_kept(
     banger_env: dict[str, str], craft: Any, tmp_path: Path
 ) -> None:
     bundle = craft.good("image")
-    ctx = _context(banger_env, tmp_path, _entry(bundle, "image", "test-image", sha256="00" * 32))
+    ctx = _context(banger_env, tmp_path, catalog_entry(bundle, "image", "test-image", sha256="00" * 32))
     with pytest.raises(BundleError, match="does not match the catalog"):
         CatalogImageSource(ctx).pull("test-image", tmp_path / "dest", RecordingProgress())
     assert bundle.exists(), "the user's own file is never deleted"
@@ -141,7 +126,7 @@ def test_local_bundle_with_wrong_digest_is_rejected_and_kept(
 
 def test_missing_local_bundle_is_unavailable(banger_env: dict[str, str], craft: Any, tmp_path: Path) -> None:
     bundle = craft.good("image")
-    entry = _entry(bundle, "image", "test-image", url="gone.tar.zst")
+    entry = catalog_entry(bundle, "image", "test-image", url="gone.tar.zst")
     ctx = _context(banger_env, tmp_path, entry)
     with pytest.raises(SourceUnavailable, match="does not exist"):
         CatalogImageSource(ctx).pull("test-image", tmp_path / "dest", RecordingProgress())

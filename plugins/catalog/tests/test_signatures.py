@@ -8,7 +8,6 @@ signs like the release workflow; banger is pointed at its root with
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,27 +22,12 @@ from banger_core.common.errors import ConfigError
 from banger_core.testing import RecordingProgress, make_plugin_context
 from banger_core.testing.sigstore_lab import TEST_IDENTITY, TEST_ISSUER, TrustLab
 from banger_hookspecs import CheckResult, PluginContext, SignatureRefused, SourceUnavailable
+from plugins.catalog.tests.entries import catalog_entry
 
 pytestmark = pytest.mark.unit
 
 SIGNER = {"identity": TEST_IDENTITY, "issuer": TEST_ISSUER}
 OTHER_IDENTITY = "https://github.com/someone-else/banger/.github/workflows/release.yml@refs/heads/main"
-
-
-def _entry(bundle: Path, kind: str, name: str, **overrides: Any) -> dict[str, Any]:
-    data = bundle.read_bytes()
-    entry: dict[str, Any] = {
-        "name": name,
-        "kind": kind,
-        "description": f"test {kind}",
-        "url": bundle.name,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": len(data),
-    }
-    if kind == "image":
-        entry["kernel_ref"] = "generic-6.1"
-    entry.update(overrides)
-    return entry
 
 
 def _context(
@@ -93,7 +77,7 @@ def test_signed_image_is_checked_then_unpacked(
 ) -> None:
     bundle = craft.good("image", name="test-image.tar.zst")
     trust_lab.sign_file(bundle)
-    ctx = _context(banger_env, tmp_path, trust_lab, _entry(bundle, "image", "test-image"))
+    ctx = _context(banger_env, tmp_path, trust_lab, catalog_entry(bundle, "image", "test-image"))
     progress = RecordingProgress()
 
     artifact = CatalogImageSource(ctx).pull("test-image", _dest(tmp_path), progress)
@@ -108,7 +92,7 @@ def test_signed_image_is_checked_then_unpacked(
 def test_signed_kernel_is_accepted(banger_env: dict[str, str], craft: Any, trust_lab: TrustLab, tmp_path: Path) -> None:
     bundle = craft.good("kernel", name="k.tar.zst")
     trust_lab.sign_file(bundle)
-    ctx = _context(banger_env, tmp_path, trust_lab, _entry(bundle, "kernel", "generic-6.1"))
+    ctx = _context(banger_env, tmp_path, trust_lab, catalog_entry(bundle, "kernel", "generic-6.1"))
     artifact = CatalogKernelProvider(ctx).pull("generic-6.1", _dest(tmp_path), RecordingProgress())
     assert artifact.vmlinux.read_bytes() == craft.kernel_files["vmlinux"]
     assert artifact.metadata["signed_by"] == TEST_IDENTITY
@@ -119,7 +103,7 @@ def test_an_entry_policy_wins_over_the_catalog_policy(
 ) -> None:
     bundle = craft.good("image", name="test-image.tar.zst")
     trust_lab.sign_file(bundle, identity=OTHER_IDENTITY)
-    entry = _entry(bundle, "image", "test-image", signing={"identity": OTHER_IDENTITY, "issuer": TEST_ISSUER})
+    entry = catalog_entry(bundle, "image", "test-image", signing={"identity": OTHER_IDENTITY, "issuer": TEST_ISSUER})
     ctx = _context(banger_env, tmp_path, trust_lab, entry)
     artifact = CatalogImageSource(ctx).pull("test-image", _dest(tmp_path), RecordingProgress())
     assert artifact.metadata["signed_by"] == OTHER_IDENTITY
@@ -133,7 +117,7 @@ def test_signature_by_another_identity_is_refused(
 ) -> None:
     bundle = craft.good("image", name="test-image.tar.zst")
     trust_lab.sign_file(bundle, identity=OTHER_IDENTITY)
-    ctx = _context(banger_env, tmp_path, trust_lab, _entry(bundle, "image", "test-image"))
+    ctx = _context(banger_env, tmp_path, trust_lab, catalog_entry(bundle, "image", "test-image"))
     _refused(ctx, _dest(tmp_path), OTHER_IDENTITY)
     assert bundle.exists(), "the user's own file is never deleted"
 
@@ -143,7 +127,7 @@ def test_signature_from_another_trust_root_is_refused(
 ) -> None:
     bundle = craft.good("image", name="test-image.tar.zst")
     TrustLab(tmp_path / "other-lab").sign_file(bundle)  # same identity and issuer, a CA banger does not trust
-    ctx = _context(banger_env, tmp_path, trust_lab, _entry(bundle, "image", "test-image"))
+    ctx = _context(banger_env, tmp_path, trust_lab, catalog_entry(bundle, "image", "test-image"))
     _refused(ctx, _dest(tmp_path), str(trust_lab.trusted_root))
 
 
@@ -153,7 +137,7 @@ def test_signature_over_other_bytes_is_refused(
     bundle = craft.good("image", name="test-image.tar.zst")
     trust_lab.sign_file(bundle)
     tampered = craft.good("image", name="test-image.tar.zst", version="2025.2")  # the catalog lists these bytes
-    ctx = _context(banger_env, tmp_path, trust_lab, _entry(tampered, "image", "test-image"))
+    ctx = _context(banger_env, tmp_path, trust_lab, catalog_entry(tampered, "image", "test-image"))
     _refused(ctx, _dest(tmp_path))
 
 
@@ -162,7 +146,7 @@ def test_garbage_signature_is_refused(
 ) -> None:
     bundle = craft.good("image", name="test-image.tar.zst")
     (tmp_path / "test-image.tar.zst.sigstore.json").write_text("<html>not found</html>")
-    ctx = _context(banger_env, tmp_path, trust_lab, _entry(bundle, "image", "test-image"))
+    ctx = _context(banger_env, tmp_path, trust_lab, catalog_entry(bundle, "image", "test-image"))
     _refused(ctx, _dest(tmp_path))
 
 
@@ -173,7 +157,7 @@ def test_unsigned_bundle_is_unavailable(
     banger_env: dict[str, str], craft: Any, trust_lab: TrustLab, tmp_path: Path
 ) -> None:
     bundle = craft.good("image", name="test-image.tar.zst")
-    ctx = _context(banger_env, tmp_path, trust_lab, _entry(bundle, "image", "test-image"))
+    ctx = _context(banger_env, tmp_path, trust_lab, catalog_entry(bundle, "image", "test-image"))
     dest = _dest(tmp_path)
     with pytest.raises(SourceUnavailable) as info:
         CatalogImageSource(ctx).pull("test-image", dest, RecordingProgress())
@@ -190,7 +174,7 @@ def test_a_catalog_naming_no_signer_is_unavailable(
 ) -> None:
     bundle = craft.good("image", name="test-image.tar.zst")
     trust_lab.sign_file(bundle)  # signed, but nobody says by whom it must be
-    ctx = _context(banger_env, tmp_path, trust_lab, _entry(bundle, "image", "test-image"), signing=None)
+    ctx = _context(banger_env, tmp_path, trust_lab, catalog_entry(bundle, "image", "test-image"), signing=None)
     with pytest.raises(SourceUnavailable, match='names no signer for it \\(no "signing" policy\\)') as info:
         CatalogImageSource(ctx).pull("test-image", _dest(tmp_path), RecordingProgress())
     assert "\n" not in str(info.value)
@@ -208,7 +192,7 @@ def test_opted_out_catalog_accepts_unsigned_with_a_warning(
         banger_env,
         tmp_path,
         trust_lab,
-        _entry(bundle, "image", "test-image"),
+        catalog_entry(bundle, "image", "test-image"),
         signing=None,
         catalog_allow_unsigned=[catalog_url],
     )
@@ -227,7 +211,7 @@ def test_opting_out_another_catalog_changes_nothing(
     banger_env: dict[str, str], craft: Any, trust_lab: TrustLab, tmp_path: Path
 ) -> None:
     bundle = craft.good("image", name="test-image.tar.zst")
-    entry = _entry(bundle, "image", "test-image")
+    entry = catalog_entry(bundle, "image", "test-image")
     ctx = _context(banger_env, tmp_path, trust_lab, entry, catalog_allow_unsigned=["https://example.org/c.json"])
     with pytest.raises(SourceUnavailable, match="is not signed"):
         CatalogImageSource(ctx).pull("test-image", _dest(tmp_path), RecordingProgress())
@@ -324,7 +308,7 @@ def test_a_trusted_root_that_is_not_a_file_fails_the_pull_and_keeps_nothing(
         banger_env,
         tmp_path,
         trust_lab,
-        _entry(bundle, "image", "test-image"),
+        catalog_entry(bundle, "image", "test-image"),
         sigstore_trusted_root=str(tmp_path / "missing-root.json"),
     )
     dest = _dest(tmp_path)
