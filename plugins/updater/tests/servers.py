@@ -6,10 +6,12 @@ import http.server
 import json
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -48,6 +50,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     lab: ReleaseServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client dropping its connection is no error here; socketserver would print a traceback to
+        # sys.stderr, which an in-process CLI run may be capturing as banger's own output.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class ReleaseServer:
