@@ -40,7 +40,6 @@ import select
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +49,7 @@ import pytest
 from banger_core.testing.sigstore_lab import TEST_IDENTITY, TEST_ISSUER, TrustLab
 from tests.support import fake_systemctl
 from tests.support.host_overlay import PRIVATE_HOST_MOUNTS
-from tests.support.releases import FAILDOCTOR_PLUGIN, FAKE_PLUGIN, Releases
+from tests.support.releases import FAILDOCTOR_PLUGIN, FAKE_PLUGIN, Releases, extract_wheels
 
 #: The checkout's CLI: what installs the first release (as ``banger system install --wheels`` from a checkout).
 CHECKOUT_BANGER = str(Path(sys.executable).parent / "banger")
@@ -281,8 +280,7 @@ def test_update_rollback_on_failing_doctor_then_update_then_rollback(
         time.sleep(0.1)
 
     wheels = tmp_path / "wheels-v0.1.0"
-    with tarfile.open(releases.root / "v0.1.0" / "banger-v0.1.0-wheelhouse.tar") as tar:
-        tar.extractall(wheels, filter="data")
+    extract_wheels(releases.root / "v0.1.0" / "banger-v0.1.0-wheelhouse.tar", wheels)
     installed = ns.run(CHECKOUT_BANGER, "system", "install", "--owner", "daemon", "--wheels", str(wheels))
     assert installed.returncode == 0, installed.stderr
     inst.wait_daemon("v0.1.0")

@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from banger_core.testing.sigstore_lab import TrustLab
@@ -75,12 +77,32 @@ class Releases:
 
     def _keep_dependencies(self, tar_path: Path) -> None:
         """The wheelhouse's non-banger wheels into the cache (renamed in whole: never half there)."""
-        scratch = self.deps.with_name(f".{self.deps.name}.{os.getpid()}")
-        scratch.mkdir(parents=True)
-        with tarfile.open(tar_path) as tar:
-            wheels = [member for member in tar.getmembers() if not member.name.startswith("banger")]
-            tar.extractall(scratch, members=wheels, filter="data")
+        self.deps.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{self.deps.name}.", dir=self.deps.parent))
         try:
-            scratch.rename(self.deps)
-        except OSError:  # another run filled it first
-            shutil.rmtree(scratch)
+            extract_wheels(tar_path, scratch, keep=lambda name: not name.startswith("banger"))
+            try:
+                scratch.rename(self.deps)
+            except OSError:  # another run filled it first
+                pass
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # gone already when the rename took it
+
+
+def extract_wheels(tar_path: Path, dest: Path, keep: Callable[[str], bool] = lambda name: True) -> list[str]:
+    """The top-level ``*.whl`` files of a release's wheelhouse tar into ``dest``; their names.
+
+    By hand rather than ``extractall(filter="data")``: Debian 12's Python (3.11.2) predates that argument.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    names = []
+    with tarfile.open(tar_path) as tar:
+        for member in tar.getmembers():
+            assert member.isfile() and "/" not in member.name and member.name.endswith(".whl"), member.name
+            if not keep(member.name):
+                continue
+            source = tar.extractfile(member)
+            assert source is not None
+            (dest / member.name).write_bytes(source.read())
+            names.append(member.name)
+    return names
