@@ -32,11 +32,8 @@ def qemu_version(binary: str) -> str | None:
     asked three times (plan, create, template key), ~40 ms each under TCG hosts' load.
     """
     path = shutil.which(binary) or binary
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return _probe_version(path, info.st_ino, info.st_mtime_ns)
+    key = _file_key(path)
+    return None if key is None else _probe_version(path, *key)
 
 
 @functools.lru_cache(maxsize=8)
@@ -54,11 +51,17 @@ def sandbox_option(binary: str) -> str | None:
 
     Probed once per binary file (path, inode, mtime: an upgraded QEMU is probed again).
     """
+    key = _file_key(binary)
+    return None if key is None else _probe_sandbox(binary, *key)
+
+
+def _file_key(path: str) -> tuple[int, int] | None:
+    """(inode, mtime) of ``path``: what the probes are cached by (an upgraded QEMU is probed again); None if absent."""
     try:
-        info = os.stat(binary)
+        info = os.stat(path)
     except OSError:
         return None
-    return _probe_sandbox(binary, info.st_ino, info.st_mtime_ns)
+    return info.st_ino, info.st_mtime_ns
 
 
 @functools.lru_cache(maxsize=8)
